@@ -1,0 +1,34 @@
+# StratusLab: `make demo` runs the main job, `make test` runs every check and test.
+# Both set up what is missing first (scripts/setup.sh is idempotent), as root.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test check unit lxd bench clean
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	bash scripts/demo.sh
+
+test: setup check
+	$(BIN)/pytest
+
+check:
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit:
+	$(BIN)/pytest -m "not lxd"
+
+lxd:
+	$(BIN)/pytest -m lxd
+
+bench: setup
+	$(BIN)/python bench/instance_run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

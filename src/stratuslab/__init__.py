@@ -1,0 +1,3 @@
+"""StratusLab: a cloud for a scientific resource centre, and SlipStream's deployment engine on it."""
+
+__version__ = "0.1.0"

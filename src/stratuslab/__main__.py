@@ -1,0 +1,5 @@
+"""`python -m stratuslab` is `stratus`."""
+
+from stratuslab.cli.main import entry
+
+entry()

@@ -1,0 +1,1 @@
+"""`stratus`: one module per command group, thin over the services (or, later, the API)."""

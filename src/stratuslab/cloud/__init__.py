@@ -1,0 +1,1 @@
+"""The IaaS layer: connectors, instances, images, contextualization."""

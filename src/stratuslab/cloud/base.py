@@ -1,0 +1,175 @@
+"""The connector contract and the value objects that cross it.
+
+A connector drives one backend (LXD, a public cloud through Libcloud, an in-memory fake). It
+knows nothing of the store, the API or the deployment engine: the instance service records and
+reconciles, the connector only does what the backend does. One contract test suite
+(``tests/cloud/connectors/test_contract.py``) runs against every connector; a connector is done
+when it passes that suite.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from stratuslab.cloud.types import Capability, InstanceState
+from stratuslab.errors import Invalid, NotSupported
+
+TAG_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What to create. ``tags`` travel with the instance on the backend, so that whatever this
+    project creates can always be found again, even if the store loses it."""
+
+    name: str
+    image: str
+    cpu: int | None = None
+    ram_mb: int | None = None
+    ssh_keys: tuple[str, ...] = ()
+    user_data: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in self.tags:
+            if not TAG_KEY.match(key):
+                raise Invalid(f"tag {key!r}: use lowercase letters, digits, '.', '_' and '-'")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """An instance as the backend sees it."""
+
+    name: str
+    state: InstanceState
+    image: str = ""
+    addresses: tuple[str, ...] = ()
+    cpu: int | None = None
+    ram_mb: int | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Image:
+    """A startable image: ``name`` is the alias users type, ``fingerprint`` its content hash."""
+
+    name: str
+    fingerprint: str
+    size_bytes: int = 0
+    description: str = ""
+    created_at: datetime | None = None
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the backend can still host. ``None`` means the backend does not say."""
+
+    cpus: int | None
+    memory_total_mb: int | None
+    memory_free_mb: int | None
+    disk_total_mb: int | None
+    disk_free_mb: int | None
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class Connector(ABC):
+    """One backend behind the contract.
+
+    Names are the backend's instance names and are unique per backend. Every method may raise
+    ``BackendUnavailable`` when the backend cannot be reached and ``BackendError`` when it
+    refuses for a reason of its own.
+    """
+
+    kind: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+
+    @abstractmethod
+    def create(self, spec: InstanceSpec) -> Instance:
+        """Create an instance from ``spec`` and start it.
+
+        Post-conditions: the instance exists, carries ``spec.tags``, has its ssh keys and
+        user-data delivered, and is RUNNING (it may not have an address yet: see
+        :meth:`wait_for_address`). Raises ``NotFound`` for an unknown image and ``Conflict``
+        when the name is taken. Not idempotent. On failure, whatever was created is destroyed
+        before the error propagates.
+        """
+
+    @abstractmethod
+    def wait_for_address(self, name: str, timeout: float) -> Instance:
+        """Wait until the instance has an IPv4 address and return it.
+
+        Raises ``NotFound`` when the instance disappears, ``BackendError`` on timeout.
+        """
+
+    @abstractmethod
+    def start(self, name: str) -> Instance:
+        """Start a stopped instance. Idempotent: starting a running one succeeds."""
+
+    @abstractmethod
+    def stop(self, name: str, *, timeout: float = 30.0) -> Instance:
+        """Stop an instance cleanly, forcing it after ``timeout`` seconds. Idempotent."""
+
+    @abstractmethod
+    def destroy(self, name: str) -> None:
+        """Destroy an instance, running or not. Idempotent: destroying what is gone succeeds."""
+
+    @abstractmethod
+    def get(self, name: str) -> Instance:
+        """The instance called ``name``; raises ``NotFound`` when there is none."""
+
+    @abstractmethod
+    def list(self, *, tags: Mapping[str, str] | None = None) -> list[Instance]:
+        """Every instance on the backend, or those carrying all of ``tags``."""
+
+    @abstractmethod
+    def images(self) -> list[Image]:
+        """The images instances can be created from."""
+
+    @abstractmethod
+    def get_image(self, name: str) -> Image:
+        """The image called ``name`` (alias) or with that fingerprint prefix; else ``NotFound``."""
+
+    @abstractmethod
+    def capacity(self) -> Capacity:
+        """What the backend can still host."""
+
+    def exec(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run ``command`` in the instance and wait for it (capability EXEC)."""
+        raise NotSupported(f"the {self.kind} connector cannot run commands in instances")
+
+    def import_image(self, archive: Path, *, name: str, sha256: str) -> Image:
+        """Add the image in ``archive`` under the alias ``name`` (capability IMPORT_IMAGE).
+
+        ``sha256`` is the archive's digest: an archive already imported is not sent again.
+        The alias moves to the new image; the image it pointed to before is deleted.
+        """
+        raise NotSupported(f"the {self.kind} connector cannot import images")
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing
+        """Release connections. Safe to call twice."""
+
+    def require(self, capability: Capability) -> None:
+        if capability not in self.capabilities:
+            raise NotSupported(f"the {self.kind} connector does not support {capability.value}")

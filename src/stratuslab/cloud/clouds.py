@@ -1,0 +1,61 @@
+"""The clouds a site can start instances on, as recorded in the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from stratuslab.cloud.base import Connector
+from stratuslab.cloud.connectors import connector_class, make_connector
+from stratuslab.db.models import CloudRecord
+from stratuslab.db.session import session_scope
+from stratuslab.errors import NotFound
+
+DEFAULT_CLOUD = "local"
+
+
+@dataclass(frozen=True)
+class Cloud:
+    name: str
+    connector: str
+    options: dict[str, Any]
+
+    def make_connector(self) -> Connector:
+        return make_connector(self.connector, dict(self.options))
+
+
+def record(engine: Engine, *, name: str, connector: str, options: dict[str, Any]) -> str:
+    """Record (or update) a cloud. Returns 'recorded', 'updated' or 'present'."""
+    connector_class(connector)  # an unknown connector is refused before anything is written
+    with session_scope(engine) as session:
+        row = session.get(CloudRecord, name)
+        if row is None:
+            session.add(CloudRecord(name=name, connector=connector, options=options))
+            return "recorded"
+        if row.connector == connector and row.options == options:
+            return "present"
+        row.connector, row.options = connector, options
+        return "updated"
+
+
+def get(engine: Engine, name: str = DEFAULT_CLOUD) -> Cloud:
+    with session_scope(engine) as session:
+        row = session.get(CloudRecord, name)
+        if row is None:
+            known = session.scalars(select(CloudRecord.name)).all()
+            raise NotFound(
+                f"no cloud called {name!r} is recorded",
+                hint="run `stratus cloud init` to set up the local cloud"
+                if not known
+                else f"known clouds: {', '.join(known)}",
+            )
+        return Cloud(row.name, row.connector, dict(row.options))
+
+
+def all_clouds(engine: Engine) -> list[Cloud]:
+    with session_scope(engine) as session:
+        rows = session.scalars(select(CloudRecord).order_by(CloudRecord.name)).all()
+        return [Cloud(r.name, r.connector, dict(r.options)) for r in rows]

@@ -1,0 +1,233 @@
+"""An in-memory backend for fast unit tests and control-plane benchmarks.
+
+It keeps the contract's promises (it passes the same contract suite as LXD) but nothing runs:
+an instance is a record with an address from a private range. Instances of one ``namespace``
+are shared by every connector object in the process, so that several CLI invocations in one
+test see the same backend. Faults are injected with :meth:`FakeConnector.ex_fail_next`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tarfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from stratuslab.cloud.base import Capacity, Connector, ExecResult, Image, Instance, InstanceSpec
+from stratuslab.cloud.types import Capability, InstanceState
+from stratuslab.errors import BackendError, CapacityExceeded, Conflict, NotFound, StratusError
+
+ExecHandler = Callable[[Instance, Sequence[str]], ExecResult]
+
+
+@dataclass
+class _Backend:
+    instances: dict[str, Instance] = field(default_factory=dict)
+    images: dict[str, Image] = field(default_factory=dict)
+    failures: dict[str, StratusError] = field(default_factory=dict)
+    next_host: int = 10
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_BACKENDS: dict[str, _Backend] = {}
+_BACKENDS_LOCK = threading.Lock()
+
+
+class FakeConnector(Connector):
+    """Instances that exist only in this process."""
+
+    kind = "fake"
+    capabilities = frozenset({Capability.EXEC, Capability.IMPORT_IMAGE})
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "default",
+        cpus: int = 8,
+        memory_mb: int = 16384,
+        disk_mb: int = 100_000,
+        subnet: str = "10.99.0.0/16",
+        images: Sequence[str] = ("debian-12",),
+        exec_handler: ExecHandler | None = None,
+    ) -> None:
+        with _BACKENDS_LOCK:
+            self._backend = _BACKENDS.setdefault(namespace, _Backend())
+        self._cpus, self._memory_mb, self._disk_mb = cpus, memory_mb, disk_mb
+        self._network = ipaddress.ip_network(subnet)
+        self._exec = exec_handler or _default_exec
+        with self._backend.lock:
+            for name in images:
+                self._backend.images.setdefault(
+                    name, Image(name=name, fingerprint=f"{abs(hash(name)):064x}"[:64], size_bytes=1 << 20)
+                )
+
+    # -- the contract ---------------------------------------------------------------------
+
+    def create(self, spec: InstanceSpec) -> Instance:
+        self._maybe_fail("create")
+        image = self.get_image(spec.image)
+        with self._backend.lock:
+            if spec.name in self._backend.instances:
+                raise Conflict(f"an instance called {spec.name!r} already exists on the fake backend")
+            used = sum(i.ram_mb or 0 for i in self._backend.instances.values())
+            if used + (spec.ram_mb or 0) > self._memory_mb:
+                raise CapacityExceeded(f"the fake backend has {self._memory_mb - used} MiB of memory left")
+            self._backend.next_host += 1
+            instance = Instance(
+                name=spec.name,
+                state=InstanceState.RUNNING,
+                image=image.name,
+                cpu=spec.cpu,
+                ram_mb=spec.ram_mb,
+                tags=dict(spec.tags),
+                created_at=datetime.now(UTC),
+                extra={
+                    "address": str(self._network.network_address + self._backend.next_host),
+                    "user_data": spec.user_data,
+                    "ssh_keys": list(spec.ssh_keys),
+                },
+            )
+            self._backend.instances[spec.name] = instance
+            return instance
+
+    def wait_for_address(self, name: str, timeout: float) -> Instance:
+        self._maybe_fail("wait_for_address")
+        instance = self.get(name)
+        if instance.state != InstanceState.RUNNING:
+            raise BackendError(f"instance {name} is {instance.state.value}, it will get no address")
+        return instance
+
+    def start(self, name: str) -> Instance:
+        self._maybe_fail("start")
+        return self._set_state(name, InstanceState.RUNNING)
+
+    def stop(self, name: str, *, timeout: float = 30.0) -> Instance:
+        self._maybe_fail("stop")
+        return self._set_state(name, InstanceState.STOPPED)
+
+    def destroy(self, name: str) -> None:
+        self._maybe_fail("destroy")
+        with self._backend.lock:
+            self._backend.instances.pop(name, None)
+
+    def get(self, name: str) -> Instance:
+        with self._backend.lock:
+            instance = self._backend.instances.get(name)
+        if instance is None:
+            raise NotFound(f"the fake backend has no instance called {name!r}")
+        return _with_addresses(instance)
+
+    def list(self, *, tags: Mapping[str, str] | None = None) -> list[Instance]:
+        self._maybe_fail("list")
+        with self._backend.lock:
+            found = list(self._backend.instances.values())
+        wanted = dict(tags or {})
+        return [
+            _with_addresses(i) for i in found if all(i.tags.get(k) == v for k, v in wanted.items())
+        ]
+
+    def images(self) -> list[Image]:
+        with self._backend.lock:
+            return list(self._backend.images.values())
+
+    def get_image(self, name: str) -> Image:
+        with self._backend.lock:
+            image = self._backend.images.get(name)
+        if image is None:
+            raise NotFound(f"no image called {name!r}", hint="see `stratus image list`")
+        return image
+
+    def capacity(self) -> Capacity:
+        with self._backend.lock:
+            used = sum(i.ram_mb or 0 for i in self._backend.instances.values())
+        return Capacity(
+            cpus=self._cpus,
+            memory_total_mb=self._memory_mb,
+            memory_free_mb=self._memory_mb - used,
+            disk_total_mb=self._disk_mb,
+            disk_free_mb=self._disk_mb,
+        )
+
+    def exec(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        instance = self.get(name)
+        if instance.state != InstanceState.RUNNING:
+            raise BackendError(f"instance {name} is not running")
+        return self._exec(instance, command)
+
+    def import_image(self, archive: Path, *, name: str, sha256: str) -> Image:
+        self._maybe_fail("import_image")
+        with tarfile.open(archive) as tar:
+            member = tar.extractfile("metadata.yaml")
+            metadata = yaml.safe_load(member.read()) if member else {}
+        properties = {str(k): str(v) for k, v in (metadata.get("properties") or {}).items()}
+        image = Image(
+            name=name,
+            fingerprint=sha256,
+            size_bytes=archive.stat().st_size,
+            description=properties.get("description", ""),
+            properties=properties,
+        )
+        with self._backend.lock:
+            self._backend.images[name] = image
+        return image
+
+    # -- fake-only extras -----------------------------------------------------------------
+
+    def ex_fail_next(self, operation: str, error: StratusError) -> None:
+        """Make the next call of ``operation`` (create, start, stop, destroy, list, ...) raise."""
+        with self._backend.lock:
+            self._backend.failures[operation] = error
+
+    def ex_vanish(self, name: str) -> None:
+        """Remove an instance behind the project's back, as an operator with `lxc delete` would."""
+        with self._backend.lock:
+            self._backend.instances.pop(name, None)
+
+    @staticmethod
+    def ex_reset(namespace: str = "default") -> None:
+        with _BACKENDS_LOCK:
+            _BACKENDS.pop(namespace, None)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _maybe_fail(self, operation: str) -> None:
+        with self._backend.lock:
+            error = self._backend.failures.pop(operation, None)
+        if error is not None:
+            raise error
+
+    def _set_state(self, name: str, state: InstanceState) -> Instance:
+        with self._backend.lock:
+            instance = self._backend.instances.get(name)
+            if instance is None:
+                raise NotFound(f"the fake backend has no instance called {name!r}")
+            self._backend.instances[name] = replace(instance, state=state)
+        return self.get(name)
+
+
+def _with_addresses(instance: Instance) -> Instance:
+    running = instance.state == InstanceState.RUNNING
+    return replace(instance, addresses=(str(instance.extra["address"]),) if running else ())
+
+
+def _default_exec(instance: Instance, command: Sequence[str]) -> ExecResult:
+    program, *args = list(command) or [""]
+    if program == "echo":
+        return ExecResult(0, " ".join(args) + "\n", "")
+    if program == "hostname":
+        return ExecResult(0, instance.name + "\n", "")
+    if program in ("true", "false"):
+        return ExecResult(0 if program == "true" else 1, "", "")
+    return ExecResult(127, "", f"{program}: command not found\n")

@@ -1,0 +1,350 @@
+"""LXD (and Incus) system containers, over the REST API.
+
+Tags live in the instance's ``user.stratus.*`` configuration keys. Contextualization travels as
+``user.vendor-data`` (the ssh keys, as a ``#cloud-config``) and ``user.user-data`` (the user's
+script or cloud-config): the keys cloud-init reads on LXD, and the keys the base image's
+``stratus-context`` service reads from ``/dev/lxd/sock`` where there is no cloud-init.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from stratuslab.cloud.base import Capacity, Connector, ExecResult, Image, Instance, InstanceSpec
+from stratuslab.cloud.connectors.lxd_api import LxdApi
+from stratuslab.cloud.types import Capability, InstanceState
+from stratuslab.errors import BackendError, Conflict, Invalid, NotFound
+
+STATE_MAP: dict[str, InstanceState] = {
+    "Running": InstanceState.RUNNING,
+    "Stopped": InstanceState.STOPPED,
+    "Starting": InstanceState.PENDING,
+    "Stopping": InstanceState.RUNNING,
+    "Freezing": InstanceState.RUNNING,
+    "Frozen": InstanceState.STOPPED,
+    "Thawed": InstanceState.RUNNING,
+    "Error": InstanceState.ERROR,
+}
+
+TAG_PREFIX = "user.stratus."
+EXEC_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+}
+_POLL = 0.05
+
+
+class LxdConnector(Connector):
+    """System containers on one LXD server, created with one profile."""
+
+    kind = "lxd"
+    capabilities = frozenset({Capability.EXEC, Capability.FILES, Capability.IMPORT_IMAGE})
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        profile: str = "default",
+        cert: tuple[str, str] | None = None,
+        verify: str | bool = True,
+        api: LxdApi | None = None,
+    ) -> None:
+        self.profile = profile
+        self.api = api or LxdApi(endpoint, cert=cert, verify=verify)
+
+    # -- the contract ---------------------------------------------------------------------
+
+    def create(self, spec: InstanceSpec) -> Instance:
+        image = self.get_image(spec.image)
+        config: dict[str, str] = {TAG_PREFIX + k: v for k, v in spec.tags.items()}
+        if spec.cpu:
+            config["limits.cpu"] = str(spec.cpu)
+        if spec.ram_mb:
+            config["limits.memory"] = f"{spec.ram_mb}MiB"
+        if spec.ssh_keys:
+            vendor = {"ssh_authorized_keys": list(spec.ssh_keys)}
+            config["user.vendor-data"] = "#cloud-config\n" + json.dumps(vendor)
+        if spec.user_data:
+            config["user.user-data"] = spec.user_data
+        body = {
+            "name": spec.name,
+            "type": "container",
+            "source": {"type": "image", "fingerprint": image.fingerprint},
+            "profiles": [self.profile],
+            "config": config,
+        }
+        try:
+            self.api.post("/1.0/instances", body)
+        except Conflict as exc:
+            raise Conflict(f"an instance called {spec.name!r} already exists on LXD") from exc
+        try:
+            self._change_state(spec.name, "start")
+            return self.get(spec.name)
+        except BaseException:
+            self.destroy(spec.name)
+            raise
+
+    def wait_for_address(self, name: str, timeout: float) -> Instance:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.api.get(LxdApi.path("instances", name, "state"))
+            if _addresses(state):
+                return self.get(name)
+            if state.get("status") not in ("Running", "Starting"):
+                raise BackendError(f"instance {name} is {state.get('status')}, it will get no address")
+            if time.monotonic() > deadline:
+                raise BackendError(f"instance {name} got no IPv4 address within {timeout:.0f} s")
+            time.sleep(_POLL)
+
+    def start(self, name: str) -> Instance:
+        if self.get(name).state != InstanceState.RUNNING:
+            self._change_state(name, "start")
+        return self.get(name)
+
+    def stop(self, name: str, *, timeout: float = 30.0) -> Instance:
+        if self.get(name).state != InstanceState.STOPPED:
+            self._change_state(name, "stop", timeout=int(timeout), force=False)
+            if self.get(name).state != InstanceState.STOPPED:
+                self._change_state(name, "stop", force=True)
+        return self.get(name)
+
+    def destroy(self, name: str) -> None:
+        try:
+            self._change_state(name, "stop", force=True)
+        except NotFound:
+            return
+        except (Invalid, BackendError):
+            pass  # already stopped: LXD refuses to stop what is not running
+        try:
+            self.api.delete(LxdApi.path("instances", name))
+        except NotFound:
+            return
+
+    def get(self, name: str) -> Instance:
+        try:
+            raw = self.api.get(LxdApi.path("instances", name), recursion=1)
+            state = self.api.get(LxdApi.path("instances", name, "state"))
+        except NotFound as exc:
+            raise NotFound(f"LXD has no instance called {name!r}") from exc
+        return self._to_instance({**raw, "state": state})
+
+    def list(self, *, tags: Mapping[str, str] | None = None) -> list[Instance]:
+        wanted = {TAG_PREFIX + k: v for k, v in (tags or {}).items()}
+        found = []
+        for raw in self.api.get("/1.0/instances", recursion=2):
+            config = raw.get("config") or {}
+            if all(config.get(k) == v for k, v in wanted.items()):
+                found.append(self._to_instance(raw))
+        return found
+
+    def images(self) -> list[Image]:
+        images: list[Image] = []
+        for raw in self.api.get("/1.0/images", recursion=1):
+            aliases = [a["name"] for a in raw.get("aliases") or []] or [raw["fingerprint"][:12]]
+            images.extend(self._to_image(raw, alias) for alias in aliases)
+        return images
+
+    def get_image(self, name: str) -> Image:
+        try:
+            alias = self.api.get(LxdApi.path("images", "aliases", name))
+            return self._to_image(self.api.get(LxdApi.path("images", alias["target"])), name)
+        except NotFound:
+            pass
+        if len(name) >= 12:
+            for raw in self.api.get("/1.0/images", recursion=1):
+                if raw["fingerprint"].startswith(name):
+                    return self._to_image(raw, name)
+        raise NotFound(
+            f"no image called {name!r}",
+            hint="see `stratus image list`, or build one with `stratus image build debian-12`",
+        )
+
+    def capacity(self) -> Capacity:
+        resources = self.api.get("/1.0/resources")
+        memory = resources.get("memory") or {}
+        total_mb = int(memory.get("total", 0)) // 2**20
+        used_mb = int(memory.get("used", 0)) // 2**20
+        disk_total = disk_free = None
+        pool = self._profile_pool()
+        if pool:
+            space = (self.api.get(LxdApi.path("storage-pools", pool, "resources")) or {}).get("space", {})
+            disk_total = int(space.get("total", 0)) // 2**20
+            disk_free = disk_total - int(space.get("used", 0)) // 2**20
+        return Capacity(
+            cpus=int((resources.get("cpu") or {}).get("total", 0)) or None,
+            memory_total_mb=total_mb or None,
+            memory_free_mb=(total_mb - used_mb) if total_mb else None,
+            disk_total_mb=disk_total,
+            disk_free_mb=disk_free,
+        )
+
+    def exec(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        body = {
+            "command": list(command),
+            "environment": {**EXEC_ENV, **(env or {})},
+            "wait-for-websocket": False,
+            "interactive": False,
+            "record-output": True,
+        }
+        try:
+            meta = self.api.request(
+                "POST", LxdApi.path("instances", name, "exec"), json=body, timeout=timeout
+            )
+        except NotFound as exc:
+            raise NotFound(f"LXD has no instance called {name!r}") from exc
+        except BackendError as exc:
+            if "Command not found" in exc.message:
+                return ExecResult(exit_code=127, stdout="", stderr=f"{command[0]}: command not found\n")
+            raise
+        output = meta.get("output") or {}
+        stdout, stderr = (self._take_log(output.get(fd)) for fd in ("1", "2"))
+        return ExecResult(exit_code=int(meta.get("return", -1)), stdout=stdout, stderr=stderr)
+
+    def import_image(self, archive: Path, *, name: str, sha256: str) -> Image:
+        try:
+            self.api.get(LxdApi.path("images", sha256))
+        except NotFound:
+            self.api.request(
+                "POST",
+                "/1.0/images",
+                content=_chunks(archive),
+                headers={"Content-Type": "application/octet-stream", "X-LXD-public": "0"},
+                timeout=900,
+            )
+        alias_path = LxdApi.path("images", "aliases", name)
+        try:
+            previous = self.api.get(alias_path)["target"]
+        except NotFound:
+            self.api.post("/1.0/images/aliases", {"name": name, "target": sha256})
+            previous = sha256
+        else:
+            self.api.put(alias_path, {"target": sha256, "description": ""})
+        if previous != sha256:
+            try:
+                self.api.delete(LxdApi.path("images", previous))
+            except NotFound:
+                pass
+        return self.get_image(name)
+
+    def close(self) -> None:
+        self.api.close()
+
+    # -- LXD-only extras ------------------------------------------------------------------
+
+    def ex_push_file(self, name: str, path: str, content: bytes, *, mode: int = 0o644) -> None:
+        """Write a file into the instance (capability FILES)."""
+        self.api.request(
+            "POST",
+            LxdApi.path("instances", name, "files"),
+            params={"path": path},
+            content=content,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "X-LXD-type": "file",
+                "X-LXD-mode": f"{mode:04o}",
+                "X-LXD-uid": "0",
+                "X-LXD-gid": "0",
+                "X-LXD-write": "overwrite",
+            },
+        )
+
+    def ex_pull_file(self, name: str, path: str) -> bytes:
+        """Read a file from the instance (capability FILES)."""
+        return self.api.raw(LxdApi.path("instances", name, "files"), path=path)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _change_state(self, name: str, action: str, *, timeout: int = 30, force: bool = False) -> None:
+        self.api.put(
+            LxdApi.path("instances", name, "state"),
+            {"action": action, "timeout": timeout, "force": force},
+        )
+
+    def _take_log(self, log_path: str | None) -> str:
+        if not log_path:
+            return ""
+        data = self.api.raw(log_path).decode(errors="replace")
+        try:
+            self.api.delete(log_path)
+        except BackendError:
+            pass  # a leftover log is harmless; LXD removes them with the instance
+        return data
+
+    def _profile_pool(self) -> str | None:
+        try:
+            profile = self.api.get(LxdApi.path("profiles", self.profile))
+        except NotFound:
+            return None
+        root = (profile.get("devices") or {}).get("root") or {}
+        pool = root.get("pool")
+        return str(pool) if pool else None
+
+    # -- converters -----------------------------------------------------------------------
+
+    @staticmethod
+    def _to_instance(raw: Mapping[str, Any]) -> Instance:
+        config: Mapping[str, str] = raw.get("config") or {}
+        state = raw.get("state") or {}
+        memory = config.get("limits.memory", "")
+        return Instance(
+            name=raw["name"],
+            state=STATE_MAP.get(raw.get("status", ""), InstanceState.UNKNOWN),
+            image=config.get(TAG_PREFIX + "image") or config.get("volatile.base_image", "")[:12],
+            addresses=tuple(_addresses(state)),
+            cpu=int(config["limits.cpu"]) if config.get("limits.cpu", "").isdigit() else None,
+            ram_mb=int(memory.removesuffix("MiB")) if memory.endswith("MiB") else None,
+            tags={k.removeprefix(TAG_PREFIX): v for k, v in config.items() if k.startswith(TAG_PREFIX)},
+            created_at=_time(raw.get("created_at")),
+            extra={"status": raw.get("status"), "pid": state.get("pid")},
+        )
+
+    @staticmethod
+    def _to_image(raw: Mapping[str, Any], name: str) -> Image:
+        properties = {str(k): str(v) for k, v in (raw.get("properties") or {}).items()}
+        return Image(
+            name=name,
+            fingerprint=raw["fingerprint"],
+            size_bytes=int(raw.get("size", 0)),
+            description=properties.get("description", ""),
+            created_at=_time(raw.get("created_at")),
+            properties=properties,
+        )
+
+
+def _addresses(state: Mapping[str, Any]) -> list[str]:
+    found = []
+    for device, net in (state.get("network") or {}).items():
+        if device == "lo":
+            continue
+        for address in net.get("addresses") or []:
+            if address.get("family") == "inet" and address.get("scope") == "global":
+                found.append(address["address"])
+    return found
+
+
+def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while block := handle.read(size):
+            yield block
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value or value.startswith("0001-"):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -1,0 +1,159 @@
+"""A small client for the LXD (and Incus) REST API.
+
+It speaks to the local unix socket or to a remote server over HTTPS with a client certificate,
+turns LXD's error envelopes into the project's errors, and waits for background operations.
+The transport is taken in the constructor so that tests can hand it a fake one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+import httpx
+
+from stratuslab.errors import BackendError, BackendUnavailable, Conflict, Invalid, NotFound
+
+_STATUS_ERRORS: dict[int, type[BackendError] | type[NotFound] | type[Conflict] | type[Invalid]] = {
+    400: Invalid,
+    404: NotFound,
+    409: Conflict,
+}
+
+
+class LxdApi:
+    """Requests against one LXD server. Thread-safe (httpx clients are)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        cert: tuple[str, str] | None = None,
+        verify: str | bool = True,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.endpoint = endpoint
+        if transport is None and endpoint.startswith("unix://"):
+            transport = httpx.HTTPTransport(uds=endpoint.removeprefix("unix://"))
+            base_url = "http://lxd"
+        elif endpoint.startswith("https://"):
+            base_url = endpoint.rstrip("/")
+        elif transport is not None:
+            base_url = "http://lxd"
+        else:
+            raise Invalid(f"LXD endpoint {endpoint!r}: use unix:///path/to/socket or https://host:8443")
+        self._http = httpx.Client(
+            base_url=base_url,
+            transport=transport,
+            cert=cert,
+            verify=verify,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+        )
+
+    # -- plain requests -------------------------------------------------------------------
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None, **params: Any) -> Any:
+        return self.request("POST", path, json=body, params=params)
+
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, json=body)
+
+    def patch(self, path: str, body: Any) -> Any:
+        return self.request("PATCH", path, json=body)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | IO[bytes] | Iterable[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send a request and return its metadata; background operations are waited for
+        (their own metadata is returned) unless ``wait`` is false."""
+        try:
+            response = self._http.request(
+                method,
+                path,
+                json=json,
+                params={k: v for k, v in (params or {}).items() if v is not None},
+                content=content,  # type: ignore[arg-type]
+                headers=headers,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
+            raise BackendUnavailable(
+                f"LXD is not reachable at {self.endpoint}",
+                hint="start it with `stratus cloud init`",
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise BackendError(f"LXD did not answer {method} {path} in time") from exc
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(f"LXD at {self.endpoint}: {exc}") from exc
+        body = self._decode(response, method, path)
+        if body.get("type") == "async" and wait:
+            return self.wait(body["operation"], timeout=timeout)
+        return body.get("metadata")
+
+    def raw(self, path: str, **params: Any) -> bytes:
+        """The body of a non-JSON answer (an exec log, a file)."""
+        try:
+            response = self._http.get(path, params=params)
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(f"LXD at {self.endpoint}: {exc}") from exc
+        if response.status_code >= 400:
+            self._decode(response, "GET", path)
+        return response.content
+
+    def wait(self, operation: str, *, timeout: float | None = None) -> Any:
+        """Wait for a background operation; its failure raises with LXD's own reason."""
+        wait_for = int(timeout) if timeout else 600
+        meta = self.request(
+            "GET",
+            f"{operation}/wait",
+            params={"timeout": wait_for},
+            timeout=wait_for + 10,
+        )
+        if meta.get("status_code") == 200:
+            return meta.get("metadata")
+        if meta.get("status_code") in (100, 103, 105):
+            raise BackendError(f"LXD operation {operation} still running after {wait_for} s")
+        raise BackendError(f"LXD: {meta.get('err') or meta.get('status')}")
+
+    def close(self) -> None:
+        self._http.close()
+
+    @staticmethod
+    def path(*parts: str) -> str:
+        return "/1.0/" + "/".join(quote(part, safe="") for part in parts)
+
+    @staticmethod
+    def _decode(response: httpx.Response, method: str, path: str) -> dict[str, Any]:
+        try:
+            body: dict[str, Any] = response.json()
+        except ValueError as exc:
+            raise BackendError(
+                f"LXD answered {method} {path} with {response.status_code} and no JSON"
+            ) from exc
+        if body.get("type") == "error" or response.status_code >= 400:
+            code = int(body.get("error_code") or response.status_code)
+            kind = _STATUS_ERRORS.get(code, BackendError)
+            raise kind(f"LXD: {body.get('error') or response.reason_phrase}")
+        return body
+
+
+def local_socket_exists(endpoint: str) -> bool:
+    return not endpoint.startswith("unix://") or Path(endpoint.removeprefix("unix://")).exists()

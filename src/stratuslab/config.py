@@ -1,0 +1,147 @@
+"""Settings: the only reader of environment variables and configuration files.
+
+Values come, lowest priority first, from the defaults below, the TOML file (``STRATUS_CONFIG``,
+by default ``/etc/stratuslab/config.toml`` for root and ``~/.config/stratuslab/config.toml``
+otherwise) and ``STRATUS_<NAME>`` environment variables. A table in the file flattens onto the
+field names: ``[lxd] bridge = "br1"`` sets ``lxd_bridge``. An unknown key is an error that names
+the file and the key, so that a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import getpass
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from stratuslab.errors import Invalid
+
+_LXD_SOCKETS = (
+    "/var/lib/lxd/unix.socket",
+    "/var/snap/lxd/common/lxd/unix.socket",
+    "/var/lib/incus/unix.socket",
+)
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, validated once when loaded."""
+
+    config_file: Path
+    data_dir: Path
+    cache_dir: Path
+    database_url: str
+    user: str
+    instance_prefix: str = "inst"
+    lxd_endpoint: str = ""
+    lxd_bridge: str = "stratusbr0"
+    lxd_subnet: str = "10.210.0.1/24"
+    lxd_pool: str = "stratus"
+    lxd_pool_size_gib: int = 30
+    lxd_profile: str = "stratus"
+    debian_mirror: str = "http://deb.debian.org/debian"
+    server_url: str = ""
+    debug: bool = False
+
+    @property
+    def database_path(self) -> Path | None:
+        """The SQLite file, when the store is SQLite."""
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///"))
+        return None
+
+    def with_overrides(self, **values: Any) -> Settings:
+        return _validated(replace(self, **values))
+
+
+def load(environ: dict[str, str] | None = None) -> Settings:
+    """Read the settings from the defaults, the configuration file and the environment."""
+    env = dict(os.environ if environ is None else environ)
+    root = os.geteuid() == 0
+    home = Path(env.get("HOME", "/root"))
+    config_file = Path(
+        env.get("STRATUS_CONFIG")
+        or ("/etc/stratuslab/config.toml" if root else home / ".config/stratuslab/config.toml")
+    )
+    values: dict[str, Any] = {}
+    if config_file.exists():
+        values.update(_read_file(config_file))
+    for field in fields(Settings):
+        key = f"STRATUS_{field.name.upper()}"
+        if key in env and field.name != "config_file":
+            values[field.name] = env[key]
+    data_dir = Path(
+        values.pop("data_dir", None)
+        or ("/var/lib/stratuslab" if root else home / ".local/share/stratuslab")
+    )
+    cache_dir = Path(
+        values.pop("cache_dir", None) or ("/var/cache/stratuslab" if root else home / ".cache/stratuslab")
+    )
+    settings = Settings(
+        config_file=config_file,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        database_url=str(values.pop("database_url", None) or f"sqlite:///{data_dir / 'stratus.db'}"),
+        user=str(values.pop("user", None) or env.get("SUDO_USER") or getpass.getuser()),
+    )
+    return _validated(replace(settings, **_coerced(values, config_file)))
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise Invalid(f"{path}: cannot read configuration: {exc}") from exc
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            for sub, subvalue in value.items():
+                flat[f"{key}_{sub}"] = subvalue
+        else:
+            flat[key] = value
+    known = {f.name for f in fields(Settings)} - {"config_file"}
+    for key in flat:
+        if key not in known:
+            raise Invalid(f"{path}: unknown setting {key!r}", hint=f"known: {', '.join(sorted(known))}")
+    return flat
+
+
+def _coerced(values: dict[str, Any], source: Path) -> dict[str, Any]:
+    types = {f.name: f.type for f in fields(Settings)}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        kind = types[key]
+        try:
+            if kind == "bool":
+                out[key] = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
+            elif kind == "int":
+                out[key] = int(value)
+            else:
+                out[key] = str(value)
+        except ValueError as exc:
+            raise Invalid(f"setting {key!r} ({source} or STRATUS_{key.upper()}): {exc}") from exc
+    return out
+
+
+def _validated(settings: Settings) -> Settings:
+    try:
+        subnet = ipaddress.ip_interface(settings.lxd_subnet)
+    except ValueError as exc:
+        raise Invalid(f"setting lxd_subnet: {exc}", hint="write it as GATEWAY/PREFIX, e.g. 10.210.0.1/24") from exc
+    if subnet.version != 4 or subnet.ip == subnet.network.network_address:
+        raise Invalid(f"setting lxd_subnet: {settings.lxd_subnet} must be an IPv4 gateway address with a prefix")
+    if not _NAME.match(settings.instance_prefix):
+        raise Invalid(f"setting instance_prefix: {settings.instance_prefix!r} must be a lowercase hostname part")
+    if settings.lxd_pool_size_gib < 5:
+        raise Invalid("setting lxd_pool_size_gib: at least 5 GiB is needed for the base image")
+    if not settings.database_url.startswith(("sqlite:///", "postgresql")):
+        raise Invalid(f"setting database_url: {settings.database_url!r} is neither sqlite:/// nor postgresql")
+    if not settings.lxd_endpoint:
+        found = next((s for s in _LXD_SOCKETS if Path(s).exists()), _LXD_SOCKETS[0])
+        settings = replace(settings, lxd_endpoint=f"unix://{found}")
+    return settings

@@ -1,0 +1,94 @@
+"""Engines and sessions. The schema is brought to the newest migration on first use."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session, sessionmaker
+
+from stratuslab.errors import BackendUnavailable
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_LOCK = threading.Lock()
+_ENGINES: dict[str, Engine] = {}
+
+
+def engine_for(url: str) -> Engine:
+    """One engine per database URL per process, its schema up to date."""
+    with _LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = _create(url)
+            upgrade(engine)
+            _ENGINES[url] = engine
+        return engine
+
+
+def dispose_all() -> None:
+    with _LOCK:
+        for engine in _ENGINES.values():
+            engine.dispose()
+        _ENGINES.clear()
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits when the block ends normally and rolls back otherwise."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    with factory() as session, session.begin():
+        yield session
+
+
+def head_revision() -> str:
+    versions = sorted(p.stem for p in (MIGRATIONS / "versions").glob("[0-9]*.py"))
+    return versions[-1].split("_", 1)[0]
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply pending migrations. Checking costs one query; Alembic loads only when needed."""
+    try:
+        with engine.connect() as conn:
+            current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError):
+        current = None
+    if current == head_revision():
+        return
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+def _create(url: str) -> Engine:
+    options: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        options["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    else:
+        options["pool_pre_ping"] = True
+    try:
+        engine = create_engine(url, **options)
+    except Exception as exc:
+        raise BackendUnavailable(f"cannot open the store {url}: {exc}") from exc
+    if url.startswith("sqlite"):
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

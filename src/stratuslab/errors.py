@@ -1,0 +1,119 @@
+"""One error root for the whole project.
+
+Every error a user can meet is a :class:`StratusError`. The CLI prints its message on one line
+and exits with its ``exit_code``; the API maps it to a JSON body and an HTTP status. Anything
+else that escapes is a bug and is reported as such.
+
+::
+
+    StratusError                      exit 1   (generic)
+    ├── Invalid                       exit 65  bad input: malformed file, unknown parameter
+    ├── NotFound                      exit 66  no such image, instance, run, module
+    ├── Conflict                      exit 67  the request clashes with the current state
+    │   └── CapacityExceeded          exit 68  not enough CPU, memory, disk or quota
+    ├── NotSupported                  exit 71  the backend lacks the capability asked for
+    └── BackendError                  exit 70  a backend (LXD, a command) failed
+        ├── BackendUnavailable        exit 69  the backend is not running or not reachable
+        └── CommandFailed             exit 70  a subprocess exited non-zero
+
+Exit codes 1 and 2 are reserved for the outcome of ``stratus deploy`` (run aborted, run timed
+out) and 64 for command-line usage errors, so a CI job can tell them apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class StratusError(Exception):
+    """Root of every error the project raises on purpose."""
+
+    exit_code = 1
+    http_status = 500
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class Invalid(StratusError):
+    """The user's input is wrong: a malformed file, a bad value, an unknown key."""
+
+    exit_code = 65
+    http_status = 422
+
+
+class NotFound(StratusError):
+    """The thing asked for does not exist."""
+
+    exit_code = 66
+    http_status = 404
+
+
+class Conflict(StratusError):
+    """The request cannot be honoured in the current state of things."""
+
+    exit_code = 67
+    http_status = 409
+
+
+class CapacityExceeded(Conflict):
+    """Not enough free CPU, memory, disk or quota for the request."""
+
+    exit_code = 68
+
+
+class NotSupported(StratusError):
+    """The backend does not offer the capability asked for."""
+
+    exit_code = 71
+    http_status = 501
+
+
+class BackendError(StratusError):
+    """A backend (LXD, a public cloud, a system command) failed."""
+
+    exit_code = 70
+    http_status = 502
+
+
+class BackendUnavailable(BackendError):
+    """The backend is not running or cannot be reached."""
+
+    exit_code = 69
+    http_status = 503
+
+
+class CommandFailed(BackendError):
+    """A subprocess exited non-zero; carries what is needed to explain why."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        returncode: int,
+        stdout: str,
+        stderr: str,
+        *,
+        hint: str | None = None,
+    ) -> None:
+        last = (stderr.strip() or stdout.strip()).splitlines()[-1:] or ["no output"]
+        super().__init__(
+            f"`{' '.join(command)}` exited with {returncode}: {last[0]}",
+            hint=hint,
+        )
+        self.command = list(command)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+EXIT_RUN_ABORTED = 1
+EXIT_RUN_TIMEOUT = 2
+EXIT_USAGE = 64
+EXIT_INTERNAL = 74
