@@ -45,8 +45,19 @@ class Settings:
     lxd_pool_size_gib: int = 30
     lxd_profile: str = "stratus"
     debian_mirror: str = "http://deb.debian.org/debian"
-    server_url: str = ""
+    server_url: str = ""  # empty: the local server, started on demand
+    server_host: str = "127.0.0.1"
+    server_port: int = 8421
+    token: str = ""  # empty: read from data_dir/api-token, which the local server writes
     debug: bool = False
+
+    @property
+    def local_server_url(self) -> str:
+        return f"http://{self.server_host}:{self.server_port}"
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "api-token"
 
     @property
     def database_path(self) -> Path | None:
@@ -80,13 +91,16 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         or ("/var/lib/stratuslab" if root else home / ".local/share/stratuslab")
     )
     cache_dir = Path(
-        values.pop("cache_dir", None) or ("/var/cache/stratuslab" if root else home / ".cache/stratuslab")
+        values.pop("cache_dir", None)
+        or ("/var/cache/stratuslab" if root else home / ".cache/stratuslab")
     )
     settings = Settings(
         config_file=config_file,
         data_dir=data_dir,
         cache_dir=cache_dir,
-        database_url=str(values.pop("database_url", None) or f"sqlite:///{data_dir / 'stratus.db'}"),
+        database_url=str(
+            values.pop("database_url", None) or f"sqlite:///{data_dir / 'stratus.db'}"
+        ),
         user=str(values.pop("user", None) or env.get("SUDO_USER") or getpass.getuser()),
     )
     return _validated(replace(settings, **_coerced(values, config_file)))
@@ -107,7 +121,9 @@ def _read_file(path: Path) -> dict[str, Any]:
     known = {f.name for f in fields(Settings)} - {"config_file"}
     for key in flat:
         if key not in known:
-            raise Invalid(f"{path}: unknown setting {key!r}", hint=f"known: {', '.join(sorted(known))}")
+            raise Invalid(
+                f"{path}: unknown setting {key!r}", hint=f"known: {', '.join(sorted(known))}"
+            )
     return flat
 
 
@@ -118,7 +134,11 @@ def _coerced(values: dict[str, Any], source: Path) -> dict[str, Any]:
         kind = types[key]
         try:
             if kind == "bool":
-                out[key] = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
+                out[key] = (
+                    value
+                    if isinstance(value, bool)
+                    else str(value).lower() in {"1", "true", "yes", "on"}
+                )
             elif kind == "int":
                 out[key] = int(value)
             else:
@@ -132,15 +152,25 @@ def _validated(settings: Settings) -> Settings:
     try:
         subnet = ipaddress.ip_interface(settings.lxd_subnet)
     except ValueError as exc:
-        raise Invalid(f"setting lxd_subnet: {exc}", hint="write it as GATEWAY/PREFIX, e.g. 10.210.0.1/24") from exc
+        raise Invalid(
+            f"setting lxd_subnet: {exc}", hint="write it as GATEWAY/PREFIX, e.g. 10.210.0.1/24"
+        ) from exc
     if subnet.version != 4 or subnet.ip == subnet.network.network_address:
-        raise Invalid(f"setting lxd_subnet: {settings.lxd_subnet} must be an IPv4 gateway address with a prefix")
+        raise Invalid(
+            f"setting lxd_subnet: {settings.lxd_subnet} "
+            "must be an IPv4 gateway address with a prefix"
+        )
     if not _NAME.match(settings.instance_prefix):
-        raise Invalid(f"setting instance_prefix: {settings.instance_prefix!r} must be a lowercase hostname part")
+        raise Invalid(
+            f"setting instance_prefix: {settings.instance_prefix!r} "
+            "must be a lowercase hostname part"
+        )
     if settings.lxd_pool_size_gib < 5:
         raise Invalid("setting lxd_pool_size_gib: at least 5 GiB is needed for the base image")
     if not settings.database_url.startswith(("sqlite:///", "postgresql")):
-        raise Invalid(f"setting database_url: {settings.database_url!r} is neither sqlite:/// nor postgresql")
+        raise Invalid(
+            f"setting database_url: {settings.database_url!r} is neither sqlite:/// nor postgresql"
+        )
     if not settings.lxd_endpoint:
         found = next((s for s in _LXD_SOCKETS if Path(s).exists()), _LXD_SOCKETS[0])
         settings = replace(settings, lxd_endpoint=f"unix://{found}")

@@ -12,6 +12,7 @@ else that escapes is a bug and is reported as such.
     ├── Conflict                      exit 67  the request clashes with the current state
     │   └── CapacityExceeded          exit 68  not enough CPU, memory, disk or quota
     ├── NotSupported                  exit 71  the backend lacks the capability asked for
+    ├── Unauthorized                  exit 77  no or wrong credentials
     └── BackendError                  exit 70  a backend (LXD, a command) failed
         ├── BackendUnavailable        exit 69  the backend is not running or not reachable
         └── CommandFailed             exit 70  a subprocess exited non-zero
@@ -76,6 +77,13 @@ class NotSupported(StratusError):
     http_status = 501
 
 
+class Unauthorized(StratusError):
+    """The caller did not prove who it is, or may not do this."""
+
+    exit_code = 77
+    http_status = 401
+
+
 class BackendError(StratusError):
     """A backend (LXD, a public cloud, a system command) failed."""
 
@@ -117,3 +125,16 @@ EXIT_RUN_ABORTED = 1
 EXIT_RUN_TIMEOUT = 2
 EXIT_USAGE = 64
 EXIT_INTERNAL = 74
+
+
+def by_name(name: str) -> type[StratusError]:
+    """The error class called ``name`` (as the API reports it); the root for unknown names."""
+    found = {cls.__name__: cls for cls in _subclasses(StratusError)}.get(name)
+    return found or StratusError
+
+
+def _subclasses(cls: type[StratusError]) -> list[type[StratusError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_subclasses(sub))
+    return out

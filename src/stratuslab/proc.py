@@ -102,8 +102,10 @@ def replace_process(command: Sequence[str]) -> None:
     argv = [str(part) for part in command]
     program = which(argv[0])
     if program is None:
-        raise BackendUnavailable(f"`{argv[0]}` is not installed", hint="apt-get install openssh-client")
-    os.execv(program, argv)
+        raise BackendUnavailable(
+            f"`{argv[0]}` is not installed", hint="apt-get install openssh-client"
+        )
+    os.execv(program, argv)  # noqa: S606 - no shell: the argument list is passed as is
 
 
 def _run_streaming(
@@ -123,8 +125,13 @@ def _run_streaming(
         env=env,
     ) as child:
         assert child.stdout is not None and child.stderr is not None
+        stderr = child.stderr
         errors: list[str] = []
-        drain = threading.Thread(target=lambda: errors.extend(child.stderr), daemon=True)  # type: ignore[union-attr, arg-type]
+
+        def drain_stderr() -> None:  # read stderr alongside, so that neither pipe fills up
+            errors.extend(stderr)
+
+        drain = threading.Thread(target=drain_stderr, daemon=True)
         drain.start()
         if input is not None and child.stdin is not None:
             child.stdin.write(input)

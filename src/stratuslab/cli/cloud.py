@@ -1,25 +1,34 @@
-"""`stratus cloud`: the site administrator's view of the local cloud."""
+"""`stratus cloud`: the site administrator's view of the local cloud (works on this host)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import click
 
-from stratuslab.cli.output import OutputFormat, OutputOption, emit_json, err, out, progress_lines, table
-from stratuslab.cli.runtime import runtime
-
-app = typer.Typer(help="Install and inspect the local cloud (LXD).", no_args_is_help=True)
+from stratuslab.cli.output import emit_json, err, out, output_option, progress_lines, table
+from stratuslab.cli.runtime import Runtime, pass_runtime
 
 
-@app.command("init")
+@click.group(name="cloud", no_args_is_help=True)
+def group() -> None:
+    """Install and inspect the local cloud (LXD)."""
+
+
+@group.command("init")
+@click.option("--subnet", help="bridge gateway address and prefix, e.g. 10.210.0.1/24")
+@click.option("--bridge", help="name of the LXD bridge")
+@click.option("--pool", help="name of the btrfs storage pool")
+@click.option("--pool-size", type=int, help="size of the loop-backed pool, GiB")
+@output_option
+@pass_runtime
 def init(
-    ctx: typer.Context,
-    subnet: Annotated[str | None, typer.Option(help="bridge gateway address and prefix, e.g. 10.210.0.1/24")] = None,
-    bridge: Annotated[str | None, typer.Option(help="name of the LXD bridge")] = None,
-    pool: Annotated[str | None, typer.Option(help="name of the btrfs storage pool")] = None,
-    pool_size: Annotated[int | None, typer.Option(help="size of the loop-backed pool, GiB")] = None,
-    output: OutputOption = OutputFormat.table,
+    rt: Runtime,
+    subnet: str | None,
+    bridge: str | None,
+    pool: str | None,
+    pool_size: int | None,
+    output: str,
 ) -> None:
     """Start LXD if needed, create the bridge, storage pool and profile, record the local cloud.
 
@@ -27,7 +36,6 @@ def init(
     """
     from stratuslab.cloud import clouds, site
 
-    rt = runtime(ctx)
     overrides: dict[str, Any] = {
         key: value
         for key, value in (
@@ -39,57 +47,97 @@ def init(
         if value is not None
     }
     settings = rt.settings.with_overrides(**overrides) if overrides else rt.settings
-    say = progress_lines(output == OutputFormat.json)
+    say = progress_lines(output == "json")
     report = site.initialise(settings, on_step=lambda what, outcome: say(f"{what}: {outcome}"))
     recorded = clouds.record(
-        rt.engine, name=clouds.DEFAULT_CLOUD, connector="lxd", options=site.connector_options(settings)
+        rt.engine,
+        name=clouds.DEFAULT_CLOUD,
+        connector="lxd",
+        options=site.connector_options(settings),
     )
-    report.steps.append((f"cloud {clouds.DEFAULT_CLOUD!r} in the store", recorded))
-    if output == OutputFormat.json:
-        emit_json({"changed": report.changed or recorded != "present", "steps": dict(report.steps)})
-        return
-    table(None, ("component", "state"), report.steps)
+    say(f"cloud {clouds.DEFAULT_CLOUD!r} in the store: {recorded}")
+    report.steps.append((f"cloud {clouds.DEFAULT_CLOUD}", recorded))
     changed = report.changed or recorded != "present"
-    out.print("The local cloud is ready." + ("" if changed else " Nothing needed changing."))
+    if output == "json":
+        emit_json({"changed": changed, "steps": dict(report.steps)})
+    else:
+        out.print("The local cloud is ready." + ("" if changed else " Nothing needed changing."))
 
 
-@app.command("status")
-def status(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
+@group.command("status")
+@output_option
+@pass_runtime
+def status(rt: Runtime, output: str) -> None:
     """Show the daemon, bridge, pool, images, instances and free capacity."""
     from stratuslab.cloud import site
 
-    report = site.status(runtime(ctx).settings)
-    if output == OutputFormat.json:
+    report = site.status(rt.settings)
+    if output == "json":
         emit_json(report)
         return
-    daemon, bridge, pool, cap = report["daemon"], report["bridge"], report["pool"], report["capacity"]
+    daemon, bridge, pool, cap = (
+        report["daemon"],
+        report["bridge"],
+        report["pool"],
+        report["capacity"],
+    )
+    instances = report["instances"]
     rows = [
         ("daemon", f"LXD {daemon['version']} on {daemon['endpoint']}"),
-        ("bridge", _present(bridge, f"{bridge['name']} {bridge.get('ipv4.address')} NAT={bridge.get('ipv4.nat')}")),
-        ("pool", _present(pool, f"{pool['name']} ({pool.get('driver')}), {pool.get('free_mb')} of {pool.get('size_mb')} MiB free")),
+        (
+            "bridge",
+            _present(
+                bridge,
+                f"{bridge['name']} {bridge.get('ipv4.address')}, NAT {bridge.get('ipv4.nat')}",
+            ),
+        ),
+        (
+            "pool",
+            _present(
+                pool,
+                f"{pool['name']} ({pool.get('driver')}), "
+                f"{pool.get('free_mb')} of {pool.get('size_mb')} MiB free",
+            ),
+        ),
         ("profile", _present(report["profile"], report["profile"]["name"])),
-        ("images", ", ".join(a for i in report["images"] for a in i["aliases"]) or "none (stratus image build debian-12)"),
-        ("instances", f"{report['instances']['total']} ({report['instances']['stratuslab']} by StratusLab) "
-         + " ".join(f"{k.lower()}={v}" for k, v in sorted(report["instances"]["by_status"].items()))),
-        ("capacity", f"{cap['cpus']} CPUs, {cap['memory_free_mb']} of {cap['memory_total_mb']} MiB memory free, "
-         f"{cap['disk_free_mb']} MiB disk free"),
+        (
+            "images",
+            ", ".join(a for i in report["images"] for a in i["aliases"])
+            or "none: stratus image build debian-12",
+        ),
+        (
+            "instances",
+            f"{instances['total']} ({instances['stratuslab']} made by StratusLab) "
+            + " ".join(f"{k.lower()} {v}" for k, v in sorted(instances["by_status"].items())),
+        ),
+        (
+            "capacity",
+            f"{cap['cpus']} CPUs, "
+            f"{cap['memory_free_mb']} of {cap['memory_total_mb']} MiB memory free, "
+            f"{cap['disk_free_mb']} MiB disk free",
+        ),
     ]
     table(None, ("", ""), rows)
 
 
-@app.command("list")
-def list_clouds(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
+@group.command("list")
+@output_option
+@pass_runtime
+def list_clouds(rt: Runtime, output: str) -> None:
     """The clouds recorded in the store."""
     from stratuslab.cloud import clouds
 
-    found = clouds.all_clouds(runtime(ctx).engine)
-    if output == OutputFormat.json:
+    found = clouds.all_clouds(rt.engine)
+    if output == "json":
         emit_json([{"name": c.name, "connector": c.connector, "options": c.options} for c in found])
-        return
-    if not found:
+    elif not found:
         err.print("No cloud is recorded yet: run `stratus cloud init`.")
-        return
-    table(None, ("NAME", "CONNECTOR", "OPTIONS"), ((c.name, c.connector, c.options) for c in found))
+    else:
+        table(
+            None,
+            ("NAME", "CONNECTOR", "OPTIONS"),
+            ((c.name, c.connector, c.options) for c in found),
+        )
 
 
 def _present(part: dict[str, Any], text: str) -> str:

@@ -1,59 +1,48 @@
-"""`stratus image`: build and list the images instances start from."""
+"""`stratus image`: build base images (on this host) and list what instances start from."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
-from stratuslab.cli.output import OutputFormat, OutputOption, age, emit_json, err, out, table
-from stratuslab.cli.runtime import runtime
+from stratuslab.cli.output import age, emit_json, err, out, output_option, table
+from stratuslab.cli.runtime import Runtime, pass_runtime
 
-app = typer.Typer(help="Build and list images.", no_args_is_help=True)
-CloudOption = Annotated[str, typer.Option("--cloud", help="the cloud to use")]
+if TYPE_CHECKING:
+    from stratuslab.cloud.images import BuildResult, ImageBuilder, Progress
 
 
-@app.command("build")
-def build(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="the image to build, e.g. debian-12")],
-    force: Annotated[bool, typer.Option("--force", help="build even when the cached image matches")] = False,
-    cloud: CloudOption = "local",
-    output: OutputOption = OutputFormat.table,
-) -> None:
-    """Build a base image with debootstrap and import it; a cached image is reused at once."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+@click.group(name="image", no_args_is_help=True)
+def group() -> None:
+    """Build and list images."""
 
+
+@group.command("build")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="build even when the cached image matches its recipe")
+@click.option("--cloud", default="local", show_default=True, help="the cloud to import into")
+@output_option
+@pass_runtime
+def build(rt: Runtime, name: str, force: bool, cloud: str, output: str) -> None:
+    """Build base image NAME (e.g. debian-12) with debootstrap and import it.
+
+    The image is cached by a digest of its recipe: when nothing changed, this returns at once.
+    """
+    from stratuslab.cloud import clouds
     from stratuslab.cloud.images import ImageBuilder
 
-    rt = runtime(ctx)
+    connector = clouds.get(rt.engine, cloud).make_connector()
     builder = ImageBuilder(
-        rt.instances.connector(cloud), cache_dir=rt.settings.cache_dir, mirror=rt.settings.debian_mirror
+        connector, cache_dir=rt.settings.cache_dir, mirror=rt.settings.debian_mirror
     )
-    if output == OutputFormat.json or not err.is_terminal:
-        last: list[str] = [""]
-
-        def lines(stage: str, detail: str, _fraction: float | None) -> None:
-            if output == OutputFormat.table and stage != last[0]:
-                err.print(f"{stage}: {detail}", highlight=False)
-            last[0] = stage
-
-        result = builder.build(name, force=force, progress=lines)
-    else:
-        with Progress(
-            TextColumn("[bold]{task.fields[stage]:<11}"),
-            BarColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("checking the cache", total=1.0, stage="cache")
-
-            def show(stage: str, detail: str, fraction: float | None) -> None:
-                bar.update(task, description=detail[:60], stage=stage, completed=fraction)
-
-            result = builder.build(name, force=force, progress=show)
+    try:
+        if output == "json" or not err.is_terminal:
+            result = builder.build(name, force=force, progress=_lines(quiet=output == "json"))
+        else:
+            result = _with_bar(builder, name, force)
+    finally:
+        connector.close()
     summary = {
         "name": result.image.name,
         "fingerprint": result.image.fingerprint,
@@ -62,7 +51,7 @@ def build(
         "seconds": round(result.seconds, 3),
         "recipe_key": result.key,
     }
-    if output == OutputFormat.json:
+    if output == "json":
         emit_json(summary)
         return
     how = "already built (cache hit)" if result.cached else "built and imported"
@@ -72,33 +61,60 @@ def build(
     )
 
 
-@app.command("list")
-def list_images(ctx: typer.Context, cloud: CloudOption = "local", output: OutputOption = OutputFormat.table) -> None:
+@group.command("list")
+@click.option("--cloud", default="local", show_default=True, help="the cloud to list")
+@output_option
+@pass_runtime
+def list_images(rt: Runtime, cloud: str, output: str) -> None:
     """The images instances can be started from."""
-    images = runtime(ctx).instances.connector(cloud).images()
-    if output == OutputFormat.json:
-        emit_json(
-            [
-                {
-                    "name": i.name,
-                    "fingerprint": i.fingerprint,
-                    "size_bytes": i.size_bytes,
-                    "description": i.description,
-                    "created_at": i.created_at,
-                    "properties": dict(i.properties),
-                }
-                for i in images
-            ]
-        )
-        return
-    if not images:
+    images = rt.client.images(cloud)
+    if output == "json":
+        emit_json(images)
+    elif not images:
         err.print("No image yet: build one with `stratus image build debian-12`.")
-        return
-    table(
-        None,
-        ("NAME", "FINGERPRINT", "SIZE", "AGE", "DESCRIPTION"),
-        (
-            (i.name, i.fingerprint[:12], f"{i.size_bytes / 2**20:.0f} MiB", age(i.created_at), i.description)
-            for i in images
-        ),
-    )
+    else:
+        table(
+            None,
+            ("NAME", "FINGERPRINT", "SIZE", "AGE", "DESCRIPTION"),
+            (
+                (
+                    i["name"],
+                    i["fingerprint"][:12],
+                    f"{i['size_bytes'] / 2**20:.0f} MiB",
+                    age(i["created_at"]),
+                    i["description"],
+                )
+                for i in images
+            ),
+        )
+
+
+def _lines(*, quiet: bool) -> Progress:
+    last = [""]
+
+    def show(stage: str, detail: str, _fraction: float | None) -> None:
+        step = detail.split(":", 1)[0]
+        if not quiet and step != last[0]:
+            err.print(f"{stage}: {detail}", highlight=False)
+        last[0] = step
+
+    return show
+
+
+def _with_bar(builder: ImageBuilder, name: str, force: bool) -> BuildResult:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.fields[stage]:<11}"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("checking the cache", total=1.0, stage="cache")
+
+        def show(stage: str, detail: str, fraction: float | None) -> None:
+            bar.update(task, description=detail[:60], stage=stage, completed=fraction)
+
+        return builder.build(name, force=force, progress=show)

@@ -6,26 +6,48 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import typer
-from rich.console import Console
-from rich.table import Table
+import click
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
-class OutputFormat(StrEnum):
-    table = "table"
-    json = "json"
+class _LazyConsole:
+    """A Rich console made on first use: importing Rich costs time the CLI should spend
+    waiting for the server, not before sending its request."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, soft_wrap=True)
+        return getattr(self._console, name)
 
 
-OutputOption = Annotated[
-    OutputFormat,
-    typer.Option("--output", "-o", help="table for people, json for machines", envvar="STRATUS_OUTPUT"),
-]
+out: Any = _LazyConsole(stderr=False)
+err: Any = _LazyConsole(stderr=True)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def output_option(command: F) -> F:
+    """``-o/--output table|json``: tables for people, JSON on stdout for machines."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        envvar="STRATUS_OUTPUT",
+        help="table for people, json for machines",
+    )(command)
 
 
 def emit_json(data: Any) -> None:
@@ -33,6 +55,8 @@ def emit_json(data: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    from rich.table import Table
+
     grid = Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
     for column in columns:
         grid.add_column(column, overflow="fold")

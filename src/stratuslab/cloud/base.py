@@ -133,11 +133,11 @@ class Connector(ABC):
         """The instance called ``name``; raises ``NotFound`` when there is none."""
 
     @abstractmethod
-    def list(self, *, tags: Mapping[str, str] | None = None) -> list[Instance]:
+    def list_instances(self, *, tags: Mapping[str, str] | None = None) -> list[Instance]:
         """Every instance on the backend, or those carrying all of ``tags``."""
 
     @abstractmethod
-    def images(self) -> list[Image]:
+    def list_images(self) -> list[Image]:
         """The images instances can be created from."""
 
     @abstractmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,3 +60,24 @@ def all_clouds(engine: Engine) -> list[Cloud]:
     with session_scope(engine) as session:
         rows = session.scalars(select(CloudRecord).order_by(CloudRecord.name)).all()
         return [Cloud(r.name, r.connector, dict(r.options)) for r in rows]
+
+
+class ConnectorPool:
+    """One connector per cloud, made on first use and shared (connectors are thread-safe)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._connectors: dict[str, Connector] = {}
+
+    def __call__(self, cloud: str) -> Connector:
+        with self._lock:
+            if cloud not in self._connectors:
+                self._connectors[cloud] = get(self.engine, cloud).make_connector()
+            return self._connectors[cloud]
+
+    def close(self) -> None:
+        with self._lock:
+            for connector in self._connectors.values():
+                connector.close()
+            self._connectors.clear()

@@ -53,7 +53,10 @@ def parse_ssh_keys(text: str, *, source: str = "key") -> tuple[str, ...]:
         if "PRIVATE KEY" in line:
             raise Invalid(f"{source}: this is a private key; give the public one (.pub)")
         if not _KEY.match(line):
-            raise Invalid(f"{source}:{number}: not an OpenSSH public key", hint="expected e.g. 'ssh-ed25519 AAAA... user@host'")
+            raise Invalid(
+                f"{source}:{number}: not an OpenSSH public key",
+                hint="expected e.g. 'ssh-ed25519 AAAA... user@host'",
+            )
         keys.append(line)
     if not keys:
         raise Invalid(f"{source}: no public key found")
@@ -79,7 +82,9 @@ def normalise_user_data(data: bytes, *, source: str = "user-data") -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Invalid(f"{source}: user-data must be UTF-8 text (compressed or binary data is not supported)") from exc
+        raise Invalid(
+            f"{source}: user-data must be UTF-8 text (compressed or binary data is not supported)"
+        ) from exc
     first = text.split("\n", 1)[0].strip()
     if first.startswith("#!"):
         return text
@@ -97,7 +102,9 @@ def _check_cloud_config(text: str, source: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f":{where.line + 1}" if where is not None else ""
-        raise Invalid(f"{source}{line}: cloud-config is not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+        raise Invalid(
+            f"{source}{line}: cloud-config is not valid YAML: {getattr(exc, 'problem', exc)}"
+        ) from exc
     document = document or {}
     if not isinstance(document, dict):
         raise Invalid(f"{source}: cloud-config must be a mapping")
@@ -110,7 +117,9 @@ def _check_cloud_config(text: str, source: str) -> dict[str, Any]:
         if not _valid(key, value):
             raise Invalid(f"{source}: cloud-config {key!r} must be {_CLOUD_CONFIG_KEYS[key]}")
     if "ssh_authorized_keys" in document:
-        parse_ssh_keys("\n".join(document["ssh_authorized_keys"]), source=f"{source}: ssh_authorized_keys")
+        parse_ssh_keys(
+            "\n".join(document["ssh_authorized_keys"]), source=f"{source}: ssh_authorized_keys"
+        )
     return document
 
 
@@ -122,7 +131,10 @@ def _valid(key: str, value: Any) -> bool:
     if key in ("ssh_authorized_keys", "packages"):
         return all(isinstance(v, str) for v in value)
     if key == "runcmd":
-        return all(isinstance(v, str) or (isinstance(v, list) and all(isinstance(a, str) for a in v)) for v in value)
+        return all(
+            isinstance(v, str) or (isinstance(v, list) and all(isinstance(a, str) for a in v))
+            for v in value
+        )
     return all(
         isinstance(f, dict)
         and isinstance(f.get("path"), str)

@@ -51,8 +51,18 @@ RECIPES: dict[str, Recipe] = {
         os="debian",
         release="12",
         include=(
-            "systemd-sysv", "dbus", "iproute2", "ifupdown", "isc-dhcp-client", "netbase",
-            "iputils-ping", "procps", "less", "python3", "curl", "ca-certificates",
+            "systemd-sysv",
+            "dbus",
+            "iproute2",
+            "ifupdown",
+            "isc-dhcp-client",
+            "netbase",
+            "iputils-ping",
+            "procps",
+            "less",
+            "python3",
+            "curl",
+            "ca-certificates",
             "openssh-server",
         ),
     ),
@@ -112,7 +122,9 @@ class ImageBuilder:
             return None
         return image if image.properties.get("stratus.recipe") == self.key(recipe) else None
 
-    def build(self, name: str, *, force: bool = False, progress: Progress | None = None) -> BuildResult:
+    def build(
+        self, name: str, *, force: bool = False, progress: Progress | None = None
+    ) -> BuildResult:
         """Build ``name`` unless an image with the same key is already there."""
         started = time.monotonic()
         report = progress or (lambda _stage, _detail, _fraction: None)
@@ -163,8 +175,19 @@ class ImageBuilder:
         report("pack", "packing the image", 0.90)
         archive = work / "image.tar"
         proc.run(
-            ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", str(work),
-             "-cf", str(archive), "metadata.yaml", "templates", "rootfs"]
+            [
+                "tar",
+                "--numeric-owner",
+                "--xattrs",
+                "--xattrs-include=*",
+                "-C",
+                str(work),
+                "-cf",
+                str(archive),
+                "metadata.yaml",
+                "templates",
+                "rootfs",
+            ]
         )
         return archive
 

@@ -26,7 +26,14 @@ from stratuslab.cloud.context import normalise_user_data, parse_ssh_keys
 from stratuslab.cloud.types import InstanceState
 from stratuslab.db.models import InstanceRecord, utcnow
 from stratuslab.db.session import session_scope
-from stratuslab.errors import CapacityExceeded, Conflict, Invalid, NotFound, StratusError
+from stratuslab.errors import (
+    BackendError,
+    CapacityExceeded,
+    Conflict,
+    Invalid,
+    NotFound,
+    StratusError,
+)
 
 MAX_COUNT = 100
 ADDRESS_TIMEOUT = 120.0
@@ -36,8 +43,13 @@ PENDING_GRACE = timedelta(minutes=10)  # a record this young may still be being 
 _HOSTNAME = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$|^[a-z]$")
 
 Event = Callable[["InstanceView", str], None]  # (instance, what happened)
-LIVE = (InstanceState.PENDING, InstanceState.RUNNING, InstanceState.STOPPED, InstanceState.ERROR,
-        InstanceState.UNKNOWN)
+LIVE = (
+    InstanceState.PENDING,
+    InstanceState.RUNNING,
+    InstanceState.STOPPED,
+    InstanceState.ERROR,
+    InstanceState.UNKNOWN,
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,16 @@ class InstanceView:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """Instances checked and recorded, ready to be created."""
+
+    request: RunRequest
+    views: list[InstanceView]
+    ssh_keys: tuple[str, ...]
+    user_data: str | None
+
+
+@dataclass(frozen=True)
 class ReconcileReport:
     vanished: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
@@ -105,46 +127,50 @@ class InstanceService:
         engine: Engine,
         *,
         owner: str,
+        connectors: Callable[[str], Connector],
         name_prefix: str = "inst",
-        connector_for: Callable[[str], Connector] | None = None,
     ) -> None:
         self.engine = engine
         self.owner = owner
         self.name_prefix = name_prefix
-        self._connector_for = connector_for
-        self._connectors: dict[str, Connector] = {}
-
-    def connector(self, cloud: str) -> Connector:
-        if cloud not in self._connectors:
-            if self._connector_for is not None:
-                self._connectors[cloud] = self._connector_for(cloud)
-            else:
-                self._connectors[cloud] = clouds.get(self.engine, cloud).make_connector()
-        return self._connectors[cloud]
-
-    def close(self) -> None:
-        for connector in self._connectors.values():
-            connector.close()
-        self._connectors.clear()
+        self.connector = connectors
 
     # -- run ------------------------------------------------------------------------------
 
     def run(self, request: RunRequest, *, on_event: Event | None = None) -> list[InstanceView]:
-        """Start ``request.count`` instances in parallel and wait until each has an address.
+        """Start instances and wait until each has an address: :meth:`prepare` then
+        :meth:`provision`."""
+        prepared = self.prepare(request)
+        return self.provision(prepared, on_event=on_event)
 
-        Instances that fail are destroyed and recorded as gone with the reason; the others are
-        returned running. When every one fails, the first failure is raised.
+    def prepare(self, request: RunRequest) -> Prepared:
+        """Check the request and record the instances as pending. Nothing is created yet.
+
+        Raises ``Invalid`` (bad name, key, user-data, counts), ``NotFound`` (image),
+        ``Conflict`` (name taken) or ``CapacityExceeded`` before anything is recorded.
         """
-        notify = on_event or (lambda _view, _what: None)
-        keys = parse_ssh_keys("\n".join(request.ssh_keys), source="ssh keys") if request.ssh_keys else ()
+        keys = (
+            parse_ssh_keys("\n".join(request.ssh_keys), source="ssh keys")
+            if request.ssh_keys
+            else ()
+        )
         user_data = normalise_user_data(request.user_data.encode()) if request.user_data else None
         names = self._names(request)
         connector = self.connector(request.cloud)
         image = connector.get_image(request.image)
         self._check_capacity(connector, request)
         views = self._record(request, names, image.name, len(keys), user_data is not None)
-        for view in views:
-            notify(view, "recorded")
+        return Prepared(request=request, views=views, ssh_keys=keys, user_data=user_data)
+
+    def provision(self, prepared: Prepared, *, on_event: Event | None = None) -> list[InstanceView]:
+        """Create the recorded instances in parallel and wait until each has an address.
+
+        Instances that fail are destroyed and recorded as gone with the reason; the others are
+        returned running. When every one fails, the first failure is raised.
+        """
+        notify = on_event or (lambda _view, _what: None)
+        request, views = prepared.request, prepared.views
+        connector = self.connector(request.cloud)
 
         def start(view: InstanceView) -> InstanceView | StratusError:
             spec = InstanceSpec(
@@ -152,18 +178,27 @@ class InstanceService:
                 image=request.image,
                 cpu=request.cpu,
                 ram_mb=request.ram_mb,
-                ssh_keys=keys,
-                user_data=user_data,
+                ssh_keys=prepared.ssh_keys,
+                user_data=prepared.user_data,
                 tags=self._tags(view, request),
             )
             try:
                 connector.create(spec)
                 notify(view, "created")
                 instance = connector.wait_for_address(view.name, ADDRESS_TIMEOUT)
-            except StratusError as exc:
-                connector.destroy(view.name)
-                return exc
-            return self._update(view.id, instance, started=True)
+                return self._update(view.id, instance, started=True)
+            except Exception as exc:  # every failure must be cleaned up and recorded
+                error = (
+                    exc
+                    if isinstance(exc, StratusError)
+                    else BackendError(f"{type(exc).__name__}: {exc}")
+                )
+                try:
+                    connector.destroy(view.name)
+                except StratusError as cleanup:
+                    # The instance is tagged: reconciliation finds it and shows it again.
+                    error = BackendError(f"{error}; destroying it failed too: {cleanup}")
+                return error
 
         with ThreadPoolExecutor(max_workers=min(len(views), 16)) as pool:
             outcomes = list(pool.map(start, views))
@@ -183,7 +218,9 @@ class InstanceService:
 
     # -- queries --------------------------------------------------------------------------
 
-    def list(self, *, all_owners: bool = False, include_gone: bool = False, reconcile: bool = True) -> list[InstanceView]:
+    def list_instances(
+        self, *, all_owners: bool = False, include_gone: bool = False, reconcile: bool = True
+    ) -> list[InstanceView]:
         if reconcile:
             for cloud in clouds.all_clouds(self.engine):
                 self.reconcile(cloud.name)
@@ -223,7 +260,9 @@ class InstanceService:
         view = self._live(ref)
         connector = self.connector(view.cloud)
         connector.start(view.name)
-        return self._update(view.id, connector.wait_for_address(view.name, ADDRESS_TIMEOUT), started=True)
+        return self._update(
+            view.id, connector.wait_for_address(view.name, ADDRESS_TIMEOUT), started=True
+        )
 
     def kill(self, ref: str) -> InstanceView:
         """Destroy an instance. Killing one that is already gone succeeds."""
@@ -237,40 +276,61 @@ class InstanceService:
     def exec(self, ref: str, command: Sequence[str], *, timeout: float | None = None) -> ExecResult:
         view = self._live(ref)
         if view.state != InstanceState.RUNNING.value:
-            raise Conflict(f"instance {view.id} is {view.state}", hint=f"start it: stratus instance start {view.id}")
+            raise Conflict(
+                f"instance {view.id} is {view.state}",
+                hint=f"start it: stratus instance start {view.id}",
+            )
         return self.connector(view.cloud).exec(view.name, command, timeout=timeout)
 
     # -- reconciliation -------------------------------------------------------------------
 
     def reconcile(self, cloud: str) -> ReconcileReport:
         """Bring the store in line with the backend: mark what vanished as gone, adopt
-        tagged instances the store does not know, refresh states and addresses."""
+        tagged instances the store does not know, revive records wrongly marked gone, and
+        refresh states and addresses."""
         report = ReconcileReport()
-        backend = {i.name: i for i in self.connector(cloud).list() if "id" in i.tags}
+        backend = {
+            i.tags["id"]: i for i in self.connector(cloud).list_instances() if "id" in i.tags
+        }
         now = utcnow()
         with session_scope(self.engine) as session:
-            rows = session.scalars(
-                select(InstanceRecord).where(
-                    InstanceRecord.cloud == cloud, InstanceRecord.state != InstanceState.GONE.value
+            rows = {
+                row.id: row
+                for row in session.scalars(
+                    select(InstanceRecord).where(
+                        InstanceRecord.cloud == cloud,
+                        or_(
+                            InstanceRecord.state != InstanceState.GONE.value,
+                            InstanceRecord.id.in_(backend),
+                        ),
+                    )
                 )
-            ).all()
-            known_ids = set(session.scalars(select(InstanceRecord.id).where(InstanceRecord.cloud == cloud)))
-            for row in rows:
-                instance = backend.get(row.name)
-                if instance is None or instance.tags.get("id") != row.id:
-                    if row.state == InstanceState.PENDING.value and now - row.created_at < PENDING_GRACE:
-                        continue  # another process may be creating it right now
-                    never = row.state == InstanceState.PENDING.value
-                    row.error = row.error or ("never created" if never else "deleted outside StratusLab")
-                    row.state, row.ended_at, row.addresses = InstanceState.GONE.value, now, []
-                    report.vanished.append(row.id)
-                elif _apply(row, instance):
-                    report.updated.append(row.id)
-            for instance in backend.values():
-                if instance.tags["id"] in known_ids:
+            }
+            for row in rows.values():
+                if row.id in backend or row.state == InstanceState.GONE.value:
                     continue
-                session.add(_adopted(cloud, instance))
-                report.recovered.append(instance.tags["id"])
+                if (
+                    row.state == InstanceState.PENDING.value
+                    and now - row.created_at < PENDING_GRACE
+                ):
+                    continue  # another process may be creating it right now
+                never = row.state == InstanceState.PENDING.value
+                row.error = row.error or (
+                    "never created" if never else "deleted outside StratusLab"
+                )
+                row.state, row.ended_at, row.addresses = InstanceState.GONE.value, now, []
+                report.vanished.append(row.id)
+            for instance_id, instance in backend.items():
+                found = rows.get(instance_id)
+                if found is None:
+                    session.add(_adopted(cloud, instance))
+                    report.recovered.append(instance_id)
+                    continue
+                if found.state == InstanceState.GONE.value:
+                    found.ended_at = None
+                    found.error = f"recorded as gone but still exists ({found.error})"
+                if _apply(found, instance):
+                    report.updated.append(instance_id)
         return report
 
     # -- helpers --------------------------------------------------------------------------
@@ -289,7 +349,11 @@ class InstanceService:
                 f"instance name {request.name!r} is not a valid host name",
                 hint="use lowercase letters, digits and '-', starting with a letter",
             )
-        names = [request.name] if request.count == 1 else [f"{request.name}-{i}" for i in range(1, request.count + 1)]
+        names = (
+            [request.name]
+            if request.count == 1
+            else [f"{request.name}-{i}" for i in range(1, request.count + 1)]
+        )
         with session_scope(self.engine) as session:
             taken = session.scalars(
                 select(InstanceRecord.name).where(
@@ -299,7 +363,9 @@ class InstanceService:
                 )
             ).all()
         if taken:
-            raise Conflict(f"an instance called {taken[0]!r} already exists", hint="choose another --name")
+            raise Conflict(
+                f"an instance called {taken[0]!r} already exists", hint="choose another --name"
+            )
         return names
 
     @staticmethod
@@ -307,7 +373,8 @@ class InstanceService:
         capacity = connector.capacity()
         if request.cpu and capacity.cpus and request.cpu > capacity.cpus:
             raise CapacityExceeded(
-                f"not enough capacity: {request.cpu} CPUs asked per instance, the host has {capacity.cpus}",
+                f"not enough capacity: {request.cpu} CPUs asked per instance, "
+                f"the host has {capacity.cpus}",
                 hint=f"ask for at most --cpu {capacity.cpus}",
             )
         if request.ram_mb and capacity.memory_free_mb is not None:
@@ -315,18 +382,22 @@ class InstanceService:
             free = capacity.memory_free_mb - MEMORY_RESERVE_MB
             if asked > free:
                 raise CapacityExceeded(
-                    f"not enough capacity: {request.count} x {request.ram_mb} MiB of memory asked, {max(free, 0)} MiB free",
+                    f"not enough capacity: {request.count} x {request.ram_mb} MiB of memory "
+                    f"asked, {max(free, 0)} MiB free",
                     hint="ask for less with --ram or fewer instances with -n",
                 )
         if capacity.disk_free_mb is not None:
             needed = DISK_PER_INSTANCE_MB * request.count
             if capacity.disk_free_mb < needed:
                 raise CapacityExceeded(
-                    f"not enough capacity: the storage pool has {capacity.disk_free_mb} MiB free, {needed} MiB needed",
+                    f"not enough capacity: the storage pool has {capacity.disk_free_mb} MiB "
+                    f"free, {needed} MiB needed",
                     hint="kill instances you no longer need (stratus instance list)",
                 )
 
-    def _record(self, request: RunRequest, names: list[str], image: str, keys: int, user_data: bool) -> list[InstanceView]:
+    def _record(
+        self, request: RunRequest, names: list[str], image: str, keys: int, user_data: bool
+    ) -> list[InstanceView]:
         with session_scope(self.engine) as session:
             rows = [
                 InstanceRecord(
@@ -360,7 +431,9 @@ class InstanceService:
             tags["node-instance"] = request.node_instance
         return tags
 
-    def _update(self, instance_id: str, instance: Instance, *, started: bool = False) -> InstanceView:
+    def _update(
+        self, instance_id: str, instance: Instance, *, started: bool = False
+    ) -> InstanceView:
         with session_scope(self.engine) as session:
             row = session.get_one(InstanceRecord, instance_id)
             _apply(row, instance)
@@ -378,7 +451,9 @@ class InstanceService:
     def _live(self, ref: str) -> InstanceView:
         view = self.get(ref)
         if view.state == InstanceState.GONE.value:
-            raise Conflict(f"instance {view.id} is gone", hint="start a new one with `stratus instance run`")
+            raise Conflict(
+                f"instance {view.id} is gone", hint="start a new one with `stratus instance run`"
+            )
         return view
 
     def _find(self, session: Session, ref: str) -> InstanceRecord:
@@ -387,7 +462,9 @@ class InstanceService:
             return row
         candidates = session.scalars(
             select(InstanceRecord)
-            .where(or_(InstanceRecord.name == ref, InstanceRecord.id.startswith(ref, autoescape=True)))
+            .where(
+                or_(InstanceRecord.name == ref, InstanceRecord.id.startswith(ref, autoescape=True))
+            )
             .order_by(InstanceRecord.created_at.desc())
         ).all()
         live = [r for r in candidates if r.state != InstanceState.GONE.value]
@@ -398,7 +475,9 @@ class InstanceService:
         if len(candidates) == 1:
             return candidates[0]
         if len(candidates) > 1:
-            raise Invalid(f"{ref!r} matches {len(candidates)} instances", hint="give more of the id")
+            raise Invalid(
+                f"{ref!r} matches {len(candidates)} instances", hint="give more of the id"
+            )
         raise NotFound(f"no instance {ref!r}", hint="see `stratus instance list`")
 
 

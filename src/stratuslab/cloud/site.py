@@ -67,12 +67,18 @@ def ensure_daemon(endpoint: str, *, wait: float = 60.0) -> str:
     finally:
         api.close()
     if proc.which("lxd") is None:
-        raise BackendUnavailable("LXD is not installed", hint="run `make setup` (apt-get install lxd)")
+        raise BackendUnavailable(
+            "LXD is not installed", hint="run `make setup` (apt-get install lxd)"
+        )
     if Path("/run/systemd/system").exists():
         proc.run(["systemctl", "start", "lxd"])
     else:
-        proc.spawn_detached(["lxd", "--group", "root"], log_file=Path("/var/log/lxd/stratus-lxd.log"))
-    proc.run(["lxd", "waitready", f"--timeout={int(wait)}"], hint="see /var/log/lxd/stratus-lxd.log")
+        proc.spawn_detached(
+            ["lxd", "--group", "root"], log_file=Path("/var/log/lxd/stratus-lxd.log")
+        )
+    proc.run(
+        ["lxd", "waitready", f"--timeout={int(wait)}"], hint="see /var/log/lxd/stratus-lxd.log"
+    )
     return "started"
 
 
@@ -92,7 +98,10 @@ def status(settings: Settings) -> dict[str, Any]:
             },
             "bridge": _describe(api, "networks", settings.lxd_bridge, ("ipv4.address", "ipv4.nat")),
             "pool": _describe_pool(api, settings.lxd_pool),
-            "profile": {"name": settings.lxd_profile, "present": _exists(api, "profiles", settings.lxd_profile)},
+            "profile": {
+                "name": settings.lxd_profile,
+                "present": _exists(api, "profiles", settings.lxd_profile),
+            },
         }
         images = api.get("/1.0/images", recursion=1)
         report["images"] = [
@@ -107,7 +116,9 @@ def status(settings: Settings) -> dict[str, Any]:
         instances = api.get("/1.0/instances", recursion=1)
         by_status: dict[str, int] = {}
         for raw in instances:
-            by_status[raw.get("status", "Unknown")] = by_status.get(raw.get("status", "Unknown"), 0) + 1
+            by_status[raw.get("status", "Unknown")] = (
+                by_status.get(raw.get("status", "Unknown"), 0) + 1
+            )
         report["instances"] = {
             "total": len(instances),
             "by_status": by_status,
@@ -185,12 +196,20 @@ def _ensure_profile(api: LxdApi, settings: Settings) -> str:
     except NotFound:
         api.post(
             "/1.0/profiles",
-            {"name": settings.lxd_profile, "description": description, "config": {}, "devices": devices},
+            {
+                "name": settings.lxd_profile,
+                "description": description,
+                "config": {},
+                "devices": devices,
+            },
         )
         return "created"
     if current.get("devices") == devices:
         return "present"
-    api.put(path, {"description": description, "config": current.get("config") or {}, "devices": devices})
+    api.put(
+        path,
+        {"description": description, "config": current.get("config") or {}, "devices": devices},
+    )
     return "updated"
 
 
@@ -208,7 +227,12 @@ def _describe(api: LxdApi, collection: str, name: str, keys: tuple[str, ...]) ->
     except NotFound:
         return {"name": name, "present": False}
     config = raw.get("config") or {}
-    return {"name": name, "present": True, **{k: config.get(k) for k in keys}, "status": raw.get("status")}
+    return {
+        "name": name,
+        "present": True,
+        **{k: config.get(k) for k in keys},
+        "status": raw.get("status"),
+    }
 
 
 def _describe_pool(api: LxdApi, name: str) -> dict[str, Any]:
@@ -226,4 +250,3 @@ def _describe_pool(api: LxdApi, name: str) -> dict[str, Any]:
         "size_mb": total // 2**20,
         "free_mb": (total - used) // 2**20,
     }
-

@@ -63,7 +63,10 @@ class FakeConnector(Connector):
         with self._backend.lock:
             for name in images:
                 self._backend.images.setdefault(
-                    name, Image(name=name, fingerprint=f"{abs(hash(name)):064x}"[:64], size_bytes=1 << 20)
+                    name,
+                    Image(
+                        name=name, fingerprint=f"{abs(hash(name)):064x}"[:64], size_bytes=1 << 20
+                    ),
                 )
 
     # -- the contract ---------------------------------------------------------------------
@@ -73,10 +76,14 @@ class FakeConnector(Connector):
         image = self.get_image(spec.image)
         with self._backend.lock:
             if spec.name in self._backend.instances:
-                raise Conflict(f"an instance called {spec.name!r} already exists on the fake backend")
+                raise Conflict(
+                    f"an instance called {spec.name!r} already exists on the fake backend"
+                )
             used = sum(i.ram_mb or 0 for i in self._backend.instances.values())
             if used + (spec.ram_mb or 0) > self._memory_mb:
-                raise CapacityExceeded(f"the fake backend has {self._memory_mb - used} MiB of memory left")
+                raise CapacityExceeded(
+                    f"the fake backend has {self._memory_mb - used} MiB of memory left"
+                )
             self._backend.next_host += 1
             instance = Instance(
                 name=spec.name,
@@ -122,7 +129,7 @@ class FakeConnector(Connector):
             raise NotFound(f"the fake backend has no instance called {name!r}")
         return _with_addresses(instance)
 
-    def list(self, *, tags: Mapping[str, str] | None = None) -> list[Instance]:
+    def list_instances(self, *, tags: Mapping[str, str] | None = None) -> list[Instance]:
         self._maybe_fail("list")
         with self._backend.lock:
             found = list(self._backend.instances.values())
@@ -131,7 +138,7 @@ class FakeConnector(Connector):
             _with_addresses(i) for i in found if all(i.tags.get(k) == v for k, v in wanted.items())
         ]
 
-    def images(self) -> list[Image]:
+    def list_images(self) -> list[Image]:
         with self._backend.lock:
             return list(self._backend.images.values())
 

@@ -8,6 +8,7 @@ script or cloud-config): the keys cloud-init reads on LXD, and the keys the base
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,7 +38,7 @@ EXEC_ENV = {
     "HOME": "/root",
     "LANG": "C.UTF-8",
 }
-_POLL = 0.05
+_POLL = 0.02  # DHCP answers within ~0.3 s of start; a finer poll only costs LXD a cheap GET
 
 
 class LxdConnector(Connector):
@@ -81,8 +82,10 @@ class LxdConnector(Connector):
         }
         try:
             self.api.post("/1.0/instances", body)
-        except Conflict as exc:
-            raise Conflict(f"an instance called {spec.name!r} already exists on LXD") from exc
+        except (Conflict, BackendError) as exc:
+            if isinstance(exc, Conflict) or "already exists" in exc.message:
+                raise Conflict(f"an instance called {spec.name!r} already exists on LXD") from exc
+            raise
         try:
             self._change_state(spec.name, "start")
             return self.get(spec.name)
@@ -97,7 +100,9 @@ class LxdConnector(Connector):
             if _addresses(state):
                 return self.get(name)
             if state.get("status") not in ("Running", "Starting"):
-                raise BackendError(f"instance {name} is {state.get('status')}, it will get no address")
+                raise BackendError(
+                    f"instance {name} is {state.get('status')}, it will get no address"
+                )
             if time.monotonic() > deadline:
                 raise BackendError(f"instance {name} got no IPv4 address within {timeout:.0f} s")
             time.sleep(_POLL)
@@ -109,7 +114,10 @@ class LxdConnector(Connector):
 
     def stop(self, name: str, *, timeout: float = 30.0) -> Instance:
         if self.get(name).state != InstanceState.STOPPED:
-            self._change_state(name, "stop", timeout=int(timeout), force=False)
+            try:
+                self._change_state(name, "stop", timeout=int(timeout), force=False)
+            except BackendError:
+                pass  # not stopped in time (systemd ignores the request while booting): force it
             if self.get(name).state != InstanceState.STOPPED:
                 self._change_state(name, "stop", force=True)
         return self.get(name)
@@ -134,7 +142,7 @@ class LxdConnector(Connector):
             raise NotFound(f"LXD has no instance called {name!r}") from exc
         return self._to_instance({**raw, "state": state})
 
-    def list(self, *, tags: Mapping[str, str] | None = None) -> list[Instance]:
+    def list_instances(self, *, tags: Mapping[str, str] | None = None) -> list[Instance]:
         wanted = {TAG_PREFIX + k: v for k, v in (tags or {}).items()}
         found = []
         for raw in self.api.get("/1.0/instances", recursion=2):
@@ -143,7 +151,7 @@ class LxdConnector(Connector):
                 found.append(self._to_instance(raw))
         return found
 
-    def images(self) -> list[Image]:
+    def list_images(self) -> list[Image]:
         images: list[Image] = []
         for raw in self.api.get("/1.0/images", recursion=1):
             aliases = [a["name"] for a in raw.get("aliases") or []] or [raw["fingerprint"][:12]]
@@ -173,7 +181,9 @@ class LxdConnector(Connector):
         disk_total = disk_free = None
         pool = self._profile_pool()
         if pool:
-            space = (self.api.get(LxdApi.path("storage-pools", pool, "resources")) or {}).get("space", {})
+            space = (self.api.get(LxdApi.path("storage-pools", pool, "resources")) or {}).get(
+                "space", {}
+            )
             disk_total = int(space.get("total", 0)) // 2**20
             disk_free = disk_total - int(space.get("used", 0)) // 2**20
         return Capacity(
@@ -207,7 +217,9 @@ class LxdConnector(Connector):
             raise NotFound(f"LXD has no instance called {name!r}") from exc
         except BackendError as exc:
             if "Command not found" in exc.message:
-                return ExecResult(exit_code=127, stdout="", stderr=f"{command[0]}: command not found\n")
+                return ExecResult(
+                    exit_code=127, stdout="", stderr=f"{command[0]}: command not found\n"
+                )
             raise
         output = meta.get("output") or {}
         stdout, stderr = (self._take_log(output.get(fd)) for fd in ("1", "2"))
@@ -233,10 +245,8 @@ class LxdConnector(Connector):
         else:
             self.api.put(alias_path, {"target": sha256, "description": ""})
         if previous != sha256:
-            try:
+            with contextlib.suppress(NotFound):
                 self.api.delete(LxdApi.path("images", previous))
-            except NotFound:
-                pass
         return self.get_image(name)
 
     def close(self) -> None:
@@ -263,11 +273,13 @@ class LxdConnector(Connector):
 
     def ex_pull_file(self, name: str, path: str) -> bytes:
         """Read a file from the instance (capability FILES)."""
-        return self.api.raw(LxdApi.path("instances", name, "files"), path=path)
+        return self.api.raw(LxdApi.path("instances", name, "files"), {"path": path})
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _change_state(self, name: str, action: str, *, timeout: int = 30, force: bool = False) -> None:
+    def _change_state(
+        self, name: str, action: str, *, timeout: int = 30, force: bool = False
+    ) -> None:
         self.api.put(
             LxdApi.path("instances", name, "state"),
             {"action": action, "timeout": timeout, "force": force},
@@ -277,10 +289,8 @@ class LxdConnector(Connector):
         if not log_path:
             return ""
         data = self.api.raw(log_path).decode(errors="replace")
-        try:
+        with contextlib.suppress(BackendError):  # a leftover log is harmless; LXD removes it later
             self.api.delete(log_path)
-        except BackendError:
-            pass  # a leftover log is harmless; LXD removes them with the instance
         return data
 
     def _profile_pool(self) -> str | None:
@@ -306,7 +316,9 @@ class LxdConnector(Connector):
             addresses=tuple(_addresses(state)),
             cpu=int(config["limits.cpu"]) if config.get("limits.cpu", "").isdigit() else None,
             ram_mb=int(memory.removesuffix("MiB")) if memory.endswith("MiB") else None,
-            tags={k.removeprefix(TAG_PREFIX): v for k, v in config.items() if k.startswith(TAG_PREFIX)},
+            tags={
+                k.removeprefix(TAG_PREFIX): v for k, v in config.items() if k.startswith(TAG_PREFIX)
+            },
             created_at=_time(raw.get("created_at")),
             extra={"status": raw.get("status"), "pid": state.get("pid")},
         )

@@ -44,7 +44,9 @@ class LxdApi:
         elif transport is not None:
             base_url = "http://lxd"
         else:
-            raise Invalid(f"LXD endpoint {endpoint!r}: use unix:///path/to/socket or https://host:8443")
+            raise Invalid(
+                f"LXD endpoint {endpoint!r}: use unix:///path/to/socket or https://host:8443"
+            )
         self._http = httpx.Client(
             base_url=base_url,
             transport=transport,
@@ -90,7 +92,7 @@ class LxdApi:
                 path,
                 json=json,
                 params={k: v for k, v in (params or {}).items() if v is not None},
-                content=content,  # type: ignore[arg-type]
+                content=content,
                 headers=headers,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
@@ -108,14 +110,14 @@ class LxdApi:
             return self.wait(body["operation"], timeout=timeout)
         return body.get("metadata")
 
-    def raw(self, path: str, **params: Any) -> bytes:
+    def raw(self, url: str, params: Mapping[str, str] | None = None) -> bytes:
         """The body of a non-JSON answer (an exec log, a file)."""
         try:
-            response = self._http.get(path, params=params)
+            response = self._http.get(url, params=params)
         except httpx.TransportError as exc:
             raise BackendUnavailable(f"LXD at {self.endpoint}: {exc}") from exc
         if response.status_code >= 400:
-            self._decode(response, "GET", path)
+            self._decode(response, "GET", url)
         return response.content
 
     def wait(self, operation: str, *, timeout: float | None = None) -> Any:

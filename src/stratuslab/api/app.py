@@ -1,0 +1,75 @@
+"""The FastAPI application: services made at start-up, one handler for the project's errors."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from stratuslab import __version__
+from stratuslab.api.deps import Services
+from stratuslab.api.routes import health, images, instances
+from stratuslab.cloud.clouds import ConnectorPool
+from stratuslab.config import Settings
+from stratuslab.db.session import engine_for
+from stratuslab.errors import StratusError
+
+
+def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        made = services or make_services(settings)
+        app.state.services = made
+        try:
+            yield
+        finally:
+            made.close()
+
+    app = FastAPI(title="StratusLab", version=__version__, lifespan=lifespan)
+    app.include_router(health.router)
+    app.include_router(instances.router)
+    app.include_router(images.router)
+    app.add_exception_handler(StratusError, _stratus_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    return app
+
+
+def make_services(settings: Settings) -> Services:
+    engine = engine_for(settings.database_url)
+    return Services(
+        settings=settings,
+        engine=engine,
+        token=load_token(settings),
+        connectors=ConnectorPool(engine),
+    )
+
+
+def load_token(settings: Settings) -> str:
+    """The site token: from the settings, else the token file (made on first start, mode 0600)."""
+    if settings.token:
+        return settings.token
+    path = settings.token_file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
+def error_body(exc: StratusError) -> dict[str, object]:
+    return {"error": {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}}
+
+
+async def _stratus_error(_request: Request, exc: StratusError) -> JSONResponse:
+    return JSONResponse(error_body(exc), status_code=exc.http_status)
+
+
+async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    body = {"error": {"type": "Invalid", "message": f"{where}: {first.get('msg')}", "hint": None}}
+    return JSONResponse(body, status_code=422)

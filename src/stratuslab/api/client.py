@@ -1,0 +1,247 @@
+"""The API client the CLI (and scripts) use.
+
+It is built on the standard library's ``http.client`` on purpose: the CLI pays for every import
+before its first request, and httpx alone costs ~60 ms there. The transport is taken in the
+constructor, so tests hand it one that calls the application in-process. The server's error
+bodies come back as the project's own errors, so the CLI reports a failure the same way
+whether it happened in the client or in the server.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote, urlencode, urlsplit
+
+from stratuslab.errors import BackendError, BackendUnavailable, Invalid, by_name
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: Iterator[bytes]  # the body, line by line, as it arrives
+
+    def read(self) -> bytes:
+        return b"".join(self.body)
+
+
+class Transport(Protocol):
+    def __call__(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeout: float,
+    ) -> Response: ...
+
+
+class HttpTransport:
+    """HTTP/1.1 over TCP (or TLS for https://), one connection per request."""
+
+    def __init__(self, base_url: str) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise Invalid(f"server URL {base_url!r}: use http://host:port or https://host:port")
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.https else 80)
+        self.prefix = parts.path.rstrip("/")
+
+    def __call__(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeout: float,
+    ) -> Response:
+        connection: http.client.HTTPConnection
+        if self.https:
+            import ssl
+
+            connection = http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout, context=ssl.create_default_context()
+            )
+        else:
+            connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        connection.request(method, self.prefix + target, body=body, headers=dict(headers))
+        answer = connection.getresponse()
+
+        def lines() -> Iterator[bytes]:
+            try:
+                yield from answer
+            finally:
+                connection.close()
+
+        return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, lines())
+
+
+class ApiClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str,
+        user: str | None = None,
+        transport: Transport | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._transport = transport or HttpTransport(self.base_url)
+        self._headers = {"Accept": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        if user:
+            self._headers["X-Stratus-User"] = user
+
+    # -- the transport --------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        response = self._send(method, path, json_body=json_body, params=params, timeout=timeout)
+        data = response.read()
+        self._raise_for_error(response.status, data)
+        if not data:
+            return None
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return json.loads(data)
+        return data.decode()
+
+    def lines(
+        self, path: str, *, params: Mapping[str, Any], timeout: float
+    ) -> Iterator[dict[str, Any]]:
+        """The JSON objects of a streamed answer, one a line, as they arrive."""
+        response = self._send("GET", path, params=params, timeout=timeout + 30)
+        if response.status >= 400:
+            self._raise_for_error(response.status, response.read())
+        try:
+            for line in response.body:
+                if line.strip():
+                    yield json.loads(line)
+        except (TimeoutError, OSError) as exc:
+            raise BackendError(f"the stream from {self.base_url}{path} broke: {exc}") from exc
+
+    def close(self) -> None:
+        """Connections are closed after each request; nothing is held."""
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Response:
+        query = {k: _param(v) for k, v in (params or {}).items() if v is not None}
+        target = path + ("?" + urlencode(query) if query else "")
+        headers = dict(self._headers)
+        body = None
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            return self._transport(
+                method, target, headers=headers, body=body, timeout=timeout or self.timeout
+            )
+        except (ConnectionRefusedError, FileNotFoundError, socket.gaierror) as exc:
+            raise BackendUnavailable(
+                f"the StratusLab server is not reachable at {self.base_url}",
+                hint="start it with `stratus server start`",
+            ) from exc
+        except TimeoutError as exc:
+            raise BackendError(
+                f"the StratusLab server did not answer {method} {path} in time"
+            ) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise BackendUnavailable(f"the StratusLab server at {self.base_url}: {exc}") from exc
+
+    @staticmethod
+    def _raise_for_error(status: int, data: bytes) -> None:
+        if status < 400:
+            return
+        try:
+            error = json.loads(data)["error"]
+        except (ValueError, KeyError, TypeError):
+            raise BackendError(
+                f"the server answered {status}: {data[:200].decode(errors='replace')}"
+            ) from None
+        raise by_name(error.get("type", ""))(error.get("message", "error"), hint=error.get("hint"))
+
+    # -- the resources --------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/health", timeout=3)
+        return result
+
+    def run_instances(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/api/instances", json_body=dict(body))
+        return result
+
+    def watch_instances(
+        self, ids: Sequence[str], *, timeout: float = 600
+    ) -> Iterator[dict[str, Any]]:
+        return self.lines(
+            "/api/instances/watch",
+            params={"ids": ",".join(ids), "timeout": timeout},
+            timeout=timeout,
+        )
+
+    def list_instances(
+        self, *, all_owners: bool = False, gone: bool = False
+    ) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request(
+            "GET", "/api/instances", params={"all": all_owners, "gone": gone}
+        )
+        return result
+
+    def instance(self, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/api/instances/{_seg(ref)}")
+        return result
+
+    def instance_action(self, ref: str, action: str) -> dict[str, Any]:
+        path = f"/api/instances/{_seg(ref)}"
+        method, path = ("DELETE", path) if action == "kill" else ("POST", f"{path}/{action}")
+        result: dict[str, Any] = self.request(method, path, timeout=300)
+        return result
+
+    def exec(
+        self, ref: str, command: Sequence[str], *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST",
+            f"/api/instances/{_seg(ref)}/exec",
+            json_body={"command": list(command), "timeout": timeout},
+            timeout=(timeout or 3600) + 30,
+        )
+        return result
+
+    def images(self, cloud: str = "local") -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/api/images", params={"cloud": cloud})
+        return result
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,153 @@
+"""/api/instances: start machines from images and work with them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from stratuslab.api.deps import Services, ServicesDep, UserDep
+from stratuslab.api.schemas.instances import (
+    ExecRequest,
+    ExecResponse,
+    InstanceCreate,
+    InstancePublic,
+    InstancesAccepted,
+)
+from stratuslab.cloud.instances import InstanceView, Prepared, RunRequest
+from stratuslab.errors import Invalid, StratusError
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/instances", tags=["instances"])
+SETTLED = {"running", "stopped", "gone", "error"}
+
+
+def topic(instance_id: str) -> str:
+    return f"instance:{instance_id}"
+
+
+@router.get("", response_model=list[InstancePublic])
+def list_instances(
+    services: ServicesDep,
+    user: UserDep,
+    all: Annotated[bool, Query(description="every user's instances")] = False,
+    gone: Annotated[bool, Query(description="include instances that are gone")] = False,
+) -> list[dict[str, Any]]:
+    views = services.instances(user).list_instances(all_owners=all, include_gone=gone)
+    return [v.to_dict() for v in views]
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=InstancesAccepted)
+def run_instances(body: InstanceCreate, services: ServicesDep, user: UserDep) -> dict[str, Any]:
+    """Check and record the instances, then create them in the background. Follow them with
+    ``GET /api/instances/watch?ids=...``."""
+    service = services.instances(user)
+    prepared = service.prepare(
+        RunRequest(**{**body.model_dump(), "ssh_keys": tuple(body.ssh_keys)})
+    )
+    services.submit(_provision, services, user, prepared)
+    ids = ",".join(v.id for v in prepared.views)
+    return {
+        "instances": [v.to_dict() for v in prepared.views],
+        "watch": f"/api/instances/watch?ids={ids}",
+    }
+
+
+@router.get("/watch")
+async def watch(
+    services: ServicesDep,
+    user: UserDep,
+    ids: Annotated[str, Query(description="comma-separated instance ids")],
+    timeout: Annotated[float, Query(gt=0, le=3600)] = 600,
+) -> StreamingResponse:
+    """A stream of state changes (one JSON object a line) until every instance has settled
+    (running, stopped, gone or error) or ``timeout`` seconds have passed."""
+    wanted = [i for i in ids.split(",") if i]
+    if not wanted:
+        raise Invalid("give at least one instance id in ids=")
+    return StreamingResponse(
+        _changes(services, user, wanted, timeout), media_type="application/x-ndjson"
+    )
+
+
+@router.get("/{ref}", response_model=InstancePublic)
+def show(ref: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
+    return services.instances(user).get(ref).to_dict()
+
+
+@router.post("/{ref}/stop", response_model=InstancePublic)
+def stop(ref: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
+    return _announced(services, services.instances(user).stop(ref), "stopped")
+
+
+@router.post("/{ref}/start", response_model=InstancePublic)
+def start(ref: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
+    return _announced(services, services.instances(user).start(ref), "running")
+
+
+@router.delete("/{ref}", response_model=InstancePublic)
+def kill(ref: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
+    return _announced(services, services.instances(user).kill(ref), "gone")
+
+
+@router.post("/{ref}/exec", response_model=ExecResponse)
+def exec_command(
+    ref: str, body: ExecRequest, services: ServicesDep, user: UserDep
+) -> dict[str, Any]:
+    result = services.instances(user).exec(ref, body.command, timeout=body.timeout)
+    return {"exit_code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr}
+
+
+def _provision(services: Services, user: str, prepared: Prepared) -> None:
+    def event(view: InstanceView, what: str) -> None:
+        services.hub.publish(topic(view.id), {"what": what, "instance": view.to_dict()})
+
+    try:
+        services.instances(user).provision(prepared, on_event=event)
+    except StratusError:
+        pass  # every failure was recorded on its instance and published
+    except Exception:
+        log.exception("provisioning %s failed", [v.id for v in prepared.views])
+
+
+def _announced(services: Services, view: InstanceView, what: str) -> dict[str, Any]:
+    data = view.to_dict()
+    services.hub.publish(topic(view.id), {"what": what, "instance": data})
+    return data
+
+
+async def _changes(
+    services: Services, user: str, ids: list[str], timeout: float
+) -> AsyncIterator[bytes]:
+    seq = services.hub.seq
+    service = services.instances(user)
+    current = {}
+    for ref in ids:
+        view = await run_in_threadpool(service.get, ref, refresh=False)
+        current[view.id] = view.state
+        yield _line({"what": view.state, "instance": view.to_dict()})
+    deadline = time.monotonic() + timeout
+    topics = [topic(i) for i in current]
+    while any(state not in SETTLED for state in current.values()):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            yield _line({"what": "timeout", "instance": None})
+            return
+        events = await services.hub.wait(seq, topics=topics, timeout=min(remaining, 15))
+        if not events:
+            yield b"\n"  # keeps idle connections (and proxies) from timing out
+        for event in events:
+            seq = event.seq
+            instance = event.payload["instance"]
+            current[instance["id"]] = instance["state"]
+            yield _line(event.payload)
+
+
+def _line(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, default=str).encode() + b"\n"

@@ -1,0 +1,1 @@
+"""The SlipStream layer: modules, runs, runtime parameters, the node agent."""

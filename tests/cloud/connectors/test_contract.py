@@ -1,0 +1,137 @@
+"""The connector contract. Every connector must pass this suite: the fake always, LXD in CI
+(which installs and initialises it). A connector is done when it passes, not when it imports."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from stratuslab import config
+from stratuslab.cloud.base import Connector, InstanceSpec
+from stratuslab.cloud.connectors.fake import FakeConnector
+from stratuslab.cloud.connectors.lxd import LxdConnector
+from stratuslab.cloud.types import Capability, InstanceState
+from stratuslab.errors import Conflict, NotFound
+
+IMAGE = "debian-12"
+
+
+@pytest.fixture(params=["fake", pytest.param("lxd", marks=pytest.mark.lxd)])
+def connector(request: pytest.FixtureRequest, fake_namespace: str) -> Iterator[Connector]:
+    made: Connector
+    if request.param == "fake":
+        made = FakeConnector(namespace=fake_namespace)
+    else:
+        settings = config.load()
+        made = LxdConnector(endpoint=settings.lxd_endpoint, profile=settings.lxd_profile)
+    created: list[str] = []
+    original = made.create
+
+    def tracked(spec: InstanceSpec) -> object:
+        created.append(spec.name)
+        return original(spec)
+
+    made.create = tracked  # type: ignore[method-assign]
+    try:
+        yield made
+    finally:
+        for name in created:  # clean up even when the test failed
+            made.destroy(name)
+        made.close()
+
+
+def name() -> str:
+    return f"test-{secrets.token_hex(4)}"
+
+
+def test_create_starts_a_tagged_instance_that_gets_an_ipv4_address(connector: Connector) -> None:
+    spec = InstanceSpec(name=name(), image=IMAGE, tags={"id": "i-1", "owner": "alice"})
+    created = connector.create(spec)
+    assert created.name == spec.name
+    assert created.state == InstanceState.RUNNING
+    ready = connector.wait_for_address(spec.name, timeout=60)
+    assert ipaddress.ip_address(ready.addresses[0]).version == 4
+    assert {k: ready.tags[k] for k in ("id", "owner")} == {"id": "i-1", "owner": "alice"}
+    assert connector.get(spec.name).addresses == ready.addresses
+
+
+def test_resource_limits_are_applied(connector: Connector) -> None:
+    spec = InstanceSpec(name=name(), image=IMAGE, cpu=1, ram_mb=256)
+    connector.create(spec)
+    instance = connector.get(spec.name)
+    assert (instance.cpu, instance.ram_mb) == (1, 256)
+
+
+def test_names_are_unique(connector: Connector) -> None:
+    spec = InstanceSpec(name=name(), image=IMAGE)
+    connector.create(spec)
+    with pytest.raises(Conflict):
+        connector.create(spec)
+
+
+def test_an_unknown_image_is_not_found(connector: Connector) -> None:
+    with pytest.raises(NotFound, match="no image called 'no-such-image'"):
+        connector.create(InstanceSpec(name=name(), image="no-such-image"))
+
+
+def test_list_filters_on_tags(connector: Connector) -> None:
+    marker = secrets.token_hex(4)
+    mine = InstanceSpec(name=name(), image=IMAGE, tags={"batch": marker})
+    other = InstanceSpec(name=name(), image=IMAGE, tags={"batch": "other"})
+    connector.create(mine)
+    connector.create(other)
+    assert [i.name for i in connector.list_instances(tags={"batch": marker})] == [mine.name]
+    assert {mine.name, other.name} <= {i.name for i in connector.list_instances()}
+
+
+def test_stop_and_start_are_idempotent(connector: Connector) -> None:
+    spec = InstanceSpec(name=name(), image=IMAGE)
+    connector.create(spec)
+    assert connector.stop(spec.name, timeout=10).state == InstanceState.STOPPED
+    assert connector.stop(spec.name, timeout=10).state == InstanceState.STOPPED
+    assert connector.get(spec.name).addresses == ()
+    assert connector.start(spec.name).state == InstanceState.RUNNING
+    assert connector.start(spec.name).state == InstanceState.RUNNING
+    assert connector.wait_for_address(spec.name, timeout=60).addresses
+
+
+def test_destroy_is_idempotent_and_removes_the_instance(connector: Connector) -> None:
+    spec = InstanceSpec(name=name(), image=IMAGE)
+    connector.create(spec)
+    connector.destroy(spec.name)
+    connector.destroy(spec.name)
+    connector.destroy(name())  # never existed
+    with pytest.raises(NotFound):
+        connector.get(spec.name)
+
+
+def test_exec_reports_output_and_exit_codes(connector: Connector) -> None:
+    assert Capability.EXEC in connector.capabilities
+    spec = InstanceSpec(name=name(), image=IMAGE)
+    connector.create(spec)
+    echoed = connector.exec(spec.name, ["echo", "hello", "world"])
+    assert (echoed.exit_code, echoed.stdout) == (0, "hello world\n")
+    assert connector.exec(spec.name, ["false"]).exit_code == 1
+    missing = connector.exec(spec.name, ["no-such-command"])
+    assert missing.exit_code == 127 and "not found" in missing.stderr
+    assert connector.exec(spec.name, ["hostname"]).stdout.strip() == spec.name
+
+
+def test_images_and_capacity_are_reported(connector: Connector) -> None:
+    assert IMAGE in [i.name for i in connector.list_images()]
+    image = connector.get_image(IMAGE)
+    assert image.fingerprint and image.size_bytes > 0
+    capacity = connector.capacity()
+    assert capacity.cpus and capacity.cpus > 0
+    assert capacity.memory_free_mb and 0 < capacity.memory_free_mb <= (
+        capacity.memory_total_mb or 0
+    )
+    assert capacity.disk_free_mb and capacity.disk_free_mb > 0
+
+
+def test_a_missing_instance_is_not_found(connector: Connector) -> None:
+    with pytest.raises(NotFound):
+        connector.get(name())

@@ -1,0 +1,111 @@
+"""Fixtures shared by every test.
+
+Unit tests run against the fake connector and a SQLite store in a temporary directory. Tests
+that need the real cloud are marked ``lxd`` and use the LXD daemon, bridge, pool, profile and
+debian-12 image that ``make setup`` prepares. A test that spawns a process must say so with
+``@pytest.mark.spawns`` (or ``lxd``); otherwise it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+
+from stratuslab import config
+from stratuslab.api.app import create_app
+from stratuslab.api.client import ApiClient
+from stratuslab.cli.main import main
+from stratuslab.cli.runtime import Runtime
+from stratuslab.cloud import clouds
+from stratuslab.cloud.clouds import ConnectorPool
+from stratuslab.cloud.connectors.fake import FakeConnector
+from stratuslab.cloud.instances import InstanceService
+from stratuslab.config import Settings
+from stratuslab.db.session import engine_for
+from tests.support import CliResult, InProcessTransport, environment
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "spawns: the test starts a subprocess on purpose")
+
+
+@pytest.fixture(autouse=True)
+def _no_unannounced_processes(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if request.node.get_closest_marker("spawns") or request.node.get_closest_marker("lxd"):
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(
+            f"this test started a process ({args[:1]}): mark it @pytest.mark.spawns"
+        )
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(os, "execv", refuse)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return config.load(environment(tmp_path))
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Engine:
+    return engine_for(settings.database_url)
+
+
+@pytest.fixture
+def fake_namespace() -> Iterator[str]:
+    namespace = f"test-{secrets.token_hex(4)}"
+    yield namespace
+    FakeConnector.ex_reset(namespace)
+
+
+@pytest.fixture
+def fake(engine: Engine, fake_namespace: str) -> FakeConnector:
+    """The fake backend, recorded in the store as the cloud 'local'."""
+    clouds.record(engine, name="local", connector="fake", options={"namespace": fake_namespace})
+    return FakeConnector(namespace=fake_namespace)
+
+
+@pytest.fixture
+def instances(engine: Engine, fake: FakeConnector) -> Iterator[InstanceService]:
+    pool = ConnectorPool(engine)
+    yield InstanceService(engine, owner="alice", connectors=pool, name_prefix="test")
+    pool.close()
+
+
+@pytest.fixture
+def api(settings: Settings, fake: FakeConnector) -> Iterator[TestClient]:
+    """The API application in-process, on the fake cloud, with the site token set."""
+    app = create_app(settings.with_overrides(token="test-token"))
+    with TestClient(app, headers={"Authorization": "Bearer test-token"}) as client:
+        yield client
+
+
+@pytest.fixture
+def stratus(
+    api: TestClient, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., CliResult]:
+    """Run the `stratus` CLI in-process against the in-process API."""
+
+    def run(*args: str) -> CliResult:
+        runtime = Runtime()
+        runtime.__dict__["settings"] = settings
+        runtime.__dict__["client"] = ApiClient(
+            "http://testserver", token="test-token", user="alice", transport=InProcessTransport(api)
+        )
+        code = main(list(args), runtime=runtime)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,55 @@
+"""Helpers for tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from stratuslab.api.client import Response
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def environment(root: Path, **extra: str) -> dict[str, str]:
+    """The STRATUS_* environment of an isolated installation under ``root``."""
+    return {
+        "HOME": str(root),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "STRATUS_CONFIG": str(root / "config.toml"),
+        "STRATUS_DATA_DIR": str(root / "data"),
+        "STRATUS_CACHE_DIR": str(root / "cache"),
+        "STRATUS_USER": "alice",
+        **extra,
+    }
+
+
+class InProcessTransport:
+    """Hands the API client's requests to the application in-process (through Starlette's
+    test client), so CLI tests exercise the real routes without a socket."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    def __call__(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeout: float,
+    ) -> Response:
+        answer = self.client.request(method, target, headers=dict(headers), content=body)
+        lines = answer.content.splitlines(keepends=True)
+        return Response(
+            answer.status_code, {k.lower(): v for k, v in answer.headers.items()}, iter(lines)
+        )
