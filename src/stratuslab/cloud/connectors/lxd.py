@@ -114,10 +114,9 @@ class LxdConnector(Connector):
 
     def stop(self, name: str, *, timeout: float = 30.0) -> Instance:
         if self.get(name).state != InstanceState.STOPPED:
-            try:
+            # Not stopped in time (systemd ignores the request while it boots): forced below.
+            with contextlib.suppress(BackendError):
                 self._change_state(name, "stop", timeout=int(timeout), force=False)
-            except BackendError:
-                pass  # not stopped in time (systemd ignores the request while booting): force it
             if self.get(name).state != InstanceState.STOPPED:
                 self._change_state(name, "stop", force=True)
         return self.get(name)
