@@ -10,7 +10,9 @@ Measures, on the local LXD cloud (image ``debian-12``, profile ``stratus``):
    has one. Polling uses a kept-alive stdlib ``http.client`` connection so it adds very little.
 3. Baseline B, ``lxc launch`` alone (for information: it returns before there is an address).
 4. The ratio median(1) / median(A), against the goal of at most 1.2.
-5. ``stratus instance run -n 10`` against ten single runs in sequence (timed end to end).
+5. ``stratus instance run -n 10`` against ten single runs in sequence (timed end to end), and
+   beside baseline C: ten ``lxc launch`` started at once, until all ten have addresses (LXD's
+   own floor for ten in parallel).
 
 Stratus and lxc trials are interleaved so both see the same machine conditions. Every container
 is deleted between trials, and a ``finally:`` block deletes whatever is left whose name starts
@@ -45,6 +47,9 @@ LXD_SOCKET = "/var/lib/lxd/unix.socket"
 TIMEOUT = 120.0
 POLL = 0.02
 PAR_COUNT = 10
+# LXD keeps deleting the previous trial's btrfs subvolume in the background; each timed trial
+# (stratus and lxc alike) starts after this pause, so that neither inherits the other's clean-up.
+SETTLE = 1.5
 
 
 class BenchError(RuntimeError):
@@ -139,6 +144,24 @@ class Bench:
             time.sleep(POLL)
         return launched, time.perf_counter() - start
 
+    def lxc_parallel(self, names: list[str]) -> float:
+        """Seconds for `lxc launch` of all ``names`` at once until every one has an address."""
+        self.ping()
+        start = time.perf_counter()
+        launches = [
+            subprocess.Popen(["lxc", "launch", IMAGE, n, "-p", PROFILE, "-q"]) for n in names
+        ]
+        for launch in launches:
+            if launch.wait(timeout=TIMEOUT) != 0:
+                raise BenchError(f"lxc launch failed for one of {names}")
+        waiting = set(names)
+        while waiting:
+            if time.perf_counter() > start + TIMEOUT:
+                raise BenchError(f"{sorted(waiting)} got no IPv4 address within {TIMEOUT:.0f} s")
+            waiting = {n for n in waiting if not self.has_global_ipv4(n)}
+            time.sleep(POLL)
+        return time.perf_counter() - start
+
     def cleanup(self) -> list[str]:
         """Delete everything this run created; return the names that were still there."""
         self.conn.close()
@@ -177,8 +200,10 @@ def measure(bench: Bench, trials: int, par_trials: int) -> dict[str, Any]:
     launch: list[float] = []
     address: list[float] = []
     for i in range(1, trials + 1):
+        time.sleep(SETTLE)
         single.append(bench.stratus_run(f"{p}-s{i}"))
         kill(f"{p}-s{i}")
+        time.sleep(SETTLE)
         launched, addressed = bench.lxc_trial(f"{p}-l{i}")
         delete(f"{p}-l{i}")
         launch.append(launched)
@@ -187,16 +212,23 @@ def measure(bench: Bench, trials: int, par_trials: int) -> dict[str, Any]:
 
     par: list[float] = []
     seq: list[float] = []
+    floor: list[float] = []
     for k in range(1, par_trials + 1):
         par.append(bench.stratus_run(f"{p}-par{k}", PAR_COUNT))
         kill(*(f"{p}-par{k}-{j}" for j in range(1, PAR_COUNT + 1)))
+        lxc_names = [f"{p}-lpar{k}-{j}" for j in range(1, PAR_COUNT + 1)]
+        floor.append(bench.lxc_parallel(lxc_names))
+        delete(*lxc_names)
         names = [f"{p}-seq{k}-{j}" for j in range(1, PAR_COUNT + 1)]
         start = time.perf_counter()
         for name in names:
             bench.stratus_run(name)
         seq.append(time.perf_counter() - start)
         kill(*names)
-        log(f"parallel trial {k}/{par_trials}: -n {PAR_COUNT} {par[-1]:.3f} s, seq {seq[-1]:.3f} s")
+        log(
+            f"parallel trial {k}/{par_trials}: -n {PAR_COUNT} {par[-1]:.3f} s, "
+            f"lxc parallel {floor[-1]:.3f} s, seq {seq[-1]:.3f} s"
+        )
 
     ratio = statistics.median(single) / statistics.median(address)
     return {
@@ -208,6 +240,7 @@ def measure(bench: Bench, trials: int, par_trials: int) -> dict[str, Any]:
         "ratio_goal_met": ratio <= 1.2,
         f"stratus_run_n{PAR_COUNT}": summary(par),
         f"stratus_run_{PAR_COUNT}_sequential": summary(seq),
+        f"baseline_c_lxc_launch_{PAR_COUNT}_parallel": summary(floor),
         "parallel_speedup": statistics.median(seq) / statistics.median(par),
     }
 
@@ -219,6 +252,10 @@ def table(results: dict[str, Any]) -> str:
         ("baseline B: lxc launch alone", "baseline_b_lxc_launch"),
         (f"stratus instance run -n {PAR_COUNT}", f"stratus_run_n{PAR_COUNT}"),
         (f"{PAR_COUNT} x stratus instance run, in sequence", f"stratus_run_{PAR_COUNT}_sequential"),
+        (
+            f"baseline C: {PAR_COUNT} x lxc launch at once + addr",
+            f"baseline_c_lxc_launch_{PAR_COUNT}_parallel",
+        ),
     ]
     lines = [f"{'measure (seconds)':<44} {'n':>3} {'median':>8} {'min':>8} {'max':>8}"]
     for label, key in rows:

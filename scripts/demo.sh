@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
-# The main job, for now: start an instance from the base image on the local cloud, run a
-# command in it, print its address and what the command printed, and destroy it.
+# The main job: deploy examples/webapp on the local cloud (a database, two web servers, a load
+# balancer and a test, from pristine instances), print the service URL and the test verdict,
+# ask the service something from here, and tear it all down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stratus=.venv/bin/stratus
-name="demo-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
+run=""
 
-cleanup() { "$stratus" instance kill "$name" >/dev/null 2>&1 || true; }
-trap cleanup EXIT
+teardown() {
+  if [ -n "$run" ]; then
+    echo "==> tearing down run $run"
+    "$stratus" run terminate "$run" > /dev/null || true
+  fi
+}
+trap teardown EXIT
 
-echo "==> starting $name from debian-12"
-started=$(date +%s.%N)
-json=$("$stratus" instance run debian-12 --name "$name" -o json)
-took=$(echo "$(date +%s.%N) - $started" | bc)
-address=$(.venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)[0]["addresses"][0])' <<<"$json")
-printf '==> %s is running at %s (%.1f s)\n' "$name" "$address" "$took"
-
-echo "==> running a command in it"
-"$stratus" instance exec "$name" -- sh -c \
-  '. /etc/os-release; echo "$(hostname): $PRETTY_NAME, kernel $(uname -r), $(python3 --version)"'
-
-echo "==> destroying it"
-"$stratus" instance kill "$name" >/dev/null
-trap - EXIT
-echo "==> done: $name is gone"
+echo "==> deploying examples/webapp"
+status=0
+"$stratus" deploy examples/webapp --tags demo || status=$?
+run=$("$stratus" run list -n 1 -o json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+params=$("$stratus" run params "$run" -o json)
+value() { .venv/bin/python -c "import json,sys; print(json.load(sys.stdin).get('$1') or '')" <<<"$params"; }
+url=$(value ss:url.service)
+verdict=$(value test.1:result)
+echo
+echo "==> service URL: ${url:-none}"
+echo "==> test verdict: ${verdict:-failed}"
+if [ "$status" -eq 0 ] && [ -n "$url" ]; then
+  echo "==> asking the service from this host:"
+  for i in 1 2 3 4; do curl -fsS "$url/"; done
+  curl -fsS -X POST --data "hello from the demo" "$url/items"; echo
+  curl -fsS "$url/items"; echo
+fi
+exit "$status"

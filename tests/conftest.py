@@ -34,6 +34,9 @@ from tests.support import CliResult, InProcessTransport, environment
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "spawns: the test starts a subprocess on purpose")
+    config.addinivalue_line(
+        "markers", "postgres: needs the PostgreSQL named by STRATUS_TEST_POSTGRES_URL (CI has it)"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -54,8 +57,14 @@ def _no_unannounced_processes(
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return config.load(environment(tmp_path))
+def store(tmp_path: Path) -> str:
+    """The store's URL: a SQLite file here; tests/api runs on PostgreSQL as well."""
+    return f"sqlite:///{tmp_path / 'data' / 'stratus.db'}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, store: str) -> Settings:
+    return config.load(environment(tmp_path, STRATUS_DATABASE_URL=store))
 
 
 @pytest.fixture
@@ -109,3 +118,11 @@ def stratus(
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def deploy_api(settings: Settings, fake: FakeConnector) -> Iterator[TestClient]:
+    """The API with the deployment engine on the fake cloud; aborted runs wait 1 s for reports."""
+    app = create_app(settings.with_overrides(token="test-token", report_grace_s=1))
+    with TestClient(app, headers={"Authorization": "Bearer test-token"}) as client:
+        yield client

@@ -49,11 +49,26 @@ class Settings:
     server_host: str = "127.0.0.1"
     server_port: int = 8421
     token: str = ""  # empty: read from data_dir/api-token, which the local server writes
+    report_grace_s: int = 90  # after an abort, how long to wait for nodes' reports
+    agent_server_url: str = ""  # empty: http://<bridge gateway>:<server_port>, where nodes reach us
     debug: bool = False
 
     @property
     def local_server_url(self) -> str:
         return f"http://{self.server_host}:{self.server_port}"
+
+    @property
+    def bridge_gateway(self) -> str:
+        return str(ipaddress.ip_interface(self.lxd_subnet).ip)
+
+    @property
+    def agent_url(self) -> str:
+        """Where node agents reach the server: the bridge's address, seen from the instances."""
+        return self.agent_server_url or f"http://{self.bridge_gateway}:{self.server_port}"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
 
     @property
     def token_file(self) -> Path:

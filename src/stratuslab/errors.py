@@ -9,8 +9,10 @@ else that escapes is a bug and is reported as such.
     StratusError                      exit 1   (generic)
     ├── Invalid                       exit 65  bad input: malformed file, unknown parameter
     ├── NotFound                      exit 66  no such image, instance, run, module
+    │   └── NotYetSet                 exit 66  a runtime parameter exists but has no value (412)
     ├── Conflict                      exit 67  the request clashes with the current state
-    │   └── CapacityExceeded          exit 68  not enough CPU, memory, disk or quota
+    │   ├── CapacityExceeded          exit 68  not enough CPU, memory, disk or quota
+    │   └── RunAborted                exit 67  the run's abort flag is raised (409, the reason)
     ├── NotSupported                  exit 71  the backend lacks the capability asked for
     ├── Unauthorized                  exit 77  no or wrong credentials
     └── BackendError                  exit 70  a backend (LXD, a command) failed
@@ -57,11 +59,21 @@ class NotFound(StratusError):
     http_status = 404
 
 
+class NotYetSet(NotFound):
+    """A runtime parameter exists but nobody has set it yet."""
+
+    http_status = 412
+
+
 class Conflict(StratusError):
     """The request cannot be honoured in the current state of things."""
 
     exit_code = 67
     http_status = 409
+
+
+class RunAborted(Conflict):
+    """The run's abort flag is raised: every get and set fails fast with the first reason."""
 
 
 class CapacityExceeded(Conflict):

@@ -24,8 +24,13 @@ def run_json(stratus: Stratus, *args: str) -> list[dict[str, object]]:
 
 
 def ssh_to(key: Path, address: str, command: str) -> subprocess.CompletedProcess[str]:
-    options = ["BatchMode=yes", "StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null",
-               "ConnectTimeout=10", "ConnectionAttempts=10"]  # fmt: skip
+    options = [
+        "BatchMode=yes",
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "ConnectTimeout=10",
+        "ConnectionAttempts=10",
+    ]
     argv = [
         "ssh",
         "-i",

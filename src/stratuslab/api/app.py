@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from stratuslab import __version__
 from stratuslab.api.deps import Services
-from stratuslab.api.routes import health, images, instances
+from stratuslab.api.routes import agent, health, images, instances, modules, runs, slipstream
 from stratuslab.cloud.clouds import ConnectorPool
 from stratuslab.config import Settings
 from stratuslab.db.session import engine_for
@@ -24,6 +24,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         made = services or make_services(settings)
         app.state.services = made
+        made.start()
         try:
             yield
         finally:
@@ -33,6 +34,10 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(health.router)
     app.include_router(instances.router)
     app.include_router(images.router)
+    app.include_router(modules.router)
+    app.include_router(runs.router)
+    app.include_router(slipstream.router)
+    app.include_router(agent.router)
     app.add_exception_handler(StratusError, _stratus_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     return app

@@ -123,6 +123,13 @@ class ApiClient:
             return json.loads(data)
         return data.decode()
 
+    def raw(self, path: str, *, timeout: float | None = None) -> bytes:
+        """The body of an answer as it came (a report archive)."""
+        response = self._send("GET", path, timeout=timeout)
+        data = response.read()
+        self._raise_for_error(response.status, data)
+        return data
+
     def lines(
         self, path: str, *, params: Mapping[str, Any], timeout: float
     ) -> Iterator[dict[str, Any]]:
@@ -134,7 +141,7 @@ class ApiClient:
             for line in response.body:
                 if line.strip():
                     yield json.loads(line)
-        except (TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
             raise BackendError(f"the stream from {self.base_url}{path} broke: {exc}") from exc
 
     def close(self) -> None:
@@ -235,6 +242,84 @@ class ApiClient:
     def images(self, cloud: str = "local") -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.request("GET", "/api/images", params={"cloud": cloud})
         return result
+
+    # -- modules and runs -----------------------------------------------------------------
+
+    def push_modules(
+        self, modules: Sequence[Mapping[str, str]], *, only_changed: bool = False
+    ) -> list[dict[str, Any]]:
+        body = {"modules": list(modules), "only_changed": only_changed}
+        result: list[dict[str, Any]] = self.request("POST", "/api/modules", json_body=body)
+        return result
+
+    def modules(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/api/modules")
+        return result
+
+    def module(self, address: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/api/modules/{quote(address.strip('/'))}")
+        return result
+
+    def create_run(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/api/runs", json_body=dict(body))
+        return result
+
+    def runs(
+        self, *, active: bool = False, all_owners: bool = False, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        params = {"active": active, "all": all_owners, "limit": limit}
+        result: list[dict[str, Any]] = self.request("GET", "/api/runs", params=params)
+        return result
+
+    def run(self, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/api/runs/{_seg(ref)}")
+        return result
+
+    def terminate_run(self, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("DELETE", f"/api/runs/{_seg(ref)}", timeout=120)
+        return result
+
+    def run_params(self, ref: str) -> dict[str, str | None]:
+        result: dict[str, str | None] = self.request("GET", f"/api/runs/{_seg(ref)}/params")
+        return result
+
+    def run_events(self, ref: str, *, after: int = 0) -> list[dict[str, Any]]:
+        path = f"/api/runs/{_seg(ref)}/events"
+        result: list[dict[str, Any]] = self.request("GET", path, params={"after": after})
+        return result
+
+    def watch_run(
+        self, ref: str, *, after: int = 0, timeout: float = 86400
+    ) -> Iterator[dict[str, Any]]:
+        path = f"/api/runs/{_seg(ref)}/watch"
+        return self.lines(path, params={"after": after, "timeout": timeout}, timeout=timeout)
+
+    def run_logs(
+        self, ref: str, *, node: str | None = None, after: int = 0
+    ) -> list[dict[str, Any]]:
+        path = f"/api/runs/{_seg(ref)}/logs"
+        result: list[dict[str, Any]] = self.request(
+            "GET", path, params={"node": node, "after": after}
+        )
+        return result
+
+    def follow_run_logs(
+        self, ref: str, *, node: str | None = None, after: int = 0
+    ) -> Iterator[dict[str, Any]]:
+        params = {"node": node, "after": after, "follow": True}
+        return self.lines(f"/api/runs/{_seg(ref)}/logs", params=params, timeout=86400)
+
+    def run_reports(self, ref: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"/api/runs/{_seg(ref)}/reports")
+        return result
+
+    def run_report(self, ref: str, node_instance: str) -> bytes:
+        return self.raw(f"/api/runs/{_seg(ref)}/reports/{_seg(node_instance)}", timeout=300)
+
+    def exit_when_idle(self) -> bool:
+        """Ask a server started on demand to exit once it has nothing left to do."""
+        result: dict[str, Any] = self.request("POST", "/api/server/exit-when-idle")
+        return bool(result.get("exiting"))
 
 
 def _seg(value: str) -> str:

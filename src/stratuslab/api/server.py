@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -18,42 +19,66 @@ from fastapi import FastAPI
 
 from stratuslab.api.app import create_app
 from stratuslab.config import Settings
+from stratuslab.errors import BackendUnavailable
 
 log = logging.getLogger("stratuslab.server")
 
 
+def listening_sockets(hosts: list[str], port: int) -> list[socket.socket]:
+    """One listening socket per address. The first must bind; the others (the bridge, where
+    node agents call from) are skipped with a warning when this host does not have them."""
+    sockets = []
+    for index, host in enumerate(dict.fromkeys(hosts)):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            if index == 0:
+                raise BackendUnavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+            log.warning(
+                "not listening on %s:%s (%s): nodes cannot reach this server",
+                host,
+                port,
+                exc.strerror,
+            )
+            continue
+        sock.listen(2048)
+        sockets.append(sock)
+    return sockets
+
+
 def serve(settings: Settings, *, host: str, port: int, idle_exit: float = 0) -> None:
+    sockets = listening_sockets([host, settings.bridge_gateway], port)
     app = create_app(settings)
-    activity = _Activity()
+    activity = Activity(idle=idle_exit)
+    app.state.activity = activity
     app.add_middleware(_CountRequests, activity=activity)
     config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=10,
+        app, log_level="warning", access_log=False, timeout_graceful_shutdown=10
     )
     server = uvicorn.Server(config)
     if idle_exit > 0:
         threading.Thread(
-            target=_exit_when_idle,
-            args=(app, server, activity, idle_exit),
-            daemon=True,
-            name="idle",
+            target=_exit_when_idle, args=(app, server, activity), daemon=True, name="idle"
         ).start()
     pid_file = settings.data_dir / "server.pid"
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{os.getpid()}\n")
     try:
-        server.run()
+        server.run(sockets=sockets)
     finally:
         if pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
             pid_file.unlink()
 
 
-class _Activity:
-    def __init__(self) -> None:
+class Activity:
+    """Requests in flight and the last moment one ended. ``idle`` > 0 for a server started on
+    demand: it exits after that many seconds with nothing to do."""
+
+    def __init__(self, *, idle: float) -> None:
+        self.idle = idle
         self.in_flight = 0
         self.last = time.monotonic()
 
@@ -61,7 +86,7 @@ class _Activity:
 class _CountRequests:
     """Counts requests until their last byte is sent (streams included)."""
 
-    def __init__(self, app: Any, activity: _Activity) -> None:
+    def __init__(self, app: Any, activity: Activity) -> None:
         self.app = app
         self.activity = activity
 
@@ -77,12 +102,12 @@ class _CountRequests:
             self.activity.last = time.monotonic()
 
 
-def _exit_when_idle(app: FastAPI, server: uvicorn.Server, activity: _Activity, idle: float) -> None:
+def _exit_when_idle(app: FastAPI, server: uvicorn.Server, activity: Activity) -> None:
     while not server.should_exit:
-        time.sleep(min(idle, 2))
+        time.sleep(min(activity.idle, 1))
         services = getattr(app.state, "services", None)
         if activity.in_flight > 0 or (services is not None and services.busy()):
             activity.last = time.monotonic()
-        elif time.monotonic() - activity.last > idle:
-            log.warning("idle for %.0f s: exiting", idle)
+        elif time.monotonic() - activity.last > activity.idle:
+            log.warning("idle for %.0f s: exiting", activity.idle)
             server.should_exit = True

@@ -61,8 +61,6 @@ def run(
     output: str,
 ) -> None:
     """Start instances from IMAGE and wait until each is running with an address."""
-    from stratuslab.cloud.context import read_ssh_keys, read_user_data
-
     body: dict[str, Any] = {
         "image": image,
         "count": count,
@@ -71,10 +69,13 @@ def run(
         "name": name,
         "cloud": cloud,
     }
-    if key is not None:
-        body["ssh_keys"] = list(read_ssh_keys(key))
-    if user_data is not None:
-        body["user_data"] = read_user_data(user_data)
+    if key is not None or user_data is not None:  # checked here: a mistake costs no round trip
+        from stratuslab.cloud.context import read_ssh_keys, read_user_data
+
+        if key is not None:
+            body["ssh_keys"] = list(read_ssh_keys(key))
+        if user_data is not None:
+            body["user_data"] = read_user_data(user_data)
     accepted = rt.client.run_instances(body)
     say = progress_lines(output == "json")
     final: dict[str, dict[str, Any]] = {}

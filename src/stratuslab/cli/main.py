@@ -7,7 +7,8 @@ import sys
 import click
 
 from stratuslab import __version__
-from stratuslab.cli import cloud, image, instance, server
+from stratuslab.cli import cloud, image, instance, module, run, server
+from stratuslab.cli.deploy import deploy
 from stratuslab.cli.runtime import Runtime
 from stratuslab.errors import EXIT_INTERNAL, EXIT_USAGE, StratusError
 
@@ -41,6 +42,9 @@ cli.add_command(cloud.group)
 cli.add_command(image.group)
 cli.add_command(instance.group)
 cli.add_command(server.group)
+cli.add_command(deploy)
+cli.add_command(run.group)
+cli.add_command(module.group)
 
 
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:

@@ -58,6 +58,7 @@ class LocalClient(ApiClient):
         self.settings = settings
         super().__init__(settings.local_server_url, token=read_token(settings), user=settings.user)
         self._started = False
+        self.started_server = False  # this command started the server (rather than finding it)
 
     def _send(self, method: str, path: str, **options: Any) -> Response:
         try:
@@ -70,6 +71,7 @@ class LocalClient(ApiClient):
 
         outcome, state = daemon.start(self.settings, idle_exit=IDLE_EXIT)
         self._started = True
+        self.started_server = outcome == "started"
         if outcome == "started":
             err.print(
                 f"[dim]started the StratusLab server on {state.url} (pid {state.pid}); "

@@ -110,6 +110,7 @@ class Prepared:
     views: list[InstanceView]
     ssh_keys: tuple[str, ...]
     user_data: str | None
+    image: str  # the image's fingerprint on the cloud
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class InstanceService:
         image = connector.get_image(request.image)
         self._check_capacity(connector, request)
         views = self._record(request, names, image.name, len(keys), user_data is not None)
-        return Prepared(request=request, views=views, ssh_keys=keys, user_data=user_data)
+        return Prepared(request, views, keys, user_data, image=image.fingerprint)
 
     def provision(self, prepared: Prepared, *, on_event: Event | None = None) -> list[InstanceView]:
         """Create the recorded instances in parallel and wait until each has an address.
@@ -175,7 +176,7 @@ class InstanceService:
         def start(view: InstanceView) -> InstanceView | StratusError:
             spec = InstanceSpec(
                 name=view.name,
-                image=request.image,
+                image=prepared.image,  # the fingerprint found when checking: no second look-up
                 cpu=request.cpu,
                 ram_mb=request.ram_mb,
                 ssh_keys=prepared.ssh_keys,

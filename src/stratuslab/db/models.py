@@ -82,3 +82,121 @@ class InstanceRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+
+
+class ModuleRecord(Base):
+    """One immutable version of a module (image, component or application) as pushed."""
+
+    __tablename__ = "modules"
+    __table_args__ = (Index("ix_modules_path_version", "path", "version", unique=True),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(16))
+    file: Mapped[str] = mapped_column(String(512))
+    text: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RunRecord(Base):
+    """A deployment run: its state machine, its plan, its policies."""
+
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_owner_state", "owner", "state"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    module_path: Mapped[str] = mapped_column(String(255))
+    module_version: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16))
+    abort_reason: Mapped[str | None] = mapped_column(Text)
+    timed_out: Mapped[bool] = mapped_column(default=False)
+    cancelled: Mapped[bool] = mapped_column(default=False)
+    keep_running: Mapped[str] = mapped_column(String(16))
+    mutable: Mapped[bool] = mapped_column(default=False)
+    tags: Mapped[str] = mapped_column(String(1024), default="")
+    plan: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    timeout_s: Mapped[int | None]
+    deadline: Mapped[datetime | None]
+    state_deadline: Mapped[datetime | None]  # bounds a barrier that may never complete
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_state_change: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+
+
+class NodeInstanceRecord(Base):
+    """One node instance of a run (``web.2``): its token, its instance, its barrier progress."""
+
+    __tablename__ = "node_instances"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    node: Mapped[str] = mapped_column(String(64))
+    idx: Mapped[int]
+    token_hash: Mapped[str] = mapped_column(String(64))
+    instance_id: Mapped[str | None] = mapped_column(String(32))
+    provisioning: Mapped[str] = mapped_column(String(16), default="pending")
+    removed: Mapped[bool] = mapped_column(default=False)
+    lost: Mapped[bool] = mapped_column(default=False)
+    completed: Mapped[str | None] = mapped_column(String(16))  # the state it last completed
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RuntimeParameterRecord(Base):
+    """A runtime parameter of a run: ``web.1:hostname``, ``web:ids``, ``ss:state``."""
+
+    __tablename__ = "runtime_parameters"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))  # standard, input, output, node, global
+    description: Mapped[str] = mapped_column(String(512), default="")
+    set_at: Mapped[datetime | None]
+
+
+class RunEventRecord(Base):
+    """What happened to a run, in order: state changes, aborts, completions, provisioning."""
+
+    __tablename__ = "run_events"
+    __table_args__ = (Index("ix_run_events_run", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    node_instance: Mapped[str | None] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text)
+
+
+class RunLogRecord(Base):
+    """A line a recipe printed, as the node's agent streamed it."""
+
+    __tablename__ = "run_logs"
+    __table_args__ = (Index("ix_run_logs_run", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    node_instance: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16))
+    recipe: Mapped[str] = mapped_column(String(32))
+    stream: Mapped[str] = mapped_column(String(8))
+    text: Mapped[str] = mapped_column(Text)
+
+
+class RunReportRecord(Base):
+    """A node instance's report archive, kept on disk under the data directory."""
+
+    __tablename__ = "run_reports"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    node_instance: Mapped[str] = mapped_column(String(128), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int]
+    uploaded_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -31,6 +31,14 @@ def engine_for(url: str) -> Engine:
         return engine
 
 
+def dispose(url: str) -> None:
+    """Close the engine of ``url`` (its connections), if one was made."""
+    with _LOCK:
+        engine = _ENGINES.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+
+
 def dispose_all() -> None:
     with _LOCK:
         for engine in _ENGINES.values():
@@ -83,10 +91,19 @@ def _create(url: str) -> Engine:
         raise BackendUnavailable(f"cannot open the store {url}: {exc}") from exc
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
+def _sqlite_begin(connection: Any) -> None:
+    # Every transaction takes the write lock at once: a read-then-write transaction that
+    # started deferred could act on what it read while another wrote (two nodes completing a
+    # barrier together would both advance the run). PostgreSQL gets row locks instead.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # let _sqlite_begin say how transactions begin
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")

@@ -144,7 +144,9 @@ class FakeConnector(Connector):
 
     def get_image(self, name: str) -> Image:
         with self._backend.lock:
-            image = self._backend.images.get(name)
+            image = self._backend.images.get(name) or next(
+                (i for i in self._backend.images.values() if i.fingerprint == name), None
+            )
         if image is None:
             raise NotFound(f"no image called {name!r}", hint="see `stratus image list`")
         return image

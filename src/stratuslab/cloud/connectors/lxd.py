@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -33,6 +34,7 @@ STATE_MAP: dict[str, InstanceState] = {
 }
 
 TAG_PREFIX = "user.stratus."
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 EXEC_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root",
@@ -158,6 +160,9 @@ class LxdConnector(Connector):
         return images
 
     def get_image(self, name: str) -> Image:
+        if _FINGERPRINT.match(name):
+            with contextlib.suppress(NotFound):
+                return self._to_image(self.api.get(LxdApi.path("images", name)), name[:12])
         try:
             alias = self.api.get(LxdApi.path("images", "aliases", name))
             return self._to_image(self.api.get(LxdApi.path("images", alias["target"])), name)

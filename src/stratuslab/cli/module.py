@@ -1,0 +1,88 @@
+"""`stratus module`: check, push and read the modules applications are made of."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stratuslab.cli.output import age, emit_json, out, output_option, table
+from stratuslab.cli.runtime import Runtime, pass_runtime
+
+
+@click.group(name="module", no_args_is_help=True)
+def group() -> None:
+    """Check, push and read modules (images, components, applications)."""
+
+
+@group.command("check")
+@click.argument("target")
+@output_option
+def check(target: str, output: str) -> None:
+    """Check TARGET and every module it refers to, here, without a server."""
+    from stratuslab.deploy.model import load_tree, parse_module
+
+    texts = load_tree(Path.cwd(), target.removesuffix(".yaml").rstrip("/"))
+    for text in texts:
+        parse_module(text.text, path=text.path, file=text.file)
+    if output == "json":
+        emit_json([{"path": t.path, "file": t.file} for t in texts])
+    else:
+        out.print(f"{len(texts)} module(s) checked: " + ", ".join(t.path for t in texts))
+
+
+@group.command("push")
+@click.argument("target")
+@output_option
+@pass_runtime
+def push(rt: Runtime, target: str, output: str) -> None:
+    """Push TARGET and every module it refers to; each becomes a new version."""
+    from stratuslab.deploy.model import load_tree
+
+    texts = load_tree(Path.cwd(), target.removesuffix(".yaml").rstrip("/"))
+    stored = rt.client.push_modules(
+        [{"path": t.path, "file": t.file, "text": t.text} for t in texts]
+    )
+    if output == "json":
+        emit_json(stored)
+    else:
+        table(
+            None,
+            ("MODULE", "VERSION", "KIND"),
+            ((m["path"], m["version"], m["kind"]) for m in stored),
+        )
+
+
+@group.command("list")
+@output_option
+@pass_runtime
+def list_modules(rt: Runtime, output: str) -> None:
+    """Every module on the server, at its newest version."""
+    found = rt.client.modules()
+    if output == "json":
+        emit_json(found)
+    else:
+        table(
+            None,
+            ("MODULE", "KIND", "VERSIONS", "PUSHED"),
+            ((m["path"], m["kind"], m["versions"], age(m["created_at"])) for m in found),
+        )
+
+
+@group.command("show")
+@click.argument("address")
+@output_option
+@pass_runtime
+def show(rt: Runtime, address: str, output: str) -> None:
+    """Module ADDRESS (path for the newest version, path/N for version N), as pushed."""
+    found = rt.client.module(address)
+    if output == "json":
+        emit_json(found)
+    else:
+        out.print(
+            f"# {found['path']} version {found['version']} of {found['versions'][-1]} "
+            f"({found['kind']}), "
+            f"from {found['file']}",
+            highlight=False,
+        )
+        out.print(found["text"], highlight=False, markup=False)

@@ -1,0 +1,191 @@
+"""`stratus run`: the runs of deployments, their parameters, events, logs and reports."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from stratuslab.cli.output import age, emit_json, err, out, output_option, table
+from stratuslab.cli.runtime import Runtime, pass_runtime
+
+
+@click.group(name="run", no_args_is_help=True)
+def group() -> None:
+    """List, inspect and terminate deployment runs."""
+
+
+@group.command("list")
+@click.option("--active", is_flag=True, help="only runs that have not ended")
+@click.option("--all", "all_owners", is_flag=True, help="every user's runs")
+@click.option("-n", "--limit", type=int, default=20, show_default=True)
+@output_option
+@pass_runtime
+def list_runs(rt: Runtime, active: bool, all_owners: bool, limit: int, output: str) -> None:
+    """Your most recent runs."""
+    runs = rt.client.runs(active=active, all_owners=all_owners, limit=limit)
+    if output == "json":
+        emit_json(runs)
+    elif not runs:
+        err.print("No runs. Deploy one with `stratus deploy examples/webapp`.")
+    else:
+        table(
+            None,
+            ("ID", "MODULE", "STATE", "AGE", "ABORT"),
+            (
+                (
+                    r["id"][:8],
+                    r["module"],
+                    r["state"],
+                    age(r["created_at"]),
+                    r["abort_reason"] or "",
+                )
+                for r in runs
+            ),
+        )
+
+
+@group.command("show")
+@click.argument("run_id")
+@output_option
+@pass_runtime
+def show(rt: Runtime, run_id: str, output: str) -> None:
+    """A run and its node instances."""
+    run = rt.client.run(run_id)
+    if output == "json":
+        emit_json(run)
+        return
+    out.print(
+        f"Run {run['id']} of {run['module']}: [bold]{run['state']}[/bold] "
+        f"(keep-running {run['keep_running']})"
+    )
+    if run["abort_reason"]:
+        out.print(f"  abort: {run['abort_reason']}" + (" (timed out)" if run["timed_out"] else ""))
+    if run.get("service_url"):
+        out.print(f"  service: {run['service_url']}")
+    table(
+        None,
+        ("NODE", "PROVISIONING", "COMPLETED", "ADDRESS", "INSTANCE", "STATUS"),
+        (
+            (
+                n["name"],
+                "removed" if n["removed"] else "lost" if n["lost"] else n["provisioning"],
+                n["completed"] or "",
+                n["hostname"] or "",
+                n["instance_id"] or "",
+                n["statecustom"] or "",
+            )
+            for n in run["nodes"]
+        ),
+    )
+
+
+@group.command("params")
+@click.argument("run_id")
+@click.option("--node", help="only this node or node instance (web, web.2)")
+@output_option
+@pass_runtime
+def params(rt: Runtime, run_id: str, node: str | None, output: str) -> None:
+    """The run's runtime parameters."""
+    values = rt.client.run_params(run_id)
+    if node:
+        values = {
+            k: v
+            for k, v in values.items()
+            if k.split(":", 1)[0] in (node,) or k.startswith(f"{node}.")
+        }
+    if output == "json":
+        emit_json(values)
+    else:
+        table(None, ("KEY", "VALUE"), ((k, "" if v is None else v) for k, v in values.items()))
+
+
+@group.command("events")
+@click.argument("run_id")
+@click.option("-f", "--follow", is_flag=True, help="keep printing events until the run settles")
+@output_option
+@pass_runtime
+def events(rt: Runtime, run_id: str, follow: bool, output: str) -> None:
+    """What happened to the run, in order: states, completions, aborts, provisioning."""
+    found = rt.client.watch_run(run_id) if follow else iter(rt.client.run_events(run_id))
+    if output == "json" and not follow:
+        emit_json(list(found))
+        return
+    for event in found:
+        if output == "json":
+            emit_json(event)
+        else:
+            who = f"{event['node_instance']}: " if event.get("node_instance") else ""
+            out.print(
+                f"{event['at'][:19]} {event['kind']:<18} {who}{event['message']}", highlight=False
+            )
+
+
+@group.command("logs")
+@click.argument("run_id")
+@click.option("--node", help="only this node instance (web.2)")
+@click.option("-f", "--follow", is_flag=True, help="keep printing lines until the run ends")
+@pass_runtime
+def logs(rt: Runtime, run_id: str, node: str | None, follow: bool) -> None:
+    """What the recipes printed, as the nodes streamed it."""
+    lines = (
+        rt.client.follow_run_logs(run_id, node=node)
+        if follow
+        else iter(rt.client.run_logs(run_id, node=node))
+    )
+    for line in lines:
+        target = sys.stderr if line["stream"] == "stderr" else sys.stdout
+        target.write(f"{line['node_instance']} {line['state']}/{line['recipe']}: {line['text']}\n")
+
+
+@group.command("reports")
+@click.argument("run_id")
+@click.option(
+    "--get",
+    "folder",
+    type=click.Path(path_type=Path),
+    help="download and unpack them into this directory",
+)
+@output_option
+@pass_runtime
+def reports(rt: Runtime, run_id: str, folder: Path | None, output: str) -> None:
+    """The reports the node instances sent (their logs and $SLIPSTREAM_REPORT_DIR)."""
+    from stratuslab.cli.deploy import _download_reports
+
+    found = rt.client.run_reports(run_id)
+    if folder is not None:
+        _download_reports(rt, run_id, folder, quiet=output == "json")
+    if output == "json":
+        emit_json(found)
+    elif not found:
+        err.print("No reports (yet).")
+    else:
+        table(
+            None,
+            ("NODE", "SIZE", "SENT"),
+            ((r["node_instance"], f"{r['size']} B", age(r["uploaded_at"])) for r in found),
+        )
+
+
+@group.command("terminate")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option(
+    "--wait/--no-wait", default=True, show_default=True, help="wait until the run has ended"
+)
+@output_option
+@pass_runtime
+def terminate(rt: Runtime, run_ids: tuple[str, ...], wait: bool, output: str) -> None:
+    """Cancel runs that have not reached Ready; finalize the others (instances destroyed)."""
+    ended = []
+    for run_id in run_ids:
+        run = rt.client.terminate_run(run_id)
+        if wait:
+            for _event in rt.client.watch_run(run["id"]):
+                pass
+            run = rt.client.run(run["id"])
+        ended.append(run)
+        if output != "json":
+            out.print(f"run {run['id'][:8]}: {run['state']}")
+    if output == "json":
+        emit_json(ended)

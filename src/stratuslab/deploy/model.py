@@ -1,0 +1,542 @@
+"""Modules (images, components, applications): read from YAML, then resolved into a plan.
+
+``docs/modules.md`` is the specification. The work is done in two stages, because the CLI has
+the files and the server has the versions:
+
+- :func:`parse_module` checks one file on its own: kinds, keys, types, names, references and
+  mapping syntax. :func:`load_tree` uses it to read a module and every module it refers to
+  from disk, so that the CLI can push them all.
+- :func:`resolve` checks what spans modules (parents, images, mappings, required inputs),
+  against whatever versions a lookup finds, and produces the :class:`Plan` a run follows.
+
+Every problem is an :class:`Invalid` whose message is ``<file>:<line>: <key path>: <what>``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+from stratuslab.deploy import yamlsource
+from stratuslab.deploy.yamlsource import Document, join
+from stratuslab.errors import Invalid
+
+RECIPE_STEPS = (
+    "pre-install",
+    "packages",
+    "post-install",
+    "deployment",
+    "report",
+    "on-vm-add",
+    "on-vm-remove",
+)
+SCRIPT_STEPS = tuple(step for step in RECIPE_STEPS if step != "packages")
+STANDARD_PARAMETERS = (
+    "state",
+    "statecustom",
+    "vmstate",
+    "abort",
+    "complete",
+    "hostname",
+    "instanceid",
+    "url.ssh",
+    "url.service",
+    "nodename",
+    "id",
+    "cloudservice",
+    "image.id",
+)
+KINDS = ("image", "component", "application")
+DEFAULT_CLOUD = "local"
+MAX_VALUE = 4096  # SlipStream's limit on a runtime parameter value
+
+PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_CLOUD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # a directory or file name in a path
+_VERSION = re.compile(r"^[0-9]+$")
+# A Debian package name, optionally with :arch, =version or /release, as apt-get takes them;
+# nothing else, since the agent hands these to apt-get.
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+|/[A-Za-z0-9.-]+)?$")
+_INSTANCE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\.([0-9]+))?$")
+
+_RECIPE_RENAMED = {
+    "execute": "deployment",
+    "onvmadd": "on-vm-add",
+    "onvmremove": "on-vm-remove",
+    "prerecipe": "pre-install",
+    "recipe": "post-install",
+}
+_NODE_RENAMED = {"max_provisioning_failures": "max-provisioning-failures"}
+_NODE_KEYS = ("component", "multiplicity", "cloud", "max-provisioning-failures", "parameters")
+_SOURCE_FORMS = "node:parameter (like db:hostname), ss:name (a run global) or a quoted literal"
+
+
+@dataclass(frozen=True)
+class ParameterDef:
+    name: str
+    description: str = ""
+    default: str | None = None  # inputs only; None means required
+
+
+@dataclass(frozen=True)
+class ImageModule:
+    path: str
+    file: str
+    description: str
+    images: Mapping[str, str]  # cloud -> image name
+    lines: Mapping[str, int]  # dotted key path -> line (1-based); "" -> line 1
+
+
+@dataclass(frozen=True)
+class ComponentModule:
+    path: str
+    file: str
+    description: str
+    parent: str  # reference as written
+    inputs: Mapping[str, ParameterDef]
+    outputs: Mapping[str, ParameterDef]
+    recipes: Mapping[str, str]  # step -> script, for the script steps present
+    packages: tuple[str, ...]
+    lines: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class ParamSource:
+    """Where a mapped input's value comes from."""
+
+    kind: Literal["parameter", "literal", "global"]
+    node: str | None = None  # for "parameter"
+    name: str | None = None  # parameter name (for "parameter" and "global")
+    value: str | None = None  # for "literal"
+
+    def key(self) -> str | None:
+        """The runtime parameter read: ``db.1:hostname``, ``ss:site``; None for a literal."""
+        if self.kind == "parameter":
+            return f"{self.node}.1:{self.name}"
+        if self.kind == "global":
+            return f"ss:{self.name}"
+        return None
+
+
+@dataclass(frozen=True)
+class NodeDef:
+    name: str
+    component: str  # reference as written
+    multiplicity: int = 1
+    cloud: str = DEFAULT_CLOUD
+    max_provisioning_failures: int = 0
+    parameters: Mapping[str, ParamSource] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ApplicationModule:
+    path: str
+    file: str
+    description: str
+    nodes: Mapping[str, NodeDef]
+    lines: Mapping[str, int]
+
+
+Module: TypeAlias = ImageModule | ComponentModule | ApplicationModule
+Lookup: TypeAlias = Callable[[str, int | None], tuple[Module, int]]
+
+
+@dataclass(frozen=True)
+class ModuleText:
+    path: str
+    file: str
+    text: str
+
+
+# -- one file -------------------------------------------------------------------------------
+
+
+def parse_module(text: str, *, path: str, file: str) -> Module:
+    """Syntax and per-file schema checks only (kinds, keys, types, names, mapping syntax)."""
+    doc = yamlsource.load(text, file=file)
+    data = doc.data
+    if not isinstance(data, dict):
+        raise doc.error("", "a module is a mapping with a 'kind' key", hint="start with: kind: ...")
+    if "kind" not in data:
+        raise doc.error("kind", "missing", hint="kind: image, component or application")
+    kind = data["kind"]
+    if kind not in KINDS:
+        raise doc.error("kind", f"{kind!r} is not a kind of module (image, component, application)")
+    description = _optional_text(doc, "description", data.get("description"))
+    lines = {"": 1, **doc.lines}
+    if kind == "image":
+        doc.check_keys("", data, ("kind", "description", "images"), "an image")
+        return ImageModule(path, file, description, _images(doc, data.get("images")), lines)
+    base = _base(path, file)
+    if kind == "component":
+        return _component(doc, data, path=path, base=base, description=description, lines=lines)
+    doc.check_keys("", data, ("kind", "description", "nodes"), "an application")
+    nodes = doc.mapping("nodes", data.get("nodes"))
+    if not nodes:
+        raise doc.error("nodes", "an application needs at least one node")
+    parsed = {name: _node(doc, name, spec, base) for name, spec in nodes.items()}
+    return ApplicationModule(path, file, description, parsed, lines)
+
+
+def _optional_text(doc: Document, path: str, value: Any) -> str:
+    return "" if value is None else doc.text(path, value)
+
+
+def _images(doc: Document, value: Any) -> dict[str, str]:
+    images = doc.mapping("images", value)
+    if not images:
+        raise doc.error("images", "an image needs at least one cloud", hint="images: {local: NAME}")
+    for cloud, name in images.items():
+        _check_cloud(doc, join("images", cloud), cloud)
+        doc.text(join("images", cloud), name, empty=False)
+    return images
+
+
+def _check_cloud(doc: Document, path: str, cloud: str) -> None:
+    if not _CLOUD_NAME.fullmatch(cloud):
+        raise doc.error(path, f"{cloud!r} is not a cloud name: use letters, digits, '_', '-', '.'")
+
+
+def _component(
+    doc: Document,
+    data: dict[str, Any],
+    *,
+    path: str,
+    base: str,
+    description: str,
+    lines: dict[str, int],
+) -> ComponentModule:
+    doc.check_keys(
+        "",
+        data,
+        ("kind", "description", "parent", "inputs", "outputs", "recipes"),
+        "a component",
+        renamed=_RECIPE_RENAMED,
+        renamed_hint="recipes go under 'recipes:'",
+    )
+    if "parent" not in data:
+        raise doc.error("parent", "missing: a component starts from an image or a component")
+    parent = _reference(doc, "parent", data["parent"], base)
+    inputs = _parameters(doc, "inputs", data.get("inputs"), inputs=True)
+    outputs = _parameters(doc, "outputs", data.get("outputs"), inputs=False)
+    for name in outputs:
+        if name in inputs:
+            raise doc.error(
+                join("outputs", name),
+                f"{name!r} is also an input; a parameter is either an input or an output",
+            )
+    recipes, packages = _recipes(doc, data.get("recipes"))
+    return ComponentModule(
+        path, doc.file, description, parent, inputs, outputs, recipes, packages, lines
+    )
+
+
+def _parameters(doc: Document, path: str, value: Any, *, inputs: bool) -> dict[str, ParameterDef]:
+    out: dict[str, ParameterDef] = {}
+    for name, spec in doc.mapping(path, value).items():
+        where = join(path, name)
+        _check_parameter_name(doc, where, name)
+        if isinstance(spec, str):  # the short form: the description alone
+            out[name] = ParameterDef(name, spec)
+            continue
+        spec = doc.mapping(where, spec)
+        if not inputs and "default" in spec:
+            raise doc.error(
+                join(where, "default"), "an output has no default: its component sets it"
+            )
+        doc.check_keys(
+            where, spec, ("default", "description"), "an input" if inputs else "an output"
+        )
+        description = _optional_text(doc, join(where, "description"), spec.get("description"))
+        default = None
+        if "default" in spec:
+            if spec["default"] is None:
+                raise doc.error(
+                    join(where, "default"),
+                    "is empty",
+                    hint='write default: "" for an empty default, or remove the key to make '
+                    "the input required",
+                )
+            default = _value(doc, join(where, "default"), spec["default"])
+        out[name] = ParameterDef(name, description, default)
+    return out
+
+
+def _check_parameter_name(doc: Document, path: str, name: str) -> None:
+    if not PARAMETER_NAME.fullmatch(name):
+        raise doc.error(path, f"{name!r} is not a parameter name: use letters, digits, _ - and .")
+    if name in STANDARD_PARAMETERS:
+        raise doc.error(
+            path,
+            f"{name!r} is a parameter every node instance already has",
+            hint=f"choose another name; those are: {', '.join(STANDARD_PARAMETERS)}",
+        )
+
+
+def _value(doc: Document, path: str, value: Any) -> str:
+    text = doc.text(path, value)
+    if len(text) > MAX_VALUE:
+        raise doc.error(path, f"is longer than {MAX_VALUE} characters")
+    return text
+
+
+def _recipes(doc: Document, value: Any) -> tuple[dict[str, str], tuple[str, ...]]:
+    recipes = doc.mapping("recipes", value)
+    doc.check_keys("recipes", recipes, RECIPE_STEPS, "recipes", renamed=_RECIPE_RENAMED)
+    scripts = {
+        step: doc.text(join("recipes", step), recipes[step])
+        for step in SCRIPT_STEPS
+        if recipes.get(step) is not None
+    }
+    listed = recipes.get("packages")
+    if listed is None:
+        return scripts, ()
+    if not isinstance(listed, list):
+        raise doc.error(
+            "recipes.packages",
+            f"must be a list, not {yamlsource.describe(listed)}",
+            hint="packages: [postgresql, nginx]",
+        )
+    for i, package in enumerate(listed):
+        where = f"recipes.packages.{i}"
+        if not _PACKAGE.fullmatch(doc.text(where, package)):
+            raise doc.error(where, f"{package!r} is not a Debian package name")
+    return scripts, tuple(listed)
+
+
+def _reference(doc: Document, path: str, value: Any, base: str) -> str:
+    ref = doc.text(path, value, empty=False)
+    try:
+        resolve_reference(ref, base=base)
+    except Invalid as exc:
+        raise doc.error(path, exc.message, hint=exc.hint) from None
+    return ref
+
+
+def _node(doc: Document, name: str, value: Any, base: str) -> NodeDef:
+    path = join("nodes", name)
+    if not _NODE_NAME.fullmatch(name):
+        raise doc.error(
+            path, f"{name!r} is not a node name: use letters, digits and _, from a letter"
+        )
+    if name == "ss":
+        raise doc.error(path, "'ss' names the run's globals (ss:name); choose another node name")
+    spec = doc.mapping(path, value)
+    doc.check_keys(path, spec, _NODE_KEYS, "a node", renamed=_NODE_RENAMED)
+    if "component" not in spec:
+        raise doc.error(join(path, "component"), "missing: a node runs a component")
+    cloud = DEFAULT_CLOUD
+    if "cloud" in spec:
+        cloud = doc.text(join(path, "cloud"), spec["cloud"], empty=False)
+        _check_cloud(doc, join(path, "cloud"), cloud)
+    parameters = {}
+    for target, source in doc.mapping(join(path, "parameters"), spec.get("parameters")).items():
+        where = join(path, f"parameters.{target}")
+        _check_parameter_name(doc, where, target)
+        parameters[target] = _source(doc, where, source)
+    return NodeDef(
+        name,
+        _reference(doc, join(path, "component"), spec["component"], base),
+        doc.count(join(path, "multiplicity"), spec.get("multiplicity", 1)),
+        cloud,
+        doc.count(
+            join(path, "max-provisioning-failures"), spec.get("max-provisioning-failures", 0)
+        ),
+        parameters,
+    )
+
+
+def _source(doc: Document, path: str, value: Any) -> ParamSource:
+    """A mapping's value: ``'quoted'`` (a literal), ``ss:name`` or ``node:parameter``."""
+    if not isinstance(value, str):
+        written = doc.texts.get(path)
+        raise doc.error(
+            path,
+            f"must be {_SOURCE_FORMS}, not {yamlsource.describe(value)}",
+            hint=f"for the literal {written}, write \"'{written}'\"" if written else None,
+        )
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return ParamSource("literal", value=_value(doc, path, value[1:-1]))
+    node, colon, name = value.partition(":")
+    if colon and PARAMETER_NAME.fullmatch(name):
+        if node == "ss":
+            return ParamSource("global", name=name)
+        instance = _INSTANCE.fullmatch(node)
+        if instance and instance[2] in (None, "1"):
+            return ParamSource("parameter", node=instance[1], name=name)
+        if instance:
+            raise doc.error(
+                path,
+                f"{value!r}: a mapping reads a node's first instance",
+                hint=f"write {instance[1]}:{name}",
+            )
+    # YAML removes one pair of quotes, so 'hello' arrives here as hello.
+    hint = None if colon else f"for the literal {value}, write \"'{value}'\""
+    raise doc.error(path, f"{value!r} is not {_SOURCE_FORMS}", hint=hint)
+
+
+# -- paths and references -------------------------------------------------------------------
+
+
+def module_path(root: Path, file: Path) -> str:
+    """The path of the module in ``file``: ``examples/webapp/db.yaml`` is
+    ``examples/webapp/db``, ``examples/webapp/module.yaml`` is ``examples/webapp``. A relative
+    ``file`` is taken relative to ``root``."""
+    if file.is_absolute():
+        if not file.is_relative_to(root.absolute()):
+            raise Invalid(f"{file} is not under {root.absolute()}")
+        file = file.relative_to(root.absolute())
+    shown = file.as_posix()
+    if file.suffix != ".yaml":
+        raise Invalid(f"{shown}: a module file ends in .yaml")
+    parts = file.parent.parts if file.name == "module.yaml" else file.with_suffix("").parts
+    if not parts:
+        raise Invalid(f"{shown}: a module.yaml at the root has no path; put it in a directory")
+    for part in parts:
+        if not _SEGMENT.fullmatch(part):
+            raise Invalid(
+                f"{shown}: {part!r} cannot be part of a module path (letters, digits, _ - .)"
+            )
+    if _VERSION.fullmatch(parts[-1]):
+        raise Invalid(
+            f"{shown}: a module cannot be named {parts[-1]!r}: it would read as a version"
+        )
+    return "/".join(parts)
+
+
+def base_dir(module: Module) -> str:
+    """The directory relative references in ``module`` resolve against."""
+    return _base(module.path, module.file)
+
+
+def _base(path: str, file: str) -> str:
+    # A directory module (.../module.yaml) is its directory; a file module lives in its parent.
+    # The name may carry a note after a space, as the server's "module.yaml (version 3)".
+    if Path(file).name.split(" ")[0] == "module.yaml":
+        return path
+    return path.rpartition("/")[0]
+
+
+def resolve_reference(ref: str, *, base: str) -> tuple[str, int | None]:
+    """``db``, ``./db`` or ``../x/db`` relative to ``base``; ``a/b/c`` absolute; a trailing
+    ``/N`` pins version N. Returns (absolute path, version or None)."""
+    parts = ref.split("/")
+    if "" in parts:
+        raise Invalid(f"{ref!r} is not a module reference", hint="like db, ../shared/base or a/b/c")
+    version = None
+    if len(parts) > 1 and _VERSION.fullmatch(parts[-1]):
+        version = int(parts.pop())
+        if version < 1:
+            raise Invalid(f"{ref!r}: versions are numbered from 1")
+    # One name, or a start at . or .., is relative; a path of several names is absolute.
+    relative = len(parts) == 1 or parts[0] in (".", "..")
+    out = base.split("/") if relative and base else []
+    for part in parts:
+        if part == "..":
+            if not out:
+                raise Invalid(f"{ref!r} goes above the root (from {base or 'the root'})")
+            out.pop()
+        elif part != ".":
+            if not _SEGMENT.fullmatch(part):
+                raise Invalid(f"{ref!r}: {part!r} is not a module name")
+            out.append(part)
+    if not out:
+        raise Invalid(f"{ref!r} refers to the root, which is not a module")
+    if _VERSION.fullmatch(out[-1]):  # module_path refuses such names: they would read as versions
+        raise Invalid(f"{ref!r}: {out[-1]!r} is not a module name")
+    return "/".join(out), version
+
+
+def address_of(path: str, version: int | None) -> str:
+    return path if version is None else f"{path}/{version}"
+
+
+def _line(module: Module, key: str) -> int:
+    while key not in module.lines and key:
+        key = key.rpartition(".")[0]
+    return module.lines.get(key, 1)
+
+
+def error_at(module: Module, key: str, what: str, *, hint: str | None = None) -> Invalid:
+    return Invalid(f"{module.file}:{_line(module, key)}: {key}: {what}", hint=hint)
+
+
+def _references(module: Module) -> list[tuple[str, str]]:
+    """(key, reference) for every module ``module`` refers to."""
+    if isinstance(module, ComponentModule):
+        return [("parent", module.parent)]
+    if isinstance(module, ApplicationModule):
+        return [(f"nodes.{name}.component", node.component) for name, node in module.nodes.items()]
+    return []
+
+
+# -- the tree on disk -----------------------------------------------------------------------
+
+
+def load_tree(root: Path, target: str) -> list[ModuleText]:
+    """Read the module at ``target`` (relative to ``root``: a directory with module.yaml, or a
+    file with or without .yaml) and every module it refers to, each once, target first.
+    Version-pinned references (``db/3``) name a stored version: they are left to the server."""
+    first = _target_file(root, target)
+    queue = [(module_path(root, first), first.as_posix())]
+    found: dict[str, ModuleText] = {}
+    queued = {queue[0][0]}
+    while queue:
+        path, file = queue.pop(0)
+        text = _read(root, file)
+        found[path] = ModuleText(path, file, text)
+        module = parse_module(text, path=path, file=file)
+        for key, ref in _references(module):
+            ref_path, version = resolve_reference(ref, base=base_dir(module))
+            if version is not None or ref_path in queued:
+                continue
+            candidates = _candidates(root, ref_path)
+            if len(candidates) != 1:
+                raise error_at(module, key, _not_one(ref_path, candidates))
+            queue.append((ref_path, candidates[0].as_posix()))
+            queued.add(ref_path)
+    return list(found.values())
+
+
+def _candidates(root: Path, path: str) -> list[Path]:
+    """The files that could hold the module at ``path``, relative to ``root``, that exist."""
+    options = [Path(f"{path}.yaml"), Path(path, "module.yaml")]
+    return [option for option in options if (root / option).is_file()]
+
+
+def _not_one(path: str, candidates: list[Path]) -> str:
+    if candidates:
+        return f"{path!r} is both {candidates[0].as_posix()} and {candidates[1].as_posix()}"
+    return f"no module {path!r} (looked for {path}.yaml and {path}/module.yaml)"
+
+
+def _target_file(root: Path, target: str) -> Path:
+    given = Path(target)
+    if given.is_absolute():
+        given = Path(os.path.relpath(given, root.absolute()))
+    if given.suffix == ".yaml":
+        if not (root / given).is_file():
+            raise Invalid(f"no module file {given.as_posix()}")
+        return given
+    path = given.as_posix().rstrip("/")
+    candidates = _candidates(root, path)
+    if len(candidates) != 1:
+        raise Invalid(_not_one(path, candidates))
+    return candidates[0]
+
+
+def _read(root: Path, file: str) -> str:
+    try:
+        data = (root / file).read_bytes()
+    except OSError as exc:
+        raise Invalid(f"{file}: cannot be read: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise Invalid(f"{file}:{line}: not UTF-8 text") from None

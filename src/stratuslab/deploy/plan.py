@@ -1,0 +1,401 @@
+"""The plan of a run: an application resolved against the modules it uses.
+
+:func:`resolve` checks what spans modules (components and parents, images per cloud, parameter
+mappings, required inputs, deploy-time values) against whatever versions a lookup finds, and
+merges each node's component chain into a :class:`NodePlan`. A run keeps its plan as JSON, so
+that what it deploys never changes under it. ``docs/modules.md`` is the specification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from stratuslab.deploy.model import (
+    MAX_VALUE,
+    PARAMETER_NAME,
+    SCRIPT_STEPS,
+    STANDARD_PARAMETERS,
+    ApplicationModule,
+    ComponentModule,
+    ImageModule,
+    Lookup,
+    Module,
+    NodeDef,
+    ParameterDef,
+    ParamSource,
+    address_of,
+    base_dir,
+    error_at,
+    resolve_reference,
+)
+from stratuslab.errors import Invalid, NotFound
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """One node of a run, with everything its component inherits already merged in."""
+
+    name: str
+    component: str  # absolute path
+    component_version: int
+    multiplicity: int
+    cloud: str
+    max_provisioning_failures: int
+    image: str  # image name on the node's cloud
+    inputs: Mapping[str, ParameterDef]  # merged along the parent chain, child overrides default
+    outputs: Mapping[str, ParameterDef]  # merged along the parent chain
+    # step -> ((module path, script), ...), parent first; every script step, maybe empty
+    recipes: Mapping[str, tuple[tuple[str, str], ...]]
+    packages: tuple[str, ...]  # parent first, no duplicates
+    mappings: Mapping[str, ParamSource]  # input name -> source
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe form; recipes take the shape the agent's plan has."""
+        return {
+            "name": self.name,
+            "component": self.component,
+            "component_version": self.component_version,
+            "multiplicity": self.multiplicity,
+            "cloud": self.cloud,
+            "max_provisioning_failures": self.max_provisioning_failures,
+            "image": self.image,
+            "inputs": {
+                n: {"description": p.description, "default": p.default}
+                for n, p in self.inputs.items()
+            },
+            "outputs": {n: {"description": p.description} for n, p in self.outputs.items()},
+            "recipes": {
+                step: [{"module": module, "script": script} for module, script in scripts]
+                for step, scripts in self.recipes.items()
+            },
+            "packages": list(self.packages),
+            "mappings": {
+                n: {"kind": s.kind, "node": s.node, "name": s.name, "value": s.value}
+                for n, s in self.mappings.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NodePlan:
+        return cls(
+            name=data["name"],
+            component=data["component"],
+            component_version=data["component_version"],
+            multiplicity=data["multiplicity"],
+            cloud=data["cloud"],
+            max_provisioning_failures=data["max_provisioning_failures"],
+            image=data["image"],
+            inputs={
+                n: ParameterDef(n, p["description"], p.get("default"))
+                for n, p in data["inputs"].items()
+            },
+            outputs={n: ParameterDef(n, p["description"]) for n, p in data["outputs"].items()},
+            recipes={
+                step: tuple((r["module"], r["script"]) for r in scripts)
+                for step, scripts in data["recipes"].items()
+            },
+            packages=tuple(data["packages"]),
+            mappings={
+                n: ParamSource(s["kind"], s.get("node"), s.get("name"), s.get("value"))
+                for n, s in data["mappings"].items()
+            },
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run deploys: every node, resolved against the module versions it records."""
+
+    application: str
+    application_version: int
+    nodes: Mapping[str, NodePlan]
+    modules: Mapping[str, int]  # every module used -> version used
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "application": self.application,
+            "application_version": self.application_version,
+            "nodes": {name: node.to_dict() for name, node in self.nodes.items()},
+            "modules": dict(self.modules),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        return cls(
+            application=data["application"],
+            application_version=data["application_version"],
+            nodes={name: NodePlan.from_dict(node) for name, node in data["nodes"].items()},
+            modules=dict(data["modules"]),
+        )
+
+
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
+
+
+def resolve(
+    app: ApplicationModule,
+    version: int,
+    lookup: Lookup,
+    *,
+    given: Mapping[str, str] = _NOTHING,
+    multiplicities: Mapping[str, int] = _NOTHING,
+) -> Plan:
+    """Check what spans modules and merge each node's parent chain into a :class:`Plan`.
+
+    ``given`` holds deploy-time values (``web:greeting``, ``ss:site``) and ``multiplicities``
+    overrides per node; both are only checked here, the plan does not carry ``given``. Errors
+    point at the referring file, line and key, or at ``command line``.
+    """
+    resolver = _Resolver(app, version, lookup)
+    components = {name: resolver.component(node) for name, node in app.nodes.items()}
+    images = {name: _image(app, node, components[name]) for name, node in app.nodes.items()}
+    for node in app.nodes.values():
+        _check_mappings(app, node, components)
+    _check_command_line(app, components, given, multiplicities)
+    for node in app.nodes.values():
+        _check_required(app, node, components[node.name], given)
+    nodes = {
+        name: NodePlan(
+            name,
+            components[name].path,
+            components[name].version,
+            multiplicities.get(name, node.multiplicity),
+            node.cloud,
+            node.max_provisioning_failures,
+            images[name],
+            dict(components[name].inputs),
+            dict(components[name].outputs),
+            dict(components[name].recipes),
+            components[name].packages,
+            dict(node.parameters),
+        )
+        for name, node in app.nodes.items()
+    }
+    return Plan(app.path, version, nodes, dict(resolver.modules))
+
+
+@dataclass(frozen=True)
+class _Inherited:
+    """A component with everything it inherits, parent first."""
+
+    path: str
+    version: int
+    image: ImageModule
+    image_path: str
+    inputs: dict[str, ParameterDef]
+    outputs: dict[str, ParameterDef]
+    recipes: dict[str, tuple[tuple[str, str], ...]]
+    packages: tuple[str, ...]
+
+
+class _Resolver:
+    """Fetches modules through the lookup, once each, and records the version of each."""
+
+    def __init__(self, app: ApplicationModule, version: int, lookup: Lookup) -> None:
+        self.app = app
+        self.lookup = lookup
+        self.modules: dict[str, int] = {app.path: version}
+        self.fetched: dict[tuple[str, int | None], tuple[Module, int]] = {}
+        self.inherited: dict[tuple[str, int], _Inherited] = {}
+
+    def fetch(self, referrer: Module, key: str, ref: str) -> tuple[str, Module, int]:
+        try:
+            path, pinned = resolve_reference(ref, base=base_dir(referrer))
+        except Invalid as exc:
+            raise error_at(referrer, key, exc.message, hint=exc.hint) from None
+        if (path, pinned) not in self.fetched:
+            try:
+                self.fetched[path, pinned] = self.lookup(path, pinned)
+            except NotFound as exc:
+                raise error_at(
+                    referrer, key, f"no module {address_of(path, pinned)!r}", hint=exc.hint
+                ) from None
+        module, version = self.fetched[path, pinned]
+        # Plan.modules holds one version per path, and recipes name modules by path alone.
+        used = self.modules.setdefault(path, version)
+        if used != version:
+            raise error_at(
+                referrer,
+                key,
+                f"uses {path}/{version}, but this application also uses {path}/{used}",
+                hint="a run uses one version of each module: pin the same version everywhere",
+            )
+        return path, module, version
+
+    def component(self, node: NodeDef) -> _Inherited:
+        key = f"nodes.{node.name}.component"
+        path, module, version = self.fetch(self.app, key, node.component)
+        if not isinstance(module, ComponentModule):
+            raise error_at(self.app, key, f"{path} is {_a(module)}, not a component")
+        if (path, version) not in self.inherited:
+            self.inherited[path, version] = self._inherit(path, version, module)
+        return self.inherited[path, version]
+
+    def _inherit(self, path: str, version: int, module: ComponentModule) -> _Inherited:
+        chain = [(path, module)]
+        while True:
+            child = chain[-1][1]
+            parent_path, parent, _ = self.fetch(child, "parent", child.parent)
+            if any(parent_path == seen for seen, _ in chain):
+                cycle = " -> ".join([seen for seen, _ in chain] + [parent_path])
+                raise error_at(child, "parent", f"a cycle of parents: {cycle}")
+            if isinstance(parent, ImageModule):
+                return _merge(path, version, chain[::-1], parent, parent_path)
+            if not isinstance(parent, ComponentModule):
+                raise error_at(
+                    child,
+                    "parent",
+                    f"{parent_path} is {_a(parent)}; a parent is an image or a component",
+                )
+            chain.append((parent_path, parent))
+
+
+def _merge(
+    path: str,
+    version: int,
+    chain: list[tuple[str, ComponentModule]],
+    image: ImageModule,
+    image_path: str,
+) -> _Inherited:
+    """Merge a parent-first chain: parameters by name, recipes and packages in order."""
+    inputs: dict[str, ParameterDef] = {}
+    outputs: dict[str, ParameterDef] = {}
+    owner: dict[str, str] = {}
+    recipes: dict[str, list[tuple[str, str]]] = {step: [] for step in SCRIPT_STEPS}
+    packages: list[str] = []
+    for module_path_, module in chain:
+        for parameter in module.inputs.values():
+            _add(module, "inputs", parameter, inputs, outputs, owner)
+        for parameter in module.outputs.values():
+            _add(module, "outputs", parameter, outputs, inputs, owner)
+        for step, script in module.recipes.items():
+            recipes[step].append((module_path_, script))
+        packages.extend(p for p in dict.fromkeys(module.packages) if p not in packages)
+    frozen = {step: tuple(scripts) for step, scripts in recipes.items()}
+    return _Inherited(path, version, image, image_path, inputs, outputs, frozen, tuple(packages))
+
+
+def _add(
+    module: ComponentModule,
+    section: str,
+    parameter: ParameterDef,
+    same: dict[str, ParameterDef],
+    other: dict[str, ParameterDef],
+    owner: dict[str, str],
+) -> None:
+    name = parameter.name
+    if name in other:
+        was = "an output" if section == "inputs" else "an input"
+        raise error_at(
+            module,
+            f"{section}.{name}",
+            f"{name!r} is {was} of {owner[name]}; a parameter is either an input or an output",
+        )
+    old = same.get(name)
+    if old is not None:  # a child may redescribe an inherited parameter or change its default
+        default = old.default if parameter.default is None else parameter.default
+        parameter = ParameterDef(name, parameter.description or old.description, default)
+    same[name] = parameter
+    owner.setdefault(name, module.path)
+
+
+def _image(app: ApplicationModule, node: NodeDef, inherited: _Inherited) -> str:
+    image = inherited.image.images.get(node.cloud)
+    if image is None:
+        key = f"nodes.{node.name}.cloud"
+        raise error_at(
+            app,
+            key if key in app.lines else f"nodes.{node.name}",
+            f"no image for cloud {node.cloud!r} at the root of {inherited.path}'s parents "
+            f"({inherited.image_path} has: {', '.join(sorted(inherited.image.images))})",
+        )
+    return image
+
+
+def _check_mappings(
+    app: ApplicationModule, node: NodeDef, components: Mapping[str, _Inherited]
+) -> None:
+    mine = components[node.name]
+    for target, source in node.parameters.items():
+        key = f"nodes.{node.name}.parameters.{target}"
+        if target not in mine.inputs:
+            raise error_at(
+                app,
+                key,
+                f"{target!r} is not an input of {mine.path} ({_known('inputs', mine.inputs)})",
+            )
+        if source.kind != "parameter":
+            continue
+        if source.node not in app.nodes:
+            raise error_at(
+                app,
+                key,
+                f"node {source.node!r} does not exist (nodes: {', '.join(sorted(app.nodes))})",
+            )
+        theirs = components[source.node or ""]
+        if source.name not in theirs.outputs and source.name not in STANDARD_PARAMETERS:
+            raise error_at(
+                app,
+                key,
+                f"{source.name!r} is neither an output of {theirs.path} "
+                f"({_known('outputs', theirs.outputs)}) nor a parameter every instance has",
+                hint=f"every instance has: {', '.join(STANDARD_PARAMETERS)}",
+            )
+
+
+def _check_command_line(
+    app: ApplicationModule,
+    components: Mapping[str, _Inherited],
+    given: Mapping[str, str],
+    multiplicities: Mapping[str, int],
+) -> None:
+    nodes = f"(nodes: {', '.join(sorted(app.nodes))})"
+    for key, value in given.items():
+        node, colon, name = key.partition(":")
+        if not colon or not PARAMETER_NAME.fullmatch(name):
+            raise Invalid(f"command line: {key}: not node:input or ss:name")
+        if node != "ss" and node not in app.nodes:
+            raise Invalid(f"command line: {key}: node {node!r} does not exist {nodes}")
+        if node != "ss" and name not in components[node].inputs:
+            mine = components[node]
+            raise Invalid(
+                f"command line: {key}: {name!r} is not an input of {mine.path} "
+                f"({_known('inputs', mine.inputs)})"
+            )
+        if len(value) > MAX_VALUE:
+            raise Invalid(f"command line: {key}: the value is longer than {MAX_VALUE} characters")
+    for node, count in multiplicities.items():
+        if node not in app.nodes:
+            raise Invalid(
+                f"command line: {node}:multiplicity: node {node!r} does not exist {nodes}"
+            )
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise Invalid(f"command line: {node}:multiplicity: must be 0 or more, not {count!r}")
+
+
+def _check_required(
+    app: ApplicationModule, node: NodeDef, inherited: _Inherited, given: Mapping[str, str]
+) -> None:
+    for name, parameter in inherited.inputs.items():
+        if parameter.default is not None or name in node.parameters:
+            continue
+        if f"{node.name}:{name}" not in given:
+            raise error_at(
+                app,
+                f"nodes.{node.name}",
+                f"required input {name!r} of {inherited.path} is not mapped",
+                hint=f"map it under parameters:, or give it with --param {node.name}:{name}=VALUE",
+            )
+
+
+def _known(word: str, names: Collection[str]) -> str:
+    return f"{word}: {', '.join(sorted(names))}" if names else f"no {word}"
+
+
+def _a(module: Module) -> str:
+    if isinstance(module, ImageModule):
+        return "an image"
+    return "a component" if isinstance(module, ComponentModule) else "an application"

@@ -1,0 +1,87 @@
+"""Transactions that speak after they commit.
+
+Whatever a run transaction wants to announce (a parameter set, a state change, an event) is
+published to the hub only once the transaction has committed, so that a waiter woken by it
+reads committed data; work to start afterwards (a teardown) is started then too. A transaction
+that fails announces nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from stratuslab.db.models import RunEventRecord, RunRecord, utcnow
+from stratuslab.db.session import session_scope
+from stratuslab.errors import NotFound
+from stratuslab.hub import Hub
+
+
+def run_topic(run_id: str) -> str:
+    """Everything that happens to a run: events, state changes."""
+    return f"run:{run_id}"
+
+
+def param_topic(run_id: str, key: str) -> str:
+    return f"param:{run_id}:{key}"
+
+
+def abort_topic(run_id: str) -> str:
+    return f"abort:{run_id}"
+
+
+@dataclass
+class Tx:
+    session: Session
+    announcements: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    afterwards: list[Callable[[], None]] = field(default_factory=list)
+
+    def announce(self, topic: str, payload: dict[str, Any]) -> None:
+        self.announcements.append((topic, payload))
+
+    def later(self, work: Callable[[], None]) -> None:
+        self.afterwards.append(work)
+
+    def event(
+        self, run_id: str, kind: str, message: str, *, node_instance: str | None = None
+    ) -> None:
+        """Record an event in the run's log and announce it to whoever watches the run."""
+        row = RunEventRecord(
+            run_id=run_id, at=utcnow(), kind=kind, node_instance=node_instance, message=message
+        )
+        self.session.add(row)
+        self.session.flush()
+        self.announce(
+            run_topic(run_id),
+            {
+                "id": row.id,
+                "at": row.at.isoformat(),
+                "kind": kind,
+                "node_instance": node_instance,
+                "message": message,
+            },
+        )
+
+    def run(self, run_id: str, *, lock: bool = True) -> RunRecord:
+        """The run, locked for this transaction (a row lock on PostgreSQL; SQLite transactions
+        are serialized already)."""
+        row = self.session.get(RunRecord, run_id, with_for_update=lock)
+        if row is None:
+            raise NotFound(f"no run {run_id!r}", hint="see `stratus run list`")
+        return row
+
+
+@contextmanager
+def transaction(engine: Engine, hub: Hub) -> Iterator[Tx]:
+    with session_scope(engine) as session:
+        tx = Tx(session)
+        yield tx
+    for topic, payload in tx.announcements:
+        hub.publish(topic, payload)
+    for work in tx.afterwards:
+        work()

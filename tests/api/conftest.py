@@ -1,0 +1,38 @@
+"""The API runs on both stores: SQLite, the default for one machine, and PostgreSQL, which a
+site with several servers uses. Each PostgreSQL test gets a database of its own."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy
+from sqlalchemy.engine import make_url
+
+from stratuslab.db.session import dispose
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/data/stratus.db"
+        return
+    admin_url = os.environ.get("STRATUS_TEST_POSTGRES_URL")
+    if not admin_url:
+        pytest.fail(
+            "STRATUS_TEST_POSTGRES_URL is not set: `make test` sets it; `make unit` skips these"
+        )
+    name = f"stratus_test_{secrets.token_hex(4)}"
+    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        dispose(url)
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()

@@ -1,0 +1,83 @@
+"""`stratus_agent.py install`: links, unit, and a started agent, idempotently."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.deploy.agent.conftest import PYTHON, Node, alive, eventually, tagged
+from tests.deploy.agent.fakeserver import FakeRun
+
+pytestmark = pytest.mark.spawns
+
+TOOLS = ("ss-get", "ss-set", "ss-display", "ss-abort", "ss-random", "ss-get-all")
+
+
+def agents(node: Node) -> list[int]:
+    return [pid for pid, command in tagged(node.tag).items() if command.endswith(" run")]
+
+
+def test_install_links_the_tools_and_writes_the_unit(node: Node) -> None:
+    node.bin_dir.mkdir()
+    (node.bin_dir / "ss-get").symlink_to("/nowhere/old-ss-get")  # a stale link is replaced
+    done = node.tool("install", STRATUS_AGENT_SYSTEMD="1", PATH=_fake_systemctl(node))
+    assert done.returncode == 0, done.stderr
+    for name in TOOLS:
+        assert (node.bin_dir / name).readlink() == node.agent
+    unit = (node.unit_dir / "stratus-agent.service").read_text()
+    assert "\n[Service]\nType=simple\n" in unit
+    assert f"\nExecStart={PYTHON} {node.agent} run\n" in unit
+    assert "\nRestart=on-failure\nRestartSec=2\n" in unit
+    assert f'\nEnvironment="STRATUS_AGENT_CONF={node.conf}"\n' in unit
+    assert "node-token" not in unit
+    assert (node.root / "systemctl.calls").read_text().splitlines() == [
+        "daemon-reload",
+        "start --no-block stratus-agent",
+    ]
+    assert not (node.state_dir / "agent.pid").exists()  # systemd starts it, not install
+
+    again = node.tool("install", STRATUS_AGENT_SYSTEMD="1", PATH=_fake_systemctl(node))
+    assert again.returncode == 0, again.stderr
+    assert (node.unit_dir / "stratus-agent.service").read_text() == unit
+    assert [(node.bin_dir / name).readlink() for name in TOOLS] == 6 * [node.agent]
+
+
+def _fake_systemctl(node: Node) -> str:
+    fake_bin = node.root / "fake-bin"
+    fake_bin.mkdir(exist_ok=True)
+    systemctl = fake_bin / "systemctl"
+    systemctl.write_text(f'#!/bin/sh\necho "$*" >> {node.root / "systemctl.calls"}\n')
+    systemctl.chmod(0o755)
+    return f"{fake_bin}:{node.env['PATH']}"
+
+
+def test_without_systemd_install_starts_one_detached_agent(node: Node, fake_run: FakeRun) -> None:
+    fake_run.advance_on_complete = False
+    fake_run.set("ss:state", "Provisioning")
+    done = node.tool("install")
+    assert done.returncode == 0, done.stderr
+    assert "the agent started (no systemd)" in done.stdout
+    assert fake_run.wait_until(lambda: ("web.1", "Provisioning") in fake_run.completes)
+    pid = int((node.state_dir / "agent.pid").read_text())
+    assert agents(node) == [pid]
+
+    again = node.tool("install")
+    assert again.returncode == 0, again.stderr
+    assert "already running" in again.stdout
+    time.sleep(0.5)
+    assert agents(node) == [pid]
+
+    fake_run.set("ss:state", "Done")
+    assert eventually(lambda: not alive(pid))
+    assert "the run is over (Done)" in node.agent_log()
+
+
+def test_a_second_agent_leaves_the_run_to_the_first(node: Node, fake_run: FakeRun) -> None:
+    fake_run.set("ss:state", "Initializing")
+    first = node.start()
+    assert eventually(lambda: "agent of web.1" in node.agent_log())
+    second = node.start()
+    assert second.wait(10) == 0
+    assert "another agent is running" in node.agent_log()
+    assert first.poll() is None

@@ -1,0 +1,238 @@
+"""Deployments end to end: the real CLI, the real server, real node agents on LXD.
+
+The small applications under tests/integration/apps install no packages, so that each fault
+test takes seconds; examples/webapp and examples/webapp-broken are the full story.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stratuslab.cloud.connectors.lxd_api import LxdApi
+from tests.integration.conftest import Stratus
+
+pytestmark = pytest.mark.lxd
+APPS = "tests/integration/apps"
+
+
+def deploy(
+    stratus: Stratus, target: str, *args: str, timeout: float = 900
+) -> tuple[int, dict[str, Any], str]:
+    result = stratus("deploy", target, *args, "-o", "json", timeout=timeout)
+    assert result.stdout, result.stderr
+    return result.returncode, json.loads(result.stdout), result.stderr
+
+
+def leftovers(lxd: LxdApi, run_id: str) -> list[str]:
+    found = lxd.get("/1.0/instances", recursion=1)
+    return [i["name"] for i in found if (i.get("config") or {}).get("user.stratus.run") == run_id]
+
+
+def params(stratus: Stratus, run_id: str) -> dict[str, str | None]:
+    result = stratus("run", "params", run_id, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_a_small_application_runs_every_recipe_and_wires_its_nodes(
+    stratus: Stratus, lxd: LxdApi, tmp_path: Path
+) -> None:
+    code, run, _ = deploy(
+        stratus, f"{APPS}/tiny", "--keep-running", "never", "--get-reports", str(tmp_path)
+    )
+    assert code == 0, run
+    assert run["state"] == "Done" and run["abort_reason"] is None
+    values = params(stratus, run["id"])
+    token = values["server.1:token"]
+    assert token and len(token) == 16
+    assert (
+        values["client.1:seen"] == token and values["client.2:seen"] == token
+    )  # propagated outputs
+    assert values["client.1:unknown_key_exit"] == "7"  # ss-get of an unknown key: exit 7
+    assert values["ss:url.service"] == f"http://{values['server.1:hostname']}:8000"
+    assert values["server.1:statecustom"] == "token published"
+    reports = tmp_path / run["id"]
+    assert (reports / "server.1" / "reports" / "steps.txt").read_text().splitlines()[1:] == [
+        "post-install ran",
+        "deployment ran",
+    ]
+    assert (
+        "no parameter 'server.1:no_such_key'"
+        in (reports / "client.1" / "reports" / "unknown.err").read_text()
+    )
+    assert any(reports.joinpath("client.2", "logs").glob("*.log")), "the agent's logs travel too"
+    logs = stratus("run", "logs", run["id"], "--node", "server.1")
+    assert "published a token of 16 characters" in logs.stdout
+    assert leftovers(lxd, run["id"]) == []
+
+
+def test_webapp_deploys_tests_and_tears_down(stratus: Stratus, lxd: LxdApi, tmp_path: Path) -> None:
+    code, run, stderr = deploy(
+        stratus, "examples/webapp", "--keep-running", "never", "--get-reports", str(tmp_path)
+    )
+    assert code == 0, (run.get("abort_reason"), stderr[-2000:])
+    assert run["state"] == "Done"
+    assert run["service_url"].startswith("http://10.")
+    values = params(stratus, run["id"])
+    assert values["test.1:result"] == "passed"
+    assert values["web.1:db_password"] == values["db.1:password"] == values["web.2:db_password"]
+    report = (tmp_path / run["id"] / "test.1" / "reports" / "test-report.txt").read_text()
+    assert "PASS: write and read back through the load balancer" in report
+    assert "PASS: every web node answered" in report and "web.1" in report and "web.2" in report
+    assert "server" in (tmp_path / run["id"] / "lb.1" / "reports" / "nginx-site.conf").read_text()
+    assert leftovers(lxd, run["id"]) == []
+
+
+def test_webapp_broken_aborts_with_the_tests_message_and_still_reports(
+    stratus: Stratus, lxd: LxdApi, tmp_path: Path
+) -> None:
+    code, run, _ = deploy(stratus, "examples/webapp-broken", "--get-reports", str(tmp_path))
+    assert code == 1
+    assert run["state"] == "Aborted"
+    assert run["abort_reason"].startswith(
+        "test.1: deployment recipe of examples/webapp-broken/broken-test exited"
+    )
+    assert "FAIL: item 'never-written' not found through http://" in run["abort_reason"]
+    report = (tmp_path / run["id"] / "test.1" / "reports" / "test-report.txt").read_text()
+    assert "FAIL: item 'never-written'" in report
+    assert {p.name for p in (tmp_path / run["id"]).iterdir()} == {
+        "db.1",
+        "web.1",
+        "web.2",
+        "lb.1",
+        "test.1",
+    }
+    assert leftovers(lxd, run["id"]) == []
+
+
+def test_a_hanging_recipe_is_stopped_by_the_run_timeout(stratus: Stratus, lxd: LxdApi) -> None:
+    started = time.monotonic()
+    code, run, _ = deploy(stratus, f"{APPS}/hang", "--wait", "0.5")
+    assert code == 2
+    assert run["timed_out"] is True and run["state"] == "Aborted"
+    assert run["abort_reason"] == "the run timed out after 30 s in Executing"
+    assert time.monotonic() - started < 120
+    reports = json.loads(stratus("run", "reports", run["id"], "-o", "json").stdout)
+    assert [r["node_instance"] for r in reports] == ["stuck.1"]  # it was interrupted, and reported
+    assert leftovers(lxd, run["id"]) == []
+
+
+def test_setting_an_undeclared_output_aborts_naming_it(stratus: Stratus, lxd: LxdApi) -> None:
+    code, run, _ = deploy(stratus, f"{APPS}/typo")
+    assert code == 1
+    assert (
+        run["abort_reason"]
+        == "sloppy.1: ss-set of 'sloppy.1:not_declared', a parameter no module declares"
+    )
+    assert params(stratus, run["id"])["sloppy.1:declared"] == "fine"
+    assert leftovers(lxd, run["id"]) == []
+
+
+def test_a_node_whose_container_is_killed_aborts_and_teardown_completes(
+    stratus: Stratus, lxd: LxdApi, live_env: dict[str, str]
+) -> None:
+    with _deploying(stratus, live_env, f"{APPS}/wait", "--keep-running", "never") as (
+        deployer,
+        run_id,
+    ):
+        _wait_for(stratus, run_id, lambda run: run["state"] == "Executing", "Executing")
+        victim = next(i for i in lxd.get("/1.0/instances", recursion=1)
+                      if (i.get("config") or {}).get("user.stratus.node-instance") == "waiter.2"
+                      and (i.get("config") or {}).get("user.stratus.run") == run_id)  # fmt: skip
+        lxd.put(
+            LxdApi.path("instances", victim["name"], "state"), {"action": "stop", "force": True}
+        )
+        lxd.delete(LxdApi.path("instances", victim["name"]))
+        out, err = deployer.communicate(timeout=300)
+    assert deployer.returncode == 1, err[-2000:]
+    run = json.loads(out)
+    assert run["state"] == "Aborted"
+    assert (
+        run["abort_reason"].startswith("waiter.2: its machine i-")
+        and "is gone" in run["abort_reason"]
+    )
+    assert leftovers(lxd, run_id) == []
+
+
+def test_the_server_killed_during_executing_carries_the_run_on(
+    stratus: Stratus, lxd: LxdApi, live_env: dict[str, str]
+) -> None:
+    with _deploying(stratus, live_env, f"{APPS}/wait", "--keep-running", "never") as (
+        deployer,
+        run_id,
+    ):
+        _wait_for(stratus, run_id, lambda run: run["state"] == "Executing", "Executing")
+        server = json.loads(stratus("server", "status", "-o", "json").stdout)
+        os.kill(server["pid"], signal.SIGKILL)
+        time.sleep(1)
+        assert stratus("server", "start").returncode == 0  # (the CLI would also start one itself)
+        _set_global(stratus, live_env, run_id, "go", "now")
+        out, err = deployer.communicate(timeout=300)
+    assert deployer.returncode == 0, err[-2000:]
+    assert json.loads(out)["state"] == "Done"
+    assert leftovers(lxd, run_id) == []
+
+
+class _deploying:
+    """`stratus deploy` in the background; yields (process, run id); kills it on the way out."""
+
+    def __init__(self, stratus: Stratus, env: dict[str, str], target: str, *args: str) -> None:
+        self.stratus, self.env, self.target, self.args = stratus, env, target, args
+
+    def __enter__(self) -> tuple[subprocess.Popen[str], str]:
+        env = self.stratus("server", "start")  # the server outlives the deploy under test
+        assert env.returncode == 0, env.stderr
+        before = {
+            r["id"]
+            for r in json.loads(self.stratus("run", "list", "-n", "50", "-o", "json").stdout)
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stratuslab", "deploy", self.target, *self.args, "-o", "json"],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+        def new_run() -> str | None:
+            runs = json.loads(self.stratus("run", "list", "-n", "50", "-o", "json").stdout)
+            return next((r["id"] for r in runs if r["id"] not in before), None)
+
+        return self.process, _poll(new_run, "the run to start")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+
+def _poll(check: Any, what: str, timeout: float = 180) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _wait_for(stratus: Stratus, run_id: str, condition: Any, what: str) -> None:
+    _poll(lambda: condition(json.loads(stratus("run", "show", run_id, "-o", "json").stdout)), what)
+
+
+def _set_global(stratus: Stratus, env: dict[str, str], run_id: str, name: str, value: str) -> None:
+    import urllib.request
+
+    token = (Path(env["STRATUS_DATA_DIR"]) / "api-token").read_text().strip()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{env['STRATUS_SERVER_PORT']}/run/{run_id}/ss:{name}",
+        data=value.encode(), method="PUT", headers={"Authorization": f"Bearer {token}"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 200
