@@ -31,6 +31,9 @@ lxd:
 
 bench: setup
 	$(BIN)/python bench/instance_run.py
+	$(BIN)/python bench/deploy_webapp.py
+	$(BIN)/python bench/param_propagation.py
+	$(BIN)/python bench/control_plane.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -20,16 +20,13 @@ from sqlalchemy.engine import Engine
 
 from stratuslab import config
 from stratuslab.api.app import create_app
-from stratuslab.api.client import ApiClient
-from stratuslab.cli.main import main
-from stratuslab.cli.runtime import Runtime
 from stratuslab.cloud import clouds
 from stratuslab.cloud.clouds import ConnectorPool
 from stratuslab.cloud.connectors.fake import FakeConnector
 from stratuslab.cloud.instances import InstanceService
 from stratuslab.config import Settings
 from stratuslab.db.session import engine_for
-from tests.support import CliResult, InProcessTransport, environment
+from tests.support import CliResult, cli_on, environment
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -106,18 +103,7 @@ def stratus(
     api: TestClient, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> Callable[..., CliResult]:
     """Run the `stratus` CLI in-process against the in-process API."""
-
-    def run(*args: str) -> CliResult:
-        runtime = Runtime()
-        runtime.__dict__["settings"] = settings
-        runtime.__dict__["client"] = ApiClient(
-            "http://testserver", token="test-token", user="alice", transport=InProcessTransport(api)
-        )
-        code = main(list(args), runtime=runtime)
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return run
+    return cli_on(api, settings, capsys)
 
 
 @pytest.fixture

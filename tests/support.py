@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
-from stratuslab.api.client import Response
+from stratuslab.api.client import ApiClient, Response
+from stratuslab.cli.main import main
+from stratuslab.cli.runtime import Runtime
+from stratuslab.config import Settings
 
 
 @dataclass(frozen=True)
@@ -53,3 +57,22 @@ class InProcessTransport:
         return Response(
             answer.status_code, {k.lower(): v for k, v in answer.headers.items()}, iter(lines)
         )
+
+
+def cli_on(
+    api: TestClient, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., CliResult]:
+    """`stratus ARGS...` in-process, talking to ``api`` in-process."""
+
+    def run(*args: str) -> CliResult:
+        runtime = Runtime()
+        runtime.__dict__["settings"] = settings
+        client = ApiClient(
+            "http://testserver", token="test-token", user="alice", transport=InProcessTransport(api)
+        )
+        runtime.__dict__["client"] = client
+        code = main(list(args), runtime=runtime)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

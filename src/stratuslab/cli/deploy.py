@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,17 +110,37 @@ def deploy(
 
 
 def _follow(rt: Runtime, run_id: str, *, quiet: bool) -> None:
-    """Print the run's events as they happen, until it has settled. A server that goes away
-    (restarted, or killed and started again) is waited for, and the stream picks up after the
-    last event seen."""
+    """Print the run's events as they happen, until it has settled; in a terminal, with a live
+    table of what every node instance is doing. A server that goes away (restarted, or killed
+    and started again) is waited for, and the stream picks up after the last event seen."""
+    if quiet or not err.is_terminal:
+        _stream(rt, run_id, lambda event: None if quiet else _print_event(event), quiet=quiet)
+        return
+    from rich.live import Live
+
+    from stratuslab.cli.board import Board
+
+    board = Board(rt.client.run(run_id))
+    with Live(board, console=err, refresh_per_second=8) as live:
+
+        def show(event: dict[str, Any]) -> None:
+            board.apply(event)
+            _print_event(event, console=live.console)
+            live.refresh()
+
+        _stream(rt, run_id, show)
+
+
+def _stream(
+    rt: Runtime, run_id: str, on_event: Callable[[dict[str, Any]], None], *, quiet: bool = False
+) -> None:
     last = 0
     lost_since: float | None = None
     while True:
         try:
             for event in rt.client.watch_run(run_id, after=last):
                 last, lost_since = event["id"], None
-                if not quiet:
-                    _print_event(event)
+                on_event(event)
             if settled(rt.client.run(run_id)):
                 return
         except BackendError as exc:
@@ -140,7 +161,7 @@ def settled(run: dict[str, Any]) -> bool:
     return run["state"] == "Ready" and all(n["completed"] == "Ready" for n in working)
 
 
-def _print_event(event: dict[str, Any]) -> None:
+def _print_event(event: dict[str, Any], *, console: Any = None) -> None:
     from rich.markup import escape
 
     who = f"{event['node_instance']}: " if event.get("node_instance") else ""
@@ -149,7 +170,9 @@ def _print_event(event: dict[str, Any]) -> None:
     )
     text = escape(f"{who}{event['message']}")
     clock = f"[dim]{event['at'][11:19]}[/dim]"
-    err.print(f"{clock} [{style}]{text}[/{style}]" if style else f"{clock} {text}", highlight=False)
+    (console or err).print(
+        f"{clock} [{style}]{text}[/{style}]" if style else f"{clock} {text}", highlight=False
+    )
 
 
 def _summary(run: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
 
 from stratuslab.db.models import NodeInstanceRecord, RunRecord, RuntimeParameterRecord, utcnow
 from stratuslab.deploy.plan import Plan
@@ -260,7 +261,9 @@ class RunControl:
 
     def _check_barrier(self, tx: Tx, run: RunRecord) -> None:
         state = RunState(run.state)
-        if state not in BARRIERS or self._waiting_for(tx, run):
+        if state not in BARRIERS or tx.session.scalar(
+            select(func.count()).where(*waiting_for(run))
+        ):
             return
         aborted = run.abort_reason is not None
         keep = keeps(KeepRunning(run.keep_running), aborted=aborted, mutable=run.mutable)
@@ -270,17 +273,7 @@ class RunControl:
 
     @staticmethod
     def _waiting_for(tx: Tx, run: RunRecord) -> list[NodeInstanceRecord]:
-        return list(
-            tx.session.scalars(
-                select(NodeInstanceRecord).where(
-                    NodeInstanceRecord.run_id == run.id,
-                    NodeInstanceRecord.removed.is_(False),
-                    NodeInstanceRecord.lost.is_(False),
-                    (NodeInstanceRecord.completed.is_(None))
-                    | (NodeInstanceRecord.completed != run.state),
-                )
-            )
-        )
+        return list(tx.session.scalars(select(NodeInstanceRecord).where(*waiting_for(run))))
 
     @staticmethod
     def _node(tx: Tx, run_id: str, node_instance: str) -> NodeInstanceRecord:
@@ -329,3 +322,13 @@ class RunControl:
         ).all()
         self._set(tx, run_id, f"{node}:ids", ",".join(str(i) for i in ids))
         self._set(tx, run_id, f"{node}:multiplicity", str(len(ids)))
+
+
+def waiting_for(run: RunRecord) -> tuple[ColumnElement[bool], ...]:
+    """The node instances a barrier still waits for: taking part, not done with its state."""
+    return (
+        NodeInstanceRecord.run_id == run.id,
+        NodeInstanceRecord.removed.is_(False),
+        NodeInstanceRecord.lost.is_(False),
+        (NodeInstanceRecord.completed.is_(None)) | (NodeInstanceRecord.completed != run.state),
+    )

@@ -24,6 +24,7 @@ from stratuslab.db.models import (
     RuntimeParameterRecord,
 )
 from stratuslab.db.session import session_scope
+from stratuslab.deploy.control import waiting_for
 from stratuslab.deploy.model import ApplicationModule
 from stratuslab.deploy.modules import ModuleStore, split_address
 from stratuslab.deploy.params import initial_rows
@@ -214,15 +215,7 @@ class RunService:
                 return True
             if run.state != RunState.READY:
                 return False
-            waiting = session.scalar(
-                select(func.count()).where(
-                    NodeInstanceRecord.run_id == run_id,
-                    NodeInstanceRecord.removed.is_(False),
-                    NodeInstanceRecord.lost.is_(False),
-                    (NodeInstanceRecord.completed.is_(None))
-                    | (NodeInstanceRecord.completed != run.state),
-                )
-            )
+            waiting = session.scalar(select(func.count()).where(*waiting_for(run)))
             return not waiting
 
     def ended(self, run_id: str) -> bool:

@@ -195,10 +195,12 @@ async def _events(
     last = after
     while True:
         seq = services.hub.seq
+        settled = await run_in_threadpool(services.runs.settled, run_id)
+        # Read after checking: the events that settled the run are then among those sent.
         for event in await run_in_threadpool(services.runs.events, run_id, after=last):
             last = event["id"]
             yield json.dumps(event).encode() + b"\n"
-        if await run_in_threadpool(services.runs.settled, run_id):
+        if settled:
             return
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -213,13 +215,14 @@ async def _log_lines(
     last = after
     while True:
         seq = services.hub.seq
+        ended = await run_in_threadpool(services.runs.ended, run_id)
         batch = await run_in_threadpool(
             partial(services.runs.logs, run_id, node_instance=node, after=last)
         )
         for line in batch:
             last = line["id"]
             yield json.dumps(line).encode() + b"\n"
-        if await run_in_threadpool(services.runs.ended, run_id):
+        if ended:  # read after checking, so that the last lines are among those sent
             return
         if not await services.hub.wait(
             seq, topics=[f"logs:{run_id}", run_topic(run_id)], timeout=15
