@@ -322,3 +322,31 @@ nodes:
 """
     stored = push_app(api, app=app, path="tolerant/app")
     return f"{stored['path']}/{stored['version']}"
+
+
+def test_a_teardown_left_undone_by_a_dead_server_is_finished_by_the_next(
+    settings: Settings, fake: FakeConnector
+) -> None:
+    """The first server records Finalizing and dies before tearing down (simulated by writing
+    the state as its last act); the next one finds the run and destroys its instances."""
+    from sqlalchemy import update
+
+    from stratuslab.db.models import RunRecord
+    from stratuslab.db.session import engine_for, session_scope
+
+    overrides = settings.with_overrides(token="test-token", report_grace_s=1)
+    headers = {"Authorization": "Bearer test-token"}
+    with TestClient(create_app(overrides), headers=headers) as first:
+        push_app(first)
+        run = start_run(first, keep_running="always")
+        nodes(first, fake, run["id"], 3)
+    with session_scope(engine_for(overrides.database_url)) as session:
+        session.execute(
+            update(RunRecord)
+            .where(RunRecord.id == run["id"])
+            .values(state="Finalizing", claimed_by="elsewhere:1:1")
+        )
+    assert len(fake.list_instances(tags={"run": run["id"]})) == 3
+    with TestClient(create_app(overrides), headers=headers) as second:
+        wait_for_state(second, run["id"], "Done")
+    assert fake.list_instances(tags={"run": run["id"]}) == []
