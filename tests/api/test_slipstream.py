@@ -77,16 +77,3 @@ def test_delete_terminates(deploy_api: TestClient, fake: FakeConnector) -> None:
     assert deploy_api.delete(f"/run/{run_id}").status_code == 204
     wait_for_state(deploy_api, run_id, "Cancelled")
     assert fake.list_instances(tags={"run": run_id}) == []
-
-
-def test_scaling_is_refused_clearly_rather_than_pretended(
-    deploy_api: TestClient, fake: FakeConnector
-) -> None:
-    push_app(deploy_api)
-    mutable = deploy_api.post("/run", content="refqname=module/apps/demo&mutable=on", headers=FORM)
-    assert (
-        mutable.status_code == 409
-        and "not supported yet" in ET.fromstring(mutable.content).attrib["detail"]
-    )
-    run_id = deploy_api.post("/api/runs", json={"module": "apps/demo"}).json()["id"]
-    assert deploy_api.post(f"/run/{run_id}/web", content="n=2", headers=FORM).status_code == 501

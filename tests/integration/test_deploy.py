@@ -236,3 +236,24 @@ def _set_global(stratus: Stratus, env: dict[str, str], run_id: str, name: str, v
     )  # fmt: skip
     with urllib.request.urlopen(request, timeout=30) as answer:
         assert answer.status == 200
+
+
+def test_a_scalable_run_grows_and_shrinks_with_its_hooks(stratus: Stratus, lxd: LxdApi) -> None:
+    code, run, _ = deploy(stratus, f"{APPS}/scalable", "--mutable")
+    assert code == 0 and run["state"] == "Ready"
+    try:
+        grown = stratus("run", "add", run["id"], "member", "-n", "1", "-o", "json")
+        assert grown.returncode == 0, grown.stderr
+        assert json.loads(grown.stdout)["added"] == ["member.2"]
+        values = params(stratus, run["id"])
+        assert values["member.2:joined"] == "installed"  # the new instance ran its recipes
+        assert values["member.1:joined"] == "vm_add member member.2"  # the old one its hook
+        assert len(leftovers(lxd, run["id"])) == 2
+
+        shrunk = stratus("run", "remove", run["id"], "member", "2", "-o", "json")
+        assert shrunk.returncode == 0, shrunk.stderr
+        assert params(stratus, run["id"])["member.1:joined"] == "vm_remove member member.2"
+        assert len(leftovers(lxd, run["id"])) == 1
+    finally:
+        stratus("run", "terminate", run["id"])
+    assert leftovers(lxd, run["id"]) == []

@@ -279,6 +279,17 @@ class ApiClient:
         result: dict[str, Any] = self.request("DELETE", f"/api/runs/{_seg(ref)}", timeout=120)
         return result
 
+    def add_instances(self, ref: str, node: str, count: int) -> list[str]:
+        path = f"/api/runs/{_seg(ref)}/nodes/{_seg(node)}/instances"
+        result: dict[str, list[str]] = self.request("POST", path, json_body={"count": count})
+        return result["added"]
+
+    def remove_instances(self, ref: str, node: str, ids: Sequence[int]) -> list[str]:
+        path = f"/api/runs/{_seg(ref)}/nodes/{_seg(node)}/instances"
+        params = {"ids": ",".join(str(i) for i in ids)}
+        result: dict[str, list[str]] = self.request("DELETE", path, params=params)
+        return result["removed"]
+
     def run_params(self, ref: str) -> dict[str, str | None]:
         result: dict[str, str | None] = self.request("GET", f"/api/runs/{_seg(ref)}/params")
         return result

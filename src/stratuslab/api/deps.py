@@ -20,6 +20,7 @@ from stratuslab.deploy.modules import ModuleStore
 from stratuslab.deploy.orchestrator import Orchestrator, OrchestratorConfig
 from stratuslab.deploy.params import ParameterStore
 from stratuslab.deploy.runs import RunService
+from stratuslab.deploy.scaling import Scaling
 from stratuslab.errors import Unauthorized
 from stratuslab.hub import Hub
 
@@ -57,6 +58,7 @@ class Services:
             ),
         )
         self.control.schedule = self.orchestrator.schedule
+        self.scaling = Scaling(self.control)
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
 

@@ -52,6 +52,9 @@ RECONNECT_FOR = 300.0  # seconds to wait for a server that went away mid-run
     help="abort the run if it is not Ready within this many minutes (exit 2)",
 )
 @click.option(
+    "--mutable", is_flag=True, help="scalable: add and remove instances later (stays Ready)"
+)
+@click.option(
     "--get-reports",
     "reports_dir",
     type=click.Path(path_type=Path),
@@ -67,6 +70,7 @@ def deploy(
     keep_running: str,
     tags: str,
     wait_minutes: float,
+    mutable: bool,
     reports_dir: Path | None,
     output: str,
 ) -> None:
@@ -89,11 +93,12 @@ def deploy(
             "keep_running": keep_running,
             "tags": [t for t in tags.split(",") if t],
             "timeout_s": max(int(wait_minutes * 60), 1),
+            "mutable": mutable,
         }
     )
     if not quiet:
         err.print(f"run [bold]{run['id']}[/bold] of {run['module']} started")
-    _follow(rt, run["id"], quiet=quiet)
+    follow(rt, run["id"], quiet=quiet)
     final = rt.client.run(run["id"])
     if reports_dir is not None:
         _download_reports(rt, final["id"], reports_dir, quiet=quiet)
@@ -109,12 +114,12 @@ def deploy(
         raise click.exceptions.Exit(code)
 
 
-def _follow(rt: Runtime, run_id: str, *, quiet: bool) -> None:
+def follow(rt: Runtime, run_id: str, *, quiet: bool, after: int = 0) -> None:
     """Print the run's events as they happen, until it has settled; in a terminal, with a live
     table of what every node instance is doing. A server that goes away (restarted, or killed
     and started again) is waited for, and the stream picks up after the last event seen."""
     if quiet or not err.is_terminal:
-        _stream(rt, run_id, lambda event: None if quiet else _print_event(event), quiet=quiet)
+        _stream(rt, run_id, lambda e: None if quiet else _print_event(e), quiet=quiet, after=after)
         return
     from rich.live import Live
 
@@ -128,13 +133,18 @@ def _follow(rt: Runtime, run_id: str, *, quiet: bool) -> None:
             _print_event(event, console=live.console)
             live.refresh()
 
-        _stream(rt, run_id, show)
+        _stream(rt, run_id, show, after=after)
 
 
 def _stream(
-    rt: Runtime, run_id: str, on_event: Callable[[dict[str, Any]], None], *, quiet: bool = False
+    rt: Runtime,
+    run_id: str,
+    on_event: Callable[[dict[str, Any]], None],
+    *,
+    quiet: bool = False,
+    after: int = 0,
 ) -> None:
-    last = 0
+    last = after
     lost_since: float | None = None
     while True:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -166,6 +167,51 @@ def reports(rt: Runtime, run_id: str, folder: Path | None, output: str) -> None:
             ("NODE", "SIZE", "SENT"),
             ((r["node_instance"], f"{r['size']} B", age(r["uploaded_at"])) for r in found),
         )
+
+
+@group.command("add")
+@click.argument("run_id")
+@click.argument("node")
+@click.option("-n", "--count", type=int, default=1, show_default=True, help="how many to add")
+@output_option
+@pass_runtime
+def add(rt: Runtime, run_id: str, node: str, count: int, output: str) -> None:
+    """Add instances of NODE to a scalable run; the others run on-vm-add. Waits for Ready."""
+    _scale(rt, run_id, output, lambda: rt.client.add_instances(run_id, node, count), "added")
+
+
+@group.command("remove")
+@click.argument("run_id")
+@click.argument("node")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@output_option
+@pass_runtime
+def remove(rt: Runtime, run_id: str, node: str, ids: tuple[int, ...], output: str) -> None:
+    """Remove instances IDS of NODE from a scalable run; the others run on-vm-remove."""
+    _scale(
+        rt, run_id, output, lambda: rt.client.remove_instances(run_id, node, list(ids)), "removed"
+    )
+
+
+def _scale(
+    rt: Runtime, run_id: str, output: str, action: Callable[[], list[str]], verb: str
+) -> None:
+    from stratuslab.cli.deploy import follow
+    from stratuslab.errors import EXIT_RUN_ABORTED
+
+    last = max((e["id"] for e in rt.client.run_events(run_id)), default=0)
+    names = action()
+    if output != "json":
+        err.print(f"{verb} {', '.join(names)}")
+    follow(rt, run_id, quiet=output == "json", after=last)
+    run = rt.client.run(run_id)
+    if output == "json":
+        emit_json({verb: names, "run": run})
+    else:
+        aborted = f" ({run['abort_reason']})" if run["abort_reason"] else ""
+        out.print(f"run {run['id'][:8]}: {run['state']}{aborted}")
+    if run["abort_reason"]:
+        raise click.exceptions.Exit(EXIT_RUN_ABORTED)
 
 
 @group.command("terminate")

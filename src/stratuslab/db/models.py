@@ -119,6 +119,8 @@ class RunRecord(Base):
     mutable: Mapped[bool] = mapped_column(default=False)
     tags: Mapped[str] = mapped_column(String(1024), default="")
     plan: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    given: Mapped[dict[str, Any]] = mapped_column(default=dict)  # deploy-time values
+    scaling: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the scale action under way
     timeout_s: Mapped[int | None]
     deadline: Mapped[datetime | None]
     state_deadline: Mapped[datetime | None]  # bounds a barrier that may never complete

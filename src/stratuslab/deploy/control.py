@@ -36,7 +36,7 @@ from stratuslab.hub import Hub
 
 # After an abort, how long SendingReports waits for nodes that may never answer (a killed one).
 REPORT_GRACE = 90.0
-Schedule = Callable[[str, str], None]  # (run id, "provision" | "teardown")
+Schedule = Callable[[str, str], None]  # (run id, "provision" | "shrink" | "teardown")
 
 
 class RunControl:
@@ -68,7 +68,7 @@ class RunControl:
                 )
             if current not in BARRIERS:
                 raise Conflict(f"the run is in {current.value}: there is nothing to complete")
-            node = self._node(tx, run_id, node_instance)
+            node = self.node_in(tx, run_id, node_instance)
             if node.removed:
                 raise Conflict(f"{node_instance} was removed from the run")
             if node.completed == current.value:
@@ -119,7 +119,7 @@ class RunControl:
         removed from the run; beyond it, the run aborts."""
         with transaction(self.engine, self.hub) as tx:
             run = tx.run(run_id)
-            node = self._node(tx, run_id, node_instance)
+            node = self.node_in(tx, run_id, node_instance)
             node.provisioning = "failed"
             tx.event(
                 run_id,
@@ -144,13 +144,13 @@ class RunControl:
                 )
                 return
             node.removed = True
-            self._renumber(tx, run_id, node.node)
+            self.renumber(tx, run_id, node.node)
             self._check_barrier(tx, run)
 
     def creating(self, run_id: str, node_instance: str, instance_id: str) -> None:
         """The instance is recorded and about to be created: teardown can find it from now on."""
         with transaction(self.engine, self.hub) as tx:
-            node = self._node(tx, run_id, node_instance)
+            node = self.node_in(tx, run_id, node_instance)
             node.provisioning, node.instance_id = "creating", instance_id
 
     def provisioned(
@@ -158,7 +158,7 @@ class RunControl:
     ) -> None:
         with transaction(self.engine, self.hub) as tx:
             run = tx.run(run_id)
-            node = self._node(tx, run_id, node_instance)
+            node = self.node_in(tx, run_id, node_instance)
             node.provisioning, node.instance_id = "ready", instance_id
             values = {
                 "hostname": address,
@@ -179,7 +179,7 @@ class RunControl:
         """A node instance's machine is gone or stopped: it can no longer take part."""
         with transaction(self.engine, self.hub) as tx:
             run = tx.run(run_id)
-            node = self._node(tx, run_id, node_instance)
+            node = self.node_in(tx, run_id, node_instance)
             if node.lost or RunState(run.state) in FINAL:
                 return
             node.lost = True
@@ -249,6 +249,9 @@ class RunControl:
         run.state_deadline = now + self.report_grace if aborted_to_reports else None
         if target in FINAL:
             run.ended_at = now
+        if target is RunState.READY:
+            run.deadline = None  # the run timeout bounds the way to Ready, not what follows
+            run.scaling = None
         tx.event(run.id, "state", f"{previous} -> {target.value}")
         tx.announce(param_topic(run.id, "ss:state"), {"value": target.value})
         if target is RunState.FINALIZING:
@@ -276,7 +279,7 @@ class RunControl:
         return list(tx.session.scalars(select(NodeInstanceRecord).where(*waiting_for(run))))
 
     @staticmethod
-    def _node(tx: Tx, run_id: str, node_instance: str) -> NodeInstanceRecord:
+    def node_in(tx: Tx, run_id: str, node_instance: str) -> NodeInstanceRecord:
         node = tx.session.get(NodeInstanceRecord, (run_id, node_instance))
         if node is None:
             raise NotFound(f"no node instance {node_instance!r} in run {run_id}")
@@ -313,7 +316,7 @@ class RunControl:
         )
         tx.announce(param_topic(run_id, key), {"value": value})
 
-    def _renumber(self, tx: Tx, run_id: str, node: str) -> None:
+    def renumber(self, tx: Tx, run_id: str, node: str) -> None:
         ids = tx.session.scalars(
             select(NodeInstanceRecord.idx)
             .where(NodeInstanceRecord.run_id == run_id, NodeInstanceRecord.node == node)

@@ -78,7 +78,9 @@ class Orchestrator:
             if (run_id, work) in self._in_flight:
                 return
             self._in_flight.add((run_id, work))
-        job = self._provision if work == "provision" else self._teardown
+        job = {"provision": self._provision, "shrink": self._shrink, "teardown": self._teardown}[
+            work
+        ]
         self.submit(self._guarded, run_id, work, job)
 
     def busy(self) -> bool:
@@ -160,6 +162,21 @@ class Orchestrator:
         return False
 
     # -- teardown -------------------------------------------------------------------------
+
+    def _shrink(self, run_id: str) -> None:
+        """Destroy the machines of node instances removed from a scalable run."""
+        service = self.instances_for(self.runs.owner(run_id))
+        with session_scope(self.engine) as session:
+            removed = session.scalars(
+                select(NodeInstanceRecord.instance_id).where(
+                    NodeInstanceRecord.run_id == run_id,
+                    NodeInstanceRecord.removed.is_(True),
+                    NodeInstanceRecord.instance_id.is_not(None),
+                )
+            ).all()
+        for instance_id in removed:
+            if instance_id and service.get(instance_id).state != InstanceState.GONE:
+                service.kill(instance_id)
 
     def _teardown(self, run_id: str) -> None:
         run = self.runs.summary(run_id)

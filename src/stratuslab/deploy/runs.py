@@ -25,9 +25,9 @@ from stratuslab.db.models import (
 )
 from stratuslab.db.session import session_scope
 from stratuslab.deploy.control import waiting_for
+from stratuslab.deploy.keys import initial_rows
 from stratuslab.deploy.model import ApplicationModule
 from stratuslab.deploy.modules import ModuleStore, split_address
-from stratuslab.deploy.params import initial_rows
 from stratuslab.deploy.plan import Plan, resolve
 from stratuslab.deploy.states import ACTIVE, FINAL, KeepRunning, RunState
 from stratuslab.deploy.tx import run_topic, transaction
@@ -93,6 +93,7 @@ class RunService:
                     mutable=request.mutable,
                     tags=tags,
                     plan=plan.to_dict(),
+                    given=dict(request.given),
                     timeout_s=request.timeout_s,
                     deadline=now + timedelta(seconds=request.timeout_s)
                     if request.timeout_s
@@ -393,6 +394,7 @@ def _run_dict(run: RunRecord, params: Mapping[str, str | None]) -> dict[str, Any
         "cancelled": run.cancelled,
         "keep_running": run.keep_running,
         "mutable": run.mutable,
+        "scaling": run.scaling,
         "tags": [t for t in run.tags.split(",") if t],
         "service_url": params.get("ss:url.service"),
         "timeout_s": run.timeout_s,

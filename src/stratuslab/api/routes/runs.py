@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
 from stratuslab.api.deps import CallerDep, RunId, Services, ServicesDep, UserDep
-from stratuslab.api.schemas.runs import LogBatch, RunCreate
+from stratuslab.api.schemas.runs import InstancesAdd, LogBatch, RunCreate
 from stratuslab.deploy.model import RECIPE_STEPS
 from stratuslab.deploy.runs import RunRequest
 from stratuslab.deploy.states import parse_keep_running
@@ -35,6 +35,7 @@ def create(body: RunCreate, services: ServicesDep, user: UserDep) -> dict[str, A
         keep_running=parse_keep_running(body.keep_running),
         tags=body.tags,
         timeout_s=body.timeout_s,
+        mutable=body.mutable,
     )
     view = services.runs.create(request, owner=user)
     services.orchestrator.schedule(view["id"], "provision")
@@ -116,6 +117,26 @@ async def logs(
     )
 
 
+@router.post("/{run_id}/nodes/{node}/instances")
+def add_instances(
+    run_id: RunId, node: str, body: InstancesAdd, services: ServicesDep, user: UserDep
+) -> dict[str, Any]:
+    """Add instances to a node of a scalable run in Ready (the run goes round again)."""
+    return {"added": services.scaling.add_instances(run_id, node, body.count)}
+
+
+@router.delete("/{run_id}/nodes/{node}/instances")
+def remove_instances(
+    run_id: RunId, node: str, services: ServicesDep, user: UserDep, ids: Annotated[str, Query()]
+) -> dict[str, Any]:
+    """Remove the instances ``ids=1,3`` of a node of a scalable run in Ready."""
+    try:
+        numbers = [int(part) for part in ids.split(",") if part]
+    except ValueError:
+        raise Invalid(f"ids={ids!r}: give instance numbers, like ids=1,3") from None
+    return {"removed": services.scaling.remove_instances(run_id, node, numbers)}
+
+
 @router.get("/{run_id}/reports")
 def reports(run_id: RunId, services: ServicesDep, user: UserDep) -> list[dict[str, Any]]:
     services.runs.summary(run_id)
@@ -157,7 +178,7 @@ def node_plan(
             for step in RECIPE_STEPS
             if step != "packages"
         },
-        "scaling": None,
+        "scaling": services.runs.summary(run_id)["scaling"],
     }
 
 

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from stratuslab.api.deps import Caller, ServicesDep, UserDep, run_caller
-from stratuslab.deploy.params import parse_key
+from stratuslab.deploy.keys import parse_key
 from stratuslab.deploy.runs import RunRequest
 from stratuslab.deploy.states import parse_keep_running
 from stratuslab.deploy.tx import abort_topic, param_topic
@@ -39,10 +39,7 @@ async def _text(work: Callable[[], Awaitable[Response]]) -> Response:
 @router.post("")
 async def start_run(request: Request, services: ServicesDep, user: UserDep) -> Response:
     """Start a run from a form: refqname, parameter--node--<node>--<param>, keep-running, ..."""
-    form = {
-        k: v[-1]
-        for k, v in parse_qs((await request.body()).decode(), keep_blank_values=True).items()
-    }
+    form = await _form(request)
     try:
         run_request = _run_request(form)
         view = await run_in_threadpool(services.runs.create, run_request, owner=user)
@@ -171,19 +168,53 @@ async def set_parameter(
 
 @router.post("/{run_id}/{key}")
 async def post_to_run(
-    run_id: str, key: str, services: ServicesDep, caller: RunCaller, state: str | None = None
+    run_id: str,
+    key: str,
+    request: Request,
+    services: ServicesDep,
+    caller: RunCaller,
+    state: str | None = None,
 ) -> Response:
-    """``<node>.<i>:complete``: the node instance finished the current state. (Adding
-    instances to a scalable run, ``POST /run/<uuid>/<node>``, is not offered yet.)"""
+    """``<node>.<i>:complete``: the node instance finished the current state. ``<node>`` with
+    the form field ``n=K``: add K instances to a scalable run; answers their names."""
 
     async def work() -> Response:
+        if ":" not in key:
+            if caller.user is None:
+                raise Invalid("only the run's owner adds instances")
+            form = await _form(request)
+            names = await run_in_threadpool(
+                services.scaling.add_instances, run_id, key, _int("n", form.get("n", "1"))
+            )
+            return Response(",".join(names), media_type="text/plain")
         if not key.endswith(":complete"):
-            raise NotSupported("adding instances to a running application is not supported yet")
+            raise Invalid(f"POST {key!r}: post <node>.<i>:complete, or <node> with n=K")
         node_instance = key.removesuffix(":complete")
         if caller.node_instance is not None and caller.node_instance != node_instance:
             raise Invalid(f"{caller.node_instance} may not complete for {node_instance}")
         await run_in_threadpool(services.control.complete, run_id, node_instance, state=state)
         return Response(status_code=200)
+
+    return await _text(work)
+
+
+@router.delete("/{run_id}/{node}")
+async def remove_instances(
+    run_id: str, node: str, request: Request, services: ServicesDep, caller: RunCaller
+) -> Response:
+    """Remove the instances ``ids=1,3`` of ``node`` from a scalable run."""
+
+    async def work() -> Response:
+        if caller.user is None:
+            raise Invalid("only the run's owner removes instances")
+        form = await _form(request)
+        ids = [
+            _int("ids", part)
+            for part in (form.get("ids") or request.query_params.get("ids", "")).split(",")
+            if part
+        ]
+        await run_in_threadpool(services.scaling.remove_instances, run_id, node, ids)
+        return Response(status_code=204)
 
     return await _text(work)
 
@@ -225,6 +256,12 @@ async def wait_for_value(
         await services.hub.wait(seq, topics=topics, timeout=remaining)
 
 
+async def _form(request: Request) -> dict[str, str]:
+    """A form-encoded body (SlipStream's clients post forms), parsed without python-multipart."""
+    body = (await request.body()).decode()
+    return {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+
+
 def _qualified(key: str, caller: Caller) -> str:
     """A bare name from a node is its own instance's, as SlipStream's tools qualify it."""
     if ":" not in key and caller.node_instance is not None:
@@ -259,14 +296,13 @@ def _run_request(form: dict[str, str]) -> RunRequest:
             raise Invalid(
                 f"form field {field!r} is not parameter--<name> or parameter--node--<node>--<name>"
             )
-    if form.get("mutable") == "on":
-        raise NotSupported("scalable (mutable) runs are not supported yet")
     return RunRequest(
         module=refqname,
         given=given,
         multiplicity=multiplicity,
         keep_running=parse_keep_running(form.get("keep-running", "on-success")),
         tags=[t for t in form.get("tags", "").split(",") if t],
+        mutable=form.get("mutable") == "on",
     )
 
 

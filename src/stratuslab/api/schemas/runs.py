@@ -18,6 +18,13 @@ class RunCreate(BaseModel):
     timeout_s: int | None = Field(
         default=None, gt=0, description="abort the run if not Ready by then"
     )
+    mutable: bool = Field(default=False, description="scalable: instances can be added and removed")
+
+
+class InstancesAdd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(default=1, ge=1, le=1000)
 
 
 class ModuleText(BaseModel):
