@@ -104,3 +104,18 @@ def test_only_scalable_runs_scale(deploy_api: TestClient, fake: FakeConnector) -
     )
     unknown = deploy_api.post(f"/api/runs/{run['id']}/nodes/nope/instances", json={"count": 1})
     assert unknown.status_code == 409  # not scalable is said first
+
+
+def test_a_removed_instance_no_longer_has_a_say(
+    deploy_api: TestClient, fake: FakeConnector
+) -> None:
+    """Its agent may still run while its machine is destroyed: nothing it sends may count."""
+    push_app(deploy_api)
+    run = start_run(deploy_api, mutable=True)
+    members = nodes(deploy_api, fake, run["id"], 3)
+    to_ready(deploy_api, run["id"], members)
+    deploy_api.delete(f"/api/runs/{run['id']}/nodes/web/instances", params={"ids": "2"})
+    gone = members["web.2"]
+    assert gone.set("web.2:abort", "cannot run my hook").status_code == 401
+    assert gone.get("ss:state").status_code == 401
+    assert deploy_api.get(f"/api/runs/{run['id']}").json()["abort_reason"] is None

@@ -168,7 +168,9 @@ def settled(run: dict[str, Any]) -> bool:
     if run["state"] in ("Done", "Aborted", "Cancelled"):
         return True
     working = [n for n in run["nodes"] if not n["removed"] and not n["lost"]]
-    return run["state"] == "Ready" and all(n["completed"] == "Ready" for n in working)
+    if run["state"] != "Ready" or run.get("scaling"):  # a scale action under way goes round again
+        return False
+    return all(n["completed"] == "Ready" for n in working)
 
 
 def _print_event(event: dict[str, Any], *, console: Any = None) -> None:

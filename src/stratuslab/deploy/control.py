@@ -143,7 +143,7 @@ class RunControl:
                     f"({allowed} allowed): {reason}",
                 )
                 return
-            node.removed = True
+            node.removed, node.token_hash = True, ""
             self.renumber(tx, run_id, node.node)
             self._check_barrier(tx, run)
 
@@ -182,7 +182,7 @@ class RunControl:
             node = self.node_in(tx, run_id, node_instance)
             if node.lost or RunState(run.state) in FINAL:
                 return
-            node.lost = True
+            node.lost, node.token_hash = True, ""  # should its agent live on, it no longer counts
             tx.event(run_id, "lost", reason, node_instance=node_instance)
             self.abort_in(tx, run, f"{node_instance}: {reason}", node_instance=node_instance)
             self._check_barrier(tx, run)
@@ -203,6 +203,13 @@ class RunControl:
                     node_instance=node.name,
                 )
             self._check_barrier(tx, run)
+
+    def begin_round(self, run_id: str) -> None:
+        """A removal's machines are gone: the remaining instances now run on-vm-remove."""
+        with transaction(self.engine, self.hub) as tx:
+            run = tx.run(run_id)
+            if run.state == RunState.READY and run.scaling is not None:
+                self.move(tx, run, RunState.PROVISIONING)
 
     def finish(self, run_id: str) -> None:
         """Finalizing is over (the instances are gone, or kept): the run ends."""

@@ -177,6 +177,7 @@ class Orchestrator:
         for instance_id in removed:
             if instance_id and service.get(instance_id).state != InstanceState.GONE:
                 service.kill(instance_id)
+        self.control.begin_round(run_id)
 
     def _teardown(self, run_id: str) -> None:
         run = self.runs.summary(run_id)
@@ -208,6 +209,11 @@ class Orchestrator:
                 (r.id, RunState(r.state), r.deadline, r.state_deadline, r.abort_reason, r.timeout_s)
                 for r in runs
             ]
+            shrinking = {  # a removal whose machines a previous server did not destroy
+                r.id
+                for r in runs
+                if r.state == RunState.READY and (r.scaling or {}).get("action") == "vm_remove"
+            }
         check_liveness = time.monotonic() - self._last_liveness > LIVENESS_EVERY
         if check_liveness:
             self._last_liveness = time.monotonic()
@@ -219,6 +225,8 @@ class Orchestrator:
                     self.schedule(run_id, "provision")
                 elif state is RunState.FINALIZING:
                     self.schedule(run_id, "teardown")
+                elif run_id in shrinking:
+                    self.schedule(run_id, "shrink")
                 if deadline is not None and now > deadline and state in ACTIVE and aborted is None:
                     self.control.abort(
                         run_id,

@@ -214,8 +214,8 @@ class RunService:
                 raise NotFound(f"no run {run_id!r}")
             if RunState(run.state) in FINAL:
                 return True
-            if run.state != RunState.READY:
-                return False
+            if run.state != RunState.READY or run.scaling is not None:
+                return False  # a scale action under way goes round again
             waiting = session.scalar(select(func.count()).where(*waiting_for(run)))
             return not waiting
 

@@ -2,8 +2,9 @@
 application runs, one action at a time, from Ready.
 
 Adding sends the run back to Provisioning: the new instances are made and run their recipes
-like any, while the instances already there run their ``on-vm-add`` recipes. Removing destroys
-the removed instances' machines and has the others run ``on-vm-remove``. Either way the run
+like any, while the instances already there run their ``on-vm-add`` recipes. Removing first
+destroys the removed instances' machines (their tokens are revoked at once, so that nothing
+their agents still send counts), then has the others run ``on-vm-remove``. Either way the run
 goes through the barriers again and comes back to Ready.
 """
 
@@ -83,13 +84,14 @@ class Scaling:
                 if member.removed:
                     raise Conflict(f"{name} was removed already")
                 member.removed = True
+                member.token_hash = ""  # its agent may still run: nothing it sends counts now
                 removed.append(member)
             if not removed:
                 raise Invalid("name the instances to remove (ids=1,3)")
             self.control.renumber(tx, run_id, node)
             run.scaling = {"action": "vm_remove", "node": node, "vms": ",".join(names)}
             tx.event(run_id, "scale", f"removing {', '.join(names)}")
-            self.control.move(tx, run, RunState.PROVISIONING)
+            # Their machines go first; then the round in which the others run on-vm-remove.
             tx.later(lambda: self.control.schedule(run_id, "shrink"))
             return names
 
@@ -97,7 +99,7 @@ class Scaling:
         run = tx.run(run_id)
         if not run.mutable:
             raise Conflict("the run is not scalable", hint="deploy it with --mutable (mutable=on)")
-        if run.state != RunState.READY:
+        if run.state != RunState.READY or run.scaling is not None:
             raise Conflict(f"the run is in {run.state}: one scale action at a time, from Ready")
         if node not in run.plan["nodes"]:
             raise NotFound(
