@@ -98,7 +98,13 @@ class LxdConnector(Connector):
     def wait_for_address(self, name: str, timeout: float) -> Instance:
         deadline = time.monotonic() + timeout
         while True:
-            state = self.api.get(LxdApi.path("instances", name, "state"))
+            try:
+                state = self._state(name, retries=0)
+            except BackendError as exc:  # see _state: asked again, LXD answers
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(_POLL)
+                continue
             if _addresses(state):
                 return self.get(name)
             if state.get("status") not in ("Running", "Starting"):
@@ -138,7 +144,7 @@ class LxdConnector(Connector):
     def get(self, name: str) -> Instance:
         try:
             raw = self.api.get(LxdApi.path("instances", name), recursion=1)
-            state = self.api.get(LxdApi.path("instances", name, "state"))
+            state = self._state(name)
         except NotFound as exc:
             raise NotFound(f"LXD has no instance called {name!r}") from exc
         return self._to_instance({**raw, "state": state})
@@ -288,6 +294,20 @@ class LxdConnector(Connector):
             LxdApi.path("instances", name, "state"),
             {"action": action, "timeout": timeout, "force": force},
         )
+
+    def _state(self, name: str, *, retries: int = 5) -> Any:
+        """The instance's state. LXD sometimes fails to read a container's network while it
+        starts or stops ("Failed to retrieve network information"): asked again, it answers."""
+        for attempt in range(retries + 1):
+            try:
+                return self.api.get(LxdApi.path("instances", name, "state"))
+            except NotFound:
+                raise
+            except BackendError:
+                if attempt == retries:
+                    raise
+                time.sleep(min(_POLL * (attempt + 1), 0.5))
+        raise AssertionError("unreachable")
 
     def _take_log(self, log_path: str | None) -> str:
         if not log_path:
