@@ -100,7 +100,7 @@ class LxdConnector(Connector):
         while True:
             try:
                 state = self._state(name, retries=0)
-            except BackendError as exc:  # see _state: asked again, LXD answers
+            except BackendError:  # see _state: asked again, LXD answers
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(_POLL)
