@@ -38,9 +38,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import math
 import os
-import platform
 import resource
 import secrets
 import shutil
@@ -54,7 +52,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, BenchError, guarded, log, percentile, publish
+
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 BARRIERS = ("Provisioning", "Executing", "SendingReports", "Ready")
 ORDER = ("Initializing", *BARRIERS, "Finalizing", "Done")
@@ -71,14 +70,6 @@ clouds.record(engine_for(s.database_url), name="local", connector="fake",
               options={"namespace": "bench", "cpus": 64, "memory_mb": 10_000_000,
                        "disk_mb": 10_000_000})
 """
-
-
-class BenchError(RuntimeError):
-    """A request failed or the run did something unexpected."""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def free_port() -> int:
@@ -100,11 +91,6 @@ def proc_status(pid: int) -> dict[str, int]:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 class Api:
@@ -508,42 +494,24 @@ def main() -> int:
     work = ROOT / "bench" / f".control-{prefix}"
     server = Server(work, args.database_url)
     started = datetime.now(UTC)
-    try:
-        results = measure(server, args.instances)
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    except (BenchError, OSError, http.client.HTTPException, subprocess.TimeoutExpired) as exc:
-        log(f"benchmark failed: {exc}")
-        log(f"server log (tail):\n{server.log()}")
-        return 1
-    finally:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let cleanup finish
-        try:
-            code = server.stop()
-            log(f"cleanup: server stopped (exit {code}); removing {work.relative_to(ROOT)}")
-            shutil.rmtree(work, ignore_errors=True)
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
-    report = {
-        "benchmark": "control_plane",
-        "started_at": started.isoformat(),
-        "prefix": prefix,
-        "host": {"node": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release()},
-        "threads": THREADS,
-        "results": results,
-    }
-    out_dir = ROOT / "bench" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"control_plane-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    if args.json_only:
-        print(json.dumps(report, indent=2))
-    else:
-        print(table(results))
-        print(f"\nresults written to {path.relative_to(ROOT)}")
-    return 0
+    def cleanup() -> None:
+        code = server.stop()
+        log(f"cleanup: server stopped (exit {code}); removing {work.relative_to(ROOT)}")
+        shutil.rmtree(work, ignore_errors=True)
+
+    status, results = guarded(
+        lambda: measure(server, args.instances),
+        cleanup,
+        failures=(OSError, http.client.HTTPException),
+        on_failure=lambda: log(f"server log (tail):\n{server.log()}"),
+    )
+    if results is None:
+        return status
+    settings = {"threads": THREADS}
+    return publish(
+        "control_plane", started, prefix, settings, results, table, json_only=args.json_only
+    )
 
 
 if __name__ == "__main__":

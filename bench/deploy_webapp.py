@@ -37,10 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,9 +45,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from webapp_floor import ROOT, SETTLE, BenchError, Floor, FloorResult
+from common import STRATUS, BenchError, guarded, log, publish, run, summary, summary_lines
+from webapp_floor import SETTLE, Floor, FloorResult
 
-STRATUS = str(ROOT / ".venv" / "bin" / "stratus")
 APP = "examples/webapp"
 DEPLOY_TIMEOUT = 1200.0  # one `stratus deploy` (the recipes wait up to 900 s for each other)
 CLI_TIMEOUT = 300.0  # any other stratus command (terminate waits for teardown)
@@ -58,24 +55,8 @@ SETTLE_PAUSE = 2.0  # before each timed trial, so that none inherits the previou
 GOAL = 1.15
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def stratus(*args: str, check: bool = True, timeout: float = CLI_TIMEOUT) -> tuple[int, str, str]:
-    proc = subprocess.run(
-        [STRATUS, *args],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise BenchError(
-            f"stratus {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
-        )
+    proc = run([STRATUS, *args], timeout=timeout, check=check)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -100,15 +81,8 @@ class Bench:
         before = {r["id"] for r in self.active_runs()}
         self.deploying_since = (time.time(), before)
         start = time.perf_counter()
-        proc = subprocess.run(
-            [STRATUS, "deploy", APP, "--keep-running", "always", "-o", "json"],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=DEPLOY_TIMEOUT,
-            check=False,
-        )
+        deploy = [STRATUS, "deploy", APP, "--keep-running", "always", "-o", "json"]
+        proc = run(deploy, timeout=DEPLOY_TIMEOUT, check=False)
         wall = time.perf_counter() - start
         try:
             final: dict[str, Any] = json.loads(proc.stdout)
@@ -167,11 +141,6 @@ class Bench:
         return left, self.floor.cleanup()
 
 
-def summary(samples: list[float]) -> dict[str, Any]:
-    s = samples
-    return {"n": len(s), "median": statistics.median(s), "min": min(s), "max": max(s), "samples": s}
-
-
 def measure(bench: Bench, trials: int) -> dict[str, Any]:
     stratus("server", "start")
     log(f"prefix {bench.prefix}; {trials} trial(s) of stratus deploy and of the floor")
@@ -214,12 +183,7 @@ def table(results: dict[str, Any]) -> str:
         ("floor: lxc launch + recipes, no server", "floor"),
         ("  floor: of which 5 containers up", "floor_containers_ready"),
     ]
-    lines = [f"{'measure (seconds)':<44} {'n':>3} {'median':>8} {'min':>8} {'max':>8}"]
-    for label, key in rows:
-        s = results[key]
-        lines.append(
-            f"{label:<44} {s['n']:>3} {s['median']:>8.3f} {s['min']:>8.3f} {s['max']:>8.3f}"
-        )
+    lines = summary_lines(rows, results)
     ratio, met = results["ratio_wall_over_floor"], results["ratio_goal_met"]
     lines.append(f"\nratio median(stratus wall) / median(floor): {ratio:.3f}   goal: <= {GOAL}")
     lines[-1] += "   (met)" if met else "   (NOT met)"
@@ -245,42 +209,19 @@ def main() -> int:
 
     bench = Bench(settle=args.settle_ms / 1000)
     started = datetime.now(UTC)
-    try:
-        results = measure(bench, args.trials)
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    except (BenchError, subprocess.TimeoutExpired) as exc:
-        log(f"benchmark failed: {exc}")
-        return 1
-    finally:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let cleanup finish
-        try:
-            runs, containers = bench.cleanup()
-            log(f"cleanup: terminated runs {runs}" if runs else "cleanup: no run left")
-            log(f"cleanup: deleted {containers}" if containers else "cleanup: no container left")
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
-    report = {
-        "benchmark": "deploy_webapp",
-        "started_at": started.isoformat(),
-        "prefix": bench.prefix,
-        "host": {"node": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release()},
-        "trials": args.trials,
-        "settle_ms": args.settle_ms,
-        "results": results,
-    }
-    out_dir = ROOT / "bench" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"deploy_webapp-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    if args.json_only:
-        print(json.dumps(report, indent=2))
-    else:
-        print(table(results))
-        print(f"\nresults written to {path.relative_to(ROOT)}")
-    return 0
+    def cleanup() -> None:
+        runs, containers = bench.cleanup()
+        log(f"cleanup: terminated runs {runs}" if runs else "cleanup: no run left")
+        log(f"cleanup: deleted {containers}" if containers else "cleanup: no container left")
+
+    status, results = guarded(lambda: measure(bench, args.trials), cleanup)
+    if results is None:
+        return status
+    settings = {"trials": args.trials, "settle_ms": args.settle_ms}
+    return publish(
+        "deploy_webapp", started, bench.prefix, settings, results, table, json_only=args.json_only
+    )
 
 
 if __name__ == "__main__":

@@ -26,24 +26,29 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import platform
 import secrets
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-STRATUS = str(ROOT / ".venv" / "bin" / "stratus")
+from common import (
+    LXD_SOCKET,
+    STRATUS,
+    BenchError,
+    UnixHTTPConnection,
+    guarded,
+    log,
+    publish,
+    summary,
+    summary_lines,
+)
+from common import run as run_command
+
 IMAGE = "debian-12"
 PROFILE = "stratus"
-LXD_SOCKET = "/var/lib/lxd/unix.socket"
 TIMEOUT = 120.0
 POLL = 0.02
 PAR_COUNT = 10
@@ -52,32 +57,11 @@ PAR_COUNT = 10
 SETTLE = 1.5
 
 
-class BenchError(RuntimeError):
-    """A command failed or gave an unexpected answer."""
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a unix socket (the LXD API), standard library only."""
-
-    def __init__(self, socket_path: str, timeout: float = 10.0) -> None:
-        super().__init__("lxd", timeout=timeout)
-        self.socket_path = socket_path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.socket_path)
-        self.sock = sock
-
-
 def run(cmd: list[str], *, check: bool = True) -> tuple[float, str]:
     """Run ``cmd``; return (wall seconds from spawn to exit, stdout)."""
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, check=False)
-    elapsed = time.perf_counter() - start
-    if check and proc.returncode != 0:
-        raise BenchError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
-    return elapsed, proc.stdout
+    proc = run_command(cmd, timeout=TIMEOUT, check=check)
+    return time.perf_counter() - start, proc.stdout
 
 
 def kill(*names: str) -> None:
@@ -86,10 +70,6 @@ def kill(*names: str) -> None:
 
 def delete(*names: str) -> None:
     run(["lxc", "delete", "-f", *names])
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class Bench:
@@ -182,11 +162,6 @@ class Bench:
         return sorted(set(live) | set(left))
 
 
-def summary(samples: list[float]) -> dict[str, Any]:
-    s = samples
-    return {"n": len(s), "median": statistics.median(s), "min": min(s), "max": max(s), "samples": s}
-
-
 def measure(bench: Bench, trials: int, par_trials: int) -> dict[str, Any]:
     p = bench.prefix
     run([STRATUS, "server", "start"])
@@ -257,12 +232,7 @@ def table(results: dict[str, Any]) -> str:
             f"baseline_c_lxc_launch_{PAR_COUNT}_parallel",
         ),
     ]
-    lines = [f"{'measure (seconds)':<44} {'n':>3} {'median':>8} {'min':>8} {'max':>8}"]
-    for label, key in rows:
-        s = results[key]
-        lines.append(
-            f"{label:<44} {s['n']:>3} {s['median']:>8.3f} {s['min']:>8.3f} {s['max']:>8.3f}"
-        )
+    lines = summary_lines(rows, results)
     ratio, met = results["ratio_stratus_over_baseline_a"], results["ratio_goal_met"]
     lines.append(f"\nratio median(stratus run) / median(baseline A): {ratio:.3f}   goal: <= 1.2")
     lines[-1] += "   (met)" if met else "   (NOT met)"
@@ -282,41 +252,18 @@ def main() -> int:
 
     bench = Bench()
     started = datetime.now(UTC)
-    try:
-        results = measure(bench, args.trials, args.par_trials)
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    except (BenchError, subprocess.TimeoutExpired) as exc:
-        log(f"benchmark failed: {exc}")
-        return 1
-    finally:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let cleanup finish
-        try:
-            left = bench.cleanup()
-            log(f"cleanup: deleted leftovers {left}" if left else "cleanup: nothing left over")
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
-    report = {
-        "benchmark": "instance_run",
-        "started_at": started.isoformat(),
-        "prefix": bench.prefix,
-        "host": {"node": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release()},
-        "trials": args.trials,
-        "par_trials": args.par_trials,
-        "results": results,
-    }
-    out_dir = ROOT / "bench" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"instance_run-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    if args.json_only:
-        print(json.dumps(report, indent=2))
-    else:
-        print(table(results))
-        print(f"\nresults written to {path.relative_to(ROOT)}")
-    return 0
+    def cleanup() -> None:
+        left = bench.cleanup()
+        log(f"cleanup: deleted leftovers {left}" if left else "cleanup: nothing left over")
+
+    status, results = guarded(lambda: measure(bench, args.trials, args.par_trials), cleanup)
+    if results is None:
+        return status
+    settings = {"trials": args.trials, "par_trials": args.par_trials}
+    return publish(
+        "instance_run", started, bench.prefix, settings, results, table, json_only=args.json_only
+    )
 
 
 if __name__ == "__main__":

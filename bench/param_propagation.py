@@ -39,13 +39,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import math
 import os
-import platform
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -55,12 +51,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-STRATUS = str(ROOT / ".venv" / "bin" / "stratus")
+from common import (
+    ROOT,
+    STRATUS,
+    BenchError,
+    UnixHTTPConnection,
+    guarded,
+    log,
+    percentile,
+    publish,
+)
+from common import run as run_command
+
 AGENT = ROOT / "src" / "stratuslab" / "deploy" / "agent" / "stratus_agent.py"
 APP_DIR = ROOT / "bench" / "_propagation-app"  # a module path may not start with "."
 APP = "bench/_propagation-app"
-LXD_SOCKET = "/var/lib/lxd/unix.socket"
 KEY = "probe.1:key"
 CLI_TIMEOUT = 300.0
 TOOL_TIMEOUT = 40.0  # one ss-get or ss-set (ss-get waits up to 30 s)
@@ -78,41 +83,8 @@ MODULES = {
 }
 
 
-class BenchError(RuntimeError):
-    """A command failed or gave an unexpected answer."""
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a unix socket (the LXD API), standard library only."""
-
-    def __init__(self, socket_path: str, timeout: float = 10.0) -> None:
-        super().__init__("lxd", timeout=timeout)
-        self.socket_path = socket_path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.socket_path)
-        self.sock = sock
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def run(cmd: list[str], *, check: bool = True, timeout: float = CLI_TIMEOUT) -> str:
-    proc = subprocess.run(
-        cmd,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise BenchError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
-    return proc.stdout
+    return run_command(cmd, timeout=timeout, check=check).stdout
 
 
 def established_to(pid: int, port: int) -> bool:
@@ -139,17 +111,12 @@ def established_to(pid: int, port: int) -> bool:
 
 def percentiles(samples: list[float]) -> dict[str, Any]:
     """Nearest-rank percentiles, in milliseconds."""
-    ordered = sorted(samples)
-
-    def rank(q: float) -> float:
-        return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)] * 1000
-
     return {
-        "n": len(ordered),
-        "p50_ms": rank(50),
-        "p90_ms": rank(90),
-        "p99_ms": rank(99),
-        "max_ms": ordered[-1] * 1000,
+        "n": len(samples),
+        "p50_ms": percentile(samples, 50) * 1000,
+        "p90_ms": percentile(samples, 90) * 1000,
+        "p99_ms": percentile(samples, 99) * 1000,
+        "max_ms": max(samples) * 1000,
         "samples_ms": [round(s * 1000, 3) for s in samples],
     }
 
@@ -231,7 +198,7 @@ class Bench:
         log(f"run {self.run_id} Ready in {final.get('seconds')} s; node probe.1 is {container}")
 
     def container(self) -> str:
-        conn = UnixHTTPConnection(LXD_SOCKET)
+        conn = UnixHTTPConnection()
         try:
             conn.request("GET", "/1.0/instances?recursion=1")
             resp = conn.getresponse()
@@ -496,41 +463,28 @@ def main() -> int:
 
     bench = Bench(args.server, args.python)
     started = datetime.now(UTC)
-    try:
-        results = measure(bench, args.trials, args.warmup)
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    except (BenchError, OSError, http.client.HTTPException, subprocess.TimeoutExpired) as exc:
-        log(f"benchmark failed: {exc}")
-        return 1
-    finally:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let cleanup finish
-        try:
-            runs = bench.cleanup()
-            log(f"cleanup: terminated {runs}" if runs else "cleanup: no run to terminate")
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
-    report = {
-        "benchmark": "param_propagation",
-        "started_at": started.isoformat(),
-        "prefix": bench.prefix,
-        "host": {"node": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release()},
-        "trials": args.trials,
-        "warmup": args.warmup,
-        "results": results,
-    }
-    out_dir = ROOT / "bench" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"param_propagation-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    if args.json_only:
-        print(json.dumps(report, indent=2))
-    else:
-        print(table(results))
-        print(f"\nresults written to {path.relative_to(ROOT)}")
-    return 0
+    def cleanup() -> None:
+        runs = bench.cleanup()
+        log(f"cleanup: terminated {runs}" if runs else "cleanup: no run to terminate")
+
+    status, results = guarded(
+        lambda: measure(bench, args.trials, args.warmup),
+        cleanup,
+        failures=(OSError, http.client.HTTPException),
+    )
+    if results is None:
+        return status
+    settings = {"trials": args.trials, "warmup": args.warmup}
+    return publish(
+        "param_propagation",
+        started,
+        bench.prefix,
+        settings,
+        results,
+        table,
+        json_only=args.json_only,
+    )
 
 
 if __name__ == "__main__":

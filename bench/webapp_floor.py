@@ -49,14 +49,8 @@ import argparse
 import functools
 import http.client
 import json
-import os
-import platform
 import secrets
 import shutil
-import signal
-import socket
-import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -66,15 +60,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common import (
+    ROOT,
+    BenchError,
+    UnixHTTPConnection,
+    guarded,
+    log,
+    publish,
+    summary,
+    summary_lines,
+)
+from common import run as run_command
+
 from stratuslab.deploy.model import ApplicationModule, Module, load_tree, parse_module
 from stratuslab.deploy.plan import Plan, resolve
 from stratuslab.errors import NotFound
 
-ROOT = Path(__file__).resolve().parent.parent
 APP = "examples/webapp"
 IMAGE = "debian-12"
 PROFILE = "stratus"
-LXD_SOCKET = "/var/lib/lxd/unix.socket"
 LXC_TIMEOUT = 120.0  # one lxc launch / device add / push / delete
 ADDRESS_TIMEOUT = 120.0  # until a container has an IPv4 address
 STEP_TIMEOUT = 900.0  # one recipe (the recipes' own ss-get waits are up to 900 s)
@@ -212,42 +216,9 @@ esac
 """
 
 
-class BenchError(RuntimeError):
-    """A command failed or gave an unexpected answer."""
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a unix socket (the LXD API), standard library only."""
-
-    def __init__(self, socket_path: str, timeout: float = 10.0) -> None:
-        super().__init__("lxd", timeout=timeout)
-        self.socket_path = socket_path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.socket_path)
-        self.sock = sock
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def run(cmd: list[str], *, check: bool = True, timeout: float = LXC_TIMEOUT) -> str:
     """Run ``cmd`` (no stdin); its stdout. A non-zero exit raises with everything it printed."""
-    proc = subprocess.run(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=timeout,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise BenchError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
-    return proc.stdout
+    return run_command(cmd, timeout=timeout, check=check).stdout
 
 
 def global_ipv4(conn: UnixHTTPConnection, name: str) -> str | None:
@@ -411,7 +382,7 @@ class Floor:
             self._made.add(name)
         run(["lxc", "launch", IMAGE, name, "-p", PROFILE, "-q"])
         run(["lxc", "config", "device", "add", name, "ssdir", "disk", f"source={ss}", "path=/ss"])
-        conn = UnixHTTPConnection(LXD_SOCKET)
+        conn = UnixHTTPConnection()
         try:
             deadline = time.perf_counter() + ADDRESS_TIMEOUT
             while (address := global_ipv4(conn, name)) is None:
@@ -436,15 +407,7 @@ class Floor:
             env["SS_SETTLE"] = f"{self.settle:.3f}"
         flags = [f"--env={k}={v}" for k, v in env.items()]
         cmd = ["lxc", "exec", instance.container, "--cwd", "/root", *flags, "--", *step.command]
-        proc = subprocess.run(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=STEP_TIMEOUT,
-            check=False,
-        )
+        proc = run_command(cmd, timeout=STEP_TIMEOUT, check=False)
         if proc.returncode != 0:
             raise BenchError(
                 f"{instance.name}: {step.name} recipe of {step.module} exited "
@@ -552,9 +515,12 @@ def _together(work: dict[str, Callable[[], None]], started: list[threading.Threa
         raise BenchError(what + others) from first
 
 
-def summary(samples: list[float]) -> dict[str, Any]:
-    s = samples
-    return {"n": len(s), "median": statistics.median(s), "min": min(s), "max": max(s), "samples": s}
+def table(results: dict[str, Any]) -> str:
+    rows = [
+        ("floor: launch + recipes, no server", "floor"),
+        ("  of which: 5 containers up, tools in", "floor_containers_ready"),
+    ]
+    return "\n".join(summary_lines(rows, results))
 
 
 def main() -> int:
@@ -573,57 +539,30 @@ def main() -> int:
 
     floor = Floor(f"bench-{secrets.token_hex(3)}", settle=args.settle_ms / 1000)
     started = datetime.now(UTC)
-    results: list[FloorResult] = []
-    try:
+
+    def trials() -> list[FloorResult]:
+        results: list[FloorResult] = []
         for i in range(1, args.trials + 1):
             results.append(floor.trial(f"f{i}"))
             log(f"floor trial {i}/{args.trials}: {results[-1].seconds:.3f} s")
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    except (BenchError, subprocess.TimeoutExpired) as exc:
-        log(f"benchmark failed: {exc}")
-        return 1
-    finally:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let cleanup finish
-        try:
-            left = floor.cleanup()
-            log(f"cleanup: deleted leftovers {left}" if left else "cleanup: nothing left over")
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        return results
 
-    report = {
-        "benchmark": "webapp_floor",
-        "started_at": started.isoformat(),
-        "prefix": floor.prefix,
-        "host": {"node": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release()},
-        "trials": args.trials,
-        "settle_ms": args.settle_ms,
-        "results": {
-            "floor": summary([r.seconds for r in results]),
-            "floor_containers_ready": summary([r.ready_seconds for r in results]),
-            "per_trial": [r.__dict__ for r in results],
-        },
+    def cleanup() -> None:
+        left = floor.cleanup()
+        log(f"cleanup: deleted leftovers {left}" if left else "cleanup: nothing left over")
+
+    status, done = guarded(trials, cleanup)
+    if done is None:
+        return status
+    results = {
+        "floor": summary([r.seconds for r in done]),
+        "floor_containers_ready": summary([r.ready_seconds for r in done]),
+        "per_trial": [r.__dict__ for r in done],
     }
-    out_dir = ROOT / "bench" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"webapp_floor-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    if args.json_only:
-        print(json.dumps(report, indent=2))
-    else:
-        lines = [f"{'measure (seconds)':<44} {'n':>3} {'median':>8} {'min':>8} {'max':>8}"]
-        for label, key in (
-            ("floor: launch + recipes, no server", "floor"),
-            ("  of which: 5 containers up, tools in", "floor_containers_ready"),
-        ):
-            s = report["results"][key]
-            lines.append(
-                f"{label:<44} {s['n']:>3} {s['median']:>8.3f} {s['min']:>8.3f} {s['max']:>8.3f}"
-            )
-        print("\n".join(lines))
-        print(f"\nresults written to {path.relative_to(ROOT)}")
-    return 0
+    settings = {"trials": args.trials, "settle_ms": args.settle_ms}
+    return publish(
+        "webapp_floor", started, floor.prefix, settings, results, table, json_only=args.json_only
+    )
 
 
 if __name__ == "__main__":
