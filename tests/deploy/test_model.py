@@ -93,8 +93,10 @@ def test_an_image_with_every_key() -> None:
         images={"local": "debian-12", "eu": "ab12cd"},
         lines=module.lines,
     )
-    assert module.lines[""] == 1
+    assert module.line("") == 1  # an error about the whole module points at its first line
+    assert module.error("", "x").message == "x.yaml:1: x"
     assert module.lines["images.eu"] == 5
+    assert module.error("images.mars", "x").message == "x.yaml:3: images.mars: x"
 
 
 def test_a_component_with_every_key() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
 from stratuslab.deploy import yamlsource
-from stratuslab.deploy.yamlsource import Document, join
+from stratuslab.deploy.yamlsource import Document, Located, join
 from stratuslab.errors import Invalid
 
 RECIPE_STEPS = (
@@ -84,16 +84,16 @@ class ParameterDef:
 
 
 @dataclass(frozen=True)
-class ImageModule:
+class ImageModule(Located):
     path: str
     file: str
     description: str
     images: Mapping[str, str]  # cloud -> image name
-    lines: Mapping[str, int]  # dotted key path -> line (1-based); "" -> line 1
+    lines: Mapping[str, int]  # dotted key path -> line (1-based)
 
 
 @dataclass(frozen=True)
-class ComponentModule:
+class ComponentModule(Located):
     path: str
     file: str
     description: str
@@ -134,7 +134,7 @@ class NodeDef:
 
 
 @dataclass(frozen=True)
-class ApplicationModule:
+class ApplicationModule(Located):
     path: str
     file: str
     description: str
@@ -168,7 +168,7 @@ def parse_module(text: str, *, path: str, file: str) -> Module:
     if kind not in KINDS:
         raise doc.error("kind", f"{kind!r} is not a kind of module (image, component, application)")
     description = _optional_text(doc, "description", data.get("description"))
-    lines = {"": 1, **doc.lines}
+    lines = doc.lines
     if kind == "image":
         doc.check_keys("", data, ("kind", "description", "images"), "an image")
         return ImageModule(path, file, description, _images(doc, data.get("images")), lines)
@@ -456,16 +456,6 @@ def address_of(path: str, version: int | None) -> str:
     return path if version is None else f"{path}/{version}"
 
 
-def _line(module: Module, key: str) -> int:
-    while key not in module.lines and key:
-        key = key.rpartition(".")[0]
-    return module.lines.get(key, 1)
-
-
-def error_at(module: Module, key: str, what: str, *, hint: str | None = None) -> Invalid:
-    return Invalid(f"{module.file}:{_line(module, key)}: {key}: {what}", hint=hint)
-
-
 def _references(module: Module) -> list[tuple[str, str]]:
     """(key, reference) for every module ``module`` refers to."""
     if isinstance(module, ComponentModule):
@@ -497,7 +487,7 @@ def load_tree(root: Path, target: str) -> list[ModuleText]:
                 continue
             candidates = _candidates(root, ref_path)
             if len(candidates) != 1:
-                raise error_at(module, key, _not_one(ref_path, candidates))
+                raise module.error(key, _not_one(ref_path, candidates))
             queue.append((ref_path, candidates[0].as_posix()))
             queued.add(ref_path)
     return list(found.values())

@@ -28,7 +28,6 @@ from stratuslab.deploy.model import (
     ParamSource,
     address_of,
     base_dir,
-    error_at,
     resolve_reference,
 )
 from stratuslab.errors import Invalid, NotFound
@@ -205,20 +204,19 @@ class _Resolver:
         try:
             path, pinned = resolve_reference(ref, base=base_dir(referrer))
         except Invalid as exc:
-            raise error_at(referrer, key, exc.message, hint=exc.hint) from None
+            raise referrer.error(key, exc.message, hint=exc.hint) from None
         if (path, pinned) not in self.fetched:
             try:
                 self.fetched[path, pinned] = self.lookup(path, pinned)
             except NotFound as exc:
-                raise error_at(
-                    referrer, key, f"no module {address_of(path, pinned)!r}", hint=exc.hint
+                raise referrer.error(
+                    key, f"no module {address_of(path, pinned)!r}", hint=exc.hint
                 ) from None
         module, version = self.fetched[path, pinned]
         # Plan.modules holds one version per path, and recipes name modules by path alone.
         used = self.modules.setdefault(path, version)
         if used != version:
-            raise error_at(
-                referrer,
+            raise referrer.error(
                 key,
                 f"uses {path}/{version}, but this application also uses {path}/{used}",
                 hint="a run uses one version of each module: pin the same version everywhere",
@@ -229,7 +227,7 @@ class _Resolver:
         key = f"nodes.{node.name}.component"
         path, module, version = self.fetch(self.app, key, node.component)
         if not isinstance(module, ComponentModule):
-            raise error_at(self.app, key, f"{path} is {_a(module)}, not a component")
+            raise self.app.error(key, f"{path} is {_a(module)}, not a component")
         if (path, version) not in self.inherited:
             self.inherited[path, version] = self._inherit(path, version, module)
         return self.inherited[path, version]
@@ -241,12 +239,11 @@ class _Resolver:
             parent_path, parent, _ = self.fetch(child, "parent", child.parent)
             if any(parent_path == seen for seen, _ in chain):
                 cycle = " -> ".join([seen for seen, _ in chain] + [parent_path])
-                raise error_at(child, "parent", f"a cycle of parents: {cycle}")
+                raise child.error("parent", f"a cycle of parents: {cycle}")
             if isinstance(parent, ImageModule):
                 return _merge(path, version, chain[::-1], parent, parent_path)
             if not isinstance(parent, ComponentModule):
-                raise error_at(
-                    child,
+                raise child.error(
                     "parent",
                     f"{parent_path} is {_a(parent)}; a parent is an image or a component",
                 )
@@ -289,8 +286,7 @@ def _add(
     name = parameter.name
     if name in other:
         was = "an output" if section == "inputs" else "an input"
-        raise error_at(
-            module,
+        raise module.error(
             f"{section}.{name}",
             f"{name!r} is {was} of {owner[name]}; a parameter is either an input or an output",
         )
@@ -306,8 +302,7 @@ def _image(app: ApplicationModule, node: NodeDef, inherited: _Inherited) -> str:
     image = inherited.image.images.get(node.cloud)
     if image is None:
         key = f"nodes.{node.name}.cloud"
-        raise error_at(
-            app,
+        raise app.error(
             key if key in app.lines else f"nodes.{node.name}",
             f"no image for cloud {node.cloud!r} at the root of {inherited.path}'s parents "
             f"({inherited.image_path} has: {', '.join(sorted(inherited.image.images))})",
@@ -322,23 +317,20 @@ def _check_mappings(
     for target, source in node.parameters.items():
         key = f"nodes.{node.name}.parameters.{target}"
         if target not in mine.inputs:
-            raise error_at(
-                app,
+            raise app.error(
                 key,
                 f"{target!r} is not an input of {mine.path} ({_known('inputs', mine.inputs)})",
             )
         if source.kind != "parameter":
             continue
         if source.node not in app.nodes:
-            raise error_at(
-                app,
+            raise app.error(
                 key,
                 f"node {source.node!r} does not exist (nodes: {', '.join(sorted(app.nodes))})",
             )
         theirs = components[source.node or ""]
         if source.name not in theirs.outputs and source.name not in STANDARD_PARAMETERS:
-            raise error_at(
-                app,
+            raise app.error(
                 key,
                 f"{source.name!r} is neither an output of {theirs.path} "
                 f"({_known('outputs', theirs.outputs)}) nor a parameter every instance has",
@@ -383,8 +375,7 @@ def _check_required(
         if parameter.default is not None or name in node.parameters:
             continue
         if f"{node.name}:{name}" not in given:
-            raise error_at(
-                app,
+            raise app.error(
                 f"nodes.{node.name}",
                 f"required input {name!r} of {inherited.path} is not mapped",
                 hint=f"map it under parameters:, or give it with --param {node.name}:{name}=VALUE",

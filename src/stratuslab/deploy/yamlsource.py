@@ -6,7 +6,9 @@ module composes the node tree instead, builds the plain values itself, records t
 every key by its dotted path (``nodes.web.parameters.db_host``) and refuses duplicate keys.
 
 A :class:`Document` then reads those values with typed checks whose errors all have one shape,
-``<file>:<line>: <dotted key path>: <what is wrong>``, raised as :class:`Invalid`.
+``<file>:<line>: <dotted key path>: <what is wrong>``, raised as :class:`Invalid`. What is
+built from a document keeps its file and lines and makes its errors the same way
+(:class:`Located`).
 
 Mapping keys are taken as written: ``on:`` is the key ``"on"`` and ``5432:`` the key
 ``"5432"``, not YAML 1.1's ``True`` and ``5432``, because every key in a module is a name.
@@ -53,14 +55,11 @@ def describe(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-@dataclass(frozen=True)
-class Document:
-    """A parsed YAML file: its plain value, and where each key and scalar was written."""
+class Located:
+    """Something read from a YAML file that knows the line each key was written on."""
 
-    file: str
-    data: Any
-    lines: dict[str, int] = field(default_factory=dict)  # dotted key path -> 1-based line
-    texts: dict[str, str] = field(default_factory=dict)  # dotted key path -> scalar as written
+    file: str  # as errors name it
+    lines: Mapping[str, int]  # dotted key path -> 1-based line
 
     def line(self, path: str) -> int:
         """The line of ``path``, or of its nearest enclosing key that was written (1 at worst):
@@ -71,9 +70,23 @@ class Document:
             path = path.rpartition(".")[0]
         return 1
 
+    def where(self, path: str) -> str:
+        """``<file>:<line>: <path>``, or ``<file>:<line>`` for the document as a whole."""
+        place = f"{self.file}:{self.line(path)}"
+        return f"{place}: {path}" if path else place
+
     def error(self, path: str, what: str, *, hint: str | None = None) -> Invalid:
-        prefix = f"{path}: " if path else ""
-        return Invalid(f"{self.file}:{self.line(path)}: {prefix}{what}", hint=hint)
+        return Invalid(f"{self.where(path)}: {what}", hint=hint)
+
+
+@dataclass(frozen=True)
+class Document(Located):
+    """A parsed YAML file: its plain value, and where each key and scalar was written."""
+
+    file: str
+    data: Any
+    lines: dict[str, int] = field(default_factory=dict)  # dotted key path -> 1-based line
+    texts: dict[str, str] = field(default_factory=dict)  # dotted key path -> scalar as written
 
     def check_keys(
         self,
