@@ -17,7 +17,6 @@ from stratuslab.deploy.model import (
     Module,
     ParameterDef,
     ParamSource,
-    base_dir,
     load_tree,
     module_path,
     parse_module,
@@ -89,6 +88,7 @@ def test_an_image_with_every_key() -> None:
     assert module == ImageModule(
         path="examples/webapp/x",
         file="x.yaml",
+        base="examples/webapp",
         description="Debian 12",
         images={"local": "debian-12", "eu": "ab12cd"},
         lines=module.lines,
@@ -474,15 +474,18 @@ def test_module_path_refuses(tmp_path: Path, file: str, problem: str) -> None:
         module_path(tmp_path / "a", tmp_path / "b.yaml")
 
 
-def test_base_dir_of_file_and_directory_modules() -> None:
+def test_the_base_of_file_and_directory_modules() -> None:
     file_module = parse(IMAGE, path="examples/webapp/db", file="examples/webapp/db.yaml")
     dir_module = parse(IMAGE, path="examples/webapp", file="examples/webapp/module.yaml")
-    stored = parse(IMAGE, path="examples/webapp", file="examples/webapp/module.yaml (version 3)")
+    stored = parse_module(
+        yaml(IMAGE), path="examples/webapp", file="examples/webapp/module.yaml", version=3
+    )
     top = parse(IMAGE, path="db", file="db.yaml")
-    assert base_dir(file_module) == "examples/webapp"
-    assert base_dir(dir_module) == "examples/webapp"
-    assert base_dir(stored) == "examples/webapp"
-    assert base_dir(top) == ""
+    assert file_module.base == "examples/webapp"
+    assert dir_module.base == "examples/webapp"
+    assert stored.base == "examples/webapp"
+    assert stored.file == "examples/webapp/module.yaml (version 3)"  # as its errors name it
+    assert top.base == ""
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,8 @@ class ParameterDef:
 @dataclass(frozen=True)
 class ImageModule(Located):
     path: str
-    file: str
+    file: str  # as errors name it: db.yaml, or "db.yaml (version 3)" for a stored version
+    base: str  # the directory its relative references start from
     description: str
     images: Mapping[str, str]  # cloud -> image name
     lines: Mapping[str, int]  # dotted key path -> line (1-based)
@@ -96,6 +97,7 @@ class ImageModule(Located):
 class ComponentModule(Located):
     path: str
     file: str
+    base: str
     description: str
     parent: str  # reference as written
     inputs: Mapping[str, ParameterDef]
@@ -137,6 +139,7 @@ class NodeDef:
 class ApplicationModule(Located):
     path: str
     file: str
+    base: str
     description: str
     nodes: Mapping[str, NodeDef]
     lines: Mapping[str, int]
@@ -156,9 +159,14 @@ class ModuleText:
 # -- one file -------------------------------------------------------------------------------
 
 
-def parse_module(text: str, *, path: str, file: str) -> Module:
-    """Syntax and per-file schema checks only (kinds, keys, types, names, mapping syntax)."""
-    doc = yamlsource.load(text, file=file)
+def parse_module(text: str, *, path: str, file: str, version: int | None = None) -> Module:
+    """Syntax and per-file schema checks only (kinds, keys, types, names, mapping syntax).
+
+    ``file`` is the module's file, relative to the root; errors name a stored ``version`` too.
+    """
+    # A directory module (.../module.yaml) is its directory; a file module lives in its parent.
+    base = path if Path(file).name == "module.yaml" else path.rpartition("/")[0]
+    doc = yamlsource.load(text, file=file if version is None else f"{file} (version {version})")
     data = doc.data
     if not isinstance(data, dict):
         raise doc.error("", "a module is a mapping with a 'kind' key", hint="start with: kind: ...")
@@ -171,8 +179,8 @@ def parse_module(text: str, *, path: str, file: str) -> Module:
     lines = doc.lines
     if kind == "image":
         doc.check_keys("", data, ("kind", "description", "images"), "an image")
-        return ImageModule(path, file, description, _images(doc, data.get("images")), lines)
-    base = _base(path, file)
+        images = _images(doc, data.get("images"))
+        return ImageModule(path, doc.file, base, description, images, lines)
     if kind == "component":
         return _component(doc, data, path=path, base=base, description=description, lines=lines)
     doc.check_keys("", data, ("kind", "description", "nodes"), "an application")
@@ -180,7 +188,7 @@ def parse_module(text: str, *, path: str, file: str) -> Module:
     if not nodes:
         raise doc.error("nodes", "an application needs at least one node")
     parsed = {name: _node(doc, name, spec, base) for name, spec in nodes.items()}
-    return ApplicationModule(path, file, description, parsed, lines)
+    return ApplicationModule(path, doc.file, base, description, parsed, lines)
 
 
 def _optional_text(doc: Document, path: str, value: Any) -> str:
@@ -232,7 +240,7 @@ def _component(
             )
     recipes, packages = _recipes(doc, data.get("recipes"))
     return ComponentModule(
-        path, doc.file, description, parent, inputs, outputs, recipes, packages, lines
+        path, doc.file, base, description, parent, inputs, outputs, recipes, packages, lines
     )
 
 
@@ -409,19 +417,6 @@ def module_path(root: Path, file: Path) -> str:
     return "/".join(parts)
 
 
-def base_dir(module: Module) -> str:
-    """The directory relative references in ``module`` resolve against."""
-    return _base(module.path, module.file)
-
-
-def _base(path: str, file: str) -> str:
-    # A directory module (.../module.yaml) is its directory; a file module lives in its parent.
-    # The name may carry a note after a space, as the server's "module.yaml (version 3)".
-    if Path(file).name.split(" ")[0] == "module.yaml":
-        return path
-    return path.rpartition("/")[0]
-
-
 def resolve_reference(ref: str, *, base: str) -> tuple[str, int | None]:
     """``db``, ``./db`` or ``../x/db`` relative to ``base``; ``a/b/c`` absolute; a trailing
     ``/N`` pins version N. Returns (absolute path, version or None)."""
@@ -482,7 +477,7 @@ def load_tree(root: Path, target: str) -> list[ModuleText]:
         found[path] = ModuleText(path, file, text)
         module = parse_module(text, path=path, file=file)
         for key, ref in _references(module):
-            ref_path, version = resolve_reference(ref, base=base_dir(module))
+            ref_path, version = resolve_reference(ref, base=module.base)
             if version is not None or ref_path in queued:
                 continue
             candidates = _candidates(root, ref_path)

@@ -39,7 +39,7 @@ class StoredModule:
     created_at: datetime
 
     def parse(self) -> Module:
-        return parse_module(self.text, path=self.path, file=f"{self.file} (version {self.version})")
+        return parse_module(self.text, path=self.path, file=self.file, version=self.version)
 
     def summary(self) -> dict[str, Any]:
         return {

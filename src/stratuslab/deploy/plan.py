@@ -27,7 +27,6 @@ from stratuslab.deploy.model import (
     ParameterDef,
     ParamSource,
     address_of,
-    base_dir,
     resolve_reference,
 )
 from stratuslab.errors import Invalid, NotFound
@@ -202,7 +201,7 @@ class _Resolver:
 
     def fetch(self, referrer: Module, key: str, ref: str) -> tuple[str, Module, int]:
         try:
-            path, pinned = resolve_reference(ref, base=base_dir(referrer))
+            path, pinned = resolve_reference(ref, base=referrer.base)
         except Invalid as exc:
             raise referrer.error(key, exc.message, hint=exc.hint) from None
         if (path, pinned) not in self.fetched:
