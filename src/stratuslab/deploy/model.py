@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias
 
 from stratuslab.deploy import yamlsource
 from stratuslab.deploy.yamlsource import Document, Located, join
@@ -50,7 +50,6 @@ STANDARD_PARAMETERS = (
     "cloudservice",
     "image.id",
 )
-KINDS = ("image", "component", "application")
 DEFAULT_CLOUD = "local"
 MAX_VALUE = 4096  # SlipStream's limit on a runtime parameter value
 
@@ -85,6 +84,8 @@ class ParameterDef:
 
 @dataclass(frozen=True)
 class ImageModule(Located):
+    kind: ClassVar[str] = "image"
+
     path: str
     file: str  # as errors name it: db.yaml, or "db.yaml (version 3)" for a stored version
     base: str  # the directory its relative references start from
@@ -95,6 +96,8 @@ class ImageModule(Located):
 
 @dataclass(frozen=True)
 class ComponentModule(Located):
+    kind: ClassVar[str] = "component"
+
     path: str
     file: str
     base: str
@@ -137,6 +140,8 @@ class NodeDef:
 
 @dataclass(frozen=True)
 class ApplicationModule(Located):
+    kind: ClassVar[str] = "application"
+
     path: str
     file: str
     base: str
@@ -146,6 +151,7 @@ class ApplicationModule(Located):
 
 
 Module: TypeAlias = ImageModule | ComponentModule | ApplicationModule
+KINDS = tuple(cls.kind for cls in (ImageModule, ComponentModule, ApplicationModule))
 Lookup: TypeAlias = Callable[[str, int | None], tuple[Module, int]]
 
 
@@ -174,7 +180,7 @@ def parse_module(text: str, *, path: str, file: str, version: int | None = None)
         raise doc.error("kind", "missing", hint="kind: image, component or application")
     kind = data["kind"]
     if kind not in KINDS:
-        raise doc.error("kind", f"{kind!r} is not a kind of module (image, component, application)")
+        raise doc.error("kind", f"{kind!r} is not a kind of module ({', '.join(KINDS)})")
     description = _optional_text(doc, "description", data.get("description"))
     lines = doc.lines
     if kind == "image":

@@ -16,13 +16,7 @@ from sqlalchemy.orm import Session
 
 from stratuslab.db.models import ModuleRecord
 from stratuslab.db.session import session_scope
-from stratuslab.deploy.model import (
-    ApplicationModule,
-    ComponentModule,
-    Module,
-    ModuleText,
-    parse_module,
-)
+from stratuslab.deploy.model import Module, ModuleText, parse_module
 from stratuslab.errors import NotFound
 
 _VERSIONED = re.compile(r"^(?P<path>.+)/(?P<version>\d+)$")
@@ -85,7 +79,7 @@ class ModuleStore:
                 row = ModuleRecord(
                     path=text.path,
                     version=(latest.version if latest else 0) + 1,
-                    kind=kind_of(module),
+                    kind=module.kind,
                     file=text.file,
                     text=text.text,
                     digest=digest,
@@ -154,12 +148,6 @@ class ModuleStore:
             .order_by(ModuleRecord.version.desc())
             .limit(1)
         ).first()
-
-
-def kind_of(module: Module) -> str:
-    if isinstance(module, ApplicationModule):
-        return "application"
-    return "component" if isinstance(module, ComponentModule) else "image"
 
 
 def _stored(row: ModuleRecord) -> StoredModule:

@@ -386,6 +386,4 @@ def _known(word: str, names: Collection[str]) -> str:
 
 
 def _a(module: Module) -> str:
-    if isinstance(module, ImageModule):
-        return "an image"
-    return "a component" if isinstance(module, ComponentModule) else "an application"
+    return f"{'an' if module.kind[0] in 'aeiou' else 'a'} {module.kind}"
