@@ -8,6 +8,7 @@ a test failed.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -15,11 +16,13 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from stratuslab import config
 from stratuslab.cloud.connectors.lxd_api import LxdApi
+from stratuslab.errors import BackendError, Invalid, NotFound, StratusError
 from tests.support import environment
 
 Stratus = Callable[..., subprocess.CompletedProcess[str]]
@@ -51,19 +54,38 @@ def live_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
 
 
 def delete_instances(prefix: str) -> None:
+    """Delete every LXD instance whose name starts with ``prefix``; one that vanishes meanwhile
+    (a run's teardown got there first) does not stop the others from being deleted."""
     settings = config.load()
     api = LxdApi(settings.lxd_endpoint)
+    failures: list[str] = []
     try:
         for url in api.get("/1.0/instances"):
             name = url.rsplit("/", 1)[-1]
             if name.startswith(prefix):
-                with contextlib.suppress(Exception):  # it may be stopped already
-                    api.put(
-                        LxdApi.path("instances", name, "state"), {"action": "stop", "force": True}
-                    )
-                api.delete(LxdApi.path("instances", name))
+                try:
+                    destroy_container(api, name)
+                except StratusError as exc:
+                    failures.append(f"{name}: {exc}")
     finally:
         api.close()
+    assert not failures, f"instances left behind: {failures}"
+
+
+def destroy_container(api: LxdApi, name: str) -> None:
+    """Stop (forced) and delete LXD instance ``name`` behind StratusLab's back, as
+    `lxc delete --force` does; an instance that is already gone is fine."""
+    with contextlib.suppress(NotFound, Invalid, BackendError):  # gone, or stopped already
+        api.put(LxdApi.path("instances", name, "state"), {"action": "stop", "force": True})
+    with contextlib.suppress(NotFound):
+        api.delete(LxdApi.path("instances", name))
+
+
+def cli_json(stratus: Stratus, *args: str) -> Any:
+    """What `stratus ARGS... -o json` printed, once it has succeeded."""
+    result = stratus(*args, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 @pytest.fixture(scope="session")

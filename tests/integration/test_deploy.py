@@ -12,13 +12,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stratuslab.cloud.connectors.lxd_api import LxdApi
-from tests.integration.conftest import Stratus
+from tests.integration.conftest import Stratus, cli_json, destroy_container
+from tests.support import wait_until
 
 pytestmark = pytest.mark.lxd
 APPS = "tests/integration/apps"
@@ -32,46 +34,78 @@ def deploy(
     return result.returncode, json.loads(result.stdout), result.stderr
 
 
-def leftovers(lxd: LxdApi, run_id: str) -> list[str]:
+def run_containers(lxd: LxdApi, run_id: str) -> list[dict[str, Any]]:
+    """The LXD instances tagged with ``run_id``, whatever the store says."""
     found = lxd.get("/1.0/instances", recursion=1)
-    return [i["name"] for i in found if (i.get("config") or {}).get("user.stratus.run") == run_id]
+    return [i for i in found if (i.get("config") or {}).get("user.stratus.run") == run_id]
+
+
+def leftovers(lxd: LxdApi, run_id: str) -> list[str]:
+    return [i["name"] for i in run_containers(lxd, run_id)]
 
 
 def params(stratus: Stratus, run_id: str) -> dict[str, str | None]:
-    result = stratus("run", "params", run_id, "-o", "json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+    return cli_json(stratus, "run", "params", run_id)  # type: ignore[no-any-return]
 
 
 def test_a_small_application_runs_every_recipe_and_wires_its_nodes(
     stratus: Stratus, lxd: LxdApi, tmp_path: Path
 ) -> None:
+    # The default policy (on-success) keeps what ends well, as `make demo` relies on.
     code, run, _ = deploy(
-        stratus, f"{APPS}/tiny", "--keep-running", "never", "--get-reports", str(tmp_path)
+        stratus,
+        f"{APPS}/tiny",
+        "--multiplicity",
+        "client=3",
+        "--param",
+        "client:greeting=bonjour",
+        "--get-reports",
+        str(tmp_path),
     )
-    assert code == 0, run
-    assert run["state"] == "Done" and run["abort_reason"] is None
-    values = params(stratus, run["id"])
-    token = values["server.1:token"]
-    assert token and len(token) == 16
-    assert (
-        values["client.1:seen"] == token and values["client.2:seen"] == token
-    )  # propagated outputs
-    assert values["client.1:unknown_key_exit"] == "7"  # ss-get of an unknown key: exit 7
-    assert values["ss:url.service"] == f"http://{values['server.1:hostname']}:8000"
-    assert values["server.1:statecustom"] == "token published"
-    reports = tmp_path / run["id"]
-    assert (reports / "server.1" / "reports" / "steps.txt").read_text().splitlines()[1:] == [
-        "post-install ran",
-        "deployment ran",
-    ]
-    assert (
-        "no parameter 'server.1:no_such_key'"
-        in (reports / "client.1" / "reports" / "unknown.err").read_text()
-    )
-    assert any(reports.joinpath("client.2", "logs").glob("*.log")), "the agent's logs travel too"
-    logs = stratus("run", "logs", run["id"], "--node", "server.1")
-    assert "published a token of 16 characters" in logs.stdout
+    try:
+        assert code == 0, run
+        assert run["state"] == "Ready" and run["abort_reason"] is None
+        values = params(stratus, run["id"])
+        token = values["server.1:token"]
+        assert token and len(token) == 16
+        assert (
+            values["client.1:seen"] == token and values["client.2:seen"] == token
+        )  # propagated outputs
+        assert values["client.3:seen"] == token  # the instance --multiplicity added is wired too
+        assert [values[f"client.{i}:greeted"] for i in (1, 2, 3)] == [
+            f"bonjour from client {i}" for i in (1, 2, 3)
+        ]  # --param reached every instance of the node
+        assert values["client:multiplicity"] == "3" and values["client:ids"] == "1,2,3"
+        assert values["client.1:unknown_key_exit"] == "7"  # ss-get of an unknown key: exit 7
+        assert values["ss:url.service"] == f"http://{values['server.1:hostname']}:8000"
+        assert values["server.1:statecustom"] == "token published"
+        reports = tmp_path / run["id"]
+        assert (reports / "server.1" / "reports" / "steps.txt").read_text().splitlines()[1:] == [
+            "post-install ran",
+            "deployment ran",
+        ]
+        assert (
+            "no parameter 'server.1:no_such_key'"
+            in (reports / "client.1" / "reports" / "unknown.err").read_text()
+        )
+        assert any(reports.joinpath("client.2", "logs").glob("*.log")), (
+            "the agent's logs travel too"
+        )
+        logs = stratus("run", "logs", run["id"], "--node", "server.1")
+        assert "published a token of 16 characters" in logs.stdout
+        kept = run_containers(lxd, run["id"])
+        assert sorted(i["config"]["user.stratus.node-instance"] for i in kept) == [
+            "client.1",
+            "client.2",
+            "client.3",
+            "server.1",
+        ]
+        assert {i["status"] for i in kept} == {"Running"}
+    finally:
+        terminated = stratus("run", "terminate", run["id"], "-o", "json")
+    assert terminated.returncode == 0, terminated.stderr
+    (ended,) = json.loads(terminated.stdout)
+    assert ended["state"] == "Done" and ended["abort_reason"] is None
     assert leftovers(lxd, run["id"]) == []
 
 
@@ -83,12 +117,17 @@ def test_webapp_deploys_tests_and_tears_down(stratus: Stratus, lxd: LxdApi, tmp_
     assert run["state"] == "Done"
     assert run["service_url"].startswith("http://10.")
     values = params(stratus, run["id"])
+    assert run["service_url"] == values["ss:url.service"] == f"http://{values['lb.1:hostname']}"
     assert values["test.1:result"] == "passed"
+    assert values["db.1:password"]
     assert values["web.1:db_password"] == values["db.1:password"] == values["web.2:db_password"]
     report = (tmp_path / run["id"] / "test.1" / "reports" / "test-report.txt").read_text()
     assert "PASS: write and read back through the load balancer" in report
     assert "PASS: every web node answered" in report and "web.1" in report and "web.2" in report
-    assert "server" in (tmp_path / run["id"] / "lb.1" / "reports" / "nginx-site.conf").read_text()
+    site = (tmp_path / run["id"] / "lb.1" / "reports" / "nginx-site.conf").read_text()
+    for web in ("web.1", "web.2"):  # nginx balances over both web nodes, on their port
+        assert f"server {values[f'{web}:hostname']}:{values[f'{web}:port']};" in site, site
+        assert values[f"{web}:port"] == "8080"
     assert leftovers(lxd, run["id"]) == []
 
 
@@ -140,18 +179,13 @@ def test_setting_an_undeclared_output_aborts_naming_it(stratus: Stratus, lxd: Lx
 def test_a_node_whose_container_is_killed_aborts_and_teardown_completes(
     stratus: Stratus, lxd: LxdApi, live_env: dict[str, str]
 ) -> None:
-    with _deploying(stratus, live_env, f"{APPS}/wait", "--keep-running", "never") as (
-        deployer,
-        run_id,
-    ):
-        _wait_for(stratus, run_id, lambda run: run["state"] == "Executing", "Executing")
-        victim = next(i for i in lxd.get("/1.0/instances", recursion=1)
-                      if (i.get("config") or {}).get("user.stratus.node-instance") == "waiter.2"
-                      and (i.get("config") or {}).get("user.stratus.run") == run_id)  # fmt: skip
-        lxd.put(
-            LxdApi.path("instances", victim["name"], "state"), {"action": "stop", "force": True}
+    with _waiting_in_executing(stratus, live_env) as (deployer, run_id):
+        victim = next(
+            i
+            for i in run_containers(lxd, run_id)
+            if i["config"].get("user.stratus.node-instance") == "waiter.2"
         )
-        lxd.delete(LxdApi.path("instances", victim["name"]))
+        destroy_container(lxd, victim["name"])
         out, err = deployer.communicate(timeout=300)
     assert deployer.returncode == 1, err[-2000:]
     run = json.loads(out)
@@ -166,15 +200,26 @@ def test_a_node_whose_container_is_killed_aborts_and_teardown_completes(
 def test_the_server_killed_during_executing_carries_the_run_on(
     stratus: Stratus, lxd: LxdApi, live_env: dict[str, str]
 ) -> None:
-    with _deploying(stratus, live_env, f"{APPS}/wait", "--keep-running", "never") as (
-        deployer,
-        run_id,
-    ):
-        _wait_for(stratus, run_id, lambda run: run["state"] == "Executing", "Executing")
-        server = json.loads(stratus("server", "status", "-o", "json").stdout)
-        os.kill(server["pid"], signal.SIGKILL)
-        time.sleep(1)
-        assert stratus("server", "start").returncode == 0  # (the CLI would also start one itself)
+    # The deployer talks to the server as to a site's (a configured URL), so that it waits for
+    # the server to come back rather than starting one itself: only the test starts it again.
+    cli_json(stratus, "server", "start")  # (which makes the token)
+    token = (Path(live_env["STRATUS_DATA_DIR"]) / "api-token").read_text().strip()
+    configured = {
+        "STRATUS_SERVER_URL": f"http://127.0.0.1:{live_env['STRATUS_SERVER_PORT']}",
+        "STRATUS_TOKEN": token,
+    }
+    with _waiting_in_executing(stratus, {**live_env, **configured}) as (deployer, run_id):
+        killed = cli_json(stratus, "server", "status")
+        assert killed["running"] is True
+        os.kill(killed["pid"], signal.SIGKILL)
+        wait_until(
+            lambda: not cli_json(stratus, "server", "status")["running"],
+            30,
+            "the killed server to stop answering",
+            interval=0.2,
+        )
+        started = cli_json(stratus, "server", "start")  # (the CLI would also start one itself)
+        assert started["outcome"] == "started" and started["pid"] != killed["pid"], started
         _set_global(stratus, live_env, run_id, "go", "now")
         out, err = deployer.communicate(timeout=300)
     assert deployer.returncode == 0, err[-2000:]
@@ -182,48 +227,65 @@ def test_the_server_killed_during_executing_carries_the_run_on(
     assert leftovers(lxd, run_id) == []
 
 
-class _deploying:
-    """`stratus deploy` in the background; yields (process, run id); kills it on the way out."""
+def _waiting_in_executing(stratus: Stratus, env: dict[str, str]) -> _deploying:
+    """`stratus deploy` of the wait app in the background, entered once the run is in
+    Executing, where its two waiter nodes wait for the run global ss:go."""
+    return _deploying(
+        stratus, env, f"{APPS}/wait", "--keep-running", "never", until_state="Executing"
+    )
 
-    def __init__(self, stratus: Stratus, env: dict[str, str], target: str, *args: str) -> None:
+
+class _deploying:
+    """`stratus deploy` in the background; yields (process, run id) once the run has reached
+    ``until_state``. On the way out, a deployer still running is killed and its run
+    terminated, so that a failed test leaves no node waiting until the run times out."""
+
+    def __init__(
+        self,
+        stratus: Stratus,
+        env: dict[str, str],
+        target: str,
+        *args: str,
+        until_state: str | None = None,
+    ) -> None:
         self.stratus, self.env, self.target, self.args = stratus, env, target, args
+        self.until_state = until_state
+        self.run_id: str | None = None
 
     def __enter__(self) -> tuple[subprocess.Popen[str], str]:
         env = self.stratus("server", "start")  # the server outlives the deploy under test
         assert env.returncode == 0, env.stderr
-        before = {
-            r["id"]
-            for r in json.loads(self.stratus("run", "list", "-n", "50", "-o", "json").stdout)
-        }
+        before = {r["id"] for r in cli_json(self.stratus, "run", "list", "-n", "50")}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stratuslab", "deploy", self.target, *self.args, "-o", "json"],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
+        try:
 
-        def new_run() -> str | None:
-            runs = json.loads(self.stratus("run", "list", "-n", "50", "-o", "json").stdout)
-            return next((r["id"] for r in runs if r["id"] not in before), None)
+            def new_run() -> str | None:
+                runs = cli_json(self.stratus, "run", "list", "-n", "50")
+                return next((r["id"] for r in runs if r["id"] not in before), None)
 
-        return self.process, _poll(new_run, "the run to start")
+            self.run_id = wait_until(new_run, 180, "the run to start", interval=0.5)
+            if self.until_state is not None:
+                wanted = self.until_state
+                _wait_for(self.stratus, self.run_id, lambda run: run["state"] == wanted, wanted)
+        except BaseException as exc:
+            self.__exit__(type(exc))
+            raise
+        return self.process, self.run_id
 
-    def __exit__(self, *exc: object) -> None:
-        if self.process.poll() is None:
+    def __exit__(self, failed: type[BaseException] | None = None, *exc: object) -> None:
+        running = self.process.poll() is None
+        if running:
             self.process.kill()
             self.process.communicate()
+        if (running or failed is not None) and self.run_id is not None:
+            self.stratus("run", "terminate", "--no-wait", self.run_id)
 
 
-def _poll(check: Any, what: str, timeout: float = 180) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _wait_for(stratus: Stratus, run_id: str, condition: Any, what: str) -> None:
-    _poll(lambda: condition(json.loads(stratus("run", "show", run_id, "-o", "json").stdout)), what)
+def _wait_for(stratus: Stratus, run_id: str, condition: Callable[[Any], Any], what: str) -> None:
+    wait_until(lambda: condition(cli_json(stratus, "run", "show", run_id)), 180, what, interval=0.5)
 
 
 def _set_global(stratus: Stratus, env: dict[str, str], run_id: str, name: str, value: str) -> None:

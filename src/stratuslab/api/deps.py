@@ -79,10 +79,11 @@ class Services:
         return future
 
     def busy(self) -> bool:
+        """Background work left (the orchestrator's jobs among it), or runs that need us."""
         with self._lock:
             if self._active > 0:
                 return True
-        return self.orchestrator.busy() or self.runs.working()
+        return self.runs.working()
 
     def start(self, *, supervise_every: float = 1.0) -> None:
         """Start watching over runs (timeouts, dead nodes, work left by a previous server)."""

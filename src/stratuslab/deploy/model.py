@@ -170,9 +170,14 @@ def parse_module(text: str, *, path: str, file: str, version: int | None = None)
 
     ``file`` is the module's file, relative to the root; errors name a stored ``version`` too.
     """
+    shown = file if version is None else f"{file} (version {version})"
+    try:
+        check_path(path)  # the server takes paths as sent: one it could not address is refused
+    except Invalid as exc:
+        raise Invalid(f"{shown}: the module path {path!r}: {exc.message}") from None
     # A directory module (.../module.yaml) is its directory; a file module lives in its parent.
     base = path if Path(file).name == "module.yaml" else path.rpartition("/")[0]
-    doc = yamlsource.load(text, file=file if version is None else f"{file} (version {version})")
+    doc = yamlsource.load(text, file=shown)
     data = doc.data
     if not isinstance(data, dict):
         raise doc.error("", "a module is a mapping with a 'kind' key", hint="start with: kind: ...")
@@ -411,16 +416,22 @@ def module_path(root: Path, file: Path) -> str:
     parts = file.parent.parts if file.name == "module.yaml" else file.with_suffix("").parts
     if not parts:
         raise Invalid(f"{shown}: a module.yaml at the root has no path; put it in a directory")
-    for part in parts:
+    try:
+        return check_path("/".join(parts))
+    except Invalid as exc:
+        raise Invalid(f"{shown}: {exc.message}") from None
+
+
+def check_path(path: str) -> str:
+    """``path`` if it can name a module: names joined by single slashes, none of them ``.`` or
+    ``..``, the last not a number (``apps/3`` would read as version 3 of ``apps``)."""
+    for part in path.split("/"):
         if not _SEGMENT.fullmatch(part):
-            raise Invalid(
-                f"{shown}: {part!r} cannot be part of a module path (letters, digits, _ - .)"
-            )
-    if _VERSION.fullmatch(parts[-1]):
-        raise Invalid(
-            f"{shown}: a module cannot be named {parts[-1]!r}: it would read as a version"
-        )
-    return "/".join(parts)
+            raise Invalid(f"{part!r} cannot be part of a module path (letters, digits, _ - .)")
+    name = path.rpartition("/")[2]
+    if _VERSION.fullmatch(name):
+        raise Invalid(f"a module cannot be named {name!r}: it would read as a version")
+    return path
 
 
 def resolve_reference(ref: str, *, base: str) -> tuple[str, int | None]:

@@ -66,26 +66,25 @@ class Orchestrator:
         self.submit = submit
         self.config = config
         self.me = f"{socket.gethostname()}:{os.getpid()}:{time.monotonic_ns()}"
-        self._in_flight: set[tuple[str, str]] = set()
+        self._in_flight: set[str] = set()  # runs with a job under way in this process
         self._lock = threading.Lock()
         self._last_liveness = 0.0
 
     # -- scheduling -----------------------------------------------------------------------
 
     def schedule(self, run_id: str, work: str) -> None:
-        """Start ``work`` ("provision" or "teardown") for a run unless it is under way here."""
+        """Start ``work`` ("provision", "shrink" or "teardown") for a run, unless a job of that
+        run is under way here: one job per run at a time, so that a teardown never runs beside
+        the provisioning still creating instances it would miss. Work refused meanwhile is not
+        lost: each supervision round asks again for whatever a run still needs."""
         with self._lock:
-            if (run_id, work) in self._in_flight:
+            if run_id in self._in_flight:
                 return
-            self._in_flight.add((run_id, work))
+            self._in_flight.add(run_id)
         job = {"provision": self._provision, "shrink": self._shrink, "teardown": self._teardown}[
             work
         ]
         self.submit(self._guarded, run_id, work, job)
-
-    def busy(self) -> bool:
-        with self._lock:
-            return bool(self._in_flight)
 
     def _guarded(self, run_id: str, work: str, job: Callable[[str], None]) -> None:
         try:
@@ -96,7 +95,7 @@ class Orchestrator:
             log.exception("%s of run %s failed", work, run_id)
         finally:
             with self._lock:
-                self._in_flight.discard((run_id, work))
+                self._in_flight.discard(run_id)
 
     # -- provisioning ---------------------------------------------------------------------
 

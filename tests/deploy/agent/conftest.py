@@ -141,11 +141,11 @@ class Node:
         self._processes.append(process)
         return process
 
-    def link_tools(self) -> None:
-        """The ss-* links ``install`` makes, without starting anything."""
-        self.bin_dir.mkdir(exist_ok=True)
-        for name in ("ss-get", "ss-set", "ss-display", "ss-abort", "ss-random", "ss-get-all"):
-            (self.bin_dir / name).symlink_to(self.agent)
+    def install_tools(self) -> None:
+        """The ss-* launchers ``install`` writes, by the agent's own ``install-tools``, without
+        starting anything."""
+        done = self.tool("install-tools", str(self.bin_dir))
+        assert done.returncode == 0, done.stderr
 
     def agent_log(self) -> str:
         try:

@@ -8,24 +8,24 @@ import time
 
 import pytest
 
+from stratuslab.deploy.agent.stratus_agent import TOOL_NAMES
 from tests.deploy.agent.conftest import PYTHON, Node, alive, eventually, tagged
 from tests.deploy.agent.fakeserver import FakeRun
 
 pytestmark = pytest.mark.spawns
-
-TOOLS = ("ss-get", "ss-set", "ss-display", "ss-abort", "ss-random", "ss-get-all")
 
 
 def agents(node: Node) -> list[int]:
     return [pid for pid, command in tagged(node.tag).items() if command.endswith(" run")]
 
 
-def test_install_links_the_tools_and_writes_the_unit(node: Node) -> None:
+def test_install_writes_the_tools_and_the_unit(node: Node) -> None:
     node.bin_dir.mkdir()
     (node.bin_dir / "ss-get").symlink_to("/nowhere/old-ss-get")  # a stale link is replaced
     done = node.tool("install", STRATUS_AGENT_SYSTEMD="1", PATH=_fake_systemctl(node))
     assert done.returncode == 0, done.stderr
-    for name in TOOLS:
+    assert sorted(path.name for path in node.bin_dir.iterdir()) == sorted(TOOL_NAMES)
+    for name in TOOL_NAMES:
         tool = node.bin_dir / name
         assert not tool.is_symlink() and os.access(tool, os.X_OK)
         assert f"sys.path.insert(0, {str(node.agent.parent)!r})" in tool.read_text()
@@ -35,7 +35,9 @@ def test_install_links_the_tools_and_writes_the_unit(node: Node) -> None:
         random, env=node.env, capture_output=True, text=True, timeout=30, check=False
     )
     assert drawn.returncode == 0 and len(drawn.stdout.strip()) == 7
-    unit = (node.unit_dir / "stratus-agent.service").read_text()
+    unit_path = node.unit_dir / "stratus-agent.service"
+    unit = unit_path.read_text()
+    written = {path: path.stat().st_mtime_ns for path in (unit_path, *node.bin_dir.iterdir())}
     assert "\n[Service]\nType=simple\n" in unit
     assert f"\nExecStart={PYTHON} {node.agent} run\n" in unit
     assert "\nRestart=on-failure\nRestartSec=2\n" in unit
@@ -50,7 +52,9 @@ def test_install_links_the_tools_and_writes_the_unit(node: Node) -> None:
     again = node.tool("install", STRATUS_AGENT_SYSTEMD="1", PATH=_fake_systemctl(node))
     assert again.returncode == 0, again.stderr
     assert (node.unit_dir / "stratus-agent.service").read_text() == unit
-    assert all(not (node.bin_dir / name).is_symlink() for name in TOOLS)
+    assert all(not (node.bin_dir / name).is_symlink() for name in TOOL_NAMES)
+    # Not rewritten: nothing changed, so nothing that watches them is disturbed.
+    assert {path: path.stat().st_mtime_ns for path in written} == written
 
 
 def _fake_systemctl(node: Node) -> str:

@@ -36,7 +36,7 @@ def texts(fake_run: FakeRun, **match: str) -> list[str]:
 
 
 def test_a_full_run_from_provisioning_to_done(node: Node, fake_run: FakeRun) -> None:
-    node.link_tools()
+    node.install_tools()
     fake_run.plans["web.1"] = plan_for(
         "web.1",
         packages=["nginx", "python3-psycopg2"],
@@ -199,24 +199,25 @@ def test_a_server_down_for_two_seconds_loses_nothing(
     assert "retrying" in node.agent_log()
 
 
-def _run_once_recipe(node: Node, fake_run: FakeRun) -> Path:
-    """A plan whose recipe counts its runs; the run's states are the test's to move.
-    Returns the marker of the first Executing."""
+def _executed_once_then_killed(node: Node, fake_run: FakeRun) -> Path:
+    """An agent that ran Executing's recipe (it counts its runs in $TEST_ROOT/runs) and
+    completed it, then was killed; the run's states are the test's to move. Returns the
+    marker of that Executing."""
     fake_run.advance_on_complete = False
     fake_run.plans["web.1"] = plan_for(
         "web.1", deployment=[(WEB, "#!/bin/sh\necho ran >> $TEST_ROOT/runs\n")]
     )
-    return node.state_dir / "markers" / fake_run.run_id / "1-Executing"
-
-
-def test_a_restarted_agent_does_not_repeat_a_finished_state(node: Node, fake_run: FakeRun) -> None:
-    marker = _run_once_recipe(node, fake_run)
+    marker = node.state_dir / "markers" / fake_run.run_id / "1-Executing"
     fake_run.set("ss:state", "Executing")
     first = node.start()
     assert eventually(lambda: marker.exists() and marker.read_text() == "completed")
     first.send_signal(signal.SIGKILL)
     first.wait(10)
+    return marker
 
+
+def test_a_restarted_agent_does_not_repeat_a_finished_state(node: Node, fake_run: FakeRun) -> None:
+    _executed_once_then_killed(node, fake_run)
     second = node.start()
     assert eventually(lambda: node.agent_log().count("agent of web.1") == 2)
     time.sleep(1)
@@ -230,12 +231,7 @@ def test_a_restarted_agent_does_not_repeat_a_finished_state(node: Node, fake_run
 
 
 def test_a_restarted_agent_posts_the_complete_it_still_owed(node: Node, fake_run: FakeRun) -> None:
-    marker = _run_once_recipe(node, fake_run)
-    fake_run.set("ss:state", "Executing")
-    first = node.start()
-    assert eventually(lambda: marker.exists() and marker.read_text() == "completed")
-    first.send_signal(signal.SIGKILL)
-    first.wait(10)
+    marker = _executed_once_then_killed(node, fake_run)
     # As if it had died between finishing the recipes and posting complete:
     marker.write_text("complete")
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from stratuslab.deploy.agent.stratus_agent import NOBLOCK_RETRY_FOR
 from tests.deploy.agent.conftest import PYTHON, Node
 from tests.deploy.agent.fakeserver import FakeRun
 
@@ -83,8 +84,49 @@ def test_a_usage_error_exits_2_with_one_line(node: Node) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("ss-get: ")
     assert done.stderr.count("\n") == 1
-    assert node.tool("ss-set", "--bogus", "a", "b").returncode == 2
+    assert done.stderr == "ss-get: key is missing (see ss-get --help)\n"  # named once
+    bogus = node.tool("ss-set", "--bogus", "a", "b")
+    assert bogus.returncode == 2
+    assert bogus.stderr == "ss-set: unknown option --bogus (see ss-set --help)\n"
+    extra = node.tool("ss-random", "a", "b")
+    assert (extra.returncode, extra.stderr) == (2, "ss-random: too many arguments: b\n")
     assert node.tool("no-such-tool").returncode == 2
+
+
+def test_help_prints_the_usage_and_exits_0(node: Node) -> None:
+    for flag in ("-h", "--help"):
+        done = node.tool("ss-random", flag)
+        assert (done.returncode, done.stderr) == (0, "")
+        assert done.stdout.startswith("usage: ss-random [OPTIONS] ...\n")
+        assert "-s, --size VALUE" in done.stdout
+
+
+@pytest.mark.parametrize("verbose", ["-v", "--verbose", "-vv"])
+def test_every_tool_accepts_slipstreams_verbose(
+    node: Node, fake_run: FakeRun, verbose: str
+) -> None:
+    assert node.tool("ss-set", verbose, "ready", "v").returncode == 0
+    assert node.tool("ss-get", verbose, "ready").stdout == "v\n"
+    assert node.tool("ss-display", verbose, "busy").returncode == 0
+    assert node.tool("ss-get-all", verbose, "web", "ready").stdout == "web.1:ready v\n"
+    assert node.tool("ss-random", verbose).returncode == 0
+    assert node.tool("ss-abort", verbose, "--cancel").returncode == 0
+    assert fake_run.get("web.1:statecustom") == "busy"
+
+
+def test_options_take_their_value_in_every_form(node: Node, fake_run: FakeRun) -> None:
+    fake_run.set("web.1:ready", "yes")
+    assert node.tool("ss-get", "--timeout=5", "ready").stdout == "yes\n"
+    for size in (("-s20",), ("-s", "20"), ("--size", "20"), ("--size=20",), ("-s=20",)):
+        done = node.tool("ss-random", *size)
+        assert (done.returncode, len(done.stdout.strip())) == (0, 20), size
+
+
+def test_after_a_double_dash_come_words_even_with_a_dash(node: Node, fake_run: FakeRun) -> None:
+    assert node.tool("ss-set", "--", "ready", "--not-an-option").returncode == 0
+    assert fake_run.get("web.1:ready") == "--not-an-option"
+    assert node.tool("ss-display", "--", "-", "starting").returncode == 0
+    assert fake_run.get("web.1:statecustom") == "- starting"
 
 
 def test_missing_configuration_exits_2(node: Node) -> None:
@@ -97,17 +139,30 @@ def test_missing_configuration_exits_2(node: Node) -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "message"),
     [
-        ("ss-random", "-s", "0"),
-        ("ss-random", "-s", "many"),
-        ("ss-get", "--timeout", "-1", "ready"),
-        ("ss-set", "ready", "x" * 4097),
+        (("ss-random", "-s", "0"), "ss-random: invalid size '0': give a positive number"),
+        (("ss-random", "-s", "many"), "ss-random: invalid size 'many': give a positive number"),
+        (
+            ("ss-random", "--size", "0", "ready"),
+            "ss-random: invalid size '0': give a positive number",
+        ),
+        (
+            ("ss-get", "--timeout", "-1", "ready"),
+            "ss-get: invalid timeout '-1': give seconds, 0 for no limit",
+        ),
+        (
+            ("ss-set", "ready", "x" * 4097),
+            "ss-set: a value is at most 4096 characters ('web.1:ready')",
+        ),
     ],
 )
-def test_an_invalid_value_exits_3(node: Node, fake_run: FakeRun, args: tuple[str, ...]) -> None:
+def test_an_invalid_value_exits_3(
+    node: Node, fake_run: FakeRun, args: tuple[str, ...], message: str
+) -> None:
     done = node.tool(*args)
     assert done.returncode == 3, done.stderr
+    assert done.stderr == message + "\n"
     assert fake_run.set_history("web.1:ready") == []
 
 
@@ -128,6 +183,34 @@ def test_an_unreachable_server_exits_4_after_retrying(node: Node) -> None:
     assert 0.5 < elapsed < 5
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("ss-get", "--timeout", "1", "ready"),
+        ("ss-get-all", "--timeout", "1", "db", "ready"),
+        ("ss-get", "--noblock", "ready"),
+    ],
+    ids=["ss-get --timeout", "ss-get-all --timeout", "ss-get --noblock"],
+)
+def test_a_tools_timeout_also_ends_retrying_a_server_that_is_down(
+    node: Node, args: tuple[str, ...]
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    done = node.tool(
+        *args,
+        SLIPSTREAM_SERVICEURL=f"http://127.0.0.1:{port}",
+        STRATUS_AGENT_RETRY_FOR="600",  # the agent's period: the tool's own must end it first
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.startswith(f"{args[0]}: cannot reach http://127.0.0.1:{port}: ")
+    limit = NOBLOCK_RETRY_FOR if "--noblock" in args else 1
+    assert limit - 0.5 < elapsed < limit + 4
+
+
 def test_a_failing_server_exits_5(node: Node, fake_run: FakeRun) -> None:
     fake_run.fail["web.1:ready"] = 500
     done = node.tool("ss-get", "ready")
@@ -146,6 +229,12 @@ def test_503_is_retried_until_the_server_is_back(node: Node, fake_run: FakeRun) 
 def test_a_refused_token_exits_6(node: Node) -> None:
     done = node.tool("ss-get", "ready", STRATUS_NODE_TOKEN="not-the-token")
     assert (done.returncode, done.stderr) == (6, "ss-get: this token is not valid for this run\n")
+
+
+def test_a_forbidden_request_exits_6(node: Node, fake_run: FakeRun) -> None:
+    fake_run.fail["db.1:ready"] = 403
+    done = node.tool("ss-set", "db.1:ready", "true")
+    assert (done.returncode, done.stderr) == (6, "ss-set: the server is having a bad day\n")
 
 
 def test_an_unknown_key_exits_7_in_the_servers_words(node: Node) -> None:
@@ -251,3 +340,26 @@ def test_ss_abort_without_a_reason_still_gives_one(node: Node, fake_run: FakeRun
 def test_ss_display_sets_statecustom(node: Node, fake_run: FakeRun) -> None:
     assert node.tool("ss-display", "loading", "data").returncode == 0
     assert fake_run.get("web.1:statecustom") == "loading data"
+
+
+def test_ss_display_on_an_aborted_run_exits_8_unless_abort_is_ignored(
+    node: Node, fake_run: FakeRun
+) -> None:
+    fake_run.set("ss:abort", "db.1: deployment recipe failed")
+    done = node.tool("ss-display", "loading")
+    assert (done.returncode, done.stderr) == (
+        8,
+        "ss-display: the run is aborted: db.1: deployment recipe failed\n",
+    )
+    assert fake_run.set_history("web.1:statecustom") == []
+    assert node.tool("ss-display", "--ignore-abort", "cleaning", "up").returncode == 0
+    assert fake_run.get("web.1:statecustom") == "cleaning up"
+
+
+def test_ss_get_all_ignores_abort_when_asked(node: Node, fake_run: FakeRun) -> None:
+    fake_run.set("db.1:ready", "true")
+    fake_run.set("db.2:ready", "false")
+    fake_run.set("ss:abort", "web.1: gave up")
+    assert node.tool("ss-get-all", "db", "ready").returncode == 8
+    done = node.tool("ss-get-all", "--ignore-abort", "db", "ready")
+    assert (done.returncode, done.stdout) == (0, "db.1:ready true\ndb.2:ready false\n")

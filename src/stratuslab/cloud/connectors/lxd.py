@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from stratuslab.cloud.base import Capacity, Connector, ExecResult, Image, Instance, InstanceSpec
-from stratuslab.cloud.connectors.lxd_api import LxdApi
+from stratuslab.cloud.connectors.lxd_api import LxdApi, answered
 from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import BackendError, Conflict, Invalid, NotFound
 
@@ -41,13 +41,14 @@ EXEC_ENV = {
     "LANG": "C.UTF-8",
 }
 _POLL = 0.02  # DHCP answers within ~0.3 s of start; a finer poll only costs LXD a cheap GET
+_RETRIES = 5  # for an error LXD answered while a container starts or stops: see _get
 
 
 class LxdConnector(Connector):
     """System containers on one LXD server, created with one profile."""
 
     kind = "lxd"
-    capabilities = frozenset({Capability.EXEC, Capability.FILES, Capability.IMPORT_IMAGE})
+    capabilities = frozenset({Capability.EXEC, Capability.IMPORT_IMAGE})
 
     def __init__(
         self,
@@ -64,7 +65,10 @@ class LxdConnector(Connector):
     # -- the contract ---------------------------------------------------------------------
 
     def create(self, spec: InstanceSpec) -> Instance:
-        image = self.get_image(spec.image)
+        # A caller that has looked the image up already passes its fingerprint: it is used as
+        # it is, and looked up only if LXD refuses it (to say NotFound when it is unknown).
+        known = bool(_FINGERPRINT.match(spec.image))
+        fingerprint = spec.image if known else self.get_image(spec.image).fingerprint
         config: dict[str, str] = {TAG_PREFIX + k: v for k, v in spec.tags.items()}
         if spec.cpu:
             config["limits.cpu"] = str(spec.cpu)
@@ -78,7 +82,7 @@ class LxdConnector(Connector):
         body = {
             "name": spec.name,
             "type": "container",
-            "source": {"type": "image", "fingerprint": image.fingerprint},
+            "source": {"type": "image", "fingerprint": fingerprint},
             "profiles": [self.profile],
             "config": config,
         }
@@ -87,6 +91,8 @@ class LxdConnector(Connector):
         except (Conflict, BackendError) as exc:
             if isinstance(exc, Conflict) or "already exists" in exc.message:
                 raise Conflict(f"an instance called {spec.name!r} already exists on LXD") from exc
+            if known:
+                self.get_image(spec.image)  # NotFound when LXD has no such image
             raise
         try:
             self._change_state(spec.name, "start")
@@ -97,16 +103,11 @@ class LxdConnector(Connector):
 
     def wait_for_address(self, name: str, timeout: float) -> Instance:
         deadline = time.monotonic() + timeout
+        path = LxdApi.path("instances", name)
         while True:
-            try:
-                state = self._state(name, retries=0)
-            except BackendError:  # see _state: asked again, LXD answers
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(_POLL)
-                continue
+            state = self._get(path + "/state")
             if _addresses(state):
-                return self.get(name)
+                return self._to_instance({**self._get(path), "state": state})
             if state.get("status") not in ("Running", "Starting"):
                 raise BackendError(
                     f"instance {name} is {state.get('status')}, it will get no address"
@@ -142,20 +143,26 @@ class LxdConnector(Connector):
             return
 
     def get(self, name: str) -> Instance:
-        try:
-            raw = self.api.get(LxdApi.path("instances", name), recursion=1)
-            state = self._state(name)
+        try:  # recursion=1: the instance with its state, in one request
+            return self._to_instance(self._get(LxdApi.path("instances", name), recursion=1))
         except NotFound as exc:
             raise NotFound(f"LXD has no instance called {name!r}") from exc
-        return self._to_instance({**raw, "state": state})
 
     def list_instances(self, *, tags: Mapping[str, str] | None = None) -> list[Instance]:
-        wanted = {TAG_PREFIX + k: v for k, v in (tags or {}).items()}
+        wanted = dict(tags or {})
         found = []
         for raw in self.api.get("/1.0/instances", recursion=2):
-            config = raw.get("config") or {}
-            if all(config.get(k) == v for k, v in wanted.items()):
-                found.append(self._to_instance(raw))
+            if raw.get("status") == "Error" and not raw.get("config"):
+                # LXD failed to read this one's state (see _get) and sent only its name and
+                # status: without its tags, its record would be taken for one that is gone.
+                try:
+                    instance = self.get(raw["name"])
+                except NotFound:
+                    continue  # deleted since the listing
+            else:
+                instance = self._to_instance(raw)
+            if all(instance.tags.get(k) == v for k, v in wanted.items()):
+                found.append(instance)
         return found
 
     def list_images(self) -> list[Image]:
@@ -262,29 +269,6 @@ class LxdConnector(Connector):
     def close(self) -> None:
         self.api.close()
 
-    # -- LXD-only extras ------------------------------------------------------------------
-
-    def ex_push_file(self, name: str, path: str, content: bytes, *, mode: int = 0o644) -> None:
-        """Write a file into the instance (capability FILES)."""
-        self.api.request(
-            "POST",
-            LxdApi.path("instances", name, "files"),
-            params={"path": path},
-            content=content,
-            headers={
-                "Content-Type": "application/octet-stream",
-                "X-LXD-type": "file",
-                "X-LXD-mode": f"{mode:04o}",
-                "X-LXD-uid": "0",
-                "X-LXD-gid": "0",
-                "X-LXD-write": "overwrite",
-            },
-        )
-
-    def ex_pull_file(self, name: str, path: str) -> bytes:
-        """Read a file from the instance (capability FILES)."""
-        return self.api.raw(LxdApi.path("instances", name, "files"), {"path": path})
-
     # -- helpers --------------------------------------------------------------------------
 
     def _change_state(
@@ -295,18 +279,18 @@ class LxdConnector(Connector):
             {"action": action, "timeout": timeout, "force": force},
         )
 
-    def _state(self, name: str, *, retries: int = 5) -> Any:
-        """The instance's state. LXD sometimes fails to read a container's network while it
-        starts or stops ("Failed to retrieve network information"): asked again, it answers."""
-        for attempt in range(retries + 1):
+    def _get(self, path: str, **params: Any) -> Any:
+        """GET an instance or its state. LXD sometimes fails to read a container's network
+        while it starts or stops ("Failed to retrieve network information"): asked again, it
+        answers. Only errors LXD answered with are asked again; an LXD that is down or does not
+        answer in time fails at once."""
+        for attempt in range(_RETRIES + 1):
             try:
-                return self.api.get(LxdApi.path("instances", name, "state"))
-            except NotFound:
-                raise
-            except BackendError:
-                if attempt == retries:
+                return self.api.get(path, **params)
+            except BackendError as exc:
+                if attempt == _RETRIES or not answered(exc):
                     raise
-                time.sleep(min(_POLL * (attempt + 1), 0.5))
+                time.sleep(0.05 * 2**attempt)  # 1.55 s in all
         raise AssertionError("unreachable")
 
     def _take_log(self, log_path: str | None) -> str:

@@ -8,7 +8,6 @@ The transport is taken in the constructor so that tests can hand it a fake one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -110,10 +109,10 @@ class LxdApi:
             return self.wait(body["operation"], timeout=timeout)
         return body.get("metadata")
 
-    def raw(self, url: str, params: Mapping[str, str] | None = None) -> bytes:
-        """The body of a non-JSON answer (an exec log, a file)."""
+    def raw(self, url: str) -> bytes:
+        """The body of a non-JSON answer (an exec log)."""
         try:
-            response = self._http.get(url, params=params)
+            response = self._http.get(url)
         except httpx.TransportError as exc:
             raise BackendUnavailable(f"LXD at {self.endpoint}: {exc}") from exc
         if response.status_code >= 400:
@@ -157,5 +156,9 @@ class LxdApi:
         return body
 
 
-def local_socket_exists(endpoint: str) -> bool:
-    return not endpoint.startswith("unix://") or Path(endpoint.removeprefix("unix://")).exists()
+def answered(error: BackendError) -> bool:
+    """Whether LXD itself answered with ``error`` (it is up, and may answer otherwise when asked
+    again), rather than being unreachable or silent until the request timed out."""
+    return not isinstance(error, BackendUnavailable) and not isinstance(
+        error.__cause__, httpx.TimeoutException
+    )

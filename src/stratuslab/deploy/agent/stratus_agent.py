@@ -7,30 +7,28 @@ recipes of each state, posts ``complete``, streams recipe output to the server, 
 node's report, and provides the tools recipes use to wire nodes together. It needs Python 3.9
 or newer and nothing but the standard library, because it runs inside images we do not control.
 
-Entry points: the file dispatches on the name it was called by (``ss-get`` ... as symlinks made
-by ``install``) or on its first argument::
+Entry points: the file dispatches on the name it was called by (``ss-get`` ... as the launchers
+``install`` writes) or on its first argument::
 
     stratus_agent.py ss-get [--timeout S] [--noblock] [--ignore-abort] KEY
     stratus_agent.py ss-set [--ignore-abort] KEY VALUE
-    stratus_agent.py ss-display TEXT...
+    stratus_agent.py ss-display [--ignore-abort] TEXT...
     stratus_agent.py ss-abort [--cancel] [REASON...]
-    stratus_agent.py ss-random [-s N] [KEY]
-    stratus_agent.py ss-get-all [--value V] [--timeout S] [--noblock] NODE KEY
+    stratus_agent.py ss-random [-s N | --size N] [KEY]
+    stratus_agent.py ss-get-all [--value V] [--timeout S] [--noblock] [--ignore-abort] NODE KEY
     stratus_agent.py run        the agent loop (what the systemd unit runs)
-    stratus_agent.py install    link the tools, write and start the unit (idempotent)
+    stratus_agent.py install    write the tools and the unit, start the agent (idempotent)
+    stratus_agent.py install-tools DIR    write only the tools, into DIR
+
+Every tool also accepts SlipStream's ``-v``/``--verbose`` (it changes nothing) and ``-h``.
 
 Configuration: ``/etc/stratus/agent.conf``, JSON ``{"server", "run", "node_instance",
 "token"}``, overridden by ``SLIPSTREAM_SERVICEURL``, ``SLIPSTREAM_DIID``,
 ``SLIPSTREAM_NODE_INSTANCE_NAME`` and ``STRATUS_NODE_TOKEN``. Every location and a few
-behaviours can be moved through the environment, so that tests run it unprivileged:
+behaviours can be moved through the environment, so that tests run it unprivileged: the
+locations as ``LOCATIONS`` below says, and
 
     STRATUS_AGENT_CONF        the configuration file      (/etc/stratus/agent.conf)
-    STRATUS_AGENT_STATE_DIR   markers, recipes, pid lock  (/var/lib/stratus-agent)
-    STRATUS_AGENT_LOG_DIR     agent.log and recipe logs   (/var/log/stratus-agent)
-    SLIPSTREAM_REPORT_DIR     what recipes put in the report (/var/tmp/slipstream/reports)
-    STRATUS_AGENT_WORKDIR     where recipes run           (/root)
-    STRATUS_AGENT_BIN_DIR     where install links the tools (/usr/local/bin)
-    STRATUS_AGENT_UNIT_DIR    where install writes the unit (/etc/systemd/system)
     STRATUS_AGENT_SYSTEMD     1 or 0: use systemd or not  (whether /run/systemd/system exists)
     STRATUS_AGENT_APT         the apt-get program         (apt-get)
     STRATUS_AGENT_RETRY_FOR   seconds to retry an unreachable server (600)
@@ -67,9 +65,9 @@ if TYPE_CHECKING:
 OK, NOT_SET, USAGE, INVALID, UNREACHABLE, SERVER_FAILED, UNAUTHORISED, CLIENT_ERROR = range(8)
 ABORTED, TIMED_OUT = 8, 9
 
-TOOL_NAMES = ("ss-get", "ss-set", "ss-display", "ss-abort", "ss-random", "ss-get-all")
 VALUE_LIMIT = 4096  # characters in a runtime parameter value, as in SlipStream
 MAX_WAIT = 60  # seconds the server holds one long-poll
+NOBLOCK_RETRY_FOR = 5  # seconds a --noblock tool retries a server that is down
 RETRIED_STATUSES = (502, 503, 504)
 NODE_LEVEL_PARAMS = ("multiplicity", "ids")  # <node>:ids is the node's, never <node>.1:ids
 BARRIER_STATES = ("Provisioning", "Executing", "SendingReports", "Ready")  # in run order
@@ -85,15 +83,21 @@ CONFIG_OVERRIDES = {
     "node_instance": "SLIPSTREAM_NODE_INSTANCE_NAME",
     "token": "STRATUS_NODE_TOKEN",
 }
+# Where the agent keeps things on the node: attribute of Locations -> (variable, default).
+LOCATIONS = {
+    "state_dir": ("STRATUS_AGENT_STATE_DIR", "/var/lib/stratus-agent"),  # markers, recipes, lock
+    "log_dir": ("STRATUS_AGENT_LOG_DIR", "/var/log/stratus-agent"),  # agent.log, recipe logs
+    # What recipes put in the report: SlipStream's documented location, told to recipes.
+    "report_dir": ("SLIPSTREAM_REPORT_DIR", "/var/tmp/slipstream/reports"),  # noqa: S108
+    "workdir": ("STRATUS_AGENT_WORKDIR", "/root"),  # where recipes run
+    "bin_dir": ("STRATUS_AGENT_BIN_DIR", "/usr/local/bin"),  # where install writes the tools
+    "unit_dir": ("STRATUS_AGENT_UNIT_DIR", "/etc/systemd/system"),  # where it writes the unit
+}
 # What `install` copies into the unit, so that the service sees the locations install saw. The
 # token is not among them: the unit file is world-readable, the configuration file is not.
 UNIT_VARIABLES = (
     "STRATUS_AGENT_CONF",
-    "STRATUS_AGENT_STATE_DIR",
-    "STRATUS_AGENT_LOG_DIR",
-    "SLIPSTREAM_REPORT_DIR",
-    "STRATUS_AGENT_WORKDIR",
-    "STRATUS_AGENT_BIN_DIR",
+    *(variable for variable, _ in LOCATIONS.values()),
     "STRATUS_AGENT_APT",
     "STRATUS_AGENT_RETRY_FOR",
 )
@@ -170,43 +174,21 @@ def load_config(environ: Mapping[str, str]) -> Config:
 
 
 class Locations:
-    """Where the agent keeps things on the node (see the module docstring)."""
+    """Where the agent keeps things on the node: ``LOCATIONS``, moved by the environment."""
 
-    __slots__ = ("bin_dir", "log_dir", "report_dir", "state_dir", "unit_dir", "workdir")
+    __slots__ = tuple(LOCATIONS)
+    state_dir: Path
+    log_dir: Path
+    report_dir: Path
+    workdir: Path
+    bin_dir: Path
+    unit_dir: Path
 
-    def __init__(
-        self,
-        *,
-        state_dir: Path,
-        log_dir: Path,
-        report_dir: Path,
-        workdir: Path,
-        bin_dir: Path,
-        unit_dir: Path,
-    ) -> None:
-        self.state_dir = state_dir
-        self.log_dir = log_dir
-        self.report_dir = report_dir
-        self.workdir = workdir
-        self.bin_dir = bin_dir
-        self.unit_dir = unit_dir
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Locations:
+    def __init__(self, environ: Mapping[str, str]) -> None:
         from pathlib import Path
 
-        def where(variable: str, default: str) -> Path:
-            return Path(environ.get(variable) or default)
-
-        return cls(
-            state_dir=where("STRATUS_AGENT_STATE_DIR", "/var/lib/stratus-agent"),
-            log_dir=where("STRATUS_AGENT_LOG_DIR", "/var/log/stratus-agent"),
-            # SlipStream's documented location; recipes are told it through the environment.
-            report_dir=where("SLIPSTREAM_REPORT_DIR", "/var/tmp/slipstream/reports"),  # noqa: S108
-            workdir=where("STRATUS_AGENT_WORKDIR", "/root"),
-            bin_dir=where("STRATUS_AGENT_BIN_DIR", "/usr/local/bin"),
-            unit_dir=where("STRATUS_AGENT_UNIT_DIR", "/etc/systemd/system"),
-        )
+        for attribute, (variable, default) in LOCATIONS.items():
+            setattr(self, attribute, Path(environ.get(variable) or default))
 
 
 def qualify(key: str, node_instance: str) -> str:
@@ -296,7 +278,8 @@ class RunClient:
 
     Every request opens its own connection (threads share the client) and is retried, with a
     pause growing from 0.2 s to 5 s, while the server cannot be reached or answers 502, 503 or
-    504, for up to ``retry_for`` seconds: a server restarted mid-run loses no node.
+    504, for up to ``retry_for`` seconds, or until the caller's ``deadline`` if that comes
+    first: a server restarted mid-run loses no node, and a tool's ``--timeout`` still holds.
     """
 
     def __init__(self, config: Config, *, retry_for: float) -> None:
@@ -310,17 +293,29 @@ class RunClient:
 
     # The protocol (docs/agent.md, "The HTTP the agent speaks").
 
+    def qualify(self, key: str) -> str:
+        """The full name of ``key`` for this node instance (see :func:`qualify`)."""
+        return qualify(key, self.config.node_instance)
+
     def get(
-        self, key: str, *, ignore_abort: bool = False, wait: int = 0, differs: str | None = None
+        self,
+        key: str,
+        *,
+        ignore_abort: bool = False,
+        wait: int = 0,
+        differs: str | None = None,
+        deadline: float | None = None,
     ) -> str | None:
         """The value of ``key``, or None when it is not set (after the server waited ``wait``
         seconds for it to be set, or to differ from ``differs``)."""
-        query = {"ignoreabort": "true"} if ignore_abort else {}
+        query = self._abort_query(ignore_abort)
         if wait:
             query["wait"] = str(wait)
             if differs is not None:
                 query["differs"] = differs
-        answer = self.request("GET", self._param_path(key), query=query, timeout=wait + 30)
+        answer = self.request(
+            "GET", self._param_path(key), query=query, timeout=wait + 30, deadline=deadline
+        )
         if answer.status == 200:
             return answer.text()
         if answer.status == 412:
@@ -328,11 +323,19 @@ class RunClient:
         raise refusal(answer, f"no parameter '{key}' in this run")
 
     def poll(
-        self, key: str, *, wait: int, differs: str | None = None, ignore_abort: bool = False
+        self,
+        key: str,
+        *,
+        wait: int,
+        differs: str | None = None,
+        ignore_abort: bool = False,
+        deadline: float | None = None,
     ) -> str | None:
         """Like :meth:`get` with ``wait``, returning None also for an unchanged value."""
         started = time.monotonic()
-        value = self.get(key, ignore_abort=ignore_abort, wait=wait, differs=differs)
+        value = self.get(
+            key, ignore_abort=ignore_abort, wait=wait, differs=differs, deadline=deadline
+        )
         if value is None or value == differs:
             # A server that answers at once instead of holding the request would make every
             # caller spin; pausing for what is left of the wait keeps the pace it asked for.
@@ -344,15 +347,26 @@ class RunClient:
         """Set ``key`` (an empty value unsets it)."""
         if len(value) > VALUE_LIMIT:
             raise ToolError(INVALID, f"a value is at most {VALUE_LIMIT} characters ('{key}')")
-        answer = self.request(
+        self._checked(
             "PUT",
             self._param_path(key),
-            query={"ignoreabort": "true"} if ignore_abort else {},
+            f"no parameter '{key}' in this run",
+            query=self._abort_query(ignore_abort),
             body=value.encode("utf-8"),
             content_type="text/plain; charset=utf-8",
         )
-        if not answer.ok:
-            raise refusal(answer, f"no parameter '{key}' in this run")
+
+    def display(self, text: str, *, ignore_abort: bool = False) -> None:
+        """Show ``text`` as this node instance's state (its ``statecustom``)."""
+        self.set(f"{self.config.node_instance}:statecustom", text, ignore_abort=ignore_abort)
+
+    def abort(self, reason: str) -> None:
+        """Raise this node instance's abort flag, giving ``reason`` ('' clears the flag).
+
+        It must work on a run that is already aborted: the first reason raised wins, and a
+        node clears its own flag whatever the run's state.
+        """
+        self.set(f"{self.config.node_instance}:abort", reason, ignore_abort=True)
 
     def complete(self, state: str) -> bool:
         """Tell the server this node instance finished ``state``; False if the run had left it.
@@ -372,10 +386,11 @@ class RunClient:
 
     def plan(self) -> dict[str, Any]:
         """What this node instance runs: packages, recipes per step, the scale action."""
-        path = f"/api/runs/{self._quote(self.config.run)}/nodes/{self._ni()}/plan"
-        answer = self.request("GET", path)
-        if not answer.ok:
-            raise refusal(answer, f"no plan for {self.config.node_instance} in this run")
+        answer = self._checked(
+            "GET",
+            self._api_path("nodes", self._ni(), "plan"),
+            f"no plan for {self.config.node_instance} in this run",
+        )
         import json
 
         try:
@@ -390,25 +405,23 @@ class RunClient:
         import json
 
         body = {"node_instance": self.config.node_instance, "lines": lines}
-        answer = self.request(
+        self._checked(
             "POST",
-            f"/api/runs/{self._quote(self.config.run)}/logs",
+            self._api_path("logs"),
+            "the server has no log resource for this run",
             body=json.dumps(body).encode("utf-8"),
             content_type="application/json",
         )
-        if not answer.ok:
-            raise refusal(answer, "the server has no log resource for this run")
 
     def upload_report(self, archive: bytes) -> None:
-        answer = self.request(
+        self._checked(
             "PUT",
-            f"/api/runs/{self._quote(self.config.run)}/reports/{self._ni()}",
+            self._api_path("reports", self._ni()),
+            "the server has no report resource for this run",
             body=archive,
             content_type="application/gzip",
             timeout=300,
         )
-        if not answer.ok:
-            raise refusal(answer, "the server has no report resource for this run")
 
     # HTTP.
 
@@ -421,9 +434,11 @@ class RunClient:
         body: bytes | None = None,
         content_type: str = "",
         timeout: float = 30,
+        deadline: float | None = None,
     ) -> Answer:
-        """Send one request, retrying as the class docstring says; the last answer, or
-        ``ToolError(UNREACHABLE)`` when the server could not be reached at all."""
+        """Send one request, retrying as the class docstring says (``deadline`` is a
+        ``time.monotonic()`` value); the last answer, or ``ToolError(UNREACHABLE)`` when the
+        server could not be reached at all."""
         target = self._prefix + path
         if query:
             target += "?" + "&".join(f"{quote(k, '')}={quote(v, '')}" for k, v in query.items())
@@ -432,22 +447,22 @@ class RunClient:
             headers["Content-Type"] = content_type
         if body is None and method in ("PUT", "POST"):
             body = b""  # an explicit Content-Length: 0
-        deadline = time.monotonic() + self._retry_for
+        stop = time.monotonic() + self._retry_for
+        if deadline is not None:
+            stop = min(stop, deadline)
         pause = 0.2
         while True:
-            outcome: Answer | Exception
+            outcome: Answer | OSError
+            # Connecting to a host that does not answer must not outlast the period either.
+            connect_timeout = min(timeout, max(1.0, stop - time.monotonic()))
             try:
-                outcome = self._once(method, target, body, headers, timeout)
+                outcome = self._once(method, target, body, headers, timeout, connect_timeout)
             except OSError as exc:
-                if type(exc).__name__ == "SSLCertVerificationError":  # ssl is imported lazily
-                    raise ToolError(
-                        UNREACHABLE, f"cannot trust {self.config.server}: {exc}"
-                    ) from exc
                 outcome = exc
             else:
                 if outcome.status not in RETRIED_STATUSES:
                     return outcome
-            remaining = deadline - time.monotonic()
+            remaining = stop - time.monotonic()
             if remaining <= 0:
                 if isinstance(outcome, Answer):
                     return outcome
@@ -459,22 +474,50 @@ class RunClient:
             pause = min(pause * 2, 5.0)
 
     def _once(
-        self, method: str, target: str, body: bytes | None, headers: dict[str, str], timeout: float
+        self,
+        method: str,
+        target: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        timeout: float,
+        connect_timeout: float,
     ) -> Answer:
-        connection = connect_to((self._host, self._port or (443 if self._https else 80)), timeout)
+        address = (self._host, self._port or (443 if self._https else 80))
+        connection = connect_to(address, connect_timeout)
         try:
+            connection.settimeout(timeout)
             if self._https:
                 import ssl
 
-                connection = ssl.create_default_context().wrap_socket(
-                    connection, server_hostname=self._host
-                )
+                try:
+                    connection = ssl.create_default_context().wrap_socket(
+                        connection, server_hostname=self._host
+                    )
+                except ssl.SSLCertVerificationError as exc:  # retrying cannot mend it
+                    raise ToolError(
+                        UNREACHABLE, f"cannot trust {self.config.server}: {exc}"
+                    ) from exc
             return exchange(connection, self._host, method, target, headers, body)
         finally:
             connection.close()
 
+    def _checked(self, method: str, path: str, not_found: str, **request: Any) -> Answer:
+        """:meth:`request`, raising the :func:`refusal` of an answer that is not a success."""
+        answer = self.request(method, path, **request)
+        if not answer.ok:
+            raise refusal(answer, not_found)
+        return answer
+
+    @staticmethod
+    def _abort_query(ignore_abort: bool) -> dict[str, str]:
+        return {"ignoreabort": "true"} if ignore_abort else {}
+
     def _param_path(self, key: str) -> str:
         return f"/run/{self._quote(self.config.run)}/{self._quote(key)}"
+
+    def _api_path(self, *parts: str) -> str:
+        """``/api/runs/<run>/<parts...>``; the parts are given quoted."""
+        return "/".join(("/api/runs", self._quote(self.config.run), *parts))
 
     def _ni(self) -> str:
         return self._quote(self.config.node_instance)
@@ -484,7 +527,8 @@ class RunClient:
         return quote(text, ":")
 
 
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+ALPHANUMERICS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_UNRESERVED = frozenset(ALPHANUMERICS + "_.-~")
 
 
 def quote(text: str, safe: str) -> str:
@@ -625,8 +669,10 @@ def connect(environ: Mapping[str, str]) -> RunClient:
 
 class ToolParser:
     """The tools' command lines: options (``--name VALUE``, ``--name=VALUE``, ``-s N``,
-    ``-sN``), flags, and positionals (a trailing ``?``, ``+`` or ``*`` in the name gives how
-    many). Usage errors are one-line ``ToolError(USAGE)`` like every other error.
+    ``-sN``) with aliases and converters, flags (``-vv`` gives one twice), ``--`` (what
+    follows are words), and positionals (a trailing ``?``, ``+`` or ``*`` in the name gives how
+    many). Every tool takes SlipStream's ``-v``/``--verbose``, which changes nothing here.
+    Usage errors are one-line ``ToolError(USAGE)`` like every other error.
 
     Not argparse: argparse (and getopt) import ``re`` and ``gettext``, ~12 ms that every
     ss-get and ss-set would pay, in a path measured in milliseconds.
@@ -635,36 +681,42 @@ class ToolParser:
     def __init__(self, prog: str, description: str) -> None:
         self.prog, self.description = prog, description
         self.flags: dict[str, str] = {}  # option -> attribute
-        self.options: dict[str, tuple[str, str | None]] = {}  # option -> (attribute, default)
+        self.options: dict[str, str] = {}  # option -> attribute
+        self.defaults: dict[str, Any] = {}  # attribute -> its value when not given
+        self.types: dict[str, Callable[[str], Any]] = {}  # attribute -> converter of the text
         self.positionals: list[tuple[str, str]] = []  # (attribute, "", "?", "+" or "*")
         self.lines: list[str] = []
+        self.add_argument("-v", "--verbose", action="store_true", help="accepted; no effect")
 
     def add_argument(
         self,
-        name: str,
-        *,
+        *names: str,
         action: str = "",
         default: str | None = None,
         dest: str = "",
         nargs: str = "",
+        type: Callable[[str], Any] | None = None,
         help: str = "",
     ) -> None:
-        attribute = dest or name.lstrip("-").replace("-", "_")
-        if not name.startswith("-"):
+        attribute = dest or names[-1].lstrip("-").replace("-", "_")
+        shown = ", ".join(names)
+        if not names[0].startswith("-"):
             self.positionals.append((attribute, nargs))
-            self.lines.append(f"  {name:<16} {help}")
         elif action == "store_true":
-            self.flags[name] = attribute
-            self.lines.append(f"  {name:<16} {help}")
+            self.flags.update(dict.fromkeys(names, attribute))
+            self.defaults[attribute] = False
         else:
-            self.options[name] = (attribute, default)
-            self.lines.append(f"  {name + ' VALUE':<16} {help}")
+            self.options.update(dict.fromkeys(names, attribute))
+            self.defaults[attribute] = default
+            shown += " VALUE"
+        if type is not None:
+            self.types[attribute] = type
+        self.lines.append(f"  {shown:<20} {help}")
 
     def parse_args(self, argv: list[str]) -> Any:
         from types import SimpleNamespace
 
-        values: dict[str, Any] = {attribute: False for attribute in self.flags.values()}
-        values.update(self.options.values())
+        values = dict(self.defaults)
         words: list[str] = []
         items = iter(argv)
         for item in items:
@@ -677,24 +729,27 @@ class ToolParser:
                 raise SystemExit(OK)
             elif item in self.flags:
                 values[self.flags[item]] = True
+            elif item[1] != "-" and all(f"-{letter}" in self.flags for letter in item[1:]):
+                values.update((self.flags[f"-{letter}"], True) for letter in item[1:])
             else:
                 name, value = self._option(item, items)
-                values[self.options[name][0]] = value
+                values[self.options[name]] = value
         for attribute, nargs in self.positionals:
             if nargs in ("+", "*"):
                 if nargs == "+" and not words:
-                    raise ToolError(USAGE, f"{self.prog}: {attribute} is missing")
+                    raise ToolError(USAGE, f"{attribute} is missing (see {self.prog} --help)")
                 values[attribute], words = words, []
             elif words:
                 values[attribute] = words.pop(0)
             elif nargs == "?":
                 values[attribute] = None
             else:
-                raise ToolError(
-                    USAGE, f"{self.prog}: {attribute} is missing (see {self.prog} --help)"
-                )
+                raise ToolError(USAGE, f"{attribute} is missing (see {self.prog} --help)")
         if words:
-            raise ToolError(USAGE, f"{self.prog}: too many arguments: {' '.join(words)}")
+            raise ToolError(USAGE, f"too many arguments: {' '.join(words)}")
+        for attribute, convert in self.types.items():
+            if values[attribute] is not None:
+                values[attribute] = convert(values[attribute])
         return SimpleNamespace(**values)
 
     def usage(self) -> str:
@@ -705,12 +760,12 @@ class ToolParser:
         if name not in self.options and item[:2] in self.options and not item.startswith("--"):
             name, equals, value = item[:2], "=", item[2:]  # -s20
         if name not in self.options:
-            raise ToolError(USAGE, f"{self.prog}: unknown option {name} (see {self.prog} --help)")
+            raise ToolError(USAGE, f"unknown option {name} (see {self.prog} --help)")
         if equals:
             return name, value
         following: str | None = next(items, None)
         if following is None:
-            raise ToolError(USAGE, f"{self.prog}: {name} needs a value")
+            raise ToolError(USAGE, f"{name} needs a value")
         return name, following
 
 
@@ -726,6 +781,22 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _size(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ToolError(INVALID, f"invalid size {text!r}: give a positive number")
+    return int(text)
+
+
+def _wait_options(parser: ToolParser) -> None:
+    """The options of the tools that wait for values to be set."""
+    parser.add_argument("--timeout", default="60", type=_seconds, help="seconds (0: for ever)")
+    parser.add_argument("--noblock", action="store_true", help="do not wait: exit 1 if unset")
+
+
+def _ignore_abort_option(parser: ToolParser) -> None:
+    parser.add_argument("--ignore-abort", action="store_true", help="work on an aborted run")
+
+
 def wait_for(
     client: RunClient,
     key: str,
@@ -736,38 +807,53 @@ def wait_for(
     ignore_abort: bool = False,
 ) -> str:
     """The value of ``key``, waiting (long-polls of at most a minute) until ``timeout``
-    seconds after ``started`` (0: for ever) for it to be set."""
+    seconds after ``started`` (0: for ever) for it to be set. Retrying a server that is down
+    stops then too, and after ``NOBLOCK_RETRY_FOR`` seconds with ``noblock``."""
     import math
 
     if noblock:
-        value = client.get(key, ignore_abort=ignore_abort)
+        deadline = time.monotonic() + NOBLOCK_RETRY_FOR
+        value = client.get(key, ignore_abort=ignore_abort, deadline=deadline)
         if value is None:
             raise ToolError(NOT_SET, f"'{key}' is not set")
         return value
+    ends = started + timeout if timeout else None
     while True:
-        remaining = started + timeout - time.monotonic() if timeout else MAX_WAIT
+        remaining = ends - time.monotonic() if ends is not None else MAX_WAIT
         if remaining <= 0:
             raise ToolError(TIMED_OUT, f"timed out after {timeout:g} s waiting for '{key}'")
         wait = min(MAX_WAIT, max(1, math.ceil(remaining)))
-        value = client.poll(key, wait=wait, ignore_abort=ignore_abort)
+        value = client.poll(key, wait=wait, ignore_abort=ignore_abort, deadline=ends)
         if value is not None:
             return value
 
 
+def random_text(size: int) -> str:
+    """``size`` random letters and digits, from os.urandom (``secrets`` costs ~8 ms to import).
+
+    A byte below 248 (4 x 62) stands for ``ALPHANUMERICS[byte % 62]``, each character four
+    times; the 8 bytes above are drawn again, so that every character is equally likely.
+    """
+    drawn: list[str] = []
+    while len(drawn) < size:
+        drawn += [ALPHANUMERICS[byte % 62] for byte in os.urandom(size + 8) if byte < 248]
+    return "".join(drawn[:size])
+
+
+KEY_HELP = "node.i:param, node:param, ss:param or param (own)"
+
+
 def ss_get(argv: list[str]) -> int:
     parser = ToolParser(prog="ss-get", description="Print a runtime parameter's value.")
-    parser.add_argument("--timeout", default="60", help="seconds to wait for it (0: for ever)")
-    parser.add_argument("--noblock", action="store_true", help="do not wait: exit 1 if unset")
-    parser.add_argument("--ignore-abort", action="store_true", help="answer even when aborted")
-    parser.add_argument("key", help="node.i:param, node:param, ss:param or param (own)")
+    _wait_options(parser)
+    _ignore_abort_option(parser)
+    parser.add_argument("key", help=KEY_HELP)
     args = parser.parse_args(argv)
-    timeout = _seconds(args.timeout)
     client = connect(os.environ)
-    key = qualify(args.key, client.config.node_instance)
     value = wait_for(
         client,
-        key,
-        timeout=timeout,
+        client.qualify(args.key),
+        timeout=args.timeout,
         started=time.monotonic(),
         noblock=args.noblock,
         ignore_abort=args.ignore_abort,
@@ -778,23 +864,21 @@ def ss_get(argv: list[str]) -> int:
 
 def ss_set(argv: list[str]) -> int:
     parser = ToolParser(prog="ss-set", description="Set a runtime parameter.")
-    parser.add_argument("--ignore-abort", action="store_true", help="set it even when aborted")
-    parser.add_argument("key", help="node.i:param, node:param, ss:param or param (own)")
+    _ignore_abort_option(parser)
+    parser.add_argument("key", help=KEY_HELP)
     parser.add_argument("value", help="the value (empty unsets it)")
     args = parser.parse_args(argv)
     client = connect(os.environ)
-    client.set(
-        qualify(args.key, client.config.node_instance), args.value, ignore_abort=args.ignore_abort
-    )
+    client.set(client.qualify(args.key), args.value, ignore_abort=args.ignore_abort)
     return OK
 
 
 def ss_display(argv: list[str]) -> int:
     parser = ToolParser(prog="ss-display", description="Show a message as this node's state.")
+    _ignore_abort_option(parser)
     parser.add_argument("text", nargs="+", help="the message")
     args = parser.parse_args(argv)
-    client = connect(os.environ)
-    client.set(f"{client.config.node_instance}:statecustom", " ".join(args.text))
+    connect(os.environ).display(" ".join(args.text), ignore_abort=args.ignore_abort)
     return OK
 
 
@@ -804,31 +888,20 @@ def ss_abort(argv: list[str]) -> int:
     parser.add_argument("reason", nargs="*", help="why (the first reason raised wins)")
     args = parser.parse_args(argv)
     client = connect(os.environ)
-    node_instance = client.config.node_instance
-    reason = (
-        "" if args.cancel else " ".join(args.reason) or f"aborted by ss-abort on {node_instance}"
-    )
-    # Raising (or clearing) the flag must work on a run that is already aborted.
-    client.set(f"{node_instance}:abort", reason, ignore_abort=True)
+    default = f"aborted by ss-abort on {client.config.node_instance}"
+    client.abort("" if args.cancel else " ".join(args.reason) or default)
     return OK
 
 
 def ss_random(argv: list[str]) -> int:
-    import secrets
-    import string
-
     parser = ToolParser(prog="ss-random", description="Print random letters and digits.")
-    parser.add_argument("-s", dest="size", default="12", help="how many (default 12)")
+    parser.add_argument("-s", "--size", default="12", type=_size, help="how many (default 12)")
     parser.add_argument("key", nargs="?", help="also set this runtime parameter to them")
     args = parser.parse_args(argv)
-    size = int(args.size) if str(args.size).isdigit() else 0
-    if size < 1:
-        raise ToolError(INVALID, f"invalid size {args.size!r}: give a positive number")
-    alphabet = string.ascii_letters + string.digits
-    value = "".join(secrets.choice(alphabet) for _ in range(size))
+    value = random_text(args.size)
     if args.key:
         client = connect(os.environ)
-        client.set(qualify(args.key, client.config.node_instance), value)
+        client.set(client.qualify(args.key), value)
     print(value)
     return OK
 
@@ -836,19 +909,25 @@ def ss_random(argv: list[str]) -> int:
 def ss_get_all(argv: list[str]) -> int:
     parser = ToolParser(prog="ss-get-all", description="Print a parameter of every instance.")
     parser.add_argument("--value", help="exit 1 if any instance's value differs from this one")
-    parser.add_argument("--timeout", default="60", help="seconds to wait for all (0: for ever)")
-    parser.add_argument("--noblock", action="store_true", help="do not wait: exit 1 if unset")
+    _wait_options(parser)
+    _ignore_abort_option(parser)
     parser.add_argument("node", help="the node's name, e.g. web")
     parser.add_argument("key", help="the parameter's bare name, e.g. ready")
     args = parser.parse_args(argv)
     if ":" in args.key or ":" in args.node or "." in args.node:
         raise ToolError(USAGE, "give a node name and a bare parameter name: ss-get-all web ready")
-    timeout = _seconds(args.timeout)
     client = connect(os.environ)
     started = time.monotonic()  # one deadline for all the values, not one per instance
 
     def value_of(key: str) -> str:
-        return wait_for(client, key, timeout=timeout, started=started, noblock=args.noblock)
+        return wait_for(
+            client,
+            key,
+            timeout=args.timeout,
+            started=started,
+            noblock=args.noblock,
+            ignore_abort=args.ignore_abort,
+        )
 
     ids = [i.strip() for i in value_of(f"{args.node}:ids").split(",") if i.strip()]
     values = [(f"{args.node}.{i}:{args.key}", value_of(f"{args.node}.{i}:{args.key}")) for i in ids]
@@ -868,6 +947,7 @@ TOOLS: dict[str, Callable[[list[str]], int]] = {
     "ss-random": ss_random,
     "ss-get-all": ss_get_all,
 }
+TOOL_NAMES = tuple(TOOLS)
 
 
 def run_tool(name: str, argv: list[str]) -> int:
@@ -1139,9 +1219,11 @@ class Agent:
             if state not in BARRIER_STATES:
                 continue  # Initializing: nothing for a node to do yet
             if self.markers.begin(state):
-                owes_complete = self._handle(state)
-                self.markers.record(state, "complete" if owes_complete else "done")
-            if self.markers.status(state) == "complete":
+                status = "complete" if self._handle(state) else "done"
+                self.markers.record(state, status)
+            else:  # handled before this agent started: what it still owes is on disk
+                status = self.markers.status(state)
+            if status == "complete":
                 self._complete(state)
 
     def _handle(self, state: str) -> bool:
@@ -1329,15 +1411,16 @@ class Agent:
     def _abort(self, reason: str) -> None:
         log.error("aborting the run: %s", reason)
         try:
-            self.client.set(f"{self.config.node_instance}:abort", reason, ignore_abort=True)
+            self.client.abort(reason)
         except ToolError as exc:
             log.error("could not raise the abort flag: %s", exc.message)
 
     def _display(self, text: str) -> None:
-        """Set this node's statecustom; it is only shown to people, so failing is logged."""
+        """Set this node's statecustom, even on an aborted run: the step runs until the run
+        leaves its state, and people looking at the run want to see where each node was.
+        It is only shown to people, so failing is logged, not raised."""
         try:
-            key = f"{self.config.node_instance}:statecustom"
-            self.client.set(key, text[:VALUE_LIMIT], ignore_abort=True)
+            self.client.display(text[:VALUE_LIMIT], ignore_abort=True)
         except ToolError as exc:
             log.warning("statecustom not set: %s", exc.message)
 
@@ -1379,7 +1462,7 @@ def _try_lock(state_dir: Path) -> IO[str] | None:
 def agent_main(environ: Mapping[str, str]) -> int:
     import logging
 
-    locations = Locations.from_env(environ)
+    locations = Locations(environ)
     locations.log_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(locations.log_dir / "agent.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -1455,7 +1538,7 @@ def install_tools(bin_dir: Path, agent: Path) -> None:
         )
         tool = bin_dir / name
         if tool.is_symlink() or (tool.exists() and tool.read_text(encoding="utf-8") != text):
-            tool.unlink()  # an older install linked the agent file itself
+            tool.unlink()  # an older install made symlinks to the agent file itself
         if not tool.exists():
             tool.write_text(text, encoding="utf-8")
         tool.chmod(0o755)
@@ -1471,15 +1554,15 @@ def _use_systemd(environ: Mapping[str, str]) -> bool:
 
 
 def install(environ: Mapping[str, str]) -> str:
-    """Link the tools to this file, write the unit, start the agent unless it runs already.
+    """Write the tools and the unit, start the agent unless it runs already.
 
-    Idempotent: links and unit are rewritten only when they differ, ``systemctl start`` does
+    Idempotent: tools and unit are rewritten only when they differ, ``systemctl start`` does
     nothing to a running service, and without systemd the agent's lock tells if one runs.
     Returns what it did, in a sentence.
     """
     import subprocess
 
-    locations = Locations.from_env(environ)
+    locations = Locations(environ)
     from pathlib import Path
 
     agent = Path(__file__).resolve()
@@ -1492,10 +1575,10 @@ def install(environ: Mapping[str, str]) -> str:
     if _use_systemd(environ):
         subprocess.run(["systemctl", "daemon-reload"], check=True)
         subprocess.run(["systemctl", "start", "--no-block", "stratus-agent"], check=True)
-        return f"tools linked in {locations.bin_dir}; {UNIT_NAME} started"
+        return f"tools written in {locations.bin_dir}; {UNIT_NAME} started"
     lock = _try_lock(locations.state_dir)
     if lock is None:
-        return f"tools linked in {locations.bin_dir}; the agent is already running"
+        return f"tools written in {locations.bin_dir}; the agent is already running"
     lock.close()
     locations.log_dir.mkdir(parents=True, exist_ok=True)
     with (locations.log_dir / "agent.log").open("ab") as out:
@@ -1507,7 +1590,7 @@ def install(environ: Mapping[str, str]) -> str:
             cwd="/",
             start_new_session=True,
         )
-    return f"tools linked in {locations.bin_dir}; the agent started (no systemd)"
+    return f"tools written in {locations.bin_dir}; the agent started (no systemd)"
 
 
 # -- dispatch ---------------------------------------------------------------------------------
