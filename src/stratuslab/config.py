@@ -25,7 +25,9 @@ _LXD_SOCKETS = (
     "/var/snap/lxd/common/lxd/unix.socket",
     "/var/lib/incus/unix.socket",
 )
-_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+# Instance names are <prefix>-<run>-<node>-<index>, one DNS label of at most 63 characters:
+# 20 for the prefix, 8 for the run, 20 for the node (docs/modules.md), 5 for the index.
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Settings:
     server_port: int = 8421
     token: str = ""  # empty: read from data_dir/api-token, which the local server writes
     report_grace_s: int = 90  # after an abort, how long to wait for nodes' reports
+    max_run_instances: int = 10_000  # node instances in one run
     agent_server_url: str = ""  # empty: http://<bridge gateway>:<server_port>, where nodes reach us
     debug: bool = False
 
@@ -178,8 +181,12 @@ def _validated(settings: Settings) -> Settings:
     if not _NAME.match(settings.instance_prefix):
         raise Invalid(
             f"setting instance_prefix: {settings.instance_prefix!r} "
-            "must be a lowercase hostname part"
+            "must be a lowercase hostname part of at most 20 characters"
         )
+    if not 1 <= settings.max_run_instances <= 1_000_000:
+        raise Invalid("setting max_run_instances: between 1 and 1000000")
+    if not 0 <= settings.report_grace_s <= 86400:
+        raise Invalid("setting report_grace_s: between 0 and 86400 seconds")
     if settings.lxd_pool_size_gib < 5:
         raise Invalid("setting lxd_pool_size_gib: at least 5 GiB is needed for the base image")
     if not settings.database_url.startswith(("sqlite:///", "postgresql")):

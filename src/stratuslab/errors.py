@@ -8,13 +8,15 @@ else that escapes is a bug and is reported as such.
 
     StratusError                      exit 1   (generic)
     ├── Invalid                       exit 65  bad input: malformed file, unknown parameter
+    │   └── TooLarge                  exit 65  over a bound the server sets (413)
     ├── NotFound                      exit 66  no such image, instance, run, module
     │   └── NotYetSet                 exit 66  a runtime parameter exists but has no value (412)
     ├── Conflict                      exit 67  the request clashes with the current state
     │   ├── CapacityExceeded          exit 68  not enough CPU, memory, disk or quota
     │   └── RunAborted                exit 67  the run's abort flag is raised (409, the reason)
     ├── NotSupported                  exit 71  the backend lacks the capability asked for
-    ├── Unauthorized                  exit 77  no or wrong credentials
+    ├── Unauthorized                  exit 77  no or wrong credentials (401)
+    ├── Forbidden                     exit 77  known caller, not allowed to do this (403)
     └── BackendError                  exit 70  a backend (LXD, a command) failed
         ├── BackendUnavailable        exit 69  the backend is not running or not reachable
         └── CommandFailed             exit 70  a subprocess exited non-zero
@@ -50,6 +52,12 @@ class Invalid(StratusError):
 
     exit_code = 65
     http_status = 422
+
+
+class TooLarge(Invalid):
+    """The input is over a bound the server sets (a report, a log batch, a module)."""
+
+    http_status = 413
 
 
 class NotFound(StratusError):
@@ -94,6 +102,13 @@ class Unauthorized(StratusError):
 
     exit_code = 77
     http_status = 401
+
+
+class Forbidden(StratusError):
+    """The caller is known but may not do this (a node writing what the server owns)."""
+
+    exit_code = 77
+    http_status = 403
 
 
 class BackendError(StratusError):

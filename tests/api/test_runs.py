@@ -121,10 +121,13 @@ def test_parameter_errors_follow_the_protocol(deploy_api: TestClient, fake: Fake
     assert web.get("web:ids").text == "1,2" and web.get("web:multiplicity").text == "2"
     assert web.set("ss:state", "Done").status_code == 409
     assert web.set("web.1:ready", "x" * 5000).status_code == 422
-    assert web.set("ss:custom", "any run global may be set").status_code == 200
-    assert deploy_api.get(f"/run/{run['id']}/ss:custom").text == "any run global may be set"
     intruder = {"Authorization": "Bearer not-a-token"}
     assert deploy_api.get(f"/run/{run['id']}/ss:state", headers=intruder).status_code == 401
+    # A run global nobody declared is a broken recipe, like an undeclared output.
+    undeclared = web.set("ss:custom", "no module declares it")
+    assert undeclared.status_code == 404 and "'ss:custom'" in undeclared.text
+    reason = deploy_api.get(f"/api/runs/{run['id']}").json()["abort_reason"]
+    assert reason == "web.1: ss-set of 'ss:custom', a parameter no module declares"
 
 
 def test_setting_an_undeclared_output_aborts_the_run_naming_it(

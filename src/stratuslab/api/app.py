@@ -11,12 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from stratuslab import __version__
-from stratuslab.api.deps import Services
+from stratuslab import services as composition
 from stratuslab.api.routes import agent, health, images, instances, modules, runs, slipstream
-from stratuslab.cloud.clouds import ConnectorPool
 from stratuslab.config import Settings
-from stratuslab.db.session import engine_for
 from stratuslab.errors import StratusError
+from stratuslab.services import Services
 
 
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
@@ -44,13 +43,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
 
 
 def make_services(settings: Settings) -> Services:
-    engine = engine_for(settings.database_url)
-    return Services(
-        settings=settings,
-        engine=engine,
-        token=load_token(settings),
-        connectors=ConnectorPool(engine),
-    )
+    return composition.build(settings, token=load_token(settings))
 
 
 def load_token(settings: Settings) -> str:

@@ -275,8 +275,13 @@ class ApiClient:
         result: dict[str, Any] = self.request("GET", f"/api/runs/{_seg(ref)}")
         return result
 
-    def terminate_run(self, ref: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("DELETE", f"/api/runs/{_seg(ref)}", timeout=120)
+    def terminate_run(self, ref: str, *, force: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "DELETE",
+            f"/api/runs/{_seg(ref)}",
+            params={"force": force} if force else None,
+            timeout=120,
+        )
         return result
 
     def add_instances(self, ref: str, node: str, count: int) -> list[str]:

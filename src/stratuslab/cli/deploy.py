@@ -15,8 +15,9 @@ from typing import Any
 
 import click
 
-from stratuslab.cli.output import emit_json, err, out, output_option
+from stratuslab.cli.output import emit_json, err, escaped, out, output_option
 from stratuslab.cli.runtime import LocalClient, Runtime, pass_runtime
+from stratuslab.deploy.agent.protocol import FINAL_STATES
 from stratuslab.errors import EXIT_RUN_ABORTED, EXIT_RUN_TIMEOUT, BackendError, Invalid
 
 KEEP = ("always", "on-success", "on-error", "never")
@@ -119,7 +120,9 @@ def follow(rt: Runtime, run_id: str, *, quiet: bool, after: int = 0) -> None:
     table of what every node instance is doing. A server that goes away (restarted, or killed
     and started again) is waited for, and the stream picks up after the last event seen."""
     if quiet or not err.is_terminal:
-        _stream(rt, run_id, lambda e: None if quiet else _print_event(e), quiet=quiet, after=after)
+        stream_events(
+            rt, run_id, lambda e: None if quiet else _print_event(e), quiet=quiet, after=after
+        )
         return
     from rich.live import Live
 
@@ -133,17 +136,22 @@ def follow(rt: Runtime, run_id: str, *, quiet: bool, after: int = 0) -> None:
             _print_event(event, console=live.console)
             live.refresh()
 
-        _stream(rt, run_id, show, after=after)
+        stream_events(rt, run_id, show, after=after)
 
 
-def _stream(
+def stream_events(
     rt: Runtime,
     run_id: str,
     on_event: Callable[[dict[str, Any]], None],
     *,
     quiet: bool = False,
     after: int = 0,
+    until_final: bool = False,
 ) -> None:
+    """Hand each of the run's events to ``on_event`` as they happen, until the run has
+    settled (or ended, with ``until_final``). A watch the server ends (it lasts an hour at
+    most) is asked again; a server that goes away is waited for, and the stream picks up
+    after the last event seen."""
     last = after
     lost_since: float | None = None
     while True:
@@ -151,8 +159,11 @@ def _stream(
             for event in rt.client.watch_run(run_id, after=last):
                 last, lost_since = event["id"], None
                 on_event(event)
-            if settled(rt.client.run(run_id)):
+            run = rt.client.run(run_id)
+            if run["state"] in FINAL_STATES or (settled(run) and not until_final):
                 return
+            if until_final and settled(run):
+                time.sleep(0.2)  # a kept run in Ready settles the watch: poll for its end
         except BackendError as exc:
             if lost_since is None:
                 lost_since = time.monotonic()
@@ -165,7 +176,7 @@ def _stream(
 
 def settled(run: dict[str, Any]) -> bool:
     """Ended, or waiting in Ready with every node done (its instances kept)."""
-    if run["state"] in ("Done", "Aborted", "Cancelled"):
+    if run["state"] in FINAL_STATES:
         return True
     working = [n for n in run["nodes"] if not n["removed"] and not n["lost"]]
     if run["state"] != "Ready" or run.get("scaling"):  # a scale action under way goes round again
@@ -192,14 +203,14 @@ def _summary(run: dict[str, Any]) -> None:
 
     state = run["state"]
     if run["timed_out"]:
-        headline = f"[bold red]{state}: timed out[/bold red] ({run['abort_reason']})"
+        headline = f"[bold red]{state}: timed out[/bold red] ({escaped(run['abort_reason'])})"
     elif run["abort_reason"]:
-        headline = f"[bold red]{state}[/bold red]: {run['abort_reason']}"
+        headline = f"[bold red]{state}[/bold red]: {escaped(run['abort_reason'])}"
     else:
         headline = f"[bold green]{state}[/bold green]"
     out.print(f"Run {run['id']} of {run['module']}: {headline} after {run['seconds']} s")
     if run.get("service_url"):
-        out.print(f"  service: {run['service_url']}")
+        out.print(f"  service: {escaped(run['service_url'])}")
     rows = [
         (
             n["name"],

@@ -55,14 +55,31 @@ def emit_json(data: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A table for people. Cells are plain text, never markup (a cell may hold what a node
+    or a user wrote); pass a ``rich.text.Text`` for a styled cell."""
     from rich.table import Table
+    from rich.text import Text
 
     grid = Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
     for column in columns:
         grid.add_column(column, overflow="fold")
     for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+        grid.add_row(*(cell if isinstance(cell, Text) else plain(cell) for cell in row))
     out.print(grid)
+
+
+def plain(value: Any) -> Any:
+    """``value`` as text Rich prints as it is."""
+    from rich.text import Text
+
+    return Text("" if value is None else str(value))
+
+
+def escaped(value: Any) -> str:
+    """``value`` for a string that also holds markup: its brackets are not read as tags."""
+    from rich.markup import escape
+
+    return escape("" if value is None else str(value))
 
 
 def age(moment: datetime | str | None) -> str:

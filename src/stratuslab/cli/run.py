@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from stratuslab.cli.output import age, emit_json, err, out, output_option, table
+from stratuslab.cli.output import age, emit_json, err, escaped, out, output_option, table
 from stratuslab.cli.runtime import Runtime, pass_runtime
 
 
@@ -62,9 +63,20 @@ def show(rt: Runtime, run_id: str, output: str) -> None:
         f"(keep-running {run['keep_running']})"
     )
     if run["abort_reason"]:
-        out.print(f"  abort: {run['abort_reason']}" + (" (timed out)" if run["timed_out"] else ""))
+        timed_out = " (timed out)" if run["timed_out"] else ""
+        out.print(f"  abort: {escaped(run['abort_reason'])}{timed_out}")
     if run.get("service_url"):
-        out.print(f"  service: {run['service_url']}")
+        out.print(f"  service: {escaped(run['service_url'])}")
+    teardown = run.get("teardown")
+    if teardown and run["state"] == "Finalizing":
+        if teardown["retry_at"]:
+            then = f"trying again at {teardown['retry_at'][11:19]}"
+        else:
+            then = f"gave up; `stratus run terminate {run['id'][:8]}` tries again, --force ends it"
+        out.print(
+            f"  teardown: {teardown['attempts']} attempt(s) failed: "
+            f"{escaped(teardown['error'])}; {then}"
+        )
     table(
         None,
         ("NODE", "PROVISIONING", "COMPLETED", "ADDRESS", "INSTANCE", "STATUS"),
@@ -109,18 +121,28 @@ def params(rt: Runtime, run_id: str, node: str | None, output: str) -> None:
 @pass_runtime
 def events(rt: Runtime, run_id: str, follow: bool, output: str) -> None:
     """What happened to the run, in order: states, completions, aborts, provisioning."""
-    found = rt.client.watch_run(run_id) if follow else iter(rt.client.run_events(run_id))
-    if output == "json" and not follow:
-        emit_json(list(found))
-        return
-    for event in found:
+
+    def show(event: dict[str, Any]) -> None:
         if output == "json":
             emit_json(event)
-        else:
-            who = f"{event['node_instance']}: " if event.get("node_instance") else ""
-            out.print(
-                f"{event['at'][:19]} {event['kind']:<18} {who}{event['message']}", highlight=False
-            )
+            return
+        who = f"{event['node_instance']}: " if event.get("node_instance") else ""
+        out.print(
+            escaped(f"{event['at'][:19]} {event['kind']:<18} {who}{event['message']}"),
+            highlight=False,
+        )
+
+    if follow:
+        from stratuslab.cli.deploy import stream_events
+
+        stream_events(rt, rt.client.run(run_id)["id"], show, quiet=output == "json")
+        return
+    found = rt.client.run_events(run_id)
+    if output == "json":
+        emit_json(found)
+        return
+    for event in found:
+        show(event)
 
 
 @group.command("logs")
@@ -130,14 +152,23 @@ def events(rt: Runtime, run_id: str, follow: bool, output: str) -> None:
 @pass_runtime
 def logs(rt: Runtime, run_id: str, node: str | None, follow: bool) -> None:
     """What the recipes printed, as the nodes streamed it."""
-    lines = (
-        rt.client.follow_run_logs(run_id, node=node)
-        if follow
-        else iter(rt.client.run_logs(run_id, node=node))
-    )
-    for line in lines:
+
+    def show(line: dict[str, Any]) -> None:
         target = sys.stderr if line["stream"] == "stderr" else sys.stdout
         target.write(f"{line['node_instance']} {line['state']}/{line['recipe']}: {line['text']}\n")
+
+    if not follow:
+        for line in rt.client.run_logs(run_id, node=node):
+            show(line)
+        return
+    run_id = rt.client.run(run_id)["id"]
+    last = 0
+    while True:  # one follow lasts at most an hour on the server: ask again until the end
+        for line in rt.client.follow_run_logs(run_id, node=node, after=last):
+            last = line["id"]
+            show(line)
+        if rt.client.run(run_id)["state"] in ("Done", "Aborted", "Cancelled"):
+            return
 
 
 @group.command("reports")
@@ -219,16 +250,23 @@ def _scale(
 @click.option(
     "--wait/--no-wait", default=True, show_default=True, help="wait until the run has ended"
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="end a run whose teardown gave up, leaving what is left among your instances",
+)
 @output_option
 @pass_runtime
-def terminate(rt: Runtime, run_ids: tuple[str, ...], wait: bool, output: str) -> None:
-    """Cancel runs that have not reached Ready; finalize the others (instances destroyed)."""
+def terminate(rt: Runtime, run_ids: tuple[str, ...], wait: bool, force: bool, output: str) -> None:
+    """Cancel runs that have not reached Ready; finalize the others (instances destroyed).
+    A run whose teardown gave up tries again; with --force it ends at once."""
+    from stratuslab.cli.deploy import stream_events
+
     ended = []
     for run_id in run_ids:
-        run = rt.client.terminate_run(run_id)
+        run = rt.client.terminate_run(run_id, force=force)
         if wait:
-            for _event in rt.client.watch_run(run["id"]):
-                pass
+            stream_events(rt, run["id"], lambda _event: None, quiet=True, until_final=True)
             run = rt.client.run(run["id"])
         ended.append(run)
         if output != "json":

@@ -126,6 +126,10 @@ class RunRecord(Base):
     state_deadline: Mapped[datetime | None]  # bounds a barrier that may never complete
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     claimed_until: Mapped[datetime | None]
+    waiting: Mapped[int] = mapped_column(default=0)  # node instances the barrier waits for
+    teardown_attempts: Mapped[int] = mapped_column(default=0)  # failed ones, in this Finalizing
+    teardown_error: Mapped[str | None] = mapped_column(Text)  # why the last one failed
+    retry_at: Mapped[datetime | None]  # when the next teardown attempt is due
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_state_change: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None]
@@ -135,6 +139,7 @@ class NodeInstanceRecord(Base):
     """One node instance of a run (``web.2``): its token, its instance, its barrier progress."""
 
     __tablename__ = "node_instances"
+    __table_args__ = (Index("ix_node_instances_token", "run_id", "token_hash"),)
 
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -146,6 +151,7 @@ class NodeInstanceRecord(Base):
     removed: Mapped[bool] = mapped_column(default=False)
     lost: Mapped[bool] = mapped_column(default=False)
     completed: Mapped[str | None] = mapped_column(String(16))  # the state it last completed
+    log_lines: Mapped[int] = mapped_column(default=0)  # recipe output lines kept, up to a bound
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -173,7 +179,8 @@ class RunEventRecord(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
     kind: Mapped[str] = mapped_column(String(32))
     node_instance: Mapped[str | None] = mapped_column(String(128))
-    message: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)  # the fields in a sentence, for people
+    fields: Mapped[dict[str, Any]] = mapped_column(default=dict)  # see deploy/events.py
 
 
 class RunLogRecord(Base):

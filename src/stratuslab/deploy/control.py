@@ -2,22 +2,27 @@
 
 Every change happens in one transaction that locks the run, so two node instances completing
 the last barrier together advance the run once. What a change sets in motion (a teardown) is
-handed to ``schedule`` after the commit.
+asked of the work queue after the commit.
+
+A barrier waits for the node instances that take part (not removed, not lost; once the run is
+aborted, only those that got a machine) until each has completed the state *and* has its
+machine recorded as running: a node whose agent is faster than the server's record of its
+machine (a server restarted mid-provisioning) is counted once the record catches up. The run
+keeps the number still waited for (``runs.waiting``): a completion costs one decrement, not a
+count over every node instance, and the count is taken again whenever something rarer changes
+who takes part.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.sql.elements import ColumnElement
 
-from stratuslab.db.models import NodeInstanceRecord, RunRecord, RuntimeParameterRecord, utcnow
-from stratuslab.deploy.plan import Plan
-from stratuslab.deploy.propagation import propagation
+from stratuslab.db.models import NodeInstanceRecord, RunRecord, utcnow
+from stratuslab.deploy import events
+from stratuslab.deploy.params import ParameterValues
 from stratuslab.deploy.states import (
     BARRIERS,
     FINAL,
@@ -31,12 +36,14 @@ from stratuslab.deploy.states import (
     on_terminate,
 )
 from stratuslab.deploy.tx import Tx, abort_topic, param_topic, transaction
-from stratuslab.errors import Conflict, NotFound
+from stratuslab.deploy.work import Work, WorkQueue
+from stratuslab.errors import Conflict, Forbidden, NotFound
 from stratuslab.hub import Hub
+from stratuslab.principal import Principal
 
 # After an abort, how long SendingReports waits for nodes that may never answer (a killed one).
 REPORT_GRACE = 90.0
-Schedule = Callable[[str, str], None]  # (run id, "provision" | "shrink" | "teardown")
+READY = "ready"  # node_instances.provisioning once its machine is recorded as running
 
 
 class RunControl:
@@ -45,20 +52,24 @@ class RunControl:
         engine: Engine,
         hub: Hub,
         *,
-        schedule: Schedule | None = None,
+        values: ParameterValues,
+        work: WorkQueue,
         report_grace: float = REPORT_GRACE,
     ) -> None:
         self.engine = engine
         self.hub = hub
+        self.values = values
+        self.work = work
         self.report_grace = timedelta(seconds=report_grace)
-        self.schedule: Schedule = schedule or (lambda _run, _work: None)
-        self._propagation: dict[str, dict[str, list[tuple[str, str]]]] = {}
-        self._lock = threading.Lock()
 
     # -- what nodes and users do ----------------------------------------------------------
 
-    def complete(self, run_id: str, node_instance: str, *, state: str | None = None) -> None:
+    def complete(
+        self, run_id: str, node_instance: str, *, caller: Principal, state: str | None = None
+    ) -> None:
         """``node_instance`` finished the run's current state (or ``state``, when it says)."""
+        if caller.is_node and (caller.run_id, caller.node_instance) != (run_id, node_instance):
+            raise Forbidden(f"{caller} may not complete for {node_instance}")
         with transaction(self.engine, self.hub) as tx:
             run = tx.run(run_id)
             current = RunState(run.state)
@@ -73,14 +84,12 @@ class RunControl:
                 raise Conflict(f"{node_instance} was removed from the run")
             if node.completed == current.value:
                 return
+            was_waited_for = _waited_for(run, node)
             node.completed = current.value
-            tx.event(
-                run_id,
-                "complete",
-                f"completed {current.value}",
-                node_instance=node_instance,
-            )
-            self._check_barrier(tx, run)
+            tx.event(run_id, events.completed(node_instance, current.value))
+            if was_waited_for and not _waited_for(run, node):
+                run.waiting -= 1
+                self._check_barrier(tx, run)
 
     def abort(
         self, run_id: str, reason: str, *, node_instance: str | None = None, timed_out: bool = False
@@ -91,17 +100,32 @@ class RunControl:
                 tx, tx.run(run_id), reason, node_instance=node_instance, timed_out=timed_out
             )
 
-    def terminate(self, run_id: str) -> None:
-        """Cancel a run before Ready; finalize it after. Finalizing tears the instances down."""
+    def terminate(self, run_id: str, *, force: bool = False) -> None:
+        """Cancel a run before Ready; finalize it after. Finalizing tears the instances down.
+
+        On a run in Finalizing: asks for the teardown again (a teardown that gave up starts
+        over); with ``force``, ends the run without tearing down what is left, which stays
+        listed among its owner's instances."""
         with transaction(self.engine, self.hub) as tx:
             run = tx.run(run_id)
             state = RunState(run.state)
             if state is RunState.FINALIZING:
+                if force:
+                    tx.event(run_id, events.terminated(state.value))
+                    self._end(tx, run)
+                    return
+                run.teardown_attempts, run.retry_at = 0, None
+                tx.later(lambda: self.work.ask(run_id, Work.TEARDOWN))
                 return
+            if force:
+                raise Conflict(
+                    f"the run is in {state.value}: --force ends a run whose teardown cannot finish",
+                    hint="terminate it without --force first",
+                )
             target = on_terminate(state)
             if cancels(state):
                 run.cancelled = True
-            tx.event(run_id, "terminate", f"terminated by its owner in {state.value}")
+            tx.event(run_id, events.terminated(state.value))
             self.move(tx, run, target)
 
     # -- what the orchestrator reports ----------------------------------------------------
@@ -121,12 +145,7 @@ class RunControl:
             run = tx.run(run_id)
             node = self.node_in(tx, run_id, node_instance)
             node.provisioning = "failed"
-            tx.event(
-                run_id,
-                "provisioning-failed",
-                f"{node_instance}: {reason}",
-                node_instance=node_instance,
-            )
+            tx.event(run_id, events.provisioning_failed(node_instance, reason))
             allowed = int(run.plan["nodes"][node.node]["max_provisioning_failures"])
             failed = tx.session.scalar(
                 select(func.count()).where(
@@ -142,10 +161,10 @@ class RunControl:
                     f"node {node.node}: {failed} instance(s) failed to start "
                     f"({allowed} allowed): {reason}",
                 )
-                return
-            node.removed, node.token_hash = True, ""
-            self.renumber(tx, run_id, node.node)
-            self._check_barrier(tx, run)
+            else:
+                node.removed, node.token_hash = True, ""
+                self.renumber(tx, run, node.node)
+            self.recount(tx, run)
 
     def creating(self, run_id: str, node_instance: str, instance_id: str) -> None:
         """The instance is recorded and about to be created: teardown can find it from now on."""
@@ -156,10 +175,15 @@ class RunControl:
     def provisioned(
         self, run_id: str, node_instance: str, *, instance_id: str, address: str
     ) -> None:
+        """The node instance's machine runs at ``address``: the server states its facts, and
+        from now on the barriers count it."""
         with transaction(self.engine, self.hub) as tx:
             run = tx.run(run_id)
             node = self.node_in(tx, run_id, node_instance)
-            node.provisioning, node.instance_id = "ready", instance_id
+            if node.provisioning == READY and node.instance_id == instance_id:
+                return
+            was_waited_for = _waited_for(run, node)
+            node.provisioning, node.instance_id = READY, instance_id
             values = {
                 "hostname": address,
                 "instanceid": instance_id,
@@ -167,13 +191,13 @@ class RunControl:
                 "url.ssh": f"ssh://root@{address}",
             }
             for name, value in values.items():
-                self.set_in(tx, run, f"{node_instance}:{name}", value)
-            tx.event(
-                run_id,
-                "provisioned",
-                f"running at {address} ({instance_id})",
-                node_instance=node_instance,
-            )
+                self.values.put(tx, run, f"{node_instance}:{name}", value)
+            tx.event(run_id, events.provisioned(node_instance, address, instance_id))
+            if run.abort_reason is not None:
+                self.recount(tx, run)  # after an abort only nodes with machines take part
+            elif was_waited_for and not _waited_for(run, node):
+                run.waiting -= 1
+                self._check_barrier(tx, run)
 
     def lost(self, run_id: str, node_instance: str, reason: str) -> None:
         """A node instance's machine is gone or stopped: it can no longer take part."""
@@ -183,9 +207,9 @@ class RunControl:
             if node.lost or RunState(run.state) in FINAL:
                 return
             node.lost, node.token_hash = True, ""  # should its agent live on, it no longer counts
-            tx.event(run_id, "lost", reason, node_instance=node_instance)
+            tx.event(run_id, events.lost(node_instance, reason))
             self.abort_in(tx, run, f"{node_instance}: {reason}", node_instance=node_instance)
-            self._check_barrier(tx, run)
+            self.recount(tx, run)
 
     def give_up_waiting(self, run_id: str) -> None:
         """The bounded wait of a barrier is over: nodes that did not complete are left behind."""
@@ -194,15 +218,10 @@ class RunControl:
             state = RunState(run.state)
             if state not in BARRIERS:
                 return
-            for node in self._waiting_for(tx, run):
+            for node in tx.session.scalars(select(NodeInstanceRecord).where(*waiting_for(run))):
                 node.lost = True
-                tx.event(
-                    run_id,
-                    "lost",
-                    f"did not complete {state.value} in time",
-                    node_instance=node.name,
-                )
-            self._check_barrier(tx, run)
+                tx.event(run_id, events.lost(node.name, f"did not complete {state.value} in time"))
+            self.recount(tx, run)
 
     def begin_round(self, run_id: str) -> None:
         """A removal's machines are gone: the remaining instances now run on-vm-remove."""
@@ -211,16 +230,31 @@ class RunControl:
             if run.state == RunState.READY and run.scaling is not None:
                 self.move(tx, run, RunState.PROVISIONING)
 
-    def finish(self, run_id: str) -> None:
+    def teardown_failed(
+        self, run_id: str, reason: str, *, attempts: int, backoff: float
+    ) -> float | None:
+        """A teardown attempt failed: recorded, then retried after a pause that doubles from
+        ``backoff`` seconds, ``attempts`` times at most. Returns the pause, None when it gave
+        up (the run stays in Finalizing with the reason, until terminated again)."""
+        with transaction(self.engine, self.hub) as tx:
+            run = tx.run(run_id)
+            if run.state != RunState.FINALIZING:
+                return None
+            run.teardown_attempts += 1
+            run.teardown_error = reason
+            pause = backoff * 2 ** (run.teardown_attempts - 1)
+            retry_in = pause if run.teardown_attempts < attempts else None
+            run.retry_at = utcnow() + timedelta(seconds=pause) if retry_in is not None else None
+            tx.event(run_id, events.teardown_failed(run.teardown_attempts, reason, retry_in))
+            return retry_in
+
+    def finish(self, run_id: str, *, destroyed: int, kept: bool = False) -> None:
         """Finalizing is over (the instances are gone, or kept): the run ends."""
         with transaction(self.engine, self.hub) as tx:
             run = tx.run(run_id)
             if run.state == RunState.FINALIZING:
-                self.move(
-                    tx,
-                    run,
-                    final_state(aborted=run.abort_reason is not None, cancelled=run.cancelled),
-                )
+                tx.event(run_id, events.torn_down(destroyed, kept=kept))
+                self._end(tx, run)
 
     # -- the machinery --------------------------------------------------------------------
 
@@ -235,17 +269,19 @@ class RunControl:
     ) -> bool:
         state = RunState(run.state)
         if node_instance is not None:
-            self._set(tx, run.id, f"{node_instance}:abort", reason)
+            self.values.put(tx, run, f"{node_instance}:abort", reason)
         if run.abort_reason is not None or state in FINAL:
             return False
         run.abort_reason = reason
         run.timed_out = timed_out
-        self._set(tx, run.id, "ss:abort", reason)
-        tx.event(run.id, "abort", reason)  # the reason names the node instance already
+        self.values.put(tx, run, "ss:abort", reason)
+        tx.event(run.id, events.aborted(reason, node_instance))
         tx.announce(abort_topic(run.id), {"reason": reason})
         target = on_abort(state)
         if target is not state:
             self.move(tx, run, target)
+        else:
+            self.recount(tx, run)  # nodes without a machine no longer take part
         return True
 
     def move(self, tx: Tx, run: RunRecord, target: RunState) -> None:
@@ -259,21 +295,33 @@ class RunControl:
         if target is RunState.READY:
             run.deadline = None  # the run timeout bounds the way to Ready, not what follows
             run.scaling = None
-        tx.event(run.id, "state", f"{previous} -> {target.value}")
+        tx.event(run.id, events.state_changed(previous, target.value))
         tx.announce(param_topic(run.id, "ss:state"), {"value": target.value})
         if target is RunState.FINALIZING:
+            run.teardown_attempts, run.retry_at, run.teardown_error = 0, None, None
             run_id = run.id
-            tx.later(lambda: self.schedule(run_id, "teardown"))
+            tx.later(lambda: self.work.ask(run_id, Work.TEARDOWN))
+        if target in BARRIERS:
+            self.recount(tx, run)
+
+    def recount(self, tx: Tx, run: RunRecord) -> None:
+        """Count again who the barrier waits for, and move on if nobody."""
+        tx.session.flush()
+        run.waiting = tx.session.scalar(select(func.count()).where(*waiting_for(run))) or 0
+        self._check_barrier(tx, run)
 
     def check_barrier(self, run_id: str) -> None:
         with transaction(self.engine, self.hub) as tx:
-            self._check_barrier(tx, tx.run(run_id))
+            self.recount(tx, tx.run(run_id))
 
     def _check_barrier(self, tx: Tx, run: RunRecord) -> None:
         state = RunState(run.state)
-        if state not in BARRIERS or tx.session.scalar(
-            select(func.count()).where(*waiting_for(run))
-        ):
+        if state not in BARRIERS or run.waiting > 0:
+            return
+        tx.session.flush()
+        # The count is a hint kept by decrements; before moving on, the store confirms it.
+        run.waiting = tx.session.scalar(select(func.count()).where(*waiting_for(run))) or 0
+        if run.waiting:
             return
         aborted = run.abort_reason is not None
         keep = keeps(KeepRunning(run.keep_running), aborted=aborted, mutable=run.mutable)
@@ -281,9 +329,10 @@ class RunControl:
         if target is not state:
             self.move(tx, run, target)
 
-    @staticmethod
-    def _waiting_for(tx: Tx, run: RunRecord) -> list[NodeInstanceRecord]:
-        return list(tx.session.scalars(select(NodeInstanceRecord).where(*waiting_for(run))))
+    def _end(self, tx: Tx, run: RunRecord) -> None:
+        self.move(
+            tx, run, final_state(aborted=run.abort_reason is not None, cancelled=run.cancelled)
+        )
 
     @staticmethod
     def node_in(tx: Tx, run_id: str, node_instance: str) -> NodeInstanceRecord:
@@ -292,53 +341,38 @@ class RunControl:
             raise NotFound(f"no node instance {node_instance!r} in run {run_id}")
         return node
 
-    def set_in(self, tx: Tx, run: RunRecord, key: str, value: str | None) -> bool:
-        """Set a parameter that exists, and every input mapped to it. False when it does not."""
-        row = tx.session.get(RuntimeParameterRecord, (run.id, key))
-        if row is None:
-            return False
-        row.value, row.set_at = value, utcnow()
-        tx.announce(param_topic(run.id, key), {"value": value})
-        for node, name in self._targets(run).get(key, []):
-            for index in tx.session.scalars(
-                select(NodeInstanceRecord.idx).where(
-                    NodeInstanceRecord.run_id == run.id, NodeInstanceRecord.node == node
-                )
-            ):
-                self._set(tx, run.id, f"{node}.{index}:{name}", value)
-        return True
-
-    def _targets(self, run: RunRecord) -> dict[str, list[tuple[str, str]]]:
-        with self._lock:
-            if run.id not in self._propagation:
-                self._propagation[run.id] = propagation(Plan.from_dict(run.plan))
-            return self._propagation[run.id]
-
-    @staticmethod
-    def _set(tx: Tx, run_id: str, key: str, value: str | None) -> None:
-        tx.session.execute(
-            update(RuntimeParameterRecord)
-            .where(RuntimeParameterRecord.run_id == run_id, RuntimeParameterRecord.key == key)
-            .values(value=value, set_at=utcnow())
-        )
-        tx.announce(param_topic(run_id, key), {"value": value})
-
-    def renumber(self, tx: Tx, run_id: str, node: str) -> None:
+    def renumber(self, tx: Tx, run: RunRecord, node: str) -> None:
+        """``<node>:ids`` and ``<node>:multiplicity`` after instances were added or removed."""
+        tx.session.flush()
         ids = tx.session.scalars(
             select(NodeInstanceRecord.idx)
-            .where(NodeInstanceRecord.run_id == run_id, NodeInstanceRecord.node == node)
+            .where(NodeInstanceRecord.run_id == run.id, NodeInstanceRecord.node == node)
             .where(NodeInstanceRecord.removed.is_(False))
             .order_by(NodeInstanceRecord.idx)
         ).all()
-        self._set(tx, run_id, f"{node}:ids", ",".join(str(i) for i in ids))
-        self._set(tx, run_id, f"{node}:multiplicity", str(len(ids)))
+        self.values.put(tx, run, f"{node}:ids", ",".join(str(i) for i in ids))
+        self.values.put(tx, run, f"{node}:multiplicity", str(len(ids)))
 
 
 def waiting_for(run: RunRecord) -> tuple[ColumnElement[bool], ...]:
-    """The node instances a barrier still waits for: taking part, not done with its state."""
-    return (
+    """The node instances a barrier of ``run`` still waits for (see the module docstring)."""
+    conditions = [
         NodeInstanceRecord.run_id == run.id,
         NodeInstanceRecord.removed.is_(False),
         NodeInstanceRecord.lost.is_(False),
-        (NodeInstanceRecord.completed.is_(None)) | (NodeInstanceRecord.completed != run.state),
-    )
+        (NodeInstanceRecord.completed.is_(None))
+        | (NodeInstanceRecord.completed != run.state)
+        | (NodeInstanceRecord.provisioning != READY),
+    ]
+    if run.abort_reason is not None:
+        conditions.append(NodeInstanceRecord.provisioning == READY)
+    return tuple(conditions)
+
+
+def _waited_for(run: RunRecord, node: NodeInstanceRecord) -> bool:
+    """The same as :func:`waiting_for`, for one node instance already in memory."""
+    if node.removed or node.lost:
+        return False
+    if run.abort_reason is not None and node.provisioning != READY:
+        return False
+    return node.completed != run.state or node.provisioning != READY

@@ -1,31 +1,41 @@
 """Runtime parameter names, and the parameters a run (or a new node instance) starts with.
 
-Names follow SlipStream: ``web.2:hostname`` (a parameter of node instance 2 of node ``web``),
-``web:hostname`` (the same of instance 1), ``web:ids`` and ``web:multiplicity`` (of the node),
-``ss:state`` (of the run). An input mapped to ``db:password`` receives, on every instance of
-its node, the value ``db.1:password`` is set to; that is all propagation is.
+Names follow SlipStream and are qualified by the one table both the server and the node agent
+use (:func:`stratuslab.deploy.agent.protocol.qualify`): ``web.2:hostname`` (a parameter of
+node instance 2 of node ``web``), ``web:hostname`` (the same of instance 1), ``web:ids`` and
+``web:multiplicity`` (of the node), ``ss:state`` (of the run). An input mapped to
+``db:password`` receives, on every instance of its node, the value ``db.1:password`` is set
+to; that is all propagation is.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from stratuslab.deploy.model import STANDARD_PARAMETERS
-from stratuslab.deploy.plan import Plan
+from stratuslab.deploy.agent.protocol import (
+    COMPUTED,
+    GLOBAL_SCOPE,
+    MAX_VALUE,
+    NODE_LEVEL,
+    RECIPE_GLOBALS,
+    SERVER_GLOBALS,
+    SERVER_OWNED,
+    STANDARD_PARAMETERS,
+    qualify,
+)
+from stratuslab.deploy.plan import NodePlan, Plan
 from stratuslab.errors import Invalid
 
-MAX_VALUE = 4096
-NODE_LEVEL = frozenset({"ids", "multiplicity"})
-COMPUTED = frozenset({"state", "complete"})  # answered from the run itself, never stored
-GLOBAL_STANDARD = ("state", "abort", "url.service", "tags", "category")
+MAX_KEY = 255  # characters in a full name, as the store keeps it
 _KEY = re.compile(
-    r"^(?P<scope>[A-Za-z][A-Za-z0-9_-]*)(?:\.(?P<index>[0-9]+))?:(?P<name>[A-Za-z0-9_.-]+)$"
+    r"^(?P<scope>[A-Za-z][A-Za-z0-9_-]*)(?:\.(?P<index>[0-9]{1,9}))?:(?P<name>[A-Za-z0-9_.-]+)$"
 )
 
 Scope = Literal["global", "node", "instance"]
+Known = Callable[[str], str | None]  # the value a run's parameter holds now, or None
 
 
 @dataclass(frozen=True)
@@ -39,46 +49,72 @@ class Key:
     def node_instance(self) -> str | None:
         return f"{self.node}.{self.index}" if self.scope == "instance" else None
 
+    @property
+    def computed(self) -> bool:
+        """Answered from the run itself (its state, a node's completion), never stored."""
+        return (self.scope == "global" and self.name == "state") or (
+            self.scope == "instance" and self.name in COMPUTED
+        )
+
+    @property
+    def server_owned(self) -> bool:
+        """Stated by the server: no node or user writes it (ss:abort moves only by aborts)."""
+        if self.scope == "global":
+            return self.name in SERVER_GLOBALS
+        if self.scope == "node":
+            return True  # ids and multiplicity follow the node instances the run has
+        return self.name in SERVER_OWNED
+
+    @property
+    def is_abort(self) -> bool:
+        return self.name == "abort" and self.scope in ("global", "instance")
+
     def __str__(self) -> str:
         if self.scope == "global":
-            return f"ss:{self.name}"
+            return f"{GLOBAL_SCOPE}:{self.name}"
         if self.scope == "node":
             return f"{self.node}:{self.name}"
         return f"{self.node}.{self.index}:{self.name}"
 
 
-def parse_key(text: str) -> Key:
-    """``ss:x``; ``node:x`` (instance 1, or the node's ``ids``, ``multiplicity``); ``node.i:x``."""
-    match = _KEY.match(text)
+def parse_key(text: str, *, asked_by: str | None = None) -> Key:
+    """The name ``text`` stands for when ``asked_by`` (a node instance, or None for a user)
+    says it: ``ss:x``, ``node:x``, ``node.i:x``, or from a node a bare ``x``."""
+    full = qualify(text, asked_by)
+    match = _KEY.match(full) if len(full) <= MAX_KEY else None
     if not match:
+        shown = text if len(text) <= 80 else text[:77] + "..."
         raise Invalid(
-            f"{text!r} is not a runtime parameter name",
+            f"{shown!r} is not a runtime parameter name",
             hint="write ss:name, node:name or node.N:name",
         )
     scope, index, name = match["scope"], match["index"], match["name"]
-    if scope == "ss":
+    if scope == GLOBAL_SCOPE:
         if index is not None:
             raise Invalid(f"{text!r}: run globals have no instance number")
         return Key("global", name)
-    if index is None and name in NODE_LEVEL:
+    if name in NODE_LEVEL:
         return Key("node", name, node=scope)
-    number = int(index) if index is not None else 1
+    number = int(index or 1)
     if number < 1:
         raise Invalid(f"{text!r}: instance numbers start at 1")
     return Key("instance", name, node=scope, index=number)
 
 
 def check_value(key: str, value: str) -> str:
+    """``value`` if a runtime parameter may hold it: text of at most MAX_VALUE characters."""
     if len(value) > MAX_VALUE:
         raise Invalid(
             f"{key}: values are at most {MAX_VALUE} characters, this one has {len(value)}"
         )
+    if "\x00" in value:
+        raise Invalid(f"{key}: a value is text, and this one holds a NUL character")
     return value
 
 
 @dataclass(frozen=True)
 class Row:
-    """One runtime parameter as the run starts with it."""
+    """One runtime parameter as the run (or a new node instance) starts with it."""
 
     key: str
     value: str | None
@@ -87,9 +123,13 @@ class Row:
 
 
 def instance_rows(
-    plan: Plan, node: str, index: int, given: Mapping[str, str], globals_: Mapping[str, str]
+    plan: Plan, node: str, index: int, *, given: Mapping[str, str], known: Known
 ) -> list[Row]:
-    """The parameters of one node instance: the standard ones, its inputs, its outputs."""
+    """The parameters of one node instance: the standard ones, its inputs, its outputs.
+
+    An input takes, first found: its deploy-time value (``given``), its mapping's literal, the
+    value its mapped source holds now (``known``: nothing yet for a new run; what is set for an
+    instance added to a running one), its default."""
     spec = plan.nodes[node]
     prefix = f"{node}.{index}:"
     fixed = {
@@ -105,14 +145,8 @@ def instance_rows(
         if name not in COMPUTED
     ]
     for name, definition in spec.inputs.items():
-        rows.append(
-            Row(
-                prefix + name,
-                _input_value(node, name, definition.default, plan, given, globals_),
-                "input",
-                definition.description,
-            )
-        )
+        value = _input_value(spec, node, name, definition.default, given, known)
+        rows.append(Row(prefix + name, value, "input", definition.description))
     for name, definition in spec.outputs.items():
         rows.append(Row(prefix + name, None, "output", definition.description))
     return rows
@@ -120,47 +154,45 @@ def instance_rows(
 
 def initial_rows(plan: Plan, *, given: Mapping[str, str], tags: str) -> list[Row]:
     """Every parameter a new run has, with the values known at its start."""
-    globals_ = {
-        key.removeprefix("ss:"): value for key, value in given.items() if key.startswith("ss:")
-    }
+    globals_ = {key: value for key, value in given.items() if key.startswith("ss:")}
     rows = [
         Row("ss:state", None, "global", "the run's state"),
         Row("ss:abort", None, "global", "why the run was aborted (the first reason)"),
+        Row("ss:category", "Deployment", "global"),
         Row("ss:url.service", None, "global", "where the deployed service answers"),
         Row("ss:tags", tags, "global"),
-        Row("ss:category", "Deployment", "global"),
     ]
-    for name in _mapped_globals(plan) | set(globals_):
-        if name not in GLOBAL_STANDARD:
-            rows.append(Row(f"ss:{name}", globals_.get(name), "global"))
+    standard = {"state", "abort", "category", *RECIPE_GLOBALS}
+    for name in sorted(_mapped_globals(plan) | {k.removeprefix("ss:") for k in globals_}):
+        if name not in standard:
+            rows.append(Row(f"ss:{name}", globals_.get(f"ss:{name}"), "global"))
     for node, spec in plan.nodes.items():
         rows.append(Row(f"{node}:multiplicity", str(spec.multiplicity), "node"))
         rows.append(
             Row(f"{node}:ids", ",".join(str(i) for i in range(1, spec.multiplicity + 1)), "node")
         )
         for index in range(1, spec.multiplicity + 1):
-            rows.extend(instance_rows(plan, node, index, given, globals_))
+            rows.extend(instance_rows(plan, node, index, given=given, known=globals_.get))
     return rows
 
 
 def _input_value(
+    spec: NodePlan,
     node: str,
     name: str,
     default: str | None,
-    plan: Plan,
     given: Mapping[str, str],
-    globals_: Mapping[str, str],
+    known: Known,
 ) -> str | None:
     if f"{node}:{name}" in given:
         return given[f"{node}:{name}"]
-    source = plan.nodes[node].mappings.get(name)
-    if source is not None:
-        if source.kind == "literal":
-            return source.value
-        if source.kind == "global" and source.name in globals_:
-            return globals_[source.name or ""]
-        return None  # filled in when its source is set
-    return default
+    source = spec.mappings.get(name)
+    if source is None:
+        return default
+    if source.kind == "literal":
+        return source.value
+    key = source.key()
+    return known(key) if key is not None else None  # else filled in when its source is set
 
 
 def _mapped_globals(plan: Plan) -> set[str]:

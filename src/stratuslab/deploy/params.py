@@ -1,48 +1,137 @@
-"""The runtime parameter store: reads and writes with SlipStream's rules (see ``keys`` for the
-names, ``propagation`` for where values go)."""
+"""Runtime parameters: every read, write, output-to-input propagation and blocking wait, and
+the rules of who may write what.
+
+There is one way to set a value, :meth:`ParameterValues.put` inside a run transaction: it
+stores the value, announces it to whoever waits for it, and pushes it into every input mapped
+to it. The server's own facts (hostnames, ids, abort flags) go through it; nodes and users go
+through :meth:`Parameters.write`, which applies the rules first:
+
+- what the server states (``state``, ``complete``, ``hostname``, ``instanceid``, ``url.ssh``,
+  ``vmstate``, ``nodename``, ``id``, ``cloudservice``, ``image.id``, ``<node>:ids``,
+  ``<node>:multiplicity``, ``ss:state``, ``ss:category``) is written by the server only
+  (409, as SlipStream answered); ``ss:abort`` and ``<node>.<i>:abort`` change only by
+  aborting the run, and a node raises or clears only its own flag (403);
+- a node setting a parameter nobody declared (an instance key, or an ``ss:`` global beyond
+  those every run has) is a broken recipe: the run aborts, naming it;
+- once the run is final nothing changes; once it is aborted, writes fail fast (409) unless
+  the caller ignores the abort.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Protocol
+
+import anyio.to_thread
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from stratuslab.db.models import NodeInstanceRecord, RunRecord, RuntimeParameterRecord, utcnow
 from stratuslab.db.session import session_scope
-from stratuslab.deploy.control import RunControl
-from stratuslab.deploy.keys import COMPUTED, Key, check_value, parse_key
+from stratuslab.deploy import events
+from stratuslab.deploy.agent.protocol import MAX_WAIT
+from stratuslab.deploy.keys import Key, check_value, parse_key
+from stratuslab.deploy.plan import Plan
 from stratuslab.deploy.states import FINAL, RunState
-from stratuslab.deploy.tx import Tx, param_topic, transaction
-from stratuslab.errors import Conflict, NotFound, NotYetSet, RunAborted
+from stratuslab.deploy.tx import Tx, abort_topic, param_topic, transaction
+from stratuslab.errors import Conflict, Forbidden, NotFound, NotYetSet, RunAborted
 from stratuslab.hub import Hub
+from stratuslab.principal import Principal
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+_PLANS_KEPT = 256  # runs whose propagation table stays in memory (rebuilt from the plan)
 
 
-class ParameterStore:
-    """Reads and writes a run's runtime parameters, with SlipStream's rules."""
+class Aborts(Protocol):
+    """What aborts a run (the run control): a write of an abort flag goes there."""
 
-    def __init__(self, engine: Engine, hub: Hub, control: RunControl) -> None:
+    def abort_in(
+        self, tx: Tx, run: RunRecord, reason: str, *, node_instance: str | None = None
+    ) -> bool: ...
+
+
+class ParameterValues:
+    """The one way to set a runtime parameter, inside a run transaction."""
+
+    def __init__(self) -> None:
+        self._targets: OrderedDict[str, dict[str, list[tuple[str, str]]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, tx: Tx, run: RunRecord, key: str, value: str | None) -> bool:
+        """Set ``key`` (None unsets it) and every input mapped to it. False when the run has
+        no such parameter (nothing is set then)."""
+        found = tx.session.execute(
+            update(RuntimeParameterRecord)
+            .where(RuntimeParameterRecord.run_id == run.id, RuntimeParameterRecord.key == key)
+            .values(value=value, set_at=utcnow() if value is not None else None)
+        )
+        if not found.rowcount:  # type: ignore[attr-defined]
+            return False
+        tx.announce(param_topic(run.id, key), {"value": value})
+        for node, name in self.targets(run).get(key, ()):
+            indexes = tx.session.scalars(
+                select(NodeInstanceRecord.idx).where(
+                    NodeInstanceRecord.run_id == run.id, NodeInstanceRecord.node == node
+                )
+            ).all()
+            keys = [f"{node}.{index}:{name}" for index in indexes]
+            tx.session.execute(
+                update(RuntimeParameterRecord)
+                .where(RuntimeParameterRecord.run_id == run.id)
+                .where(RuntimeParameterRecord.key.in_(keys))
+                .values(value=value, set_at=utcnow() if value is not None else None)
+            )
+            for target in keys:
+                tx.announce(param_topic(run.id, target), {"value": value})
+        return True
+
+    def targets(self, run: RunRecord) -> dict[str, list[tuple[str, str]]]:
+        """Source key -> [(node, input)]: the application's mappings, turned around."""
+        with self._lock:
+            table = self._targets.get(run.id)
+            if table is not None:
+                self._targets.move_to_end(run.id)
+                return table
+        table = {}
+        for node, spec in Plan.from_dict(run.plan).nodes.items():
+            for name, source in spec.mappings.items():
+                key = source.key()
+                if key is not None:
+                    table.setdefault(key, []).append((node, name))
+        with self._lock:
+            self._targets[run.id] = table
+            while len(self._targets) > _PLANS_KEPT:
+                self._targets.popitem(last=False)
+        return table
+
+
+class Parameters:
+    """A run's runtime parameters as nodes and users read, write and wait for them."""
+
+    def __init__(self, engine: Engine, hub: Hub, *, values: ParameterValues, aborts: Aborts):
         self.engine = engine
         self.hub = hub
-        self.control = control
+        self.values = values
+        self.aborts = aborts
 
-    def read(self, run_id: str, key: str, *, ignore_abort: bool = False) -> str:
+    def key(self, text: str, caller: Principal) -> Key:
+        """``text`` qualified as ``caller`` means it (a node's bare name is its own)."""
+        return parse_key(text, asked_by=caller.node_instance)
+
+    def read(self, run_id: str, key: str, *, caller: Principal, ignore_abort: bool = False) -> str:
         """The value of ``key``. Raises ``NotFound`` (no such parameter), ``NotYetSet`` (no value
         yet) or ``RunAborted`` (the abort flag is raised, unless ``ignore_abort``)."""
-        parsed = parse_key(key)
+        parsed = self.key(key, caller)
         with session_scope(self.engine) as session:
-            run = session.get(RunRecord, run_id)
-            if run is None:
-                raise NotFound(f"no run {run_id!r}")
+            run = _run(session.get(RunRecord, run_id), run_id, caller)
             if run.abort_reason is not None and not ignore_abort:
                 raise RunAborted(run.abort_reason)
-            if str(parsed) == "ss:state":
-                return run.state
-            if parsed.scope == "instance" and parsed.name in COMPUTED:
-                node = session.get(NodeInstanceRecord, (run_id, parsed.node_instance))
-                if node is None:
-                    raise NotFound(f"no parameter {str(parsed)!r} in this run")
-                if parsed.name == "state":
-                    return run.state
-                return "true" if node.completed == run.state else "false"
+            if parsed.computed:
+                return self._computed(session, run, parsed)
             row = session.get(RuntimeParameterRecord, (run_id, str(parsed)))
             if row is None:
                 raise NotFound(f"no parameter {str(parsed)!r} in this run")
@@ -50,80 +139,140 @@ class ParameterStore:
                 raise NotYetSet(f"{parsed} is not set yet")
             return row.value
 
+    async def wait(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        caller: Principal,
+        wait: float,
+        differs: str | None = None,
+        ignore_abort: bool = False,
+    ) -> str:
+        """The value of ``key``, waiting up to ``wait`` seconds (at most MAX_WAIT) for it to be
+        set, or to differ from ``differs``: answered the moment it is. Raises ``NotYetSet``
+        when it is still not so, and whatever :meth:`read` raises."""
+        parsed = self.key(key, caller)
+        topics = [param_topic(run_id, str(parsed)), abort_topic(run_id)]
+        if parsed.computed:
+            topics.append(param_topic(run_id, "ss:state"))  # both follow the run's state
+        deadline = anyio.current_time() + min(max(wait, 0.0), MAX_WAIT)
+        while True:
+            seq = self.hub.seq  # taken before reading, so that no change slips between the two
+            try:
+                value = await anyio.to_thread.run_sync(
+                    lambda: self.read(run_id, key, caller=caller, ignore_abort=ignore_abort)
+                )
+                if differs is None or value != differs:
+                    return value
+            except NotYetSet:
+                pass
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                if differs is not None:
+                    raise NotYetSet(f"{parsed} is still {differs!r}")
+                raise NotYetSet(f"{parsed} is not set yet")
+            await self.hub.wait(seq, topics=topics, timeout=remaining)
+
     def write(
         self,
         run_id: str,
         key: str,
         value: str,
         *,
-        node_instance: str | None = None,
+        caller: Principal,
         ignore_abort: bool = False,
     ) -> None:
-        """Set ``key``; an empty value unsets it. ``node_instance`` is the caller when a node
-        sets it: a node setting a parameter nobody declared aborts the run, naming it."""
-        parsed = parse_key(key)
+        """Set ``key`` as ``caller`` (an empty value unsets it), by the rules of the module
+        docstring."""
+        parsed = self.key(key, caller)
         check_value(str(parsed), value)
+        if caller.is_node and caller.run_id != run_id:
+            raise NotFound(f"no run {run_id!r}")
         refused: str | None = None
         with transaction(self.engine, self.hub) as tx:
-            run = tx.run(run_id)
+            run = _run(tx.run(run_id), run_id, caller)
             if RunState(run.state) in FINAL:
                 raise Conflict(f"the run is {run.state}: its parameters can no longer change")
-            if str(parsed) == "ss:state" or (
-                parsed.scope == "instance" and parsed.name in COMPUTED
-            ):
-                raise Conflict(f"{parsed} belongs to the server")
-            if str(parsed) == "ss:abort" or (parsed.scope == "instance" and parsed.name == "abort"):
-                self._abort(tx, run, parsed, value, node_instance)
+            if parsed.is_abort:
+                self._abort(tx, run, parsed, value, caller)
                 return
+            if parsed.server_owned:
+                raise Conflict(f"{parsed} belongs to the server: it is not set by {caller}")
             if run.abort_reason is not None and not ignore_abort:
                 raise RunAborted(run.abort_reason)
-            row = tx.session.get(RuntimeParameterRecord, (run_id, str(parsed)))
-            if row is None and parsed.scope == "global":
-                row = RuntimeParameterRecord(
-                    run_id=run_id, key=str(parsed), kind="global", description=""
-                )
-                tx.session.add(row)
-                tx.session.flush()
-            if row is None:
-                if node_instance is None:
+            if not self.values.put(tx, run, str(parsed), value or None):
+                if not caller.is_node:
                     raise NotFound(f"no parameter {str(parsed)!r} in this run")
                 # A node setting what nobody declared is a broken recipe: the run aborts, and
                 # the abort is committed before the node is told.
-                refused = (
-                    f"{node_instance}: ss-set of {str(parsed)!r}, a parameter no module declares"
-                )
-                self.control.abort_in(tx, run, refused, node_instance=node_instance)
-            else:
-                self.control.set_in(tx, run, str(parsed), value or None)
-                if parsed.name == "statecustom" and parsed.node_instance:  # ss-display: shown live
-                    tx.event(run_id, "display", value, node_instance=parsed.node_instance)
+                refused = f"{caller}: ss-set of {str(parsed)!r}, a parameter no module declares"
+                self.aborts.abort_in(tx, run, refused, node_instance=caller.node_instance)
+            elif parsed.name == "statecustom" and parsed.node_instance:  # ss-display: shown live
+                tx.event(run_id, events.displayed(parsed.node_instance, value))
         if refused is not None:
-            raise NotFound(refused, hint="declare it among the component's outputs")
+            hint = (
+                "declare it as an input of a node's mapping (ss:name) or set it at deploy time"
+                if parsed.scope == "global"
+                else "declare it among the component's outputs"
+            )
+            raise NotFound(refused, hint=hint)
 
     def all(self, run_id: str) -> dict[str, str | None]:
+        """Every parameter of the run with its value (None: not set), by name."""
         with session_scope(self.engine) as session:
+            run = session.get(RunRecord, run_id)
+            if run is None:
+                raise NotFound(f"no run {run_id!r}")
             rows = session.execute(
                 select(RuntimeParameterRecord.key, RuntimeParameterRecord.value)
                 .where(RuntimeParameterRecord.run_id == run_id)
                 .order_by(RuntimeParameterRecord.key)
             ).all()
-            return {key: value for key, value in rows}
+            values: dict[str, str | None] = {key: value for key, value in rows}
+            values["ss:state"] = run.state
+            return values
+
+    def known(self, tx: Tx, run_id: str) -> Mapping[str, str]:
+        """What the run's parameters hold now (those set), for new node instances' inputs."""
+        rows = tx.session.execute(
+            select(RuntimeParameterRecord.key, RuntimeParameterRecord.value).where(
+                RuntimeParameterRecord.run_id == run_id,
+                RuntimeParameterRecord.value.is_not(None),
+            )
+        ).all()
+        return {key: value for key, value in rows if value is not None}
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _abort(
-        self, tx: Tx, run: RunRecord, key: Key, value: str, node_instance: str | None
-    ) -> None:
-        where = key.node_instance or node_instance
-        if not value:  # ss-abort --cancel: the node's own flag only; a run once aborted stays so
-            if key.scope == "instance":
-                self._store_key(tx, run.id, str(key), None)
-            return
-        reason = value if where is None or value.startswith(f"{where}:") else f"{where}: {value}"
-        self.control.abort_in(tx, run, reason, node_instance=where)
+    @staticmethod
+    def _computed(session: Session, run: RunRecord, key: Key) -> str:
+        if key.scope == "global":  # ss:state
+            return run.state
+        node = session.get(NodeInstanceRecord, (run.id, key.node_instance))
+        if node is None:
+            raise NotFound(f"no parameter {str(key)!r} in this run")
+        if key.name == "state":
+            return run.state
+        return "true" if node.completed == run.state else "false"
 
-    def _store_key(self, tx: Tx, run_id: str, key: str, value: str | None) -> None:
-        row = tx.session.get(RuntimeParameterRecord, (run_id, key))
-        if row is not None:
-            row.value, row.set_at = value, utcnow()
-            tx.announce(param_topic(run_id, key), {"value": value})
+    def _abort(self, tx: Tx, run: RunRecord, key: Key, value: str, caller: Principal) -> None:
+        """A write of ``ss:abort`` or ``<node>.<i>:abort``: raising (or clearing) a flag."""
+        own = caller.node_instance
+        if caller.is_node and key.scope == "instance" and key.node_instance != own:
+            raise Forbidden(f"{caller} may not raise or clear the abort flag of {key.node}")
+        if not value:  # ss-abort --cancel: the node's own flag only; a run once aborted stays so
+            if key.scope != "instance" or not caller.is_node:
+                raise Forbidden(f"{key} is cleared only by its own node; an abort is final")
+            self.values.put(tx, run, str(key), None)
+            return
+        where = key.node_instance or own
+        reason = value if where is None or value.startswith(f"{where}:") else f"{where}: {value}"
+        self.aborts.abort_in(tx, run, reason, node_instance=where)
+
+
+def _run(run: RunRecord | None, run_id: str, caller: Principal) -> RunRecord:
+    """The run, if ``caller`` may see it: a node sees its own run only."""
+    if run is None or (caller.is_node and caller.run_id != run_id):
+        raise NotFound(f"no run {run_id!r}", hint="see `stratus run list`")
+    return run

@@ -1,67 +1,80 @@
-"""Runs as users see them: starting one, reading one, its events, recipe logs and reports, and
-the tokens its node instances prove themselves with."""
+"""Runs as users see them: starting one, finding one, reading one and its events.
+
+Node tokens (``tokens``), recipe output (``logs``), report archives (``reports``) and runtime
+parameters (``params``) are services of their own; the state machine is ``control``.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from stratuslab.db.models import (
     NodeInstanceRecord,
     RunEventRecord,
-    RunLogRecord,
     RunRecord,
-    RunReportRecord,
     RuntimeParameterRecord,
 )
 from stratuslab.db.session import session_scope
-from stratuslab.deploy.control import waiting_for
-from stratuslab.deploy.keys import initial_rows
+from stratuslab.deploy import events
+from stratuslab.deploy.keys import check_value, initial_rows, parse_key
 from stratuslab.deploy.model import ApplicationModule
 from stratuslab.deploy.modules import ModuleStore, split_address
 from stratuslab.deploy.plan import Plan, resolve
 from stratuslab.deploy.states import ACTIVE, FINAL, KeepRunning, RunState
 from stratuslab.deploy.tx import run_topic, transaction
-from stratuslab.errors import Invalid, NotFound
+from stratuslab.deploy.work import Work, WorkQueue
+from stratuslab.errors import Invalid, NotFound, TooLarge
 from stratuslab.hub import Hub
 
 _SHOWN = ("hostname", "vmstate", "statecustom", "abort", "url.service")
+MAX_TIMEOUT_S = 7 * 24 * 3600  # a run that is not Ready within a week never will be
+MAX_TAGS = 1024  # characters of tags, as the store keeps them
+MAX_GIVEN = 1000  # deploy-time values in one request
+MAX_EVENTS = 1000  # events answered by one read
+DEFAULT_MAX_INSTANCES = 10_000  # node instances in one run, unless the site says otherwise
 
 
 @dataclass(frozen=True)
 class RunRequest:
     module: str  # "path" (the newest version) or "path/N"
-    given: Mapping[str, str] = field(
-        default_factory=dict
-    )  # "web:greeting" -> "hi", "ss:site" -> "x"
+    given: Mapping[str, str] = field(default_factory=dict)  # "web:port" -> "81", "ss:x" -> "y"
     multiplicity: Mapping[str, int] = field(default_factory=dict)
     keep_running: KeepRunning = KeepRunning.ON_SUCCESS
     tags: Sequence[str] = ()
-    timeout_s: int | None = None
+    timeout_s: float | None = None
     mutable: bool = False
 
 
 class RunService:
-    def __init__(self, engine: Engine, hub: Hub, *, modules: ModuleStore, reports: Path) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        hub: Hub,
+        *,
+        modules: ModuleStore,
+        work: WorkQueue,
+        max_instances: int = DEFAULT_MAX_INSTANCES,
+    ) -> None:
         self.engine = engine
         self.hub = hub
         self.modules = modules
-        self.reports_dir = reports
+        self.work = work
+        self.max_instances = max_instances
 
     # -- starting -------------------------------------------------------------------------
 
     def create(self, request: RunRequest, *, owner: str) -> dict[str, Any]:
         """Check the application against its modules and record a run in Initializing, with
-        every runtime parameter it starts with. Nothing is provisioned here."""
+        every runtime parameter it starts with; its provisioning is asked for once recorded."""
+        self._check(request)
         path, version = split_address(request.module)
         stored = self.modules.get(path, version)
         application = stored.parse()
@@ -69,8 +82,16 @@ class RunService:
             raise Invalid(
                 f"{path} is a {stored.kind}: deploy an application", hint="see docs/modules.md"
             )
-        if request.timeout_s is not None and request.timeout_s <= 0:
-            raise Invalid(f"the run timeout must be positive, not {request.timeout_s} s")
+        counts = {
+            name: request.multiplicity.get(name, node.multiplicity)
+            for name, node in application.nodes.items()
+        }
+        if sum(counts.values()) > self.max_instances:
+            raise Invalid(
+                f"the run would have {sum(counts.values())} node instances; this site allows "
+                f"at most {self.max_instances} in one run",
+                hint="lower the multiplicities",
+            )
         plan = resolve(
             application,
             stored.version,
@@ -94,7 +115,7 @@ class RunService:
                     tags=tags,
                     plan=plan.to_dict(),
                     given=dict(request.given),
-                    timeout_s=request.timeout_s,
+                    timeout_s=math.ceil(request.timeout_s) if request.timeout_s else None,
                     deadline=now + timedelta(seconds=request.timeout_s)
                     if request.timeout_s
                     else None,
@@ -103,17 +124,13 @@ class RunService:
                 )
             )
             tx.session.flush()
-            for node, spec in plan.nodes.items():
-                for index in range(1, spec.multiplicity + 1):
-                    tx.session.add(
-                        NodeInstanceRecord(
-                            run_id=run_id,
-                            name=f"{node}.{index}",
-                            node=node,
-                            idx=index,
-                            token_hash="",
-                        )
-                    )
+            tx.session.add_all(
+                NodeInstanceRecord(
+                    run_id=run_id, name=f"{node}.{index}", node=node, idx=index, token_hash=""
+                )
+                for node, spec in plan.nodes.items()
+                for index in range(1, spec.multiplicity + 1)
+            )
             tx.session.add_all(
                 RuntimeParameterRecord(
                     run_id=run_id,
@@ -125,13 +142,37 @@ class RunService:
                 )
                 for row in initial_rows(plan, given=request.given, tags=tags)
             )
-            tx.event(run_id, "state", f"Initializing {path}/{stored.version} for {owner}")
+            tx.event(run_id, events.created(f"{path}/{stored.version}", owner))
+            tx.later(lambda: self.work.ask(run_id, Work.PROVISION))
         return self.view(run_id)
+
+    def _check(self, request: RunRequest) -> None:
+        """What a request may ask, checked before anything is looked up or built."""
+        timeout = request.timeout_s
+        if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:
+            raise Invalid(
+                f"the run timeout must be between 1 s and {MAX_TIMEOUT_S} s (a week), "
+                f"not {timeout:g} s"
+            )
+        if len(request.given) > MAX_GIVEN:
+            raise TooLarge(f"at most {MAX_GIVEN} deploy-time values, not {len(request.given)}")
+        for key, value in request.given.items():
+            parse_key(key)
+            check_value(key, value)
+        for node, count in request.multiplicity.items():
+            if not 0 <= count <= self.max_instances:
+                raise Invalid(
+                    f"{node}:multiplicity: between 0 and {self.max_instances}, not {count}"
+                )
+        if len(",".join(request.tags)) > MAX_TAGS or any("," in tag for tag in request.tags):
+            raise Invalid(f"tags: at most {MAX_TAGS} characters in all, none holding a comma")
 
     # -- reading --------------------------------------------------------------------------
 
     def resolve(self, ref: str) -> str:
         """A run's id from its id or a unique prefix of it (at least 4 characters)."""
+        if len(ref) > 36:
+            raise NotFound(f"no run {ref[:40]!r}", hint="see `stratus run list`")
         with session_scope(self.engine) as session:
             if session.get(RunRecord, ref) is not None:
                 return ref
@@ -152,9 +193,7 @@ class RunService:
 
     def view(self, run_id: str) -> dict[str, Any]:
         with session_scope(self.engine) as session:
-            run = session.get(RunRecord, run_id)
-            if run is None:
-                raise NotFound(f"no run {run_id!r}", hint="see `stratus run list`")
+            run = _found(session.get(RunRecord, run_id), run_id)
             nodes = session.scalars(
                 select(NodeInstanceRecord)
                 .where(NodeInstanceRecord.run_id == run_id)
@@ -188,17 +227,17 @@ class RunService:
 
     def summary(self, run_id: str) -> dict[str, Any]:
         with session_scope(self.engine) as session:
-            run = session.get(RunRecord, run_id)
-            if run is None:
-                raise NotFound(f"no run {run_id!r}", hint="see `stratus run list`")
-            return _run_dict(run, {})
+            return _run_dict(_found(session.get(RunRecord, run_id), run_id), {})
 
     def list_runs(
         self, *, owner: str | None, active_only: bool = False, offset: int = 0, limit: int = 20
     ) -> list[dict[str, Any]]:
         with session_scope(self.engine) as session:
             query = (
-                select(RunRecord).order_by(RunRecord.created_at.desc()).offset(offset).limit(limit)
+                select(RunRecord)
+                .order_by(RunRecord.created_at.desc())
+                .offset(max(offset, 0))
+                .limit(min(max(limit, 1), 500))
             )
             if owner is not None:
                 query = query.where(RunRecord.owner == owner)
@@ -209,15 +248,12 @@ class RunService:
     def settled(self, run_id: str) -> bool:
         """Ended, or waiting in Ready with every node done (its instances kept)."""
         with session_scope(self.engine) as session:
-            run = session.get(RunRecord, run_id)
-            if run is None:
-                raise NotFound(f"no run {run_id!r}")
+            run = _found(session.get(RunRecord, run_id), run_id)
             if RunState(run.state) in FINAL:
                 return True
             if run.state != RunState.READY or run.scaling is not None:
                 return False  # a scale action under way goes round again
-            waiting = session.scalar(select(func.count()).where(*waiting_for(run)))
-            return not waiting
+            return run.waiting == 0
 
     def ended(self, run_id: str) -> bool:
         return RunState(self.summary(run_id)["state"]) in FINAL
@@ -233,21 +269,21 @@ class RunService:
 
     def plan(self, run_id: str) -> Plan:
         with session_scope(self.engine) as session:
-            run = session.get(RunRecord, run_id)
-            if run is None:
-                raise NotFound(f"no run {run_id!r}")
-            return Plan.from_dict(run.plan)
+            return Plan.from_dict(_found(session.get(RunRecord, run_id), run_id).plan)
 
     def owner(self, run_id: str) -> str:
         return str(self.summary(run_id)["owner"])
 
-    def events(self, run_id: str, *, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+    def events(
+        self, run_id: str, *, after: int = 0, limit: int = MAX_EVENTS
+    ) -> list[dict[str, Any]]:
         with session_scope(self.engine) as session:
+            _found(session.get(RunRecord, run_id), run_id)
             rows = session.scalars(
                 select(RunEventRecord)
                 .where(RunEventRecord.run_id == run_id, RunEventRecord.id > after)
                 .order_by(RunEventRecord.id)
-                .limit(limit)
+                .limit(min(max(limit, 1), MAX_EVENTS))
             )
             return [
                 {
@@ -255,132 +291,20 @@ class RunService:
                     "at": e.at.isoformat(),
                     "kind": e.kind,
                     "node_instance": e.node_instance,
+                    "fields": dict(e.fields or {}),
                     "message": e.message,
                 }
                 for e in rows
             ]
 
-    # -- logs and reports -----------------------------------------------------------------
-
-    def add_logs(self, run_id: str, node_instance: str, lines: Sequence[Mapping[str, Any]]) -> None:
-        with session_scope(self.engine) as session:
-            session.add_all(
-                RunLogRecord(
-                    run_id=run_id,
-                    node_instance=node_instance,
-                    at=datetime.fromtimestamp(
-                        float(line.get("t", 0)) or datetime.now(UTC).timestamp(), UTC
-                    ),
-                    state=str(line.get("state", ""))[:16],
-                    recipe=str(line.get("recipe", ""))[:32],
-                    stream=str(line.get("stream", "stdout"))[:8],
-                    text=str(line.get("text", "")),
-                )
-                for line in lines
-            )
-        self.hub.publish(f"logs:{run_id}", {"node_instance": node_instance, "count": len(lines)})
-
-    def logs(
-        self, run_id: str, *, node_instance: str | None = None, after: int = 0, limit: int = 5000
-    ) -> list[dict[str, Any]]:
-        with session_scope(self.engine) as session:
-            query = select(RunLogRecord).where(
-                RunLogRecord.run_id == run_id, RunLogRecord.id > after
-            )
-            if node_instance:
-                query = query.where(RunLogRecord.node_instance == node_instance)
-            rows = session.scalars(query.order_by(RunLogRecord.id).limit(limit))
-            return [
-                {
-                    "id": r.id,
-                    "at": r.at.isoformat(),
-                    "node_instance": r.node_instance,
-                    "state": r.state,
-                    "recipe": r.recipe,
-                    "stream": r.stream,
-                    "text": r.text,
-                }
-                for r in rows
-            ]
-
-    def store_report(self, run_id: str, node_instance: str, data: bytes) -> dict[str, Any]:
-        self.summary(run_id)
-        folder = self.reports_dir / run_id
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{node_instance}.tar.gz"
-        path.write_bytes(data)
-        with transaction(self.engine, self.hub) as tx:
-            tx.session.execute(
-                delete(RunReportRecord).where(
-                    RunReportRecord.run_id == run_id, RunReportRecord.node_instance == node_instance
-                )
-            )
-            tx.session.add(
-                RunReportRecord(
-                    run_id=run_id, node_instance=node_instance, path=str(path), size=len(data)
-                )
-            )
-            tx.event(
-                run_id,
-                "report",
-                f"sent its report ({len(data)} bytes)",
-                node_instance=node_instance,
-            )
-        return {"node_instance": node_instance, "size": len(data)}
-
-    def reports(self, run_id: str) -> list[dict[str, Any]]:
-        with session_scope(self.engine) as session:
-            rows = session.scalars(
-                select(RunReportRecord)
-                .where(RunReportRecord.run_id == run_id)
-                .order_by(RunReportRecord.node_instance)
-            )
-            return [
-                {
-                    "node_instance": r.node_instance,
-                    "size": r.size,
-                    "uploaded_at": r.uploaded_at.isoformat(),
-                }
-                for r in rows
-            ]
-
-    def report_file(self, run_id: str, node_instance: str) -> Path:
-        with session_scope(self.engine) as session:
-            row = session.get(RunReportRecord, (run_id, node_instance))
-            if row is None or not Path(row.path).exists():
-                raise NotFound(f"{node_instance} has sent no report for run {run_id}")
-            return Path(row.path)
-
-    # -- node instance tokens -------------------------------------------------------------
-
-    def issue_token(self, run_id: str, node_instance: str) -> str:
-        """A new secret for one node instance of one run; only its digest is kept."""
-        token = secrets.token_urlsafe(24)
-        with session_scope(self.engine) as session:
-            node = session.get(NodeInstanceRecord, (run_id, node_instance))
-            if node is None:
-                raise NotFound(f"no node instance {node_instance!r} in run {run_id}")
-            node.token_hash = _digest(token)
-        return token
-
-    def node_for_token(self, run_id: str, token: str) -> str | None:
-        if not token:
-            return None
-        with session_scope(self.engine) as session:
-            name: str | None = session.scalar(
-                select(NodeInstanceRecord.name).where(
-                    NodeInstanceRecord.run_id == run_id,
-                    NodeInstanceRecord.token_hash == _digest(token),
-                )
-            )
-            return name
-
     def watch_topic(self, run_id: str) -> str:
         return run_topic(run_id)
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def _found(run: RunRecord | None, run_id: str) -> RunRecord:
+    if run is None:
+        raise NotFound(f"no run {run_id!r}", hint="see `stratus run list`")
+    return run
 
 
 def _run_dict(run: RunRecord, params: Mapping[str, str | None]) -> dict[str, Any]:
@@ -398,6 +322,14 @@ def _run_dict(run: RunRecord, params: Mapping[str, str | None]) -> dict[str, Any
         "tags": [t for t in run.tags.split(",") if t],
         "service_url": params.get("ss:url.service"),
         "timeout_s": run.timeout_s,
+        "waiting": run.waiting if RunState(run.state) not in FINAL else 0,
+        "teardown": {
+            "attempts": run.teardown_attempts,
+            "error": run.teardown_error,
+            "retry_at": run.retry_at.isoformat() if run.retry_at else None,
+        }
+        if run.teardown_attempts
+        else None,
         "created_at": run.created_at.isoformat(),
         "last_state_change": run.last_state_change.isoformat(),
         "ended_at": run.ended_at.isoformat() if run.ended_at else None,

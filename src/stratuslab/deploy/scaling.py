@@ -13,86 +13,98 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from stratuslab.db.models import NodeInstanceRecord, RunRecord, RuntimeParameterRecord, utcnow
+from stratuslab.deploy import events
 from stratuslab.deploy.control import RunControl
 from stratuslab.deploy.keys import instance_rows
+from stratuslab.deploy.params import Parameters
 from stratuslab.deploy.plan import Plan
 from stratuslab.deploy.states import RunState
 from stratuslab.deploy.tx import Tx, transaction
+from stratuslab.deploy.work import Work
 from stratuslab.errors import Conflict, Invalid, NotFound
+
+MAX_ADD = 1000  # instances added by one action
 
 
 class Scaling:
-    def __init__(self, control: RunControl) -> None:
+    def __init__(self, control: RunControl, params: Parameters, *, max_instances: int) -> None:
         self.control = control
+        self.params = params
+        self.max_instances = max_instances
 
     def add_instances(self, run_id: str, node: str, count: int) -> list[str]:
         """Add ``count`` instances of ``node`` to a scalable run in Ready. The run goes back to
         Provisioning: the new instances are made and run their recipes, the others run
         on-vm-add. Returns the new node instances' names."""
-        if count < 1:
-            raise Invalid(f"add at least one instance, not {count}")
+        if not 1 <= count <= MAX_ADD:
+            raise Invalid(f"add between 1 and {MAX_ADD} instances at a time, not {count}")
         with transaction(self.control.engine, self.control.hub) as tx:
             run = self._scalable(tx, run_id, node)
             plan = Plan.from_dict(run.plan)
+            total = tx.session.scalar(
+                select(func.count()).where(
+                    NodeInstanceRecord.run_id == run_id, NodeInstanceRecord.removed.is_(False)
+                )
+            )
+            if (total or 0) + count > self.max_instances:
+                raise Invalid(
+                    f"the run has {total} node instances: this site allows at most "
+                    f"{self.max_instances} in one run"
+                )
             last = tx.session.scalar(
                 select(func.max(NodeInstanceRecord.idx)).where(
                     NodeInstanceRecord.run_id == run_id, NodeInstanceRecord.node == node
                 )
             )
             indexes = range((last or 0) + 1, (last or 0) + 1 + count)
-            globals_ = self._globals(tx, run_id)
+            known = self.params.known(tx, run_id)  # new inputs take what their sources hold now
+            now = utcnow()
             for index in indexes:
                 tx.session.add(
                     NodeInstanceRecord(
                         run_id=run_id, name=f"{node}.{index}", node=node, idx=index, token_hash=""
                     )
                 )
-                for row in instance_rows(plan, node, index, run.given, globals_):
-                    value = row.value
-                    source = plan.nodes[node].mappings.get(row.key.split(":", 1)[1])
-                    if row.kind == "input" and source is not None and source.kind == "parameter":
-                        known = tx.session.get(RuntimeParameterRecord, (run_id, source.key()))
-                        value = known.value if known is not None else value
-                    tx.session.add(
-                        RuntimeParameterRecord(
-                            run_id=run_id,
-                            key=row.key,
-                            value=value,
-                            kind=row.kind,
-                            description=row.description,
-                            set_at=utcnow() if value else None,
-                        )
+                tx.session.add_all(
+                    RuntimeParameterRecord(
+                        run_id=run_id,
+                        key=row.key,
+                        value=row.value,
+                        kind=row.kind,
+                        description=row.description,
+                        set_at=now if row.value is not None else None,
                     )
-            tx.session.flush()
+                    for row in instance_rows(plan, node, index, given=run.given, known=known.get)
+                )
             names = [f"{node}.{index}" for index in indexes]
-            self.control.renumber(tx, run_id, node)
+            self.control.renumber(tx, run, node)
             run.scaling = {"action": "vm_add", "node": node, "vms": ",".join(names)}
-            tx.event(run_id, "scale", f"adding {', '.join(names)}")
+            tx.event(run_id, events.scaled("vm_add", node, names))
             self.control.move(tx, run, RunState.PROVISIONING)
-            tx.later(lambda: self.control.schedule(run_id, "provision"))
+            tx.later(lambda: self.control.work.ask(run_id, Work.PROVISION))
             return names
 
     def remove_instances(self, run_id: str, node: str, indexes: list[int]) -> list[str]:
         """Remove instances of ``node`` from a scalable run in Ready: their machines are
         destroyed, the remaining instances run on-vm-remove. Returns their names."""
+        if not indexes:
+            raise Invalid("name the instances to remove (ids=1,3)")
+        if len(indexes) > self.max_instances:
+            raise Invalid(f"at most {self.max_instances} instances, not {len(indexes)}")
         with transaction(self.control.engine, self.control.hub) as tx:
             run = self._scalable(tx, run_id, node)
-            names = [f"{node}.{index}" for index in indexes]
-            removed = []
+            names = [f"{node}.{index}" for index in dict.fromkeys(indexes)]
             for name in names:
                 member = self.control.node_in(tx, run_id, name)
                 if member.removed:
                     raise Conflict(f"{name} was removed already")
                 member.removed = True
                 member.token_hash = ""  # its agent may still run: nothing it sends counts now
-                removed.append(member)
-            if not removed:
-                raise Invalid("name the instances to remove (ids=1,3)")
-            self.control.renumber(tx, run_id, node)
+            self.control.renumber(tx, run, node)
             run.scaling = {"action": "vm_remove", "node": node, "vms": ",".join(names)}
-            tx.event(run_id, "scale", f"removing {', '.join(names)}")
+            tx.event(run_id, events.scaled("vm_remove", node, names))
             # Their machines go first; then the round in which the others run on-vm-remove.
-            tx.later(lambda: self.control.schedule(run_id, "shrink"))
+            tx.later(lambda: self.control.work.ask(run_id, Work.SHRINK))
             return names
 
     def _scalable(self, tx: Tx, run_id: str, node: str) -> RunRecord:
@@ -106,14 +118,3 @@ class Scaling:
                 f"no node {node!r} in this run", hint=f"nodes: {', '.join(run.plan['nodes'])}"
             )
         return run
-
-    @staticmethod
-    def _globals(tx: Tx, run_id: str) -> dict[str, str]:
-        """The run globals that have a value, by bare name."""
-        rows = tx.session.execute(
-            select(RuntimeParameterRecord.key, RuntimeParameterRecord.value).where(
-                RuntimeParameterRecord.run_id == run_id,
-                RuntimeParameterRecord.key.startswith("ss:"),
-            )
-        ).all()
-        return {key.removeprefix("ss:"): value for key, value in rows if value is not None}

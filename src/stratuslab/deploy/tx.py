@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from stratuslab.db.models import RunEventRecord, RunRecord, utcnow
 from stratuslab.db.session import session_scope
+from stratuslab.deploy.events import RunEvent, to_dict
 from stratuslab.errors import NotFound
 from stratuslab.hub import Hub
 
@@ -35,6 +36,10 @@ def abort_topic(run_id: str) -> str:
     return f"abort:{run_id}"
 
 
+def logs_topic(run_id: str) -> str:
+    return f"logs:{run_id}"
+
+
 @dataclass
 class Tx:
     session: Session
@@ -47,25 +52,19 @@ class Tx:
     def later(self, work: Callable[[], None]) -> None:
         self.afterwards.append(work)
 
-    def event(
-        self, run_id: str, kind: str, message: str, *, node_instance: str | None = None
-    ) -> None:
+    def event(self, run_id: str, event: RunEvent) -> None:
         """Record an event in the run's log and announce it to whoever watches the run."""
         row = RunEventRecord(
-            run_id=run_id, at=utcnow(), kind=kind, node_instance=node_instance, message=message
+            run_id=run_id,
+            at=utcnow(),
+            kind=event.kind.value,
+            node_instance=event.node_instance,
+            message=event.text,
+            fields=dict(event.fields),
         )
         self.session.add(row)
         self.session.flush()
-        self.announce(
-            run_topic(run_id),
-            {
-                "id": row.id,
-                "at": row.at.isoformat(),
-                "kind": kind,
-                "node_instance": node_instance,
-                "message": message,
-            },
-        )
+        self.announce(run_topic(run_id), to_dict(row.id, row.at.isoformat(), event))
 
     def run(self, run_id: str, *, lock: bool = True) -> RunRecord:
         """The run, locked for this transaction (a row lock on PostgreSQL; SQLite transactions

@@ -12,16 +12,20 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
-from stratuslab.api.deps import CallerDep, RunId, Services, ServicesDep, UserDep
-from stratuslab.api.schemas.runs import InstancesAdd, LogBatch, RunCreate
+from stratuslab.api.deps import CallerDep, RunId, ServicesDep, UserDep
+from stratuslab.api.schemas.runs import MAX_ID, InstancesAdd, LogBatch, RunCreate
+from stratuslab.deploy.logs import MAX_READ
 from stratuslab.deploy.model import RECIPE_STEPS
-from stratuslab.deploy.runs import RunRequest
+from stratuslab.deploy.runs import MAX_EVENTS, RunRequest
 from stratuslab.deploy.states import parse_keep_running
-from stratuslab.deploy.tx import run_topic
-from stratuslab.errors import Invalid
+from stratuslab.deploy.tx import logs_topic, run_topic
+from stratuslab.errors import Forbidden, Invalid
+from stratuslab.services import Services
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
-MAX_REPORT = 64 * 2**20
+MAX_STREAM = 3600.0  # seconds one watch or follow request lasts at most; clients ask again
+KEEPALIVE = 15.0  # seconds between the blank lines that keep an idle stream open
+Page = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -37,9 +41,7 @@ def create(body: RunCreate, services: ServicesDep, user: UserDep) -> dict[str, A
         timeout_s=body.timeout_s,
         mutable=body.mutable,
     )
-    view = services.runs.create(request, owner=user)
-    services.orchestrator.schedule(view["id"], "provision")
-    return view
+    return services.runs.create(request, owner=user)
 
 
 @router.get("")
@@ -48,7 +50,7 @@ def list_runs(
     user: UserDep,
     active: bool = False,
     all: bool = False,
-    offset: int = 0,
+    offset: Page = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> list[dict[str, Any]]:
     return services.runs.list_runs(
@@ -62,22 +64,23 @@ def show(run_id: RunId, services: ServicesDep, user: UserDep) -> dict[str, Any]:
 
 
 @router.delete("/{run_id}")
-def terminate(run_id: RunId, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    services.control.terminate(run_id)
+def terminate(
+    run_id: RunId, services: ServicesDep, user: UserDep, force: bool = False
+) -> dict[str, Any]:
+    """Terminate the run; ``force=true`` ends a run whose teardown could not finish."""
+    services.control.terminate(run_id, force=force)
     return services.runs.summary(run_id)
 
 
 @router.get("/{run_id}/params")
 def params(run_id: RunId, services: ServicesDep, user: UserDep) -> dict[str, str | None]:
-    services.runs.summary(run_id)
     return services.params.all(run_id)
 
 
 @router.get("/{run_id}/events")
 def events(
-    run_id: RunId, services: ServicesDep, user: UserDep, after: int = 0
+    run_id: RunId, services: ServicesDep, user: UserDep, after: Page = 0
 ) -> list[dict[str, Any]]:
-    services.runs.summary(run_id)
     return services.runs.events(run_id, after=after)
 
 
@@ -86,14 +89,16 @@ async def watch(
     run_id: RunId,
     services: ServicesDep,
     user: UserDep,
-    after: int = 0,
-    timeout: Annotated[float, Query(gt=0)] = 86400,
+    after: Page = 0,
+    timeout: Annotated[float, Query(gt=0)] = MAX_STREAM,
 ) -> StreamingResponse:
     """The run's events as they happen (one JSON object a line), from event ``after`` on, until
-    the run has settled: ended, or waiting in Ready with its instances kept."""
+    the run has settled (ended, or waiting in Ready with its instances kept) or ``timeout``
+    seconds (at most an hour) have passed; a client that wants more asks again."""
     await run_in_threadpool(services.runs.summary, run_id)
     return StreamingResponse(
-        _events(services, run_id, after, timeout), media_type="application/x-ndjson"
+        _events(services, run_id, after, min(timeout, MAX_STREAM)),
+        media_type="application/x-ndjson",
     )
 
 
@@ -102,18 +107,22 @@ async def logs(
     run_id: RunId,
     services: ServicesDep,
     user: UserDep,
-    node: str | None = None,
-    after: int = 0,
+    node: Annotated[str | None, Query(max_length=128)] = None,
+    after: Page = 0,
     follow: bool = False,
+    timeout: Annotated[float, Query(gt=0)] = MAX_STREAM,
 ) -> Response:
-    await run_in_threadpool(services.runs.summary, run_id)
+    """What the recipes printed; with ``follow``, a stream until the run ends or ``timeout``
+    seconds (at most an hour) have passed."""
     if not follow:
         lines = await run_in_threadpool(
-            partial(services.runs.logs, run_id, node_instance=node, after=after)
+            partial(services.logs.read, run_id, node_instance=node, after=after)
         )
         return Response(json.dumps(lines), media_type="application/json")
+    await run_in_threadpool(services.runs.summary, run_id)
     return StreamingResponse(
-        _log_lines(services, run_id, node, after), media_type="application/x-ndjson"
+        _log_lines(services, run_id, node, after, min(timeout, MAX_STREAM)),
+        media_type="application/x-ndjson",
     )
 
 
@@ -127,25 +136,24 @@ def add_instances(
 
 @router.delete("/{run_id}/nodes/{node}/instances")
 def remove_instances(
-    run_id: RunId, node: str, services: ServicesDep, user: UserDep, ids: Annotated[str, Query()]
+    run_id: RunId,
+    node: str,
+    services: ServicesDep,
+    user: UserDep,
+    ids: Annotated[str, Query(max_length=100_000)],
 ) -> dict[str, Any]:
     """Remove the instances ``ids=1,3`` of a node of a scalable run in Ready."""
-    try:
-        numbers = [int(part) for part in ids.split(",") if part]
-    except ValueError:
-        raise Invalid(f"ids={ids!r}: give instance numbers, like ids=1,3") from None
-    return {"removed": services.scaling.remove_instances(run_id, node, numbers)}
+    return {"removed": services.scaling.remove_instances(run_id, node, instance_numbers(ids))}
 
 
 @router.get("/{run_id}/reports")
 def reports(run_id: RunId, services: ServicesDep, user: UserDep) -> list[dict[str, Any]]:
-    services.runs.summary(run_id)
-    return services.runs.reports(run_id)
+    return services.reports.of_run(run_id)
 
 
 @router.get("/{run_id}/reports/{node_instance}")
 def report(run_id: RunId, node_instance: str, services: ServicesDep, user: UserDep) -> FileResponse:
-    path = services.runs.report_file(run_id, node_instance)
+    path = services.reports.file(run_id, node_instance)
     return FileResponse(
         path, media_type="application/gzip", filename=f"{run_id[:8]}-{node_instance}.tar.gz"
     )
@@ -158,11 +166,12 @@ def report(run_id: RunId, node_instance: str, services: ServicesDep, user: UserD
 def node_plan(
     run_id: str, node_instance: str, services: ServicesDep, caller: CallerDep
 ) -> dict[str, Any]:
-    _only_itself(caller.node_instance, node_instance)
+    if caller.is_node and caller.node_instance != node_instance:
+        raise Forbidden(f"{caller} may not read the plan of {node_instance}")
     node, _, index = node_instance.rpartition(".")
     plan = services.runs.plan(run_id)
     if node not in plan.nodes or not index.isdigit():
-        raise Invalid(f"{node_instance} is not a node instance of run {run_id}")
+        raise Invalid(f"{node_instance[:140]} is not a node instance of run {run_id}")
     spec = plan.nodes[node]
     return {
         "run": run_id,
@@ -184,29 +193,45 @@ def node_plan(
 
 @router.post("/{run_id}/logs", status_code=status.HTTP_204_NO_CONTENT)
 def add_logs(run_id: str, body: LogBatch, services: ServicesDep, caller: CallerDep) -> None:
-    _only_itself(caller.node_instance, body.node_instance)
-    services.runs.add_logs(run_id, body.node_instance, [line.model_dump() for line in body.lines])
+    services.logs.add(
+        run_id, body.node_instance, [line.model_dump() for line in body.lines], caller=caller
+    )
 
 
 @router.put("/{run_id}/reports/{node_instance}", status_code=status.HTTP_201_CREATED)
 async def upload_report(
     run_id: str, node_instance: str, request: Request, services: ServicesDep, caller: CallerDep
 ) -> dict[str, Any]:
-    _only_itself(caller.node_instance, node_instance)
-    data = await request.body()
-    if len(data) > MAX_REPORT:
-        raise Invalid(
-            f"a report is at most {MAX_REPORT // 2**20} MiB; this one has {len(data) // 2**20} MiB"
+    """A node instance's report, received as it streams in and refused past the bound."""
+    announced = request.headers.get("content-length", "")
+    upload = await run_in_threadpool(
+        partial(
+            services.reports.begin,
+            run_id,
+            node_instance,
+            caller=caller,
+            size=int(announced) if announced.isdigit() else None,
         )
-    result: dict[str, Any] = await run_in_threadpool(
-        services.runs.store_report, run_id, node_instance, data
     )
+    try:
+        async for chunk in request.stream():
+            upload.write(chunk)
+    except BaseException:
+        upload.discard()
+        raise
+    result: dict[str, Any] = await run_in_threadpool(upload.commit)
     return result
 
 
-def _only_itself(caller: str | None, node_instance: str) -> None:
-    if caller is not None and caller != node_instance:
-        raise Invalid(f"{caller} may not act for {node_instance}")
+def instance_numbers(ids: str) -> list[int]:
+    """``1,3`` -> [1, 3], refusing what is not a list of instance numbers."""
+    try:
+        numbers = [int(part) for part in ids.split(",") if part.strip()]
+    except ValueError:
+        raise Invalid(f"ids={ids[:40]!r}: give instance numbers, like ids=1,3") from None
+    if any(not 1 <= number <= MAX_ID for number in numbers):
+        raise Invalid("ids: instance numbers start at 1")
+    return numbers
 
 
 async def _events(
@@ -218,34 +243,49 @@ async def _events(
         seq = services.hub.seq
         settled = await run_in_threadpool(services.runs.settled, run_id)
         # Read after checking: the events that settled the run are then among those sent.
-        for event in await run_in_threadpool(services.runs.events, run_id, after=last):
-            last = event["id"]
-            yield json.dumps(event).encode() + b"\n"
+        while True:
+            batch = await run_in_threadpool(partial(services.runs.events, run_id, after=last))
+            for event in batch:
+                last = event["id"]
+                yield json.dumps(event).encode() + b"\n"
+            if len(batch) < MAX_EVENTS:
+                break
         if settled:
             return
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return
-        if not await services.hub.wait(seq, topics=[run_topic(run_id)], timeout=min(remaining, 15)):
+        woke = await services.hub.wait(
+            seq, topics=[run_topic(run_id)], timeout=min(remaining, KEEPALIVE)
+        )
+        if not woke:
             yield b"\n"  # keeps an idle connection alive
 
 
 async def _log_lines(
-    services: Services, run_id: str, node: str | None, after: int
+    services: Services, run_id: str, node: str | None, after: int, timeout: float
 ) -> AsyncIterator[bytes]:
+    deadline = time.monotonic() + timeout
     last = after
     while True:
         seq = services.hub.seq
         ended = await run_in_threadpool(services.runs.ended, run_id)
-        batch = await run_in_threadpool(
-            partial(services.runs.logs, run_id, node_instance=node, after=last)
-        )
-        for line in batch:
-            last = line["id"]
-            yield json.dumps(line).encode() + b"\n"
+        while True:
+            batch = await run_in_threadpool(
+                partial(services.logs.read, run_id, node_instance=node, after=last)
+            )
+            for line in batch:
+                last = line["id"]
+                yield json.dumps(line).encode() + b"\n"
+            if len(batch) < MAX_READ:
+                break
         if ended:  # read after checking, so that the last lines are among those sent
             return
-        if not await services.hub.wait(
-            seq, topics=[f"logs:{run_id}", run_topic(run_id)], timeout=15
-        ):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        woke = await services.hub.wait(
+            seq, topics=[logs_topic(run_id), run_topic(run_id)], timeout=min(remaining, KEEPALIVE)
+        )
+        if not woke:
             yield b"\n"

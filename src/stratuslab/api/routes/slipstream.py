@@ -8,25 +8,24 @@ the value is set (or changes from V), where SlipStream's tools polled every 5 s.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import parse_qs
 from xml.etree import ElementTree as ET
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from stratuslab.api.deps import Caller, ServicesDep, UserDep, run_caller
-from stratuslab.deploy.keys import parse_key
+from stratuslab.api.deps import CallerDep, ServicesDep, UserDep
+from stratuslab.api.routes.runs import instance_numbers
+from stratuslab.api.schemas.runs import MAX_ID, MAX_TEXT
 from stratuslab.deploy.runs import RunRequest
 from stratuslab.deploy.states import parse_keep_running
-from stratuslab.deploy.tx import abort_topic, param_topic
-from stratuslab.errors import Invalid, NotSupported, NotYetSet, StratusError
+from stratuslab.errors import Forbidden, Invalid, NotSupported, StratusError, TooLarge
 
 router = APIRouter(prefix="/run", tags=["slipstream"])
-MAX_WAIT = 60.0
-RunCaller = Annotated[Caller, Depends(run_caller)]
+MAX_FORM = 256 * 1024  # bytes of a form body: a start names a module and some parameters
+Key = Annotated[str, "a runtime parameter name"]
 
 
 async def _text(work: Callable[[], Awaitable[Response]]) -> Response:
@@ -39,14 +38,14 @@ async def _text(work: Callable[[], Awaitable[Response]]) -> Response:
 @router.post("")
 async def start_run(request: Request, services: ServicesDep, user: UserDep) -> Response:
     """Start a run from a form: refqname, parameter--node--<node>--<param>, keep-running, ..."""
-    form = await _form(request)
     try:
+        form = await _form(request)
         run_request = _run_request(form)
         view = await run_in_threadpool(services.runs.create, run_request, owner=user)
     except StratusError as exc:
         error = ET.Element("error", {"detail": str(exc)})
-        return Response(ET.tostring(error), status_code=409, media_type="application/xml")
-    services.orchestrator.schedule(view["id"], "provision")
+        status = 409 if exc.http_status < 500 else exc.http_status
+        return Response(ET.tostring(error), status_code=status, media_type="application/xml")
     location = f"{str(request.base_url).rstrip('/')}/run/{view['id']}"
     return Response(status_code=201, headers={"Location": location})
 
@@ -56,7 +55,7 @@ def list_runs(
     services: ServicesDep,
     user: UserDep,
     active_only: Annotated[bool, Query(alias="activeOnly")] = False,
-    offset: int = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> Response:
     runs = services.runs.list_runs(owner=user, active_only=active_only, offset=offset, limit=limit)
@@ -79,7 +78,7 @@ def list_runs(
 
 
 @router.get("/{run_id}")
-async def get_run(run_id: str, services: ServicesDep, caller: RunCaller) -> Response:
+async def get_run(run_id: str, services: ServicesDep, caller: CallerDep) -> Response:
     async def work() -> Response:
         view = await run_in_threadpool(services.runs.view, run_id)
         params = await run_in_threadpool(services.params.all, run_id)
@@ -102,7 +101,6 @@ async def get_run(run_id: str, services: ServicesDep, caller: RunCaller) -> Resp
             },
         )
         entries = ET.SubElement(root, "runtimeParameters")
-        params["ss:state"] = view["state"]
         for key, value in sorted(params.items()):
             entry = ET.SubElement(entries, "entry")
             ET.SubElement(entry, "string").text = key
@@ -117,23 +115,16 @@ async def get_run(run_id: str, services: ServicesDep, caller: RunCaller) -> Resp
 @router.get("/{run_id}/{key}")
 async def get_parameter(
     run_id: str,
-    key: str,
+    key: Key,
     services: ServicesDep,
-    caller: RunCaller,
+    caller: CallerDep,
     ignoreabort: bool = False,
     wait: Annotated[float, Query(ge=0)] = 0,
-    differs: str | None = None,
+    differs: Annotated[str | None, Query(max_length=MAX_TEXT)] = None,
 ) -> Response:
-    key = _qualified(key, caller)
-
     async def work() -> Response:
-        value = await wait_for_value(
-            services,
-            run_id,
-            key,
-            wait=min(wait, MAX_WAIT),
-            differs=differs,
-            ignore_abort=ignoreabort,
+        value = await services.params.wait(
+            run_id, key, caller=caller, wait=wait, differs=differs, ignore_abort=ignoreabort
         )
         return Response(value, media_type="text/plain")
 
@@ -143,23 +134,18 @@ async def get_parameter(
 @router.put("/{run_id}/{key}")
 async def set_parameter(
     run_id: str,
-    key: str,
+    key: Key,
     request: Request,
     services: ServicesDep,
-    caller: RunCaller,
+    caller: CallerDep,
     ignoreabort: bool = False,
 ) -> Response:
-    key = _qualified(key, caller)
-
     async def work() -> Response:
-        value = (await request.body()).decode()
+        value = _utf8(await _body(request, MAX_TEXT * 4), f"the value of {key[:80]}")
         await run_in_threadpool(
-            services.params.write,
-            run_id,
-            key,
-            value,
-            node_instance=caller.node_instance,
-            ignore_abort=ignoreabort,
+            lambda: services.params.write(
+                run_id, key, value, caller=caller, ignore_abort=ignoreabort
+            )
         )
         return Response(status_code=200)
 
@@ -169,30 +155,30 @@ async def set_parameter(
 @router.post("/{run_id}/{key}")
 async def post_to_run(
     run_id: str,
-    key: str,
+    key: Key,
     request: Request,
     services: ServicesDep,
-    caller: RunCaller,
-    state: str | None = None,
+    caller: CallerDep,
+    state: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Response:
     """``<node>.<i>:complete``: the node instance finished the current state. ``<node>`` with
     the form field ``n=K``: add K instances to a scalable run; answers their names."""
 
     async def work() -> Response:
         if ":" not in key:
-            if caller.user is None:
-                raise Invalid("only the run's owner adds instances")
+            if caller.is_node:
+                raise Forbidden("only the run's owner adds instances")
             form = await _form(request)
             names = await run_in_threadpool(
                 services.scaling.add_instances, run_id, key, _int("n", form.get("n", "1"))
             )
             return Response(",".join(names), media_type="text/plain")
         if not key.endswith(":complete"):
-            raise Invalid(f"POST {key!r}: post <node>.<i>:complete, or <node> with n=K")
+            raise Invalid(f"POST {key[:80]!r}: post <node>.<i>:complete, or <node> with n=K")
         node_instance = key.removesuffix(":complete")
-        if caller.node_instance is not None and caller.node_instance != node_instance:
-            raise Invalid(f"{caller.node_instance} may not complete for {node_instance}")
-        await run_in_threadpool(services.control.complete, run_id, node_instance, state=state)
+        await run_in_threadpool(
+            lambda: services.control.complete(run_id, node_instance, caller=caller, state=state)
+        )
         return Response(status_code=200)
 
     return await _text(work)
@@ -200,19 +186,15 @@ async def post_to_run(
 
 @router.delete("/{run_id}/{node}")
 async def remove_instances(
-    run_id: str, node: str, request: Request, services: ServicesDep, caller: RunCaller
+    run_id: str, node: str, request: Request, services: ServicesDep, caller: CallerDep
 ) -> Response:
     """Remove the instances ``ids=1,3`` of ``node`` from a scalable run."""
 
     async def work() -> Response:
-        if caller.user is None:
-            raise Invalid("only the run's owner removes instances")
+        if caller.is_node:
+            raise Forbidden("only the run's owner removes instances")
         form = await _form(request)
-        ids = [
-            _int("ids", part)
-            for part in (form.get("ids") or request.query_params.get("ids", "")).split(",")
-            if part
-        ]
+        ids = instance_numbers(form.get("ids") or request.query_params.get("ids", ""))
         await run_in_threadpool(services.scaling.remove_instances, run_id, node, ids)
         return Response(status_code=204)
 
@@ -220,53 +202,43 @@ async def remove_instances(
 
 
 @router.delete("/{run_id}")
-async def terminate(run_id: str, services: ServicesDep, caller: RunCaller) -> Response:
+async def terminate(run_id: str, services: ServicesDep, caller: CallerDep) -> Response:
     async def work() -> Response:
-        if caller.user is None:
-            raise Invalid("a node may not terminate its run; ss-abort aborts it")
+        if caller.is_node:
+            raise Forbidden("a node may not terminate its run; ss-abort aborts it")
         await run_in_threadpool(services.control.terminate, run_id)
         return Response(status_code=204)
 
     return await _text(work)
 
 
-async def wait_for_value(
-    services: Any, run_id: str, key: str, *, wait: float, differs: str | None, ignore_abort: bool
-) -> str:
-    """The value of ``key``, waiting up to ``wait`` seconds for it to be set (or to differ from
-    ``differs``). Raises NotYetSet when it is still not so."""
-    topics = [param_topic(run_id, str(parse_key(key))), abort_topic(run_id)]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        seq = services.hub.seq  # taken before reading, so that no change slips between the two
-        try:
-            value: str = await run_in_threadpool(
-                services.params.read, run_id, key, ignore_abort=ignore_abort
-            )
-            if differs is None or value != differs:
-                return value
-        except NotYetSet:
-            pass
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            if differs is not None:
-                raise NotYetSet(f"{key} is still {differs!r}")
-            raise NotYetSet(f"{key} is not set yet")
-        await services.hub.wait(seq, topics=topics, timeout=remaining)
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused past ``limit`` bytes without reading the rest."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the request body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _utf8(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Invalid(f"{what} is not UTF-8 text (byte {exc.start})") from None
 
 
 async def _form(request: Request) -> dict[str, str]:
     """A form-encoded body (SlipStream's clients post forms), parsed without python-multipart."""
-    body = (await request.body()).decode()
-    return {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
-
-
-def _qualified(key: str, caller: Caller) -> str:
-    """A bare name from a node is its own instance's, as SlipStream's tools qualify it."""
-    if ":" not in key and caller.node_instance is not None:
-        return f"{caller.node_instance}:{key}"
-    return key
+    body = _utf8(await _body(request, MAX_FORM), "the form")
+    try:
+        fields = parse_qs(body, keep_blank_values=True, errors="strict", max_num_fields=1000)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Invalid(f"the form cannot be read: {exc}") from None
+    return {k: v[-1] for k, v in fields.items()}
 
 
 def _run_request(form: dict[str, str]) -> RunRequest:
@@ -294,7 +266,8 @@ def _run_request(form: dict[str, str]) -> RunRequest:
             given[f"ss:{parts[1]}"] = value
         else:
             raise Invalid(
-                f"form field {field!r} is not parameter--<name> or parameter--node--<node>--<name>"
+                f"form field {field[:80]!r} is not parameter--<name> or "
+                "parameter--node--<node>--<name>"
             )
     return RunRequest(
         module=refqname,
@@ -308,6 +281,9 @@ def _run_request(form: dict[str, str]) -> RunRequest:
 
 def _int(field: str, value: str) -> int:
     try:
-        return int(value)
+        number = int(value) if len(value) <= 12 else None
     except ValueError:
-        raise Invalid(f"{field} must be a number, not {value!r}") from None
+        number = None
+    if number is None or not 0 <= number <= MAX_ID:
+        raise Invalid(f"{field} must be a number from 0 to {MAX_ID}, not {value[:20]!r}")
+    return number

@@ -1,22 +1,33 @@
-"""Bodies of the /api/runs and /api/modules resources."""
+"""Bodies of the /api/runs and /api/modules resources.
+
+Every field a request can make grow has a bound here, before a service sees it; the services
+check the meaning (a run timeout within a week, a multiplicity within the site's bound).
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stratuslab.deploy.logs import MAX_BATCH
+
+MAX_ID = 2**31 - 1  # the largest id, offset or instance number the store holds
+MAX_PATH = 255
+MAX_KEY = 255
+MAX_TEXT = 4096
+
 
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    module: str = Field(description="path (the newest version) or path/N")
+    module: str = Field(max_length=MAX_PATH + 12, description="path (the newest version) or path/N")
     params: dict[str, str] = Field(
-        default_factory=dict, description='"node:input" or "ss:name" -> value'
+        default_factory=dict, max_length=1000, description='"node:input" or "ss:name" -> value'
     )
-    multiplicity: dict[str, int] = Field(default_factory=dict)
-    keep_running: str = "on-success"
-    tags: list[str] = Field(default_factory=list)
-    timeout_s: int | None = Field(
-        default=None, gt=0, description="abort the run if not Ready by then"
+    multiplicity: dict[str, int] = Field(default_factory=dict, max_length=1000)
+    keep_running: str = Field(default="on-success", max_length=16)
+    tags: list[str] = Field(default_factory=list, max_length=100)
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=7 * 24 * 3600, description="abort the run if not Ready by then"
     )
     mutable: bool = Field(default=False, description="scalable: instances can be added and removed")
 
@@ -30,26 +41,26 @@ class InstancesAdd(BaseModel):
 class ModuleText(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str
-    file: str
+    path: str = Field(max_length=MAX_PATH)
+    file: str = Field(max_length=1024)
     text: str
 
 
 class ModulePush(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    modules: list[ModuleText] = Field(min_length=1)
+    modules: list[ModuleText] = Field(min_length=1, max_length=1000)
     only_changed: bool = Field(default=False, description="keep the newest version when unchanged")
 
 
 class LogLine(BaseModel):
     t: float = 0.0
-    state: str = ""
-    recipe: str = ""
-    stream: str = "stdout"
-    text: str = ""
+    state: str = Field(default="", max_length=64)
+    recipe: str = Field(default="", max_length=64)
+    stream: str = Field(default="stdout", max_length=16)
+    text: str = Field(default="", max_length=65536)
 
 
 class LogBatch(BaseModel):
-    node_instance: str
-    lines: list[LogLine]
+    node_instance: str = Field(max_length=128)
+    lines: list[LogLine] = Field(max_length=MAX_BATCH)

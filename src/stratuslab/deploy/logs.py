@@ -1,0 +1,122 @@
+"""Recipe output as node agents stream it, kept per run within bounds.
+
+A node sends what its recipes print; a recipe in a loop could print for ever, so each node
+instance keeps at most ``MAX_LINES_PER_NODE`` lines (the last one kept says the rest was
+dropped), a batch holds at most ``MAX_BATCH`` lines and a line at most ``MAX_LINE`` characters
+(longer ones are cut, marked with an ellipsis).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from stratuslab.db.models import NodeInstanceRecord, RunLogRecord, RunRecord
+from stratuslab.db.session import session_scope
+from stratuslab.deploy.tx import logs_topic
+from stratuslab.errors import Forbidden, Invalid, NotFound, TooLarge
+from stratuslab.hub import Hub
+from stratuslab.principal import Principal
+
+MAX_BATCH = 1000  # lines in one request (the agent sends every half second)
+MAX_LINE = 8192  # characters in one line
+MAX_LINES_PER_NODE = 100_000  # lines kept per node instance and run
+MAX_READ = 5000  # lines answered by one read
+_EPOCH_RANGE = (0.0, 253402300799.0)  # 1970 to the end of year 9999: what a datetime holds
+_STREAMS = ("stdout", "stderr")
+
+
+class RunLogs:
+    def __init__(self, engine: Engine, hub: Hub) -> None:
+        self.engine = engine
+        self.hub = hub
+
+    def add(
+        self,
+        run_id: str,
+        node_instance: str,
+        lines: Sequence[Mapping[str, Any]],
+        *,
+        caller: Principal,
+    ) -> int:
+        """Keep ``lines`` from ``node_instance``; returns how many were kept."""
+        if caller.is_node and (caller.run_id, caller.node_instance) != (run_id, node_instance):
+            raise Forbidden(f"{caller} may not send the output of {node_instance}")
+        if len(lines) > MAX_BATCH:
+            raise TooLarge(f"a log batch is at most {MAX_BATCH} lines, not {len(lines)}")
+        rows = [_row(run_id, node_instance, number, line) for number, line in enumerate(lines)]
+        with session_scope(self.engine) as session:
+            node = session.get(NodeInstanceRecord, (run_id, node_instance), with_for_update=True)
+            if node is None:
+                raise NotFound(f"no node instance {node_instance!r} in run {run_id}")
+            room = max(MAX_LINES_PER_NODE - node.log_lines, 0)
+            if len(rows) > room:
+                rows = rows[:room]
+                if rows:
+                    rows[-1].text = f"[log truncated: at most {MAX_LINES_PER_NODE} lines are kept]"
+            node.log_lines += len(rows)
+            session.add_all(rows)
+        if rows:
+            self.hub.publish(logs_topic(run_id), {"node_instance": node_instance})
+        return len(rows)
+
+    def read(
+        self,
+        run_id: str,
+        *,
+        node_instance: str | None = None,
+        after: int = 0,
+        limit: int = MAX_READ,
+    ) -> list[dict[str, Any]]:
+        with session_scope(self.engine) as session:
+            if session.get(RunRecord, run_id) is None:
+                raise NotFound(f"no run {run_id!r}")
+            query = select(RunLogRecord).where(
+                RunLogRecord.run_id == run_id, RunLogRecord.id > after
+            )
+            if node_instance:
+                query = query.where(RunLogRecord.node_instance == node_instance)
+            rows = session.scalars(
+                query.order_by(RunLogRecord.id).limit(min(max(limit, 1), MAX_READ))
+            )
+            return [
+                {
+                    "id": r.id,
+                    "at": r.at.isoformat(),
+                    "node_instance": r.node_instance,
+                    "state": r.state,
+                    "recipe": r.recipe,
+                    "stream": r.stream,
+                    "text": r.text,
+                }
+                for r in rows
+            ]
+
+
+def _row(run_id: str, node_instance: str, number: int, line: Mapping[str, Any]) -> RunLogRecord:
+    where = f"log line {number + 1}"
+    t = line.get("t", 0.0)
+    if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t):
+        raise Invalid(f"{where}: t must be a number of seconds since 1970")
+    if t and not _EPOCH_RANGE[0] <= t <= _EPOCH_RANGE[1]:
+        raise Invalid(f"{where}: t={t:g} is not a time between 1970 and 9999")
+    stream = str(line.get("stream", "stdout"))
+    if stream not in _STREAMS:
+        raise Invalid(f"{where}: stream is stdout or stderr, not {stream[:16]!r}")
+    text = str(line.get("text", "")).replace("\x00", "")
+    if len(text) > MAX_LINE:
+        text = text[: MAX_LINE - 1] + "…"
+    return RunLogRecord(
+        run_id=run_id,
+        node_instance=node_instance,
+        at=datetime.fromtimestamp(t, UTC) if t else datetime.now(UTC),
+        state=str(line.get("state", ""))[:16].replace("\x00", ""),
+        recipe=str(line.get("recipe", ""))[:32].replace("\x00", ""),
+        stream=stream,
+        text=text,
+    )

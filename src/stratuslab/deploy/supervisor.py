@@ -1,0 +1,207 @@
+"""The supervisor: one thread that hands asked-for work to the orchestrator and, every second,
+looks over every run that is not over.
+
+A round enforces run timeouts, ends the bounded wait of SendingReports after an abort, marks
+node instances whose machine is gone or stopped as lost, asks again for work a run still needs
+(provisioning not finished, a teardown due again, a removal whose machines remain) and so picks
+up whatever a killed server left. A round that fails is logged; the next one comes anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from stratuslab.cloud.instances import InstanceService
+from stratuslab.cloud.types import InstanceState
+from stratuslab.db.models import NodeInstanceRecord, RunRecord, utcnow
+from stratuslab.db.session import session_scope
+from stratuslab.deploy.control import READY, RunControl
+from stratuslab.deploy.orchestrator import Orchestrator
+from stratuslab.deploy.states import ACTIVE, FINAL, RunState
+from stratuslab.deploy.work import Work, WorkQueue
+from stratuslab.errors import StratusError
+
+log = logging.getLogger(__name__)
+LIVENESS_EVERY = 2.0  # seconds between checks that node instances' machines still run
+
+
+@dataclass(frozen=True)
+class _Due:
+    """What a round needs to know of one run."""
+
+    id: str
+    owner: str
+    state: RunState
+    deadline: datetime | None
+    state_deadline: datetime | None
+    aborted: bool
+    timeout_s: int | None
+    scaling: str | None
+    teardown_attempts: int
+    retry_at: datetime | None
+    unprovisioned: bool  # node instances a provisioning job should take up (see below)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        control: RunControl,
+        orchestrator: Orchestrator,
+        work: WorkQueue,
+        instances_for: Callable[[str], InstanceService],
+        every: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self.control = control
+        self.orchestrator = orchestrator
+        self.work = work
+        self.instances_for = instances_for
+        self.every = every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_liveness = 0.0
+
+    def start(self) -> None:
+        """The first round now (work a previous server left), then the thread."""
+        self._round_guarded()
+        self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        next_round = time.monotonic() + self.every
+        while not self._stop.is_set():
+            item = self.work.take(timeout=min(next_round - time.monotonic(), 0.25))
+            if item is not None:
+                self.orchestrator.schedule(*item)
+            if time.monotonic() >= next_round:
+                self._round_guarded()
+                next_round = time.monotonic() + self.every
+
+    def _round_guarded(self) -> None:
+        try:
+            self.round()
+        except Exception:  # the supervisor must outlive any one bad round
+            log.exception("supervision round failed")
+
+    # -- one round ------------------------------------------------------------------------
+
+    def round(self) -> None:
+        now = utcnow()
+        check_liveness = time.monotonic() - self._last_liveness > LIVENESS_EVERY
+        if check_liveness:
+            self._last_liveness = time.monotonic()
+        for run in self._due():
+            try:
+                self._look_over(run, now, check_liveness)
+            except StratusError as exc:
+                log.warning("supervising run %s: %s", run.id, exc)
+
+    def _look_over(self, run: _Due, now: datetime, check_liveness: bool) -> None:
+        if run.state is RunState.FINALIZING:
+            if run.teardown_attempts == 0 or (run.retry_at is not None and now >= run.retry_at):
+                self.orchestrator.schedule(run.id, Work.TEARDOWN)
+            return  # a teardown that gave up waits for `stratus run terminate`
+        if run.state is RunState.INITIALIZING or run.unprovisioned:
+            # Provisioning not finished, or machines a killed server left half recorded: the
+            # job adopts what the backend has whatever state the run is in.
+            self.orchestrator.schedule(run.id, Work.PROVISION)
+        elif run.scaling == "vm_remove" and run.state is RunState.READY:
+            self.orchestrator.schedule(run.id, Work.SHRINK)
+        overdue = run.deadline is not None and now > run.deadline
+        if overdue and run.state in ACTIVE and not run.aborted:
+            self.control.abort(
+                run.id,
+                f"the run timed out after {run.timeout_s} s in {run.state.value}",
+                timed_out=True,
+            )
+        elif run.state_deadline is not None and now > run.state_deadline:
+            self.control.give_up_waiting(run.id)
+        if check_liveness and run.state in ACTIVE:
+            self._check_liveness(run)
+
+    def _due(self) -> list[_Due]:
+        with session_scope(self.engine) as session:
+            runs = session.scalars(
+                select(RunRecord).where(RunRecord.state.not_in([s.value for s in FINAL]))
+            ).all()
+            unprovisioned: dict[str, set[str]] = {}
+            for run_id, provisioning in session.execute(
+                select(NodeInstanceRecord.run_id, NodeInstanceRecord.provisioning)
+                .where(
+                    NodeInstanceRecord.run_id.in_([r.id for r in runs]),
+                    NodeInstanceRecord.removed.is_(False),
+                    NodeInstanceRecord.provisioning.in_(("pending", "creating")),
+                )
+                .distinct()
+            ):
+                unprovisioned.setdefault(run_id, set()).add(provisioning)
+            return [
+                _Due(
+                    id=r.id,
+                    owner=r.owner,
+                    state=RunState(r.state),
+                    deadline=r.deadline,
+                    state_deadline=r.state_deadline,
+                    aborted=r.abort_reason is not None,
+                    timeout_s=r.timeout_s,
+                    scaling=(r.scaling or {}).get("action"),
+                    teardown_attempts=r.teardown_attempts,
+                    retry_at=r.retry_at,
+                    unprovisioned=self._needs_provisioning(r, unprovisioned.get(r.id, set())),
+                )
+                for r in runs
+            ]
+
+    @staticmethod
+    def _needs_provisioning(run: RunRecord, provisioning: set[str]) -> bool:
+        """Whether the run has node instances whose provisioning a job should take up:
+        pending ones while it provisions, half-made ones (creating) whatever its state."""
+        return "creating" in provisioning or (
+            bool(provisioning) and run.state == RunState.PROVISIONING
+        )
+
+    def _check_liveness(self, run: _Due) -> None:
+        with session_scope(self.engine) as session:
+            ready = list(
+                session.scalars(
+                    select(NodeInstanceRecord).where(
+                        NodeInstanceRecord.run_id == run.id,
+                        NodeInstanceRecord.removed.is_(False),
+                        NodeInstanceRecord.lost.is_(False),
+                        NodeInstanceRecord.provisioning == READY,
+                    )
+                )
+            )
+        if not ready:
+            return
+        service = self.instances_for(run.owner)
+        alive = {
+            i.tags.get("node-instance"): i
+            for cloud in {v.cloud for v in service.for_run(run.id)}
+            for i in service.connector(cloud).list_instances(tags={"run": run.id})
+        }
+        for node in ready:
+            instance = alive.get(node.name)
+            if instance is None:
+                self.control.lost(
+                    run.id, node.name, f"its machine {node.instance_id} is gone (deleted or killed)"
+                )
+            elif instance.state != InstanceState.RUNNING:
+                self.control.lost(
+                    run.id, node.name, f"its machine {node.instance_id} is {instance.state.value}"
+                )

@@ -1,0 +1,52 @@
+"""Node instance tokens: the secret each node instance proves itself with.
+
+A token is valid for one node instance of one run; only its SHA-256 is kept (found through an
+index, so that checking one costs the same in a run of ten node instances or ten thousand).
+Removing a node instance from a run, or losing its machine, revokes its token: whatever its
+agent still sends no longer counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from stratuslab.db.models import NodeInstanceRecord
+from stratuslab.db.session import session_scope
+from stratuslab.errors import NotFound
+from stratuslab.principal import Principal
+
+
+class NodeTokens:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def issue(self, run_id: str, node_instance: str) -> str:
+        """A new secret for one node instance of one run, replacing any earlier one."""
+        token = secrets.token_urlsafe(24)
+        with session_scope(self.engine) as session:
+            node = session.get(NodeInstanceRecord, (run_id, node_instance))
+            if node is None:
+                raise NotFound(f"no node instance {node_instance!r} in run {run_id}")
+            node.token_hash = digest(token)
+        return token
+
+    def principal(self, run_id: str, token: str) -> Principal | None:
+        """The node instance ``token`` proves, if it is valid for ``run_id``."""
+        if not token:
+            return None
+        with session_scope(self.engine) as session:
+            name = session.scalar(
+                select(NodeInstanceRecord.name).where(
+                    NodeInstanceRecord.run_id == run_id,
+                    NodeInstanceRecord.token_hash == digest(token),
+                )
+            )
+        return Principal.for_node(run_id, name) if name is not None else None
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,139 @@
+"""The composition root: every service the server holds, built once and wired in their
+constructors.
+
+The API, the CLI's in-process mode and the tests get their services from :func:`build`; nothing
+else constructs the engine's parts. What depends on what, read top to bottom:
+
+    store, hub, connector pool, worker pool
+    instances (per owner)            the cloud layer
+    work queue, parameter values     the seams between the engine's parts
+    modules, runs, tokens, logs, reports
+    run control     (values, work)   the state machine
+    parameters      (values, control)
+    scaling         (control, parameters)
+    orchestrator    (runs, control, tokens, instances)
+    supervisor      (control, orchestrator, work)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from stratuslab.cloud.clouds import ConnectorPool
+from stratuslab.cloud.instances import InstanceService
+from stratuslab.config import Settings
+from stratuslab.deploy.claims import Claims
+from stratuslab.deploy.control import RunControl
+from stratuslab.deploy.logs import RunLogs
+from stratuslab.deploy.modules import ModuleStore
+from stratuslab.deploy.orchestrator import Orchestrator, OrchestratorConfig
+from stratuslab.deploy.params import Parameters, ParameterValues
+from stratuslab.deploy.reports import ReportStore
+from stratuslab.deploy.runs import RunService
+from stratuslab.deploy.scaling import Scaling
+from stratuslab.deploy.supervisor import Supervisor
+from stratuslab.deploy.tokens import NodeTokens
+from stratuslab.deploy.work import WorkQueue
+from stratuslab.hub import Hub
+
+WORKERS = 64  # background jobs at once: provisioning and teardown threads of every run
+
+
+class Services:
+    """Everything the server holds for its lifetime."""
+
+    def __init__(self, settings: Settings, engine: Engine, *, token: str) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.token = token
+        self.hub = Hub()
+        self.connectors = ConnectorPool(engine)
+        self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="work")
+        self._active = 0
+        self._lock = threading.Lock()
+
+        self.work = WorkQueue()
+        values = ParameterValues()
+        self.modules = ModuleStore(engine)
+        self.runs = RunService(
+            engine,
+            self.hub,
+            modules=self.modules,
+            work=self.work,
+            max_instances=settings.max_run_instances,
+        )
+        self.tokens = NodeTokens(engine)
+        self.logs = RunLogs(engine, self.hub)
+        self.reports = ReportStore(engine, self.hub, folder=settings.reports_dir)
+        self.control = RunControl(
+            engine, self.hub, values=values, work=self.work, report_grace=settings.report_grace_s
+        )
+        self.params = Parameters(engine, self.hub, values=values, aborts=self.control)
+        self.scaling = Scaling(self.control, self.params, max_instances=settings.max_run_instances)
+        self.orchestrator = Orchestrator(
+            engine,
+            runs=self.runs,
+            control=self.control,
+            tokens=self.tokens,
+            claims=Claims(engine),
+            instances_for=self.instances,
+            submit=self.submit,
+            config=OrchestratorConfig(
+                agent_url=settings.agent_url, name_prefix=settings.instance_prefix
+            ),
+        )
+        self.supervisor = Supervisor(
+            engine,
+            control=self.control,
+            orchestrator=self.orchestrator,
+            work=self.work,
+            instances_for=self.instances,
+        )
+
+    def instances(self, owner: str) -> InstanceService:
+        """The instance service acting for ``owner``."""
+        return InstanceService(
+            self.engine,
+            owner=owner,
+            connectors=self.connectors,
+            name_prefix=self.settings.instance_prefix,
+        )
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Background work; the server does not exit for idleness while some is left."""
+        with self._lock:
+            self._active += 1
+        future = self.executor.submit(fn, *args)
+        future.add_done_callback(self._finished)
+        return future
+
+    def busy(self) -> bool:
+        """Background work left (the orchestrator's jobs among it), or runs that need us."""
+        with self._lock:
+            if self._active > 0:
+                return True
+        return self.runs.working()
+
+    def start(self) -> None:
+        """Start watching over runs (timeouts, dead nodes, work left by a previous server)."""
+        self.supervisor.start()
+
+    def close(self) -> None:
+        self.supervisor.stop()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.connectors.close()
+
+    def _finished(self, _future: Future[Any]) -> None:
+        with self._lock:
+            self._active -= 1
+
+
+def build(settings: Settings, *, token: str) -> Services:
+    from stratuslab.db.session import engine_for
+
+    return Services(settings, engine_for(settings.database_url), token=token)
