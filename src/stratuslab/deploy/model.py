@@ -4,10 +4,15 @@
 the files and the server has the versions:
 
 - :func:`parse_module` checks one file on its own: kinds, keys, types, names, references and
-  mapping syntax. :func:`load_tree` uses it to read a module and every module it refers to
-  from disk, so that the CLI can push them all.
-- :func:`resolve` checks what spans modules (parents, images, mappings, required inputs),
-  against whatever versions a lookup finds, and produces the :class:`Plan` a run follows.
+  mapping syntax, within the bounds ``deploy/yamlsource.py`` sets on what one file may cost.
+  :func:`load_tree` uses it to read a module and every module it refers to from disk, so that
+  the CLI can push them all.
+- :func:`stratuslab.deploy.plan.resolve` checks what spans modules (parents, images, mappings,
+  required inputs), against whatever versions a lookup finds, and produces the plan a run
+  follows.
+
+The values modules are read into are in ``deploy/kinds.py``, module paths and references in
+``deploy/references.py``; both are importable from here.
 
 Every problem is an :class:`Invalid` whose message is ``<file>:<line>: <key path>: <what>``.
 """
@@ -16,13 +21,34 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeAlias
+from typing import Any
 
 from stratuslab.deploy import yamlsource
-from stratuslab.deploy.yamlsource import Document, Located, join
+
+# What the server and the node agent share is defined once, in the agent's protocol; these
+# names stay importable from here for the modules that import them from the model.
+from stratuslab.deploy.agent.protocol import DEFAULT_CLOUD as DEFAULT_CLOUD
+from stratuslab.deploy.agent.protocol import MAX_VALUE as MAX_VALUE
+from stratuslab.deploy.agent.protocol import STANDARD_PARAMETERS as STANDARD_PARAMETERS
+
+# The values modules are read into, and how modules name each other, live in modules of their
+# own; they are importable from here too, where they have always been.
+from stratuslab.deploy.kinds import KINDS as KINDS
+from stratuslab.deploy.kinds import ApplicationModule as ApplicationModule
+from stratuslab.deploy.kinds import ComponentModule as ComponentModule
+from stratuslab.deploy.kinds import ImageModule as ImageModule
+from stratuslab.deploy.kinds import Lookup as Lookup
+from stratuslab.deploy.kinds import Module as Module
+from stratuslab.deploy.kinds import ModuleText as ModuleText
+from stratuslab.deploy.kinds import NodeDef as NodeDef
+from stratuslab.deploy.kinds import ParameterDef as ParameterDef
+from stratuslab.deploy.kinds import ParamSource as ParamSource
+from stratuslab.deploy.references import address_of as address_of
+from stratuslab.deploy.references import check_path as check_path
+from stratuslab.deploy.references import module_path as module_path
+from stratuslab.deploy.references import resolve_reference as resolve_reference
+from stratuslab.deploy.yamlsource import Document, join
 from stratuslab.errors import Invalid
 
 RECIPE_STEPS = (
@@ -35,29 +61,10 @@ RECIPE_STEPS = (
     "on-vm-remove",
 )
 SCRIPT_STEPS = tuple(step for step in RECIPE_STEPS if step != "packages")
-STANDARD_PARAMETERS = (
-    "state",
-    "statecustom",
-    "vmstate",
-    "abort",
-    "complete",
-    "hostname",
-    "instanceid",
-    "url.ssh",
-    "url.service",
-    "nodename",
-    "id",
-    "cloudservice",
-    "image.id",
-)
-DEFAULT_CLOUD = "local"
-MAX_VALUE = 4096  # SlipStream's limit on a runtime parameter value
 
 PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _CLOUD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # a directory or file name in a path
-_VERSION = re.compile(r"^[0-9]+$")
 # A Debian package name, optionally with :arch, =version or /release, as apt-get takes them;
 # nothing else, since the agent hands these to apt-get.
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+|/[A-Za-z0-9.-]+)?$")
@@ -73,93 +80,6 @@ _RECIPE_RENAMED = {
 _NODE_RENAMED = {"max_provisioning_failures": "max-provisioning-failures"}
 _NODE_KEYS = ("component", "multiplicity", "cloud", "max-provisioning-failures", "parameters")
 _SOURCE_FORMS = "node:parameter (like db:hostname), ss:name (a run global) or a quoted literal"
-
-
-@dataclass(frozen=True)
-class ParameterDef:
-    name: str
-    description: str = ""
-    default: str | None = None  # inputs only; None means required
-
-
-@dataclass(frozen=True)
-class ImageModule(Located):
-    kind: ClassVar[str] = "image"
-
-    path: str
-    file: str  # as errors name it: db.yaml, or "db.yaml (version 3)" for a stored version
-    base: str  # the directory its relative references start from
-    description: str
-    images: Mapping[str, str]  # cloud -> image name
-    lines: Mapping[str, int]  # dotted key path -> line (1-based)
-
-
-@dataclass(frozen=True)
-class ComponentModule(Located):
-    kind: ClassVar[str] = "component"
-
-    path: str
-    file: str
-    base: str
-    description: str
-    parent: str  # reference as written
-    inputs: Mapping[str, ParameterDef]
-    outputs: Mapping[str, ParameterDef]
-    recipes: Mapping[str, str]  # step -> script, for the script steps present
-    packages: tuple[str, ...]
-    lines: Mapping[str, int]
-
-
-@dataclass(frozen=True)
-class ParamSource:
-    """Where a mapped input's value comes from."""
-
-    kind: Literal["parameter", "literal", "global"]
-    node: str | None = None  # for "parameter"
-    name: str | None = None  # parameter name (for "parameter" and "global")
-    value: str | None = None  # for "literal"
-
-    def key(self) -> str | None:
-        """The runtime parameter read: ``db.1:hostname``, ``ss:site``; None for a literal."""
-        if self.kind == "parameter":
-            return f"{self.node}.1:{self.name}"
-        if self.kind == "global":
-            return f"ss:{self.name}"
-        return None
-
-
-@dataclass(frozen=True)
-class NodeDef:
-    name: str
-    component: str  # reference as written
-    multiplicity: int = 1
-    cloud: str = DEFAULT_CLOUD
-    max_provisioning_failures: int = 0
-    parameters: Mapping[str, ParamSource] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ApplicationModule(Located):
-    kind: ClassVar[str] = "application"
-
-    path: str
-    file: str
-    base: str
-    description: str
-    nodes: Mapping[str, NodeDef]
-    lines: Mapping[str, int]
-
-
-Module: TypeAlias = ImageModule | ComponentModule | ApplicationModule
-KINDS = tuple(cls.kind for cls in (ImageModule, ComponentModule, ApplicationModule))
-Lookup: TypeAlias = Callable[[str, int | None], tuple[Module, int]]
-
-
-@dataclass(frozen=True)
-class ModuleText:
-    path: str
-    file: str
-    text: str
 
 
 # -- one file -------------------------------------------------------------------------------
@@ -397,75 +317,6 @@ def _source(doc: Document, path: str, value: Any) -> ParamSource:
     # YAML removes one pair of quotes, so 'hello' arrives here as hello.
     hint = None if colon else f"for the literal {value}, write \"'{value}'\""
     raise doc.error(path, f"{value!r} is not {_SOURCE_FORMS}", hint=hint)
-
-
-# -- paths and references -------------------------------------------------------------------
-
-
-def module_path(root: Path, file: Path) -> str:
-    """The path of the module in ``file``: ``examples/webapp/db.yaml`` is
-    ``examples/webapp/db``, ``examples/webapp/module.yaml`` is ``examples/webapp``. A relative
-    ``file`` is taken relative to ``root``."""
-    if file.is_absolute():
-        if not file.is_relative_to(root.absolute()):
-            raise Invalid(f"{file} is not under {root.absolute()}")
-        file = file.relative_to(root.absolute())
-    shown = file.as_posix()
-    if file.suffix != ".yaml":
-        raise Invalid(f"{shown}: a module file ends in .yaml")
-    parts = file.parent.parts if file.name == "module.yaml" else file.with_suffix("").parts
-    if not parts:
-        raise Invalid(f"{shown}: a module.yaml at the root has no path; put it in a directory")
-    try:
-        return check_path("/".join(parts))
-    except Invalid as exc:
-        raise Invalid(f"{shown}: {exc.message}") from None
-
-
-def check_path(path: str) -> str:
-    """``path`` if it can name a module: names joined by single slashes, none of them ``.`` or
-    ``..``, the last not a number (``apps/3`` would read as version 3 of ``apps``)."""
-    for part in path.split("/"):
-        if not _SEGMENT.fullmatch(part):
-            raise Invalid(f"{part!r} cannot be part of a module path (letters, digits, _ - .)")
-    name = path.rpartition("/")[2]
-    if _VERSION.fullmatch(name):
-        raise Invalid(f"a module cannot be named {name!r}: it would read as a version")
-    return path
-
-
-def resolve_reference(ref: str, *, base: str) -> tuple[str, int | None]:
-    """``db``, ``./db`` or ``../x/db`` relative to ``base``; ``a/b/c`` absolute; a trailing
-    ``/N`` pins version N. Returns (absolute path, version or None)."""
-    parts = ref.split("/")
-    if "" in parts:
-        raise Invalid(f"{ref!r} is not a module reference", hint="like db, ../shared/base or a/b/c")
-    version = None
-    if len(parts) > 1 and _VERSION.fullmatch(parts[-1]):
-        version = int(parts.pop())
-        if version < 1:
-            raise Invalid(f"{ref!r}: versions are numbered from 1")
-    # One name, or a start at . or .., is relative; a path of several names is absolute.
-    relative = len(parts) == 1 or parts[0] in (".", "..")
-    out = base.split("/") if relative and base else []
-    for part in parts:
-        if part == "..":
-            if not out:
-                raise Invalid(f"{ref!r} goes above the root (from {base or 'the root'})")
-            out.pop()
-        elif part != ".":
-            if not _SEGMENT.fullmatch(part):
-                raise Invalid(f"{ref!r}: {part!r} is not a module name")
-            out.append(part)
-    if not out:
-        raise Invalid(f"{ref!r} refers to the root, which is not a module")
-    if _VERSION.fullmatch(out[-1]):  # module_path refuses such names: they would read as versions
-        raise Invalid(f"{ref!r}: {out[-1]!r} is not a module name")
-    return "/".join(out), version
-
-
-def address_of(path: str, version: int | None) -> str:
-    return path if version is None else f"{path}/{version}"
 
 
 def _references(module: Module) -> list[tuple[str, str]]:
