@@ -246,7 +246,7 @@ class _BoundedComposer(Composer):
         version = getattr(event, "version", None)
         if version is not None and tuple(version) != (1, 2):
             found = ".".join(map(str, version))
-            raise _Refused(f"modules are YAML 1.2, not {found}", event.start_mark)
+            raise _Refused(f"modules are YAML 1.2; this one says %YAML {found}", event.start_mark)
         return super().compose_document()
 
     def compose_node(self, parent: Any, index: Any) -> Any:
