@@ -9,7 +9,7 @@ the files and the server has the versions:
   the CLI can push them all.
 - :func:`stratuslab.deploy.plan.resolve` checks what spans modules (parents, images, mappings,
   required inputs), against whatever versions a lookup finds, and produces the plan a run
-  follows.
+  follows; ``stratus module check`` runs it over the files (``deploy/check.py``).
 
 The values modules are read into are in ``deploy/kinds.py``, module paths and references in
 ``deploy/references.py``; both are importable from here.
@@ -61,9 +61,16 @@ RECIPE_STEPS = (
     "on-vm-remove",
 )
 SCRIPT_STEPS = tuple(step for step in RECIPE_STEPS if step != "packages")
+# The instances of a node are counted up to this (the control-plane benchmark runs that many);
+# their index is part of their instance name, which must stay a DNS label (see _NODE_NAME).
+MAX_MULTIPLICITY = 10_000
 
 PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# A node's instances are named <prefix>-<first 8 of the run id>-<node, _ as ->-<index>, a DNS
+# label of at most 63 characters: with a site prefix of at most 20 characters and an index of
+# at most 5 digits, the node has 20 left, in lowercase.
+MAX_NODE_NAME = 20
+_NODE_NAME = re.compile(rf"^[a-z][a-z0-9_]{{0,{MAX_NODE_NAME - 1}}}$")
 _CLOUD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A Debian package name, optionally with :arch, =version or /release, as apt-get takes them;
 # nothing else, since the agent hands these to apt-get.
@@ -261,7 +268,10 @@ def _node(doc: Document, name: str, value: Any, base: str) -> NodeDef:
     path = join("nodes", name)
     if not _NODE_NAME.fullmatch(name):
         raise doc.error(
-            path, f"{name!r} is not a node name: use letters, digits and _, from a letter"
+            path,
+            f"{name!r} is not a node name: use lowercase letters, digits and _, from a letter, "
+            f"at most {MAX_NODE_NAME} characters",
+            hint="a node's name is part of the host name of each of its instances",
         )
     if name == "ss":
         raise doc.error(path, "'ss' names the run's globals (ss:name); choose another node name")
@@ -281,10 +291,14 @@ def _node(doc: Document, name: str, value: Any, base: str) -> NodeDef:
     return NodeDef(
         name,
         _reference(doc, join(path, "component"), spec["component"], base),
-        doc.count(join(path, "multiplicity"), spec.get("multiplicity", 1)),
+        doc.count(
+            join(path, "multiplicity"), spec.get("multiplicity", 1), maximum=MAX_MULTIPLICITY
+        ),
         cloud,
         doc.count(
-            join(path, "max-provisioning-failures"), spec.get("max-provisioning-failures", 0)
+            join(path, "max-provisioning-failures"),
+            spec.get("max-provisioning-failures", 0),
+            maximum=MAX_MULTIPLICITY,
         ),
         parameters,
     )

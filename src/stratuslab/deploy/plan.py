@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from stratuslab.deploy.model import (
+    MAX_MULTIPLICITY,
     MAX_VALUE,
     PARAMETER_NAME,
     SCRIPT_STEPS,
@@ -365,6 +366,11 @@ def _check_command_line(
             )
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise Invalid(f"command line: {node}:multiplicity: must be 0 or more, not {count!r}")
+        if count > MAX_MULTIPLICITY:
+            raise Invalid(
+                f"command line: {node}:multiplicity: must be at most {MAX_MULTIPLICITY}, "
+                f"not {count}"
+            )
 
 
 def _check_required(
