@@ -333,31 +333,29 @@ def _source(doc: Document, path: str, value: Any) -> ParamSource:
     raise doc.error(path, f"{value!r} is not {_SOURCE_FORMS}", hint=hint)
 
 
-def _references(module: Module) -> list[tuple[str, str]]:
-    """(key, reference) for every module ``module`` refers to."""
-    if isinstance(module, ComponentModule):
-        return [("parent", module.parent)]
-    if isinstance(module, ApplicationModule):
-        return [(f"nodes.{name}.component", node.component) for name, node in module.nodes.items()]
-    return []
-
-
 # -- the tree on disk -----------------------------------------------------------------------
 
 
 def load_tree(root: Path, target: str) -> list[ModuleText]:
     """Read the module at ``target`` (relative to ``root``: a directory with module.yaml, or a
     file with or without .yaml) and every module it refers to, each once, target first.
-    Version-pinned references (``db/3``) name a stored version: they are left to the server."""
+    Version-pinned references (``db/3``) name a stored version: they are left to the server.
+    A file, or a directory on the way to it, that is a symbolic link to somewhere outside
+    ``root`` is refused."""
+    return [text for text, _ in read_tree(root, target)]
+
+
+def read_tree(root: Path, target: str) -> list[tuple[ModuleText, Module]]:
+    """:func:`load_tree`, with each module as parsed."""
     first = _target_file(root, target)
     queue = [(module_path(root, first), first.as_posix())]
-    found: dict[str, ModuleText] = {}
+    found: list[tuple[ModuleText, Module]] = []
     queued = {queue[0][0]}
     while queue:
         path, file = queue.pop(0)
         text = _read(root, file)
-        found[path] = ModuleText(path, file, text)
         module = parse_module(text, path=path, file=file)
+        found.append((ModuleText(path, file, text), module))
         for key, ref in _references(module):
             ref_path, version = resolve_reference(ref, base=module.base)
             if version is not None or ref_path in queued:
@@ -367,7 +365,16 @@ def load_tree(root: Path, target: str) -> list[ModuleText]:
                 raise module.error(key, _not_one(ref_path, candidates))
             queue.append((ref_path, candidates[0].as_posix()))
             queued.add(ref_path)
-    return list(found.values())
+    return found
+
+
+def _references(module: Module) -> list[tuple[str, str]]:
+    """(key, reference) for every module ``module`` refers to."""
+    if isinstance(module, ComponentModule):
+        return [("parent", module.parent)]
+    if isinstance(module, ApplicationModule):
+        return [(f"nodes.{name}.component", node.component) for name, node in module.nodes.items()]
+    return []
 
 
 def _candidates(root: Path, path: str) -> list[Path]:
@@ -398,8 +405,10 @@ def _target_file(root: Path, target: str) -> Path:
 
 
 def _read(root: Path, file: str) -> str:
+    real = _inside(root, file)
     try:
-        data = (root / file).read_bytes()
+        yamlsource.check_size(real.stat().st_size, file=file)  # before reading all of it
+        data = real.read_bytes()
     except OSError as exc:
         raise Invalid(f"{file}: cannot be read: {exc.strerror}") from None
     try:
@@ -407,3 +416,27 @@ def _read(root: Path, file: str) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise Invalid(f"{file}:{line}: not UTF-8 text") from None
+
+
+def _inside(root: Path, file: str) -> Path:
+    """Where ``root / file`` really is, once every symbolic link on the way is followed. A link
+    may point anywhere inside the repository; one that leads out of it is refused: what it
+    points at is not part of the repository, yet would be pushed (and shown) as if it were."""
+    top = root.resolve()
+    here = root
+    for part in Path(file).parts:
+        here = here / part
+        if not here.is_symlink():
+            continue
+        try:
+            target = here.resolve()
+        except (RuntimeError, OSError):  # a loop of links (3.11 raises the first, 3.13 the other)
+            raise Invalid(f"{file}: cannot be read: a loop of symbolic links") from None
+        if not target.is_relative_to(top):
+            link = here.relative_to(root).as_posix()
+            which = "is" if link == file else f"is in {link}, which is"
+            raise Invalid(
+                f"{file}: {which} a symbolic link to {target}, outside the repository {top}",
+                hint="copy what it points at into the repository, or point the link inside it",
+            )
+    return here.resolve()
