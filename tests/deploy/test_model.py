@@ -833,6 +833,37 @@ def test_a_cycle_of_parents_is_refused(chain: Store) -> None:
     )
 
 
+def test_a_cycle_of_many_parents_is_refused_without_recursing() -> None:
+    # Built as values rather than parsed: what is tested is resolve, on more parents than
+    # Python's recursion limit would allow a recursive walk.
+    length = 1500
+    modules: dict[str, Module] = {
+        f"lib/c{i}": ComponentModule(
+            f"lib/c{i}",
+            f"lib/c{i}.yaml",
+            "lib",
+            "",
+            f"c{(i + 1) % length}",
+            {},
+            {},
+            {},
+            (),
+            {"parent": 2},
+        )
+        for i in range(length)
+    }
+    store = Store()
+    app = application(
+        store, "apps/one", "kind: application\nnodes:\n  n:\n    component: ../../lib/c0\n"
+    )
+    with pytest.raises(Invalid) as caught:
+        resolve(app, 1, lambda path, version: (modules[path], 1))
+    assert caught.value.message.startswith(
+        f"lib/c{length - 1}.yaml:2: parent: a cycle of parents: lib/c0 -> lib/c1 -> "
+    )
+    assert caught.value.message.endswith(f"lib/c{length - 1} -> lib/c0")
+
+
 @pytest.mark.parametrize(
     ("component", "message"),
     [
