@@ -99,6 +99,13 @@ def test_the_size_limit_counts_bytes_not_characters() -> None:
     assert refused(wide).message.startswith(f"x.yaml: is {len(wide.encode())} bytes")
 
 
+@pytest.mark.parametrize("character", ["\ud800", "\x00", "\x07"])
+def test_characters_yaml_does_not_allow_are_refused(character: str) -> None:
+    # JSON can carry a lone surrogate to the server, which no encoder would take.
+    error = refused(f"a: 1\nb: x{character}\n")
+    assert error.message == "x.yaml:2: not valid YAML: special characters are not allowed"
+
+
 def test_a_module_at_the_size_limit_is_read() -> None:
     start = "kind: component\nparent: b\nrecipes:\n  deployment: |\n"
     line = "    echo a line of a long recipe\n"

@@ -181,8 +181,12 @@ def check_size(size: int, *, file: str) -> None:
 def load(text: str, *, file: str) -> Document:
     """Parse ``text`` (the content of ``file``, named in errors) into a :class:`Document`."""
     # Characters never outnumber UTF-8 bytes: a text too long in characters is refused before
-    # it is encoded, and one within the limit is cheap to encode.
-    check_size(len(text) if len(text) > MAX_MODULE_BYTES else len(text.encode()), file=file)
+    # it is encoded, and one within the limit is cheap to encode. (A lone surrogate, which JSON
+    # can carry, is counted here and refused by the reader as a character YAML does not allow.)
+    size = len(text)
+    if size <= MAX_MODULE_BYTES:
+        size = len(text.encode("utf-8", "surrogatepass"))
+    check_size(size, file=file)
     reader = YAML(typ="safe", pure=True)
     reader.Composer = _BoundedComposer
     reader.max_depth = MAX_DEPTH
