@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.deploy.support import BASE, push_app
@@ -55,3 +56,25 @@ def test_unknown_modules_and_versions_are_not_found(deploy_api: TestClient) -> N
         deploy_api.get("/api/modules/apps/demo/7").json()["error"]["message"]
         == "no version 7 of module 'apps/demo'"
     )
+
+
+HUGE = "kind: component\nparent: base\ndescription: " + "x" * 10 * 1024 * 1024 + "\n"
+DEEP = "kind: component\nparent: base\ndescription: " + "[" * 400 + "]" * 400 + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (HUGE, f"x/m.yaml: is {len(HUGE)} bytes; a module is at most 262144 bytes (256 KiB)"),
+        (DEEP, "x/m.yaml:3: nested more than 32 levels deep"),
+    ],
+    ids=["10-MB", "400-deep"],
+)
+def test_a_huge_or_deeply_nested_module_is_refused_before_it_is_read(
+    deploy_api: TestClient, text: str, message: str
+) -> None:
+    module = {"path": "x/m", "file": "x/m.yaml", "text": text}
+    answer = deploy_api.post("/api/modules", json={"modules": [module]})
+    assert answer.status_code == 422
+    assert answer.json()["error"]["message"] == message
+    assert deploy_api.get("/api/modules").json() == []  # nothing stored

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from stratuslab.deploy import model
+from stratuslab.deploy.agent import protocol
 from stratuslab.deploy.model import (
+    MAX_MULTIPLICITY,
+    MAX_NODE_NAME,
     RECIPE_STEPS,
     STANDARD_PARAMETERS,
     ApplicationModule,
@@ -408,6 +413,46 @@ def test_errors_in_an_application(text: str, message: str) -> None:
     assert refused(text).message.startswith(message)
 
 
+@pytest.mark.parametrize(
+    "name", ["Web", "webServer", "a" * (MAX_NODE_NAME + 1), "_web", "wéb", "web.1"]
+)
+def test_a_node_name_that_cannot_be_part_of_a_host_name_is_refused(name: str) -> None:
+    error = refused(f"kind: application\nnodes:\n  {name}:\n    component: w\n")
+    assert error.message == (
+        f"x.yaml:3: nodes.{name}: {name!r} is not a node name: use lowercase letters, digits "
+        f"and _, from a letter, at most {MAX_NODE_NAME} characters"
+    )
+    assert error.hint == "a node's name is part of the host name of each of its instances"
+
+
+def test_the_longest_node_name_still_makes_an_instance_name_that_is_a_dns_label() -> None:
+    name = "a" * (MAX_NODE_NAME - 2) + "_1"
+    module = parse(f"kind: application\nnodes:\n  {name}:\n    component: w\n")
+    assert isinstance(module, ApplicationModule) and list(module.nodes) == [name]
+    # As the orchestrator names instances, with the longest site prefix and index allowed.
+    instance = f"{'p' * 20}-{'0' * 8}-{name.replace('_', '-')}-{MAX_MULTIPLICITY}"
+    assert len(instance) <= 63
+    assert re.fullmatch(r"[a-z]([a-z0-9-]*[a-z0-9])?", instance)
+
+
+@pytest.mark.parametrize("key", ["multiplicity", "max-provisioning-failures"])
+def test_multiplicity_and_failures_are_bounded(key: str) -> None:
+    error = refused(N + f"    {key}: {MAX_MULTIPLICITY + 1}\n")
+    assert error.message == (
+        f"x.yaml:5: nodes.web.{key}: must be at most {MAX_MULTIPLICITY}, not {MAX_MULTIPLICITY + 1}"
+    )
+    module = parse(N + f"    {key}: {MAX_MULTIPLICITY}\n")
+    assert isinstance(module, ApplicationModule)
+    node = module.nodes["web"]
+    assert MAX_MULTIPLICITY in (node.multiplicity, node.max_provisioning_failures)
+
+
+def test_the_limits_shared_with_the_agent_are_the_protocol_s() -> None:
+    assert model.MAX_VALUE is protocol.MAX_VALUE
+    assert model.STANDARD_PARAMETERS is protocol.STANDARD_PARAMETERS
+    assert model.DEFAULT_CLOUD is protocol.DEFAULT_CLOUD
+
+
 def test_an_unquoted_literal_is_explained() -> None:
     error = refused(
         "kind: application\nnodes:\n  web:\n    component: w\n    parameters:\n      a: 'hello'\n"
@@ -788,6 +833,37 @@ def test_a_cycle_of_parents_is_refused(chain: Store) -> None:
     )
 
 
+def test_a_cycle_of_many_parents_is_refused_without_recursing() -> None:
+    # Built as values rather than parsed: what is tested is resolve, on more parents than
+    # Python's recursion limit would allow a recursive walk.
+    length = 1500
+    modules: dict[str, Module] = {
+        f"lib/c{i}": ComponentModule(
+            f"lib/c{i}",
+            f"lib/c{i}.yaml",
+            "lib",
+            "",
+            f"c{(i + 1) % length}",
+            {},
+            {},
+            {},
+            (),
+            {"parent": 2},
+        )
+        for i in range(length)
+    }
+    store = Store()
+    app = application(
+        store, "apps/one", "kind: application\nnodes:\n  n:\n    component: ../../lib/c0\n"
+    )
+    with pytest.raises(Invalid) as caught:
+        resolve(app, 1, lambda path, version: (modules[path], 1))
+    assert caught.value.message.startswith(
+        f"lib/c{length - 1}.yaml:2: parent: a cycle of parents: lib/c0 -> lib/c1 -> "
+    )
+    assert caught.value.message.endswith(f"lib/c{length - 1} -> lib/c0")
+
+
 @pytest.mark.parametrize(
     ("component", "message"),
     [
@@ -1100,6 +1176,20 @@ def test_command_line_values_are_checked(
     with pytest.raises(Invalid) as caught:
         resolve(app, 1, store, given=given, multiplicities=multiplicities)
     assert caught.value.message.startswith(message)
+
+
+def test_a_multiplicity_given_on_the_command_line_is_bounded_too(
+    webapp: tuple[Store, ApplicationModule],
+) -> None:
+    store, app = webapp
+    with pytest.raises(Invalid) as caught:
+        resolve(app, 1, store, multiplicities={"web": MAX_MULTIPLICITY + 1})
+    assert caught.value.message == (
+        f"command line: web:multiplicity: must be at most {MAX_MULTIPLICITY}, "
+        f"not {MAX_MULTIPLICITY + 1}"
+    )
+    plan = resolve(app, 1, store, multiplicities={"web": MAX_MULTIPLICITY})
+    assert plan.nodes["web"].multiplicity == MAX_MULTIPLICITY
 
 
 def test_zero_instances_and_more_failures_than_instances_are_allowed(

@@ -8,6 +8,7 @@ import click
 
 from stratuslab.cli.output import age, emit_json, out, output_option, table
 from stratuslab.cli.runtime import Runtime, pass_runtime
+from stratuslab.errors import Invalid
 
 
 @click.group(name="module", no_args_is_help=True)
@@ -17,14 +18,22 @@ def group() -> None:
 
 @group.command("check")
 @click.argument("target")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NODE:NAME=VALUE",
+    help="a value a run would be given (as for `stratus deploy`); repeatable",
+)
 @output_option
-def check(target: str, output: str) -> None:
-    """Check TARGET and every module it refers to, here, without a server."""
-    from stratuslab.deploy.model import load_tree, parse_module
+def check(target: str, params: tuple[str, ...], output: str) -> None:
+    """Check TARGET and every module it refers to, here, without a server: each file, then the
+    whole as the server resolves it when a run is created (parents, images for each node's
+    cloud, mappings, required inputs not mapped nor given with --param)."""
+    from stratuslab.deploy.check import check_tree
 
-    texts = load_tree(Path.cwd(), target.removesuffix(".yaml").rstrip("/"))
-    for text in texts:
-        parse_module(text.text, path=text.path, file=text.file)
+    given = dict(_param(p) for p in params)
+    texts = check_tree(Path.cwd(), target.removesuffix(".yaml").rstrip("/"), given=given)
     if output == "json":
         emit_json([{"path": t.path, "file": t.file} for t in texts])
     else:
@@ -86,3 +95,11 @@ def show(rt: Runtime, address: str, output: str) -> None:
             highlight=False,
         )
         out.print(found["text"], highlight=False, markup=False)
+
+
+def _param(text: str) -> tuple[str, str]:
+    """``NODE:NAME=VALUE`` as (``NODE:NAME``, ``VALUE``), read as `stratus deploy --param` is."""
+    key, equals, value = text.partition("=")
+    if not equals or ":" not in key:
+        raise Invalid(f"{text!r}: write it as --param NODE:NAME=VALUE")
+    return key, value

@@ -4,10 +4,15 @@
 the files and the server has the versions:
 
 - :func:`parse_module` checks one file on its own: kinds, keys, types, names, references and
-  mapping syntax. :func:`load_tree` uses it to read a module and every module it refers to
-  from disk, so that the CLI can push them all.
-- :func:`resolve` checks what spans modules (parents, images, mappings, required inputs),
-  against whatever versions a lookup finds, and produces the :class:`Plan` a run follows.
+  mapping syntax, within the bounds ``deploy/yamlsource.py`` sets on what one file may cost.
+  :func:`load_tree` uses it to read a module and every module it refers to from disk, so that
+  the CLI can push them all.
+- :func:`stratuslab.deploy.plan.resolve` checks what spans modules (parents, images, mappings,
+  required inputs), against whatever versions a lookup finds, and produces the plan a run
+  follows; ``stratus module check`` runs it over the files (``deploy/check.py``).
+
+The values modules are read into are in ``deploy/kinds.py``, module paths and references in
+``deploy/references.py``; both are importable from here.
 
 Every problem is an :class:`Invalid` whose message is ``<file>:<line>: <key path>: <what>``.
 """
@@ -16,13 +21,34 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeAlias
+from typing import Any
 
 from stratuslab.deploy import yamlsource
-from stratuslab.deploy.yamlsource import Document, Located, join
+
+# What the server and the node agent share is defined once, in the agent's protocol; these
+# names stay importable from here for the modules that import them from the model.
+from stratuslab.deploy.agent.protocol import DEFAULT_CLOUD as DEFAULT_CLOUD
+from stratuslab.deploy.agent.protocol import MAX_VALUE as MAX_VALUE
+from stratuslab.deploy.agent.protocol import STANDARD_PARAMETERS as STANDARD_PARAMETERS
+
+# The values modules are read into, and how modules name each other, live in modules of their
+# own; they are importable from here too, where they have always been.
+from stratuslab.deploy.kinds import KINDS as KINDS
+from stratuslab.deploy.kinds import ApplicationModule as ApplicationModule
+from stratuslab.deploy.kinds import ComponentModule as ComponentModule
+from stratuslab.deploy.kinds import ImageModule as ImageModule
+from stratuslab.deploy.kinds import Lookup as Lookup
+from stratuslab.deploy.kinds import Module as Module
+from stratuslab.deploy.kinds import ModuleText as ModuleText
+from stratuslab.deploy.kinds import NodeDef as NodeDef
+from stratuslab.deploy.kinds import ParameterDef as ParameterDef
+from stratuslab.deploy.kinds import ParamSource as ParamSource
+from stratuslab.deploy.references import address_of as address_of
+from stratuslab.deploy.references import check_path as check_path
+from stratuslab.deploy.references import module_path as module_path
+from stratuslab.deploy.references import resolve_reference as resolve_reference
+from stratuslab.deploy.yamlsource import Document, join
 from stratuslab.errors import Invalid
 
 RECIPE_STEPS = (
@@ -35,29 +61,17 @@ RECIPE_STEPS = (
     "on-vm-remove",
 )
 SCRIPT_STEPS = tuple(step for step in RECIPE_STEPS if step != "packages")
-STANDARD_PARAMETERS = (
-    "state",
-    "statecustom",
-    "vmstate",
-    "abort",
-    "complete",
-    "hostname",
-    "instanceid",
-    "url.ssh",
-    "url.service",
-    "nodename",
-    "id",
-    "cloudservice",
-    "image.id",
-)
-DEFAULT_CLOUD = "local"
-MAX_VALUE = 4096  # SlipStream's limit on a runtime parameter value
+# The instances of a node are counted up to this (the control-plane benchmark runs that many);
+# their index is part of their instance name, which must stay a DNS label (see _NODE_NAME).
+MAX_MULTIPLICITY = 10_000
 
 PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# A node's instances are named <prefix>-<first 8 of the run id>-<node, _ as ->-<index>, a DNS
+# label of at most 63 characters: with a site prefix of at most 20 characters and an index of
+# at most 5 digits, the node has 20 left, in lowercase.
+MAX_NODE_NAME = 20
+_NODE_NAME = re.compile(rf"^[a-z][a-z0-9_]{{0,{MAX_NODE_NAME - 1}}}$")
 _CLOUD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # a directory or file name in a path
-_VERSION = re.compile(r"^[0-9]+$")
 # A Debian package name, optionally with :arch, =version or /release, as apt-get takes them;
 # nothing else, since the agent hands these to apt-get.
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+|/[A-Za-z0-9.-]+)?$")
@@ -73,93 +87,6 @@ _RECIPE_RENAMED = {
 _NODE_RENAMED = {"max_provisioning_failures": "max-provisioning-failures"}
 _NODE_KEYS = ("component", "multiplicity", "cloud", "max-provisioning-failures", "parameters")
 _SOURCE_FORMS = "node:parameter (like db:hostname), ss:name (a run global) or a quoted literal"
-
-
-@dataclass(frozen=True)
-class ParameterDef:
-    name: str
-    description: str = ""
-    default: str | None = None  # inputs only; None means required
-
-
-@dataclass(frozen=True)
-class ImageModule(Located):
-    kind: ClassVar[str] = "image"
-
-    path: str
-    file: str  # as errors name it: db.yaml, or "db.yaml (version 3)" for a stored version
-    base: str  # the directory its relative references start from
-    description: str
-    images: Mapping[str, str]  # cloud -> image name
-    lines: Mapping[str, int]  # dotted key path -> line (1-based)
-
-
-@dataclass(frozen=True)
-class ComponentModule(Located):
-    kind: ClassVar[str] = "component"
-
-    path: str
-    file: str
-    base: str
-    description: str
-    parent: str  # reference as written
-    inputs: Mapping[str, ParameterDef]
-    outputs: Mapping[str, ParameterDef]
-    recipes: Mapping[str, str]  # step -> script, for the script steps present
-    packages: tuple[str, ...]
-    lines: Mapping[str, int]
-
-
-@dataclass(frozen=True)
-class ParamSource:
-    """Where a mapped input's value comes from."""
-
-    kind: Literal["parameter", "literal", "global"]
-    node: str | None = None  # for "parameter"
-    name: str | None = None  # parameter name (for "parameter" and "global")
-    value: str | None = None  # for "literal"
-
-    def key(self) -> str | None:
-        """The runtime parameter read: ``db.1:hostname``, ``ss:site``; None for a literal."""
-        if self.kind == "parameter":
-            return f"{self.node}.1:{self.name}"
-        if self.kind == "global":
-            return f"ss:{self.name}"
-        return None
-
-
-@dataclass(frozen=True)
-class NodeDef:
-    name: str
-    component: str  # reference as written
-    multiplicity: int = 1
-    cloud: str = DEFAULT_CLOUD
-    max_provisioning_failures: int = 0
-    parameters: Mapping[str, ParamSource] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ApplicationModule(Located):
-    kind: ClassVar[str] = "application"
-
-    path: str
-    file: str
-    base: str
-    description: str
-    nodes: Mapping[str, NodeDef]
-    lines: Mapping[str, int]
-
-
-Module: TypeAlias = ImageModule | ComponentModule | ApplicationModule
-KINDS = tuple(cls.kind for cls in (ImageModule, ComponentModule, ApplicationModule))
-Lookup: TypeAlias = Callable[[str, int | None], tuple[Module, int]]
-
-
-@dataclass(frozen=True)
-class ModuleText:
-    path: str
-    file: str
-    text: str
 
 
 # -- one file -------------------------------------------------------------------------------
@@ -341,7 +268,10 @@ def _node(doc: Document, name: str, value: Any, base: str) -> NodeDef:
     path = join("nodes", name)
     if not _NODE_NAME.fullmatch(name):
         raise doc.error(
-            path, f"{name!r} is not a node name: use letters, digits and _, from a letter"
+            path,
+            f"{name!r} is not a node name: use lowercase letters, digits and _, from a letter, "
+            f"at most {MAX_NODE_NAME} characters",
+            hint="a node's name is part of the host name of each of its instances",
         )
     if name == "ss":
         raise doc.error(path, "'ss' names the run's globals (ss:name); choose another node name")
@@ -361,10 +291,14 @@ def _node(doc: Document, name: str, value: Any, base: str) -> NodeDef:
     return NodeDef(
         name,
         _reference(doc, join(path, "component"), spec["component"], base),
-        doc.count(join(path, "multiplicity"), spec.get("multiplicity", 1)),
+        doc.count(
+            join(path, "multiplicity"), spec.get("multiplicity", 1), maximum=MAX_MULTIPLICITY
+        ),
         cloud,
         doc.count(
-            join(path, "max-provisioning-failures"), spec.get("max-provisioning-failures", 0)
+            join(path, "max-provisioning-failures"),
+            spec.get("max-provisioning-failures", 0),
+            maximum=MAX_MULTIPLICITY,
         ),
         parameters,
     )
@@ -399,100 +333,29 @@ def _source(doc: Document, path: str, value: Any) -> ParamSource:
     raise doc.error(path, f"{value!r} is not {_SOURCE_FORMS}", hint=hint)
 
 
-# -- paths and references -------------------------------------------------------------------
-
-
-def module_path(root: Path, file: Path) -> str:
-    """The path of the module in ``file``: ``examples/webapp/db.yaml`` is
-    ``examples/webapp/db``, ``examples/webapp/module.yaml`` is ``examples/webapp``. A relative
-    ``file`` is taken relative to ``root``."""
-    if file.is_absolute():
-        if not file.is_relative_to(root.absolute()):
-            raise Invalid(f"{file} is not under {root.absolute()}")
-        file = file.relative_to(root.absolute())
-    shown = file.as_posix()
-    if file.suffix != ".yaml":
-        raise Invalid(f"{shown}: a module file ends in .yaml")
-    parts = file.parent.parts if file.name == "module.yaml" else file.with_suffix("").parts
-    if not parts:
-        raise Invalid(f"{shown}: a module.yaml at the root has no path; put it in a directory")
-    try:
-        return check_path("/".join(parts))
-    except Invalid as exc:
-        raise Invalid(f"{shown}: {exc.message}") from None
-
-
-def check_path(path: str) -> str:
-    """``path`` if it can name a module: names joined by single slashes, none of them ``.`` or
-    ``..``, the last not a number (``apps/3`` would read as version 3 of ``apps``)."""
-    for part in path.split("/"):
-        if not _SEGMENT.fullmatch(part):
-            raise Invalid(f"{part!r} cannot be part of a module path (letters, digits, _ - .)")
-    name = path.rpartition("/")[2]
-    if _VERSION.fullmatch(name):
-        raise Invalid(f"a module cannot be named {name!r}: it would read as a version")
-    return path
-
-
-def resolve_reference(ref: str, *, base: str) -> tuple[str, int | None]:
-    """``db``, ``./db`` or ``../x/db`` relative to ``base``; ``a/b/c`` absolute; a trailing
-    ``/N`` pins version N. Returns (absolute path, version or None)."""
-    parts = ref.split("/")
-    if "" in parts:
-        raise Invalid(f"{ref!r} is not a module reference", hint="like db, ../shared/base or a/b/c")
-    version = None
-    if len(parts) > 1 and _VERSION.fullmatch(parts[-1]):
-        version = int(parts.pop())
-        if version < 1:
-            raise Invalid(f"{ref!r}: versions are numbered from 1")
-    # One name, or a start at . or .., is relative; a path of several names is absolute.
-    relative = len(parts) == 1 or parts[0] in (".", "..")
-    out = base.split("/") if relative and base else []
-    for part in parts:
-        if part == "..":
-            if not out:
-                raise Invalid(f"{ref!r} goes above the root (from {base or 'the root'})")
-            out.pop()
-        elif part != ".":
-            if not _SEGMENT.fullmatch(part):
-                raise Invalid(f"{ref!r}: {part!r} is not a module name")
-            out.append(part)
-    if not out:
-        raise Invalid(f"{ref!r} refers to the root, which is not a module")
-    if _VERSION.fullmatch(out[-1]):  # module_path refuses such names: they would read as versions
-        raise Invalid(f"{ref!r}: {out[-1]!r} is not a module name")
-    return "/".join(out), version
-
-
-def address_of(path: str, version: int | None) -> str:
-    return path if version is None else f"{path}/{version}"
-
-
-def _references(module: Module) -> list[tuple[str, str]]:
-    """(key, reference) for every module ``module`` refers to."""
-    if isinstance(module, ComponentModule):
-        return [("parent", module.parent)]
-    if isinstance(module, ApplicationModule):
-        return [(f"nodes.{name}.component", node.component) for name, node in module.nodes.items()]
-    return []
-
-
 # -- the tree on disk -----------------------------------------------------------------------
 
 
 def load_tree(root: Path, target: str) -> list[ModuleText]:
     """Read the module at ``target`` (relative to ``root``: a directory with module.yaml, or a
     file with or without .yaml) and every module it refers to, each once, target first.
-    Version-pinned references (``db/3``) name a stored version: they are left to the server."""
+    Version-pinned references (``db/3``) name a stored version: they are left to the server.
+    A file, or a directory on the way to it, that is a symbolic link to somewhere outside
+    ``root`` is refused."""
+    return [text for text, _ in read_tree(root, target)]
+
+
+def read_tree(root: Path, target: str) -> list[tuple[ModuleText, Module]]:
+    """:func:`load_tree`, with each module as parsed."""
     first = _target_file(root, target)
     queue = [(module_path(root, first), first.as_posix())]
-    found: dict[str, ModuleText] = {}
+    found: list[tuple[ModuleText, Module]] = []
     queued = {queue[0][0]}
     while queue:
         path, file = queue.pop(0)
         text = _read(root, file)
-        found[path] = ModuleText(path, file, text)
         module = parse_module(text, path=path, file=file)
+        found.append((ModuleText(path, file, text), module))
         for key, ref in _references(module):
             ref_path, version = resolve_reference(ref, base=module.base)
             if version is not None or ref_path in queued:
@@ -502,7 +365,16 @@ def load_tree(root: Path, target: str) -> list[ModuleText]:
                 raise module.error(key, _not_one(ref_path, candidates))
             queue.append((ref_path, candidates[0].as_posix()))
             queued.add(ref_path)
-    return list(found.values())
+    return found
+
+
+def _references(module: Module) -> list[tuple[str, str]]:
+    """(key, reference) for every module ``module`` refers to."""
+    if isinstance(module, ComponentModule):
+        return [("parent", module.parent)]
+    if isinstance(module, ApplicationModule):
+        return [(f"nodes.{name}.component", node.component) for name, node in module.nodes.items()]
+    return []
 
 
 def _candidates(root: Path, path: str) -> list[Path]:
@@ -533,8 +405,10 @@ def _target_file(root: Path, target: str) -> Path:
 
 
 def _read(root: Path, file: str) -> str:
+    real = _inside(root, file)
     try:
-        data = (root / file).read_bytes()
+        yamlsource.check_size(real.stat().st_size, file=file)  # before reading all of it
+        data = real.read_bytes()
     except OSError as exc:
         raise Invalid(f"{file}: cannot be read: {exc.strerror}") from None
     try:
@@ -542,3 +416,27 @@ def _read(root: Path, file: str) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise Invalid(f"{file}:{line}: not UTF-8 text") from None
+
+
+def _inside(root: Path, file: str) -> Path:
+    """Where ``root / file`` really is, once every symbolic link on the way is followed. A link
+    may point anywhere inside the repository; one that leads out of it is refused: what it
+    points at is not part of the repository, yet would be pushed (and shown) as if it were."""
+    top = root.resolve()
+    here = root
+    for part in Path(file).parts:
+        here = here / part
+        if not here.is_symlink():
+            continue
+        try:
+            target = here.resolve()
+        except (RuntimeError, OSError):  # a loop of links (3.11 raises the first, 3.13 the other)
+            raise Invalid(f"{file}: cannot be read: a loop of symbolic links") from None
+        if not target.is_relative_to(top):
+            link = here.relative_to(root).as_posix()
+            which = "is" if link == file else f"is in {link}, which is"
+            raise Invalid(
+                f"{file}: {which} a symbolic link to {target}, outside the repository {top}",
+                hint="copy what it points at into the repository, or point the link inside it",
+            )
+    return here.resolve()

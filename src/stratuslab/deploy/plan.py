@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from stratuslab.deploy.model import (
+    MAX_MULTIPLICITY,
     MAX_VALUE,
     PARAMETER_NAME,
     SCRIPT_STEPS,
@@ -148,7 +149,7 @@ def resolve(
     point at the referring file, line and key, or at ``command line``.
     """
     resolver = _Resolver(app, version, lookup)
-    components = {name: resolver.component(node) for name, node in app.nodes.items()}
+    components = {name: resolver.component(app, node) for name, node in app.nodes.items()}
     images = {name: _image(app, node, components[name]) for name, node in app.nodes.items()}
     for node in app.nodes.values():
         _check_mappings(app, node, components)
@@ -175,6 +176,13 @@ def resolve(
     return Plan(app.path, version, nodes, dict(resolver.modules))
 
 
+def check_component(component: ComponentModule, version: int, lookup: Lookup) -> None:
+    """Check what ``component`` inherits as :func:`resolve` does for a node's component:
+    parents that exist and are images or components, no cycle, an input never an output.
+    Which cloud it runs on, and so which image it needs, only an application says."""
+    _Resolver(component, version, lookup).inherit(component.path, version, component)
+
+
 @dataclass(frozen=True)
 class _Inherited:
     """A component with everything it inherits, parent first."""
@@ -192,10 +200,9 @@ class _Inherited:
 class _Resolver:
     """Fetches modules through the lookup, once each, and records the version of each."""
 
-    def __init__(self, app: ApplicationModule, version: int, lookup: Lookup) -> None:
-        self.app = app
+    def __init__(self, top: Module, version: int, lookup: Lookup) -> None:
         self.lookup = lookup
-        self.modules: dict[str, int] = {app.path: version}
+        self.modules: dict[str, int] = {top.path: version}
         self.fetched: dict[tuple[str, int | None], tuple[Module, int]] = {}
         self.inherited: dict[tuple[str, int], _Inherited] = {}
 
@@ -222,31 +229,38 @@ class _Resolver:
             )
         return path, module, version
 
-    def component(self, node: NodeDef) -> _Inherited:
+    def component(self, app: ApplicationModule, node: NodeDef) -> _Inherited:
         key = f"nodes.{node.name}.component"
-        path, module, version = self.fetch(self.app, key, node.component)
+        path, module, version = self.fetch(app, key, node.component)
         if not isinstance(module, ComponentModule):
-            raise self.app.error(key, f"{path} is {_a(module)}, not a component")
-        if (path, version) not in self.inherited:
-            self.inherited[path, version] = self._inherit(path, version, module)
-        return self.inherited[path, version]
+            raise app.error(key, f"{path} is {_a(module)}, not a component")
+        return self.inherit(path, version, module)
 
-    def _inherit(self, path: str, version: int, module: ComponentModule) -> _Inherited:
+    def inherit(self, path: str, version: int, module: ComponentModule) -> _Inherited:
+        """``module`` merged with its parents. The chain is followed in a loop, never by
+        recursion, and a parent already on it is refused as a cycle: the server runs this on
+        whatever was pushed."""
+        if (path, version) in self.inherited:
+            return self.inherited[path, version]
         chain = [(path, module)]
+        on_chain = {path}  # a set, so that a chain of thousands costs thousands of steps
         while True:
             child = chain[-1][1]
             parent_path, parent, _ = self.fetch(child, "parent", child.parent)
-            if any(parent_path == seen for seen, _ in chain):
+            if parent_path in on_chain:
                 cycle = " -> ".join([seen for seen, _ in chain] + [parent_path])
                 raise child.error("parent", f"a cycle of parents: {cycle}")
             if isinstance(parent, ImageModule):
-                return _merge(path, version, chain[::-1], parent, parent_path)
+                merged = _merge(path, version, chain[::-1], parent, parent_path)
+                self.inherited[path, version] = merged
+                return merged
             if not isinstance(parent, ComponentModule):
                 raise child.error(
                     "parent",
                     f"{parent_path} is {_a(parent)}; a parent is an image or a component",
                 )
             chain.append((parent_path, parent))
+            on_chain.add(parent_path)
 
 
 def _merge(
@@ -365,6 +379,11 @@ def _check_command_line(
             )
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise Invalid(f"command line: {node}:multiplicity: must be 0 or more, not {count!r}")
+        if count > MAX_MULTIPLICITY:
+            raise Invalid(
+                f"command line: {node}:multiplicity: must be at most {MAX_MULTIPLICITY}, "
+                f"not {count}"
+            )
 
 
 def _check_required(

@@ -1,0 +1,100 @@
+"""The three kinds of module (image, component, application), as the values parsing makes of
+them; ``deploy/model.py`` reads them from YAML and ``deploy/plan.py`` resolves them. Each keeps
+the file it came from and the line of every key, so that whatever checks it later can point at
+the line (:class:`~stratuslab.deploy.yamlsource.Located`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, TypeAlias
+
+from stratuslab.deploy.agent.protocol import DEFAULT_CLOUD
+from stratuslab.deploy.yamlsource import Located
+
+
+@dataclass(frozen=True)
+class ParameterDef:
+    name: str
+    description: str = ""
+    default: str | None = None  # inputs only; None means required
+
+
+@dataclass(frozen=True)
+class ImageModule(Located):
+    kind: ClassVar[str] = "image"
+
+    path: str
+    file: str  # as errors name it: db.yaml, or "db.yaml (version 3)" for a stored version
+    base: str  # the directory its relative references start from
+    description: str
+    images: Mapping[str, str]  # cloud -> image name
+    lines: Mapping[str, int]  # dotted key path -> line (1-based)
+
+
+@dataclass(frozen=True)
+class ComponentModule(Located):
+    kind: ClassVar[str] = "component"
+
+    path: str
+    file: str
+    base: str
+    description: str
+    parent: str  # reference as written
+    inputs: Mapping[str, ParameterDef]
+    outputs: Mapping[str, ParameterDef]
+    recipes: Mapping[str, str]  # step -> script, for the script steps present
+    packages: tuple[str, ...]
+    lines: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class ParamSource:
+    """Where a mapped input's value comes from."""
+
+    kind: Literal["parameter", "literal", "global"]
+    node: str | None = None  # for "parameter"
+    name: str | None = None  # parameter name (for "parameter" and "global")
+    value: str | None = None  # for "literal"
+
+    def key(self) -> str | None:
+        """The runtime parameter read: ``db.1:hostname``, ``ss:site``; None for a literal."""
+        if self.kind == "parameter":
+            return f"{self.node}.1:{self.name}"
+        if self.kind == "global":
+            return f"ss:{self.name}"
+        return None
+
+
+@dataclass(frozen=True)
+class NodeDef:
+    name: str
+    component: str  # reference as written
+    multiplicity: int = 1
+    cloud: str = DEFAULT_CLOUD
+    max_provisioning_failures: int = 0
+    parameters: Mapping[str, ParamSource] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ApplicationModule(Located):
+    kind: ClassVar[str] = "application"
+
+    path: str
+    file: str
+    base: str
+    description: str
+    nodes: Mapping[str, NodeDef]
+    lines: Mapping[str, int]
+
+
+Module: TypeAlias = ImageModule | ComponentModule | ApplicationModule
+KINDS = tuple(cls.kind for cls in (ImageModule, ComponentModule, ApplicationModule))
+Lookup: TypeAlias = Callable[[str, int | None], tuple[Module, int]]
+
+
+@dataclass(frozen=True)
+class ModuleText:
+    path: str
+    file: str
+    text: str
