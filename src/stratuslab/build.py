@@ -38,9 +38,11 @@ def build_id(*, cache: Path | None = None, root: Path = PACKAGE) -> str:
     if cache is None:
         return _digest(root, files)
     now = _now_ns()
-    stats = [(root / path).stat() for path in files]
+    # os.stat on strings: Path objects cost ten times as much here (2 ms for the package).
+    base = str(root)
+    stats = [os.stat(f"{base}/{path}") for path in files]  # noqa: PTH116
     key = "\n".join(
-        [str(root)]
+        [base]
         + [
             f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
             for path, st in zip(files, stats, strict=True)
@@ -71,7 +73,7 @@ def _files(root: Path) -> list[str]:
     pending = [""]
     while pending:
         relative = pending.pop()
-        with os.scandir(root / relative if relative else root) as entries:
+        with os.scandir(f"{root}/{relative}") as entries:
             for entry in entries:
                 if entry.name.startswith(".") or entry.name == "__pycache__":
                     continue
