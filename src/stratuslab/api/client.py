@@ -5,6 +5,9 @@ before its first request, and httpx alone costs ~60 ms there. The transport is t
 constructor, so tests hand it one that calls the application in-process. The server's error
 bodies come back as the project's own errors, so the CLI reports a failure the same way
 whether it happened in the client or in the server.
+
+The site token is sent only to a server that has proved it holds it (``api/identity.py``):
+before the first request that carries it, the client challenges ``/health``, once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
-from stratuslab.errors import BackendError, BackendUnavailable, Invalid, by_name
+from stratuslab.api import identity
+from stratuslab.api.identity import ServerIdentity
+from stratuslab.errors import BackendError, BackendUnavailable, Invalid, Unauthorized, by_name
 
 
 @dataclass
@@ -85,6 +90,8 @@ class HttpTransport:
 
 
 class ApiClient:
+    identify_timeout = 10.0  # a server that takes longer to say who it is is as good as hung
+
     def __init__(
         self,
         base_url: str,
@@ -97,11 +104,58 @@ class ApiClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._transport = transport or HttpTransport(self.base_url)
+        self._token = token
         self._headers = {"Accept": "application/json"}
-        if token:
-            self._headers["Authorization"] = f"Bearer {token}"
         if user:
             self._headers["X-Stratus-User"] = user
+        self.verified: ServerIdentity | None = None  # the server, once it proved it holds the token
+
+    # -- who answers ----------------------------------------------------------------------
+
+    def identify(self) -> ServerIdentity | None:
+        """Who answers at the server URL (None: nothing listens there), and whether it proved
+        it holds this client's token. Nothing secret is sent."""
+        challenge = identity.nonce()
+        try:
+            response = self._transport(
+                "GET",
+                f"/health?challenge={challenge}",
+                headers={"Accept": "application/json"},
+                body=None,
+                timeout=self.identify_timeout,
+            )
+            data = response.read()
+        except (ConnectionRefusedError, FileNotFoundError):
+            return None
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._failure(exc, "GET", "/health") from exc
+        return identity.read_health(
+            self.base_url, response.status, data, token=self._token, nonce=challenge
+        )
+
+    def verify(self) -> ServerIdentity:
+        """Make sure the server holds the site token before sending it; done once, before the
+        first request that carries it."""
+        found = self.identify()
+        if found is None:
+            raise self._unreachable()
+        return self.accept(found)
+
+    def accept(self, found: ServerIdentity) -> ServerIdentity:
+        """Trust ``found`` with the token if it proved it holds it; refuse otherwise."""
+        if not found.proven:
+            raise Unauthorized(
+                f"the server at {found.url} (pid {found.pid}) did not prove it holds the site "
+                "token, so the token was not sent",
+                hint=self.unproven_hint(),
+            )
+        self.verified = found
+        return found
+
+    def unproven_hint(self) -> str:
+        if not self._token:
+            return "there is no site token to check it with"
+        return "check the token (setting `token`, STRATUS_TOKEN) and the server URL"
 
     # -- the transport --------------------------------------------------------------------
 
@@ -159,6 +213,10 @@ class ApiClient:
         query = {k: _param(v) for k, v in (params or {}).items() if v is not None}
         target = path + ("?" + urlencode(query) if query else "")
         headers = dict(self._headers)
+        if self._token:
+            if self.verified is None:
+                self.verify()
+            headers["Authorization"] = f"Bearer {self._token}"
         body = None
         if json_body is not None:
             body = json.dumps(json_body).encode()
@@ -167,17 +225,22 @@ class ApiClient:
             return self._transport(
                 method, target, headers=headers, body=body, timeout=timeout or self.timeout
             )
-        except (ConnectionRefusedError, FileNotFoundError, socket.gaierror) as exc:
-            raise BackendUnavailable(
-                f"the StratusLab server is not reachable at {self.base_url}",
-                hint="start it with `stratus server start`",
-            ) from exc
-        except TimeoutError as exc:
-            raise BackendError(
-                f"the StratusLab server did not answer {method} {path} in time"
-            ) from exc
         except (OSError, http.client.HTTPException) as exc:
-            raise BackendUnavailable(f"the StratusLab server at {self.base_url}: {exc}") from exc
+            raise self._failure(exc, method, path) from exc
+
+    def _failure(self, exc: Exception, method: str, path: str) -> BackendError:
+        """The project's error for a request that got no answer."""
+        if isinstance(exc, ConnectionRefusedError | FileNotFoundError | socket.gaierror):
+            return self._unreachable()
+        if isinstance(exc, TimeoutError):
+            return BackendError(f"the StratusLab server did not answer {method} {path} in time")
+        return BackendUnavailable(f"the StratusLab server at {self.base_url}: {exc}")
+
+    def _unreachable(self) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"the StratusLab server is not reachable at {self.base_url}",
+            hint="start it with `stratus server start`",
+        )
 
     @staticmethod
     def _raise_for_error(status: int, data: bytes) -> None:
@@ -192,10 +255,6 @@ class ApiClient:
         raise by_name(error.get("type", ""))(error.get("message", "error"), hint=error.get("hint"))
 
     # -- the resources --------------------------------------------------------------------
-
-    def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("GET", "/health", timeout=3)
-        return result
 
     def run_instances(self, body: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", "/api/instances", json_body=dict(body))

@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from stratuslab import __version__, build
 from stratuslab.api.app import create_app
 from stratuslab.config import Settings
 from stratuslab.errors import BackendUnavailable
@@ -50,6 +51,9 @@ def listening_sockets(hosts: list[str], port: int) -> list[socket.socket]:
 
 
 def serve(settings: Settings, *, host: str, port: int, idle_exit: float = 0) -> None:
+    # The build id of the code loaded now, before anything can change the files under us:
+    # /health reports it, and a CLI of another build replaces this server.
+    log.info("StratusLab %s, build %s, pid %d", __version__, build.running(), os.getpid())
     sockets = listening_sockets([host, settings.bridge_gateway], port)
     app = create_app(settings)
     activity = Activity(idle=idle_exit)
@@ -79,6 +83,7 @@ class Activity:
 
     def __init__(self, *, idle: float) -> None:
         self.idle = idle
+        self.idle_exit = idle  # the mode it was started in, which /health reports; idle may drop
         self.in_flight = 0
         self.last = time.monotonic()
 

@@ -43,15 +43,21 @@ def run(rt: Runtime, host: str | None, port: int | None, idle_exit: float) -> No
 @output_option
 @pass_runtime
 def start(rt: Runtime, output: str) -> None:
-    """Start the local server in the background, unless it is running already."""
+    """Start the local server in the background, unless it is running already. One of another
+    build than this CLI's is replaced by one of this build, in the same mode."""
+    from stratuslab import build
     from stratuslab.api import daemon
 
-    outcome, state = daemon.start(rt.settings)
+    mine = build.build_id(cache=daemon.build_cache(rt.settings))
+    started = daemon.start(rt.settings, build=mine)
+    state = started.state
     if output == "json":
-        emit_json({"outcome": outcome, "url": state.url, "pid": state.pid})
+        emit_json(
+            {"outcome": started.outcome, "url": state.url, "pid": state.pid, "build": state.build}
+        )
     else:
         out.print(
-            f"server {outcome} on {state.url} (pid {state.pid}); "
+            f"server {started.outcome} on {state.url} (pid {state.pid}, build {state.build}); "
             f"log in {daemon.log_file(rt.settings)}"
         )
 
@@ -74,16 +80,36 @@ def stop(rt: Runtime, output: str) -> None:
 @output_option
 @pass_runtime
 def status(rt: Runtime, output: str) -> None:
-    """Is the local server running?"""
+    """Is the local server running, and does it run this CLI's build?"""
+    from stratuslab import build
     from stratuslab.api import daemon
 
     state = daemon.state(rt.settings)
+    mine = build.build_id(cache=daemon.build_cache(rt.settings))
     if output == "json":
         emit_json(
-            {"running": state.running, "url": state.url, "pid": state.pid, "version": state.version}
+            {
+                "running": state.running,
+                "url": state.url,
+                "pid": state.pid,
+                "version": state.version,
+                "build": state.build,
+                "cli_build": mine,
+                "build_matches": state.running and state.build == mine,
+                "idle_exit": state.idle_exit,
+                "proven": state.proven,
+            }
         )
     elif state.running:
-        out.print(f"running on {state.url} (pid {state.pid}, version {state.version})")
+        if state.build == mine:
+            matches = "this CLI's build"
+        else:
+            matches = f"not this CLI's build {mine}: the next command replaces it"
+        unproven = "" if state.proven else "; it did not prove it holds the site token"
+        out.print(
+            f"running on {state.url} (pid {state.pid}, version {state.version}, "
+            f"build {state.build or 'unknown'}, {matches}){unproven}"
+        )
     else:
         out.print(
             f"not running (would listen on {state.url}); start it with `stratus server start`"

@@ -3,19 +3,39 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
-from stratuslab import __version__
-from stratuslab.api.deps import UserDep
+from stratuslab import __version__, build
+from stratuslab.api import identity
+from stratuslab.api.deps import ServicesDep, UserDep
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-def health() -> dict[str, Any]:
-    return {"status": "ok", "version": __version__, "pid": os.getpid()}
+def health(
+    request: Request,
+    services: ServicesDep,
+    challenge: Annotated[str | None, Query(pattern=identity.NONCE_PATTERN)] = None,
+) -> dict[str, Any]:
+    """Which server this is: version, pid, build id and idle mode (seconds idle before it
+    exits, 0: never). With a challenge (a client's nonce), the proof that it holds the site
+    token (see ``api/identity.py``); no credentials are needed to ask."""
+    pid = os.getpid()
+    running = build.running()
+    activity = getattr(request.app.state, "activity", None)
+    answer: dict[str, Any] = {
+        "status": "ok",
+        "version": __version__,
+        "pid": pid,
+        "build": running,
+        "idle_exit": activity.idle_exit if activity is not None else 0,
+    }
+    if challenge:
+        answer["proof"] = identity.proof(services.token, nonce=challenge, pid=pid, build=running)
+    return answer
 
 
 @router.post("/api/server/exit-when-idle")
