@@ -258,6 +258,7 @@ def test_create_with_an_unknown_fingerprint_says_not_found() -> None:
 
 
 FILTERING = {"api_extensions": ["api_filtering"]}
+RUN_FILTER = "config.user.stratus.run eq r-1 or status eq Error"
 
 
 def listing(*instances: dict[str, object]) -> Callable[[httpx.Request], httpx.Response]:
@@ -294,13 +295,13 @@ def test_a_filtered_listing_asks_lxd_to_filter_then_reads_only_the_states_it_nee
     assert (found.name, found.addresses) == ("box", ("10.1.2.3",))
     assert seen == [
         ("/1.0", {}),
-        ("/1.0/instances", {"recursion": "1", "filter": "config.user.stratus.run eq r-1"}),
+        ("/1.0/instances", {"recursion": "1", "filter": RUN_FILTER}),
         ("/1.0/instances/box/state", {}),
     ]
     seen.clear()
     connector.list_instances(tags={"run": "r-1"}, addresses=False)
     assert seen == [  # the extensions are asked once; no state without addresses
-        ("/1.0/instances", {"recursion": "1", "filter": "config.user.stratus.run eq r-1"})
+        ("/1.0/instances", {"recursion": "1", "filter": RUN_FILTER})
     ]
 
 
@@ -324,7 +325,7 @@ def test_lxd_is_asked_only_what_it_can_match_safely_and_the_rest_is_compared_her
     found = connector.list_instances(tags={"run": "r.1", "note": "a b"}, addresses=False)
     assert [i.name for i in found] == ["exact"]
     assert [i.name for i in connector.list_instances(tags={"note": "a+b"})] == []
-    assert filters == ["config.user.stratus.run eq r.1", None]
+    assert filters == ["config.user.stratus.run eq r.1 or status eq Error", None]
 
 
 def test_every_instance_carrying_a_tag_key_is_listed_whatever_its_value() -> None:
@@ -338,7 +339,22 @@ def test_every_instance_carrying_a_tag_key_is_listed_whatever_its_value() -> Non
 
     found = on(recording).list_instances(has_tag="run", addresses=False)
     assert [(i.name, i.tags["run"]) for i in found] == [("one", "r-1"), ("two", "r 2")]
-    assert filters == ["not config.user.stratus.run eq ^$"]
+    assert filters == ["not config.user.stratus.run eq ^$ or status eq Error"]
+
+
+def test_an_instance_lxd_could_not_render_is_asked_for_by_the_filter_and_read_alone() -> None:
+    asked: list[str] = []
+    handler = listing({"name": "box", "status": "Error"}, tagged("other", run="r-2"))
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/1.0/instances/box":
+            return sync(box(state=RUNNING_STATE))
+        return handler(request)
+
+    (found,) = on(recording).list_instances(tags={"run": "r-1"}, addresses=False)
+    assert (found.name, found.state, found.tags["run"]) == ("box", InstanceState.RUNNING, "r-1")
+    assert "/1.0/instances/box" in asked
 
 
 def test_without_api_filtering_the_listing_is_filtered_here() -> None:

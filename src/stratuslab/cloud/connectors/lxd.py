@@ -347,7 +347,10 @@ class LxdConnector(Connector):
             clauses.append(f"not config.{TAG_PREFIX}{has_tag} eq ^$")
         if not clauses or not self._can_filter():
             return None
-        return " and ".join(clauses)
+        # An instance LXD failed to render comes as {name, status: Error} without its tags:
+        # asked for too, it is read alone below rather than taken for gone. LXD reads the
+        # clauses left to right, so this 'or' applies to all of them.
+        return " and ".join(clauses) + " or status eq Error"
 
     def _can_filter(self) -> bool:
         if self._filtering is None:
