@@ -161,6 +161,7 @@ class FakeConnector(Connector):
         return image
 
     def capacity(self) -> Capacity:
+        self._maybe_fail("capacity")
         with self._backend.lock:
             used = sum(i.ram_mb or 0 for i in self._backend.instances.values())
         return Capacity(
