@@ -3,14 +3,18 @@ never needs a connector: every run's machine states at once, and a run's last sw
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator, Mapping
 
 import pytest
 from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 
+from stratuslab import config
+from stratuslab.cloud import clouds
 from stratuslab.cloud.base import Instance, InstanceSpec
 from stratuslab.cloud.connectors.fake import FakeConnector
+from stratuslab.cloud.connectors.lxd import LxdConnector
 from stratuslab.cloud.instances import InstanceService, InstanceView, RunRequest
 from stratuslab.cloud.types import InstanceState
 from stratuslab.db.models import InstanceRecord, utcnow
@@ -127,3 +131,30 @@ def test_a_sweep_that_fails_on_one_instance_still_does_the_rest_then_raises(
 
 def test_images_are_listed_through_the_service(service: InstanceService) -> None:
     assert "debian-12" in [i.name for i in service.list_images("local")]
+
+
+@pytest.mark.lxd
+def test_on_lxd_the_engine_sees_its_runs_machines_and_sweeps_them(engine: Engine) -> None:
+    settings = config.load()
+    options = {"endpoint": settings.lxd_endpoint, "profile": settings.lxd_profile}
+    clouds.record(engine, name="local", connector="lxd", options=options)
+    lxd = LxdConnector(**options)
+    run_id = f"run-{secrets.token_hex(4)}"
+    service = InstanceService(
+        engine, owner="alice", connectors=lambda _cloud: lxd, name_prefix="test-runs"
+    )
+    made: list[str] = []
+    try:
+        for node in ("web.1", "web.2"):
+            (view,) = service.run(RunRequest(image="debian-12", run_id=run_id, node_instance=node))
+            made.append(view.name)
+        service.stop(made[1])
+        machines = service.machines_by_run(["local"])
+        assert machines[run_id] == {"web.1": InstanceState.RUNNING, "web.2": InstanceState.STOPPED}
+        assert sorted(service.sweep_run(run_id, ["local"])) == sorted(made)
+        assert run_id not in service.machines_by_run(["local"])
+        assert {v.state for v in service.for_run(run_id)} == {"gone"}
+    finally:
+        for name in made:  # clean up even when the test failed
+            lxd.destroy(name)
+        lxd.close()
