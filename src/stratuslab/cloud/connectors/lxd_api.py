@@ -32,8 +32,9 @@ _STATUS_ERRORS: dict[int, type[BackendError] | type[NotFound] | type[Conflict] |
 # writes an answer in one go once it has it, so this bounds the whole request.
 REQUEST_TIMEOUT = 20.0
 # The longest background operation of ours on a healthy host is the first instance from a new
-# image (LXD unpacks it: about 10 s here); one still running after two minutes is stuck.
-OPERATION_TIMEOUT = 120.0
+# image (LXD unpacks it: seconds here); one still running after a minute is stuck, and the
+# provisioning thread waiting on it has better to do (fail that instance, clean it up).
+OPERATION_TIMEOUT = 60.0
 _CONNECT_TIMEOUT = 5.0
 
 
