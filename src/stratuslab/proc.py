@@ -7,15 +7,22 @@ that whoever reads the error can tell what went wrong without re-running anythin
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import Popen
 
 from stratuslab.errors import BackendUnavailable, CommandFailed
+
+_KILL_GRACE = 5.0  # once a command's group is killed, how long its pipes may take to close
 
 
 @dataclass(frozen=True)
@@ -46,31 +53,26 @@ def run(
 ) -> Completed:
     """Run ``command`` and wait for it.
 
-    ``on_line`` receives each line of stdout as it arrives (for progress); stdout is still
-    returned whole. With ``check`` (the default) a non-zero exit raises ``CommandFailed``.
-    A program that is not installed raises ``BackendUnavailable`` naming it.
+    ``on_line`` receives each line of stdout as it arrives (for progress), in the calling
+    thread; stdout is still returned whole. With ``check`` (the default) a non-zero exit
+    raises ``CommandFailed``. A program that is not installed raises ``BackendUnavailable``
+    naming it.
+
+    The command runs in a process group of its own. When ``timeout`` seconds pass before it
+    has exited and closed its output (a background child may hold stdout open after its
+    parent exits), or when the caller is interrupted, the whole group is killed; a timeout
+    raises ``CommandFailed`` whose last line of stderr names it. A process that leaves the
+    group (``setsid``) is out of reach: with such a command, leave stdout out of it.
     """
     argv = [str(part) for part in command]
     program = which(argv[0]) if os.sep not in argv[0] else argv[0]
     if program is None:
         raise BackendUnavailable(f"`{argv[0]}` is not installed", hint=hint or "run `make setup`")
     full_env = {**os.environ, **env} if env is not None else None
-    try:
-        if on_line is None:
-            done = subprocess.run(
-                [program, *argv[1:]],
-                input=input,
-                capture_output=True,
-                text=True,
-                env=full_env,
-                timeout=timeout,
-                check=False,
-            )
-            result = Completed(argv, done.returncode, done.stdout, done.stderr)
-        else:
-            result = _run_streaming([program, *argv[1:]], argv, input, full_env, timeout, on_line)
-    except subprocess.TimeoutExpired as exc:
-        raise CommandFailed(argv, -1, _text(exc.stdout), f"timed out after {timeout} s") from exc
+    if on_line is None:
+        result = _run_captured([program, *argv[1:]], argv, input, full_env, timeout)
+    else:
+        result = _run_streaming([program, *argv[1:]], argv, input, full_env, timeout, on_line)
     if check and result.returncode != 0:
         raise CommandFailed(argv, result.returncode, result.stdout, result.stderr, hint=hint)
     return result
@@ -108,6 +110,28 @@ def replace_process(command: Sequence[str]) -> None:
     os.execv(program, argv)  # noqa: S606 - no shell: the argument list is passed as is
 
 
+def _run_captured(
+    argv: list[str],
+    shown: list[str],
+    input: str | None,
+    env: Mapping[str, str] | None,
+    timeout: float | None,
+) -> Completed:
+    child = _start(argv, input, env)
+    try:
+        stdout, stderr = child.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(child)
+        try:  # what it wrote before the timeout, now that the group's pipes are closed
+            stdout, stderr = child.communicate(timeout=_KILL_GRACE)
+        except subprocess.TimeoutExpired as exc:
+            stdout, stderr = _text(exc.stdout), _text(exc.stderr)
+        raise _timed_out(shown, timeout, stdout, stderr) from None
+    finally:
+        _reap(child, [])
+    return Completed(shown, child.returncode, stdout, stderr)
+
+
 def _run_streaming(
     argv: list[str],
     shown: list[str],
@@ -116,33 +140,92 @@ def _run_streaming(
     timeout: float | None,
     on_line: Callable[[str], None],
 ) -> Completed:
-    with subprocess.Popen(
+    deadline = None if timeout is None else time.monotonic() + timeout
+    child = _start(argv, input, env)
+    stdout, stderr, stdin = child.stdout, child.stderr, child.stdin
+    assert stdout is not None and stderr is not None
+    # Threads read both pipes (so that neither fills up) and write the input (a command
+    # that does not read it must not block us); this thread waits on the lines, bounded.
+    lines: queue.Queue[str | None] = queue.Queue()
+    errors: list[str] = []
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+        lines.put(None)
+
+    def feed() -> None:
+        assert stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it exited without reading it all
+            stdin.write(input or "")
+            stdin.close()
+
+    threads = [threading.Thread(target=pump, daemon=True)]
+    threads.append(threading.Thread(target=lambda: errors.extend(stderr), daemon=True))
+    if input is not None:
+        threads.append(threading.Thread(target=feed, daemon=True))
+    for thread in threads:
+        thread.start()
+    out: list[str] = []
+    try:
+        while (line := lines.get(timeout=_left(deadline))) is not None:
+            out.append(line)
+            on_line(line.rstrip("\n"))
+        returncode = child.wait(timeout=_left(deadline))
+        for thread in threads[1:]:  # stderr may be held by a background child too
+            thread.join(_left(deadline, _KILL_GRACE))
+        if deadline is not None and any(thread.is_alive() for thread in threads[1:]):
+            raise subprocess.TimeoutExpired(argv, timeout or 0)
+    except (queue.Empty, subprocess.TimeoutExpired):
+        _kill_group(child)
+        for thread in threads:
+            thread.join(_KILL_GRACE)
+        raise _timed_out(shown, timeout, "".join(out), "".join(errors)) from None
+    finally:
+        _reap(child, threads)
+    return Completed(shown, returncode, "".join(out), "".join(errors))
+
+
+def _start(argv: list[str], input: str | None, env: Mapping[str, str] | None) -> Popen[str]:
+    return subprocess.Popen(
         argv,
+        # Never the terminal: in a group of its own, a command reading it would be stopped.
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-    ) as child:
-        assert child.stdout is not None and child.stderr is not None
-        stderr = child.stderr
-        errors: list[str] = []
+        process_group=0,  # its children too, so that a timeout can kill them all
+    )
 
-        def drain_stderr() -> None:  # read stderr alongside, so that neither pipe fills up
-            errors.extend(stderr)
 
-        drain = threading.Thread(target=drain_stderr, daemon=True)
-        drain.start()
-        if input is not None and child.stdin is not None:
-            child.stdin.write(input)
-            child.stdin.close()
-        lines: list[str] = []
-        for line in child.stdout:
-            lines.append(line)
-            on_line(line.rstrip("\n"))
-        returncode = child.wait(timeout=timeout)
-        drain.join(timeout=5)
-    return Completed(shown, returncode, "".join(lines), "".join(errors))
+def _kill_group(child: Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group is gone already
+        os.killpg(child.pid, signal.SIGKILL)
+
+
+def _reap(child: Popen[str], threads: list[threading.Thread]) -> None:
+    """Leave nothing behind: on any way out (an interrupt too), kill the group if the command
+    still runs, collect its exit, and close the pipes no thread still reads."""
+    if child.poll() is None:
+        _kill_group(child)
+    child.wait()
+    if not any(thread.is_alive() for thread in threads):
+        for pipe in (child.stdin, child.stdout, child.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+
+def _timed_out(shown: list[str], timeout: float | None, stdout: str, stderr: str) -> CommandFailed:
+    return CommandFailed(shown, -1, stdout, f"{stderr}timed out after {timeout:g} s")
+
+
+def _left(deadline: float | None, default: float | None = None) -> float | None:
+    """Seconds until ``deadline`` (none left: 0), or ``default`` without a deadline."""
+    if deadline is None:
+        return default
+    return max(0.0, deadline - time.monotonic())
 
 
 def _text(data: str | bytes | None) -> str:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import queue
+import threading
 
 from fastapi.testclient import TestClient
 
+from stratuslab.cloud import events
 from stratuslab.cloud.connectors.fake import FakeConnector
+from stratuslab.cloud.instances import InstanceService, RunRequest
 from stratuslab.errors import BackendError
 
 
@@ -84,3 +88,36 @@ def test_the_user_header_scopes_what_is_listed(api: TestClient) -> None:
         "/api/instances", params={"all": True}, headers={"X-Stratus-User": "bob"}
     ).json()
     assert [v["owner"] for v in every] == ["alice"]
+
+
+def test_a_kill_by_the_deployment_engine_reaches_the_watch_stream(api: TestClient) -> None:
+    """The engine kills through the instance service, not the routes: the service's own sink
+    (the hub's, as api/deps.py gives it) is what tells the watchers."""
+    services = api.app.state.services  # type: ignore[attr-defined]
+    engine_side = InstanceService(
+        services.engine,
+        owner="alice",
+        connectors=services.connectors,
+        on_event=events.publisher(services.hub),
+    )
+    prepared = engine_side.prepare(RunRequest(image="debian-12", run_id="r1"))  # pending
+    (view,) = prepared.views
+    lines: queue.Queue[dict[str, object] | None] = queue.Queue()
+
+    def watch() -> None:
+        with api.stream("GET", f"/api/instances/watch?ids={view.id}&timeout=30") as stream:
+            for line in stream.iter_lines():
+                if line.strip():
+                    lines.put(json.loads(line))
+        lines.put(None)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    first = lines.get(timeout=30)  # the stream has read the state: what follows is an event
+    assert first is not None and first["what"] == "pending"
+    engine_side.kill(view.id)
+    last = lines.get(timeout=30)
+    assert last is not None and last["what"] == "gone"
+    assert last["instance"]["state"] == "gone"  # type: ignore[index]
+    assert lines.get(timeout=30) is None  # every instance settled: the stream ended
+    watcher.join(timeout=30)

@@ -26,7 +26,8 @@ TAG_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 @dataclass(frozen=True)
 class InstanceSpec:
     """What to create. ``tags`` travel with the instance on the backend, so that whatever this
-    project creates can always be found again, even if the store loses it."""
+    project creates can always be found again, even if the store loses it. A tag with an empty
+    value is not kept (LXD drops empty configuration keys)."""
 
     name: str
     image: str
@@ -133,8 +134,22 @@ class Connector(ABC):
         """The instance called ``name``; raises ``NotFound`` when there is none."""
 
     @abstractmethod
-    def list_instances(self, *, tags: Mapping[str, str] | None = None) -> list[Instance]:
-        """Every instance on the backend, or those carrying all of ``tags``."""
+    def list_instances(
+        self,
+        *,
+        tags: Mapping[str, str] | None = None,
+        has_tag: str | None = None,
+        addresses: bool = True,
+    ) -> list[Instance]:
+        """The instances on the backend that carry every one of ``tags`` and, with
+        ``has_tag``, a tag of that key whatever its value (all runs' machines in one call).
+
+        Post-conditions: an instance is listed if and only if it matches, values compared
+        exactly (case and every character count, whatever the value holds: a backend that
+        filters for us more loosely is checked after). Each listed instance carries its state
+        and tags. With ``addresses=False`` no address is looked up and ``addresses`` is empty:
+        the cheap listing for callers that need only names or states.
+        """
 
     @abstractmethod
     def list_images(self) -> list[Image]:

@@ -1,105 +1,42 @@
-"""The instance lifecycle service: what users ask of instances, recorded and reconciled.
+"""The instance lifecycle service: what users and the deployment engine ask of instances,
+recorded and reconciled.
 
 Every instance is recorded in the store *before* the backend is asked to create it, and carries
-tags (``user.stratus.*`` on LXD) naming its id and owner. So nothing is ever lost track of: a
-crash between the two leaves a record that reconciliation resolves, or a tagged instance that
-reconciliation adopts; an instance deleted behind our back shows as gone.
+tags (``user.stratus.*`` on LXD) naming its id and owner, and for deployments its run and node
+instance. So nothing is ever lost track of: a crash between the two leaves a record that
+reconciliation resolves, or a tagged instance that reconciliation adopts; an instance deleted
+behind our back shows as gone. Every change the service makes is told to its event sink once
+committed (:mod:`stratuslab.cloud.events`). Nothing outside the cloud layer needs a connector:
+the engine's questions about a run's machines are answered here.
 """
 
 from __future__ import annotations
 
-import re
-import secrets
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from dataclasses import dataclass
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
-from stratuslab.cloud import clouds
-from stratuslab.cloud.base import Connector, ExecResult, Instance, InstanceSpec
-from stratuslab.cloud.context import normalise_user_data, parse_ssh_keys
+from stratuslab.cloud import admission, events, machines, records
+from stratuslab.cloud.admission import Admitted, RunRequest
+from stratuslab.cloud.base import Connector, ExecResult, Image, Instance, InstanceSpec
+from stratuslab.cloud.clouds import DEFAULT_CLOUD, all_clouds
+from stratuslab.cloud.events import Event
+from stratuslab.cloud.reconcile import ReconcileReport, apply_listing
+from stratuslab.cloud.records import InstanceView
 from stratuslab.cloud.types import InstanceState
 from stratuslab.db.models import InstanceRecord, utcnow
 from stratuslab.db.session import session_scope
-from stratuslab.errors import (
-    BackendError,
-    CapacityExceeded,
-    Conflict,
-    Invalid,
-    NotFound,
-    StratusError,
-)
+from stratuslab.errors import BackendError, Conflict, NotFound, StratusError
 
-MAX_COUNT = 100
+__all__ = ["InstanceService", "InstanceView", "Prepared", "ReconcileReport", "RunRequest"]
+
+log = logging.getLogger(__name__)
 ADDRESS_TIMEOUT = 120.0
-MEMORY_RESERVE_MB = 512  # left to the host whatever users ask for
-DISK_PER_INSTANCE_MB = 200  # a fresh container on btrfs, before it installs anything
-PENDING_GRACE = timedelta(minutes=10)  # a record this young may still be being created
-_HOSTNAME = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$|^[a-z]$")
-
-Event = Callable[["InstanceView", str], None]  # (instance, what happened)
-LIVE = (
-    InstanceState.PENDING,
-    InstanceState.RUNNING,
-    InstanceState.STOPPED,
-    InstanceState.ERROR,
-    InstanceState.UNKNOWN,
-)
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """What ``stratus instance run`` asks for."""
-
-    image: str
-    count: int = 1
-    cpu: int | None = None
-    ram_mb: int | None = None
-    ssh_keys: tuple[str, ...] = ()
-    user_data: str | None = None
-    name: str | None = None
-    cloud: str = clouds.DEFAULT_CLOUD
-    run_id: str | None = None
-    node_instance: str | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class InstanceView:
-    """An instance as users see it."""
-
-    id: str
-    name: str
-    cloud: str
-    owner: str
-    image: str
-    state: str
-    addresses: tuple[str, ...]
-    cpu: int | None
-    ram_mb: int | None
-    created_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
-    error: str | None
-    recovered: bool
-    run_id: str | None
-    node_instance: str | None
-
-    @property
-    def address(self) -> str | None:
-        return self.addresses[0] if self.addresses else None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in self.__dict__.items():
-            out[key] = value.isoformat() if isinstance(value, datetime) else value
-        out["addresses"] = list(self.addresses)
-        return out
+_PARALLEL = 16  # instances created at once: LXD serialises much of the work beyond that
 
 
 @dataclass(frozen=True)
@@ -113,15 +50,12 @@ class Prepared:
     image: str  # the image's fingerprint on the cloud
 
 
-@dataclass(frozen=True)
-class ReconcileReport:
-    vanished: list[str] = field(default_factory=list)
-    recovered: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-
-
 class InstanceService:
-    """Runs, lists, stops, starts and kills instances for one user, on the recorded clouds."""
+    """Runs, lists, stops, starts and kills instances for one user, on the recorded clouds.
+
+    ``on_event`` is told every change the service makes, after it is committed (see
+    :mod:`stratuslab.cloud.events`); without it, changes are made and told to no one.
+    """
 
     def __init__(
         self,
@@ -130,10 +64,13 @@ class InstanceService:
         owner: str,
         connectors: Callable[[str], Connector],
         name_prefix: str = "inst",
+        on_event: Event | None = None,
     ) -> None:
         self.engine = engine
         self.owner = owner
         self.name_prefix = name_prefix
+        self.on_event = on_event
+        # Kept until the engine asks the service for all it needs; use the methods below.
         self.connector = connectors
 
     # -- run ------------------------------------------------------------------------------
@@ -150,26 +87,50 @@ class InstanceService:
         Raises ``Invalid`` (bad name, key, user-data, counts), ``NotFound`` (image),
         ``Conflict`` (name taken) or ``CapacityExceeded`` before anything is recorded.
         """
-        keys = (
-            parse_ssh_keys("\n".join(request.ssh_keys), source="ssh keys")
-            if request.ssh_keys
-            else ()
+        (outcome,) = self.prepare_many([request])
+        if isinstance(outcome, StratusError):
+            raise outcome
+        return outcome
+
+    def prepare_many(self, requests: Sequence[RunRequest]) -> list[Prepared | StratusError]:
+        """Check a batch of requests (a run's node instances) and record every admitted
+        instance as pending, all in one transaction. Nothing is created yet.
+
+        Post-conditions: the answer has one entry per request, in order: its ``Prepared``
+        (instances recorded pending, ``recorded`` told for each), or the error that refused
+        it, with nothing recorded for it (``Invalid``, ``NotFound`` for an image or cloud,
+        ``Conflict`` for a name taken, also by an earlier request of the batch,
+        ``CapacityExceeded``, ``BackendError`` when the cloud does not answer in time). Each
+        cloud's images and capacity are read once for the batch, and memory and disk are
+        checked for the batch's total on each cloud: when it does not fit, every request of
+        that cloud is refused. Errors other than ``StratusError`` (bugs) are raised.
+        """
+        outcomes = admission.admit_batch(
+            self.engine, self.connector, requests, name_prefix=self.name_prefix
         )
-        user_data = normalise_user_data(request.user_data.encode()) if request.user_data else None
-        names = self._names(request)
-        connector = self.connector(request.cloud)
-        image = connector.get_image(request.image)
-        self._check_capacity(connector, request)
-        views = self._record(request, names, image.name, len(keys), user_data is not None)
-        return Prepared(request, views, keys, user_data, image=image.fingerprint)
+        recorded = iter(self._record([o for o in outcomes if isinstance(o, Admitted)]))
+        answer: list[Prepared | StratusError] = []
+        for outcome in outcomes:
+            if isinstance(outcome, StratusError):
+                answer.append(outcome)
+                continue
+            item, views = outcome.checked, next(recorded)
+            answer.append(
+                Prepared(
+                    item.request, views, item.ssh_keys, item.user_data, outcome.image.fingerprint
+                )
+            )
+            for view in views:
+                self._tell(view, events.RECORDED)
+        return answer
 
     def provision(self, prepared: Prepared, *, on_event: Event | None = None) -> list[InstanceView]:
         """Create the recorded instances in parallel and wait until each has an address.
 
         Instances that fail are destroyed and recorded as gone with the reason; the others are
-        returned running. When every one fails, the first failure is raised.
+        returned running. When every one fails, the first failure is raised. Each instance is
+        told ``created``, then ``running`` or ``failed``, to the sink and to ``on_event``.
         """
-        notify = on_event or (lambda _view, _what: None)
         request, views = prepared.request, prepared.views
         connector = self.connector(request.cloud)
 
@@ -185,9 +146,9 @@ class InstanceService:
             )
             try:
                 connector.create(spec)
-                notify(view, "created")
+                self._tell(view, events.CREATED, on_event)
                 instance = connector.wait_for_address(view.name, ADDRESS_TIMEOUT)
-                return self._update(view.id, instance, started=True)
+                return self._update(view.id, instance, started=True)[0]
             except Exception as exc:  # every failure must be cleaned up and recorded
                 error = (
                     exc
@@ -201,7 +162,7 @@ class InstanceService:
                     error = BackendError(f"{error}; destroying it failed too: {cleanup}")
                 return error
 
-        with ThreadPoolExecutor(max_workers=min(len(views), 16)) as pool:
+        with ThreadPoolExecutor(max_workers=min(len(views), _PARALLEL)) as pool:
             outcomes = list(pool.map(start, views))
         results: list[InstanceView] = []
         failures: list[StratusError] = []
@@ -209,10 +170,10 @@ class InstanceService:
             if isinstance(outcome, StratusError):
                 failures.append(outcome)
                 results.append(self._mark_gone(view.id, error=str(outcome)))
-                notify(results[-1], "failed")
+                self._tell(results[-1], events.FAILED, on_event)
             else:
                 results.append(outcome)
-                notify(outcome, "running")
+                self._tell(outcome, events.RUNNING, on_event)
         if failures and len(failures) == len(views):
             raise failures[0]
         return results
@@ -223,7 +184,7 @@ class InstanceService:
         self, *, all_owners: bool = False, include_gone: bool = False, reconcile: bool = True
     ) -> list[InstanceView]:
         if reconcile:
-            for cloud in clouds.all_clouds(self.engine):
+            for cloud in all_clouds(self.engine):
                 self.reconcile(cloud.name)
         with session_scope(self.engine) as session:
             query = select(InstanceRecord).order_by(InstanceRecord.created_at, InstanceRecord.name)
@@ -231,48 +192,125 @@ class InstanceService:
                 query = query.where(InstanceRecord.owner == self.owner)
             if not include_gone:
                 query = query.where(InstanceRecord.state != InstanceState.GONE.value)
-            return [_view(row) for row in session.scalars(query)]
+            return [records.view_of(row) for row in session.scalars(query)]
 
     def get(self, ref: str, *, refresh: bool = True) -> InstanceView:
-        """An instance by id, unique id prefix or name (the live one, if names were reused)."""
+        """An instance by id, unique id prefix or name (the live one, if names were reused).
+        With ``refresh``, its state is read from the backend (a change is told)."""
         with session_scope(self.engine) as session:
-            row = self._find(session, ref)
-            view = _view(row)
+            view = records.view_of(records.find(session, ref))
         if refresh and view.state != InstanceState.GONE.value:
             connector = self.connector(view.cloud)
             try:
-                return self._update(view.id, connector.get(view.name))
+                instance = connector.get(view.name)
             except NotFound:
-                return self._mark_gone(view.id, error="deleted outside StratusLab")
+                gone = self._mark_gone(view.id, error="deleted outside StratusLab")
+                self._tell(gone, events.VANISHED)
+                return gone
+            updated, changed = self._update(view.id, instance)
+            if changed:
+                self._tell(updated, events.CHANGED)
+            return updated
         return view
 
     def for_run(self, run_id: str) -> list[InstanceView]:
         with session_scope(self.engine) as session:
             query = select(InstanceRecord).where(InstanceRecord.run_id == run_id)
-            return [_view(row) for row in session.scalars(query.order_by(InstanceRecord.name))]
+            return [
+                records.view_of(row) for row in session.scalars(query.order_by(InstanceRecord.name))
+            ]
+
+    def list_images(self, cloud: str = DEFAULT_CLOUD) -> list[Image]:
+        """The images instances can be started from on ``cloud``; ``NotFound`` for a cloud
+        that is not recorded."""
+        return self.connector(cloud).list_images()
+
+    # -- what the deployment engine asks about runs ---------------------------------------
+
+    def machines_by_run(self, clouds: Iterable[str]) -> dict[str, dict[str, InstanceState]]:
+        """For every run with machines on ``clouds``, whoever owns it: each node instance's
+        machine state as the backend has it now. One listing per cloud, for all runs.
+
+        Post-conditions: the store is neither read nor written and nothing is told; a run or
+        a node instance absent from the answer has no machine on those clouds (destroyed,
+        deleted behind our back, or never created). When two machines carry the same node
+        instance, the state of the one furthest along (running, then pending) is given.
+        Raises the backend's error when a cloud cannot be listed: a partial answer would make
+        every machine on that cloud look gone.
+        """
+        listings = (
+            self.connector(cloud).list_instances(has_tag="run", addresses=False)
+            for cloud in dict.fromkeys(clouds)
+        )
+        return machines.by_run(instance for listing in listings for instance in listing)
+
+    def sweep_run(self, run_id: str, clouds: Iterable[str]) -> list[str]:
+        """Destroy every instance on ``clouds`` tagged with ``run_id`` that is still there
+        (the second pass of a teardown, after the recorded ones were killed), then reconcile
+        those clouds. Returns the backend names of what it destroyed.
+
+        Post-conditions: each destroyed instance is recorded gone (a record made for one the
+        store never had, from its tags) and told ``gone``; each cloud is reconciled. When a
+        cloud cannot be listed or an instance destroyed, the rest is still done and the first
+        failure is raised at the end, so that the teardown is tried again.
+        """
+        destroyed: list[str] = []
+        failures: list[StratusError] = []
+        for cloud in dict.fromkeys(clouds):
+            try:
+                connector = self.connector(cloud)
+                leftovers = connector.list_instances(tags={"run": run_id}, addresses=False)
+            except StratusError as exc:
+                failures.append(exc)
+                continue
+            for leftover in leftovers:
+                try:
+                    connector.destroy(leftover.name)
+                except StratusError as exc:
+                    failures.append(
+                        BackendError(f"destroying {leftover.name} of run {run_id}: {exc}")
+                    )
+                    continue
+                destroyed.append(leftover.name)
+                swept = self._record_swept(cloud, leftover)
+                if swept is not None:
+                    self._tell(swept, events.GONE)
+            try:
+                self.reconcile(cloud)
+            except StratusError as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+        return destroyed
 
     # -- actions --------------------------------------------------------------------------
 
     def stop(self, ref: str) -> InstanceView:
         view = self._live(ref)
-        return self._update(view.id, self.connector(view.cloud).stop(view.name))
+        stopped = self._update(view.id, self.connector(view.cloud).stop(view.name))[0]
+        self._tell(stopped, events.STOPPED)
+        return stopped
 
     def start(self, ref: str) -> InstanceView:
         view = self._live(ref)
         connector = self.connector(view.cloud)
         connector.start(view.name)
-        return self._update(
-            view.id, connector.wait_for_address(view.name, ADDRESS_TIMEOUT), started=True
-        )
+        instance = connector.wait_for_address(view.name, ADDRESS_TIMEOUT)
+        started = self._update(view.id, instance, started=True)[0]
+        self._tell(started, events.STARTED)
+        return started
 
     def kill(self, ref: str) -> InstanceView:
-        """Destroy an instance. Killing one that is already gone succeeds."""
+        """Destroy an instance and tell ``gone``. Killing one that is already gone succeeds
+        and changes nothing."""
         with session_scope(self.engine) as session:
-            view = _view(self._find(session, ref))
+            view = records.view_of(records.find(session, ref))
         if view.state == InstanceState.GONE.value:
             return view
         self.connector(view.cloud).destroy(view.name)
-        return self._mark_gone(view.id)
+        gone = self._mark_gone(view.id)
+        self._tell(gone, events.GONE)
+        return gone
 
     def exec(self, ref: str, command: Sequence[str], *, timeout: float | None = None) -> ExecResult:
         view = self._live(ref)
@@ -286,143 +324,51 @@ class InstanceService:
     # -- reconciliation -------------------------------------------------------------------
 
     def reconcile(self, cloud: str) -> ReconcileReport:
-        """Bring the store in line with the backend: mark what vanished as gone, adopt
-        tagged instances the store does not know, revive records wrongly marked gone, and
-        refresh states and addresses."""
-        report = ReconcileReport()
-        backend = {
-            i.tags["id"]: i for i in self.connector(cloud).list_instances() if "id" in i.tags
-        }
-        now = utcnow()
-        with session_scope(self.engine) as session:
-            rows = {
-                row.id: row
-                for row in session.scalars(
-                    select(InstanceRecord).where(
-                        InstanceRecord.cloud == cloud,
-                        or_(
-                            InstanceRecord.state != InstanceState.GONE.value,
-                            InstanceRecord.id.in_(backend),
-                        ),
-                    )
-                )
-            }
-            for row in rows.values():
-                if row.id in backend or row.state == InstanceState.GONE.value:
-                    continue
-                if (
-                    row.state == InstanceState.PENDING.value
-                    and now - row.created_at < PENDING_GRACE
-                ):
-                    continue  # another process may be creating it right now
-                never = row.state == InstanceState.PENDING.value
-                row.error = row.error or (
-                    "never created" if never else "deleted outside StratusLab"
-                )
-                row.state, row.ended_at, row.addresses = InstanceState.GONE.value, now, []
-                report.vanished.append(row.id)
-            for instance_id, instance in backend.items():
-                found = rows.get(instance_id)
-                if found is None:
-                    session.add(_adopted(cloud, instance))
-                    report.recovered.append(instance_id)
-                    continue
-                if found.state == InstanceState.GONE.value:
-                    found.ended_at = None
-                    found.error = f"recorded as gone but still exists ({found.error})"
-                if _apply(found, instance):
-                    report.updated.append(instance_id)
+        """Bring the store in line with the backend (see :mod:`stratuslab.cloud.reconcile`)
+        and tell each change: ``vanished``, ``recovered``, ``reappeared`` or ``changed``."""
+        report = apply_listing(self.engine, cloud, self.connector(cloud).list_instances())
+        for view, what in report.changes:
+            self._tell(view, what)
         return report
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _names(self, request: RunRequest) -> list[str]:
-        if not 1 <= request.count <= MAX_COUNT:
-            raise Invalid(f"-n must be between 1 and {MAX_COUNT}, not {request.count}")
-        if request.cpu is not None and request.cpu < 1:
-            raise Invalid(f"--cpu must be at least 1, not {request.cpu}")
-        if request.ram_mb is not None and request.ram_mb < 64:
-            raise Invalid(f"--ram must be at least 64 (MiB), not {request.ram_mb}")
-        if request.name is None:
-            return [f"{self.name_prefix}-{secrets.token_hex(4)}" for _ in range(request.count)]
-        if not _HOSTNAME.match(request.name) or len(request.name) > 58:
-            raise Invalid(
-                f"instance name {request.name!r} is not a valid host name",
-                hint="use lowercase letters, digits and '-', starting with a letter",
-            )
-        names = (
-            [request.name]
-            if request.count == 1
-            else [f"{request.name}-{i}" for i in range(1, request.count + 1)]
-        )
-        with session_scope(self.engine) as session:
-            taken = session.scalars(
-                select(InstanceRecord.name).where(
-                    InstanceRecord.cloud == request.cloud,
-                    InstanceRecord.name.in_(names),
-                    InstanceRecord.state != InstanceState.GONE.value,
-                )
-            ).all()
-        if taken:
-            raise Conflict(
-                f"an instance called {taken[0]!r} already exists", hint="choose another --name"
-            )
-        return names
+    def _tell(self, view: InstanceView, what: str, also: Event | None = None) -> None:
+        for sink in (self.on_event, also):
+            if sink is None:
+                continue
+            try:
+                sink(view, what)
+            except Exception:  # the change is committed: a sink's failure must not undo it
+                log.exception("telling %s %s failed", view.id, what)
 
-    @staticmethod
-    def _check_capacity(connector: Connector, request: RunRequest) -> None:
-        capacity = connector.capacity()
-        if request.cpu and capacity.cpus and request.cpu > capacity.cpus:
-            raise CapacityExceeded(
-                f"not enough capacity: {request.cpu} CPUs asked per instance, "
-                f"the host has {capacity.cpus}",
-                hint=f"ask for at most --cpu {capacity.cpus}",
-            )
-        if request.ram_mb and capacity.memory_free_mb is not None:
-            asked = request.ram_mb * request.count
-            free = capacity.memory_free_mb - MEMORY_RESERVE_MB
-            if asked > free:
-                raise CapacityExceeded(
-                    f"not enough capacity: {request.count} x {request.ram_mb} MiB of memory "
-                    f"asked, {max(free, 0)} MiB free",
-                    hint="ask for less with --ram or fewer instances with -n",
-                )
-        if capacity.disk_free_mb is not None:
-            needed = DISK_PER_INSTANCE_MB * request.count
-            if capacity.disk_free_mb < needed:
-                raise CapacityExceeded(
-                    f"not enough capacity: the storage pool has {capacity.disk_free_mb} MiB "
-                    f"free, {needed} MiB needed",
-                    hint="kill instances you no longer need (stratus instance list)",
-                )
-
-    def _record(
-        self, request: RunRequest, names: list[str], image: str, keys: int, user_data: bool
-    ) -> list[InstanceView]:
+    def _record(self, batch: Sequence[Admitted]) -> list[list[InstanceView]]:
+        """Record each admitted request's instances as pending, all in one transaction."""
+        if not batch:
+            return []
         with session_scope(self.engine) as session:
             rows = [
-                InstanceRecord(
-                    id=f"i-{secrets.token_hex(5)}",
-                    name=name,
-                    cloud=request.cloud,
-                    owner=self.owner,
-                    image=image,
-                    state=InstanceState.PENDING.value,
-                    addresses=[],
-                    cpu=request.cpu,
-                    ram_mb=request.ram_mb,
-                    ssh_keys=keys,
-                    user_data=user_data,
-                    run_id=request.run_id,
-                    node_instance=request.node_instance,
-                    recovered=False,
-                    created_at=utcnow(),
-                )
-                for name in names
+                [
+                    records.pending(
+                        name=name,
+                        owner=self.owner,
+                        image=admitted.image.name,
+                        request=admitted.checked.request,
+                        ssh_keys=len(admitted.checked.ssh_keys),
+                        user_data=admitted.checked.user_data is not None,
+                    )
+                    for name in admitted.checked.names
+                ]
+                for admitted in batch
             ]
-            session.add_all(rows)
+            session.add_all(row for group in rows for row in group)
             session.flush()
-            return [_view(row) for row in rows]
+            return [[records.view_of(row) for row in group] for group in rows]
+
+    def _record_swept(self, cloud: str, instance: Instance) -> InstanceView | None:
+        with session_scope(self.engine) as session:
+            row = records.swept(session, cloud, instance)
+            return records.view_of(row) if row is not None else None
 
     def _tags(self, view: InstanceView, request: RunRequest) -> dict[str, str]:
         tags = {"id": view.id, "owner": self.owner, "image": view.image, **request.tags}
@@ -434,20 +380,20 @@ class InstanceService:
 
     def _update(
         self, instance_id: str, instance: Instance, *, started: bool = False
-    ) -> InstanceView:
+    ) -> tuple[InstanceView, bool]:
+        """The record brought in line with ``instance``, and whether that changed it."""
         with session_scope(self.engine) as session:
             row = session.get_one(InstanceRecord, instance_id)
-            _apply(row, instance)
+            changed = records.apply(row, instance)
             if started:
                 row.started_at = utcnow()
-            return _view(row)
+            return records.view_of(row), changed
 
     def _mark_gone(self, instance_id: str, *, error: str | None = None) -> InstanceView:
         with session_scope(self.engine) as session:
             row = session.get_one(InstanceRecord, instance_id)
-            row.state, row.addresses, row.ended_at = InstanceState.GONE.value, [], utcnow()
-            row.error = error or row.error
-            return _view(row)
+            records.mark_gone(row, error=error)
+            return records.view_of(row)
 
     def _live(self, ref: str) -> InstanceView:
         view = self.get(ref)
@@ -456,76 +402,3 @@ class InstanceService:
                 f"instance {view.id} is gone", hint="start a new one with `stratus instance run`"
             )
         return view
-
-    def _find(self, session: Session, ref: str) -> InstanceRecord:
-        row = session.get(InstanceRecord, ref)
-        if row is not None:
-            return row
-        candidates = session.scalars(
-            select(InstanceRecord)
-            .where(
-                or_(InstanceRecord.name == ref, InstanceRecord.id.startswith(ref, autoescape=True))
-            )
-            .order_by(InstanceRecord.created_at.desc())
-        ).all()
-        live = [r for r in candidates if r.state != InstanceState.GONE.value]
-        for pool in (live, candidates):
-            by_name = [r for r in pool if r.name == ref]
-            if by_name:
-                return by_name[0]
-        if len(candidates) == 1:
-            return candidates[0]
-        if len(candidates) > 1:
-            raise Invalid(
-                f"{ref!r} matches {len(candidates)} instances", hint="give more of the id"
-            )
-        raise NotFound(f"no instance {ref!r}", hint="see `stratus instance list`")
-
-
-def _apply(row: InstanceRecord, instance: Instance) -> bool:
-    """Copy what the backend says onto the record; True when something changed."""
-    before = (row.state, list(row.addresses))
-    row.state = instance.state.value
-    row.addresses = list(instance.addresses)
-    return before != (row.state, row.addresses)
-
-
-def _adopted(cloud: str, instance: Instance) -> InstanceRecord:
-    return InstanceRecord(
-        id=instance.tags["id"],
-        name=instance.name,
-        cloud=cloud,
-        owner=instance.tags.get("owner", "unknown"),
-        image=instance.tags.get("image", instance.image),
-        state=instance.state.value,
-        addresses=list(instance.addresses),
-        cpu=instance.cpu,
-        ram_mb=instance.ram_mb,
-        ssh_keys=0,
-        user_data=False,
-        run_id=instance.tags.get("run"),
-        node_instance=instance.tags.get("node-instance"),
-        recovered=True,
-        created_at=instance.created_at or datetime.now(UTC),
-    )
-
-
-def _view(row: InstanceRecord) -> InstanceView:
-    return InstanceView(
-        id=row.id,
-        name=row.name,
-        cloud=row.cloud,
-        owner=row.owner,
-        image=row.image,
-        state=row.state,
-        addresses=tuple(row.addresses or ()),
-        cpu=row.cpu,
-        ram_mb=row.ram_mb,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        error=row.error,
-        recovered=row.recovered,
-        run_id=row.run_id,
-        node_instance=row.node_instance,
-    )

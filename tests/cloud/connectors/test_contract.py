@@ -87,6 +87,46 @@ def test_list_filters_on_tags(connector: Connector) -> None:
     assert {mine.name, other.name} <= {i.name for i in connector.list_instances()}
 
 
+def test_list_compares_tag_values_exactly_whatever_they_hold(connector: Connector) -> None:
+    """Values a backend's filter might match loosely ('.' as any character, case) or not at
+    all ('+', spaces, quotes) are compared as they are."""
+    key, marker = f"t{secrets.token_hex(4)}", secrets.token_hex(4)
+    values = ["a.c", "abc", "a+b", 'x "y"  z', "Case"]
+    made = {
+        value: connector.create(
+            InstanceSpec(name=name(), image=IMAGE, tags={key: value, "batch": marker})
+        ).name
+        for value in values
+    }
+    untagged = connector.create(InstanceSpec(name=name(), image=IMAGE, tags={"batch": marker}))
+    for value in values:
+        assert [i.name for i in connector.list_instances(tags={key: value})] == [made[value]]
+    for near_miss in ["aab", "case", 'x "y" z', "a", ""]:
+        assert connector.list_instances(tags={key: near_miss}, addresses=False) == []
+    both = connector.list_instances(tags={key: "a+b", "batch": marker}, addresses=False)
+    assert [i.name for i in both] == [made["a+b"]]
+    carrying = connector.list_instances(has_tag=key, addresses=False)
+    assert sorted(i.name for i in carrying) == sorted(made.values())
+    assert {i.tags[key] for i in carrying} == set(values)
+    in_batch = connector.list_instances(tags={"batch": marker}, addresses=False)
+    assert untagged.name in {i.name for i in in_batch} and len(in_batch) == len(values) + 1
+
+
+def test_a_listing_without_addresses_still_says_each_state(connector: Connector) -> None:
+    marker = secrets.token_hex(4)
+    spec = InstanceSpec(name=name(), image=IMAGE, tags={"batch": marker})
+    connector.create(spec)
+    ready = connector.wait_for_address(spec.name, timeout=60)
+    (listed,) = connector.list_instances(tags={"batch": marker})
+    assert (listed.state, listed.addresses) == (InstanceState.RUNNING, ready.addresses)
+    (cheap,) = connector.list_instances(tags={"batch": marker}, addresses=False)
+    assert (cheap.name, cheap.state, cheap.addresses) == (spec.name, InstanceState.RUNNING, ())
+    assert cheap.tags["batch"] == marker
+    connector.stop(spec.name, timeout=10)
+    (stopped,) = connector.list_instances(has_tag="batch", tags={"batch": marker}, addresses=False)
+    assert stopped.state == InstanceState.STOPPED
+
+
 def test_stop_and_start_are_idempotent(connector: Connector) -> None:
     spec = InstanceSpec(name=name(), image=IMAGE)
     connector.create(spec)

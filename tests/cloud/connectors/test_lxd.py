@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from stratuslab.cloud.base import InstanceSpec
-from stratuslab.cloud.connectors.lxd import LxdConnector
-from stratuslab.cloud.connectors.lxd_api import LxdApi
+from stratuslab.cloud.connectors.lxd import CAPACITY_TIMEOUT, LxdConnector
+from stratuslab.cloud.connectors.lxd_api import OPERATION_TIMEOUT, REQUEST_TIMEOUT, LxdApi
 from stratuslab.cloud.types import InstanceState
 from stratuslab.errors import BackendError, BackendUnavailable, NotFound
 
@@ -125,6 +125,8 @@ def test_an_instance_lxd_lists_without_its_state_is_asked_for_alone() -> None:
     asked = {"box": 0}
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/1.0":  # an LXD that cannot filter: recursion=2, as before 4.0
+            return sync({"api_extensions": []})
         if request.url.path == "/1.0/instances":
             other = {"name": "other", "status": "Running", "config": {}, "state": {}}
             return sync([{"name": "box", "status": "Error", "config": None}, other])
@@ -253,3 +255,187 @@ def test_create_with_an_unknown_fingerprint_says_not_found() -> None:
 
     with pytest.raises(NotFound, match="no image called"):
         on(handler).create(InstanceSpec(name="box", image=FINGERPRINT))
+
+
+FILTERING = {"api_extensions": ["api_filtering"]}
+RUN_FILTER = "config.user.stratus.run eq r-1 or status eq Error"
+
+
+def listing(*instances: dict[str, object]) -> Callable[[httpx.Request], httpx.Response]:
+    """An LXD that filters, holding ``instances``; it answers each state with an address."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/1.0":
+            return sync(FILTERING)
+        if path == "/1.0/instances":
+            return sync(list(instances))
+        if path.endswith("/state"):
+            return sync(RUNNING_STATE)
+        return error("not found", 404)
+
+    return handler
+
+
+def tagged(name: str, **tags: str) -> dict[str, object]:
+    config = {f"user.stratus.{k}": v for k, v in tags.items()}
+    return {"name": name, "status": "Running", "config": config}
+
+
+def test_a_filtered_listing_asks_lxd_to_filter_then_reads_only_the_states_it_needs() -> None:
+    seen: list[tuple[str, dict[str, str]]] = []
+    handler = listing(tagged("box", run="r-1"))
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, dict(request.url.params)))
+        return handler(request)
+
+    connector = on(recording)
+    (found,) = connector.list_instances(tags={"run": "r-1"})
+    assert (found.name, found.addresses) == ("box", ("10.1.2.3",))
+    assert seen == [
+        ("/1.0", {}),
+        ("/1.0/instances", {"recursion": "1", "filter": RUN_FILTER}),
+        ("/1.0/instances/box/state", {}),
+    ]
+    seen.clear()
+    connector.list_instances(tags={"run": "r-1"}, addresses=False)
+    assert seen == [  # the extensions are asked once; no state without addresses
+        ("/1.0/instances", {"recursion": "1", "filter": RUN_FILTER})
+    ]
+
+
+def test_lxd_is_asked_only_what_it_can_match_safely_and_the_rest_is_compared_here() -> None:
+    """LXD matches a case-insensitive regular expression, word by word: 'r.1' also finds
+    'rx1', 'R.1' finds 'r.1', and 'a b' or 'a+b' cannot be asked at all."""
+    filters: list[str | None] = []
+    handler = listing(
+        tagged("exact", run="r.1", note="a b"),
+        tagged("dot", run="rx1", note="a b"),
+        tagged("case", run="R.1", note="a b"),
+        tagged("spaces", run="r.1", note="a  b"),
+    )
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/1.0/instances":
+            filters.append(request.url.params.get("filter"))
+        return handler(request)
+
+    connector = on(recording)
+    found = connector.list_instances(tags={"run": "r.1", "note": "a b"}, addresses=False)
+    assert [i.name for i in found] == ["exact"]
+    assert [i.name for i in connector.list_instances(tags={"note": "a+b"})] == []
+    assert filters == ["config.user.stratus.run eq r.1 or status eq Error", None]
+
+
+def test_every_instance_carrying_a_tag_key_is_listed_whatever_its_value() -> None:
+    filters: list[str | None] = []
+    handler = listing(tagged("one", run="r-1"), tagged("two", run="r 2"), tagged("none", id="x"))
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/1.0/instances":
+            filters.append(request.url.params.get("filter"))
+        return handler(request)
+
+    found = on(recording).list_instances(has_tag="run", addresses=False)
+    assert [(i.name, i.tags["run"]) for i in found] == [("one", "r-1"), ("two", "r 2")]
+    assert filters == ["not config.user.stratus.run eq ^$ or status eq Error"]
+
+
+def test_an_instance_lxd_could_not_render_is_asked_for_by_the_filter_and_read_alone() -> None:
+    asked: list[str] = []
+    handler = listing({"name": "box", "status": "Error"}, tagged("other", run="r-2"))
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/1.0/instances/box":
+            return sync(box(state=RUNNING_STATE))
+        return handler(request)
+
+    (found,) = on(recording).list_instances(tags={"run": "r-1"}, addresses=False)
+    assert (found.name, found.state, found.tags["run"]) == ("box", InstanceState.RUNNING, "r-1")
+    assert "/1.0/instances/box" in asked
+
+
+def test_without_api_filtering_the_listing_is_filtered_here() -> None:
+    seen: list[dict[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/1.0":
+            return sync({"api_extensions": []})
+        if request.url.path == "/1.0/instances":
+            seen.append(dict(request.url.params))
+            return sync([{**box(), "state": RUNNING_STATE}, {**tagged("other", run="r-2")}])
+        return error("not found", 404)
+
+    (found,) = on(handler).list_instances(tags={"run": "r-1"})
+    assert (found.name, found.addresses) == ("box", ("10.1.2.3",))
+    assert seen == [{"recursion": "2"}]
+
+
+def test_a_slow_resources_request_fails_clearly_within_its_bound() -> None:
+    """LXD once took over 60 s to answer GET /1.0/resources: capacity must not wait so long.
+    The transport stands for an LXD that answers after 75 s: it times out any request that
+    would wait less, as a real socket does."""
+    bounds: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/1.0/resources":
+            bounds.append(request.extensions["timeout"]["read"])
+            if bounds[-1] < 75:
+                raise httpx.ReadTimeout("timed out", request=request)
+            return sync({"cpu": {"total": 2}, "memory": {"total": 2**30, "used": 0}})
+        return error("not found", 404)
+
+    with pytest.raises(
+        BackendError, match=r"LXD did not answer GET /1.0/resources within 10 s"
+    ) as caught:
+        on(handler).capacity()
+    assert bounds == [CAPACITY_TIMEOUT] and CAPACITY_TIMEOUT <= 10
+    assert not isinstance(caught.value, BackendUnavailable)
+
+
+def test_every_request_and_operation_wait_is_bounded() -> None:
+    """Creating, stopping, destroying, listing and reading capacity: no request may wait
+    without a bound, and no background operation for longer than OPERATION_TIMEOUT (plus a
+    clean stop's own timeout)."""
+    reads: list[float] = []
+    waits: list[int] = []
+    status = {"now": "Running"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        reads.append(request.extensions["timeout"]["read"])
+        path = request.url.path
+        if path.endswith("/wait"):
+            waits.append(int(request.url.params["timeout"]))
+            if request.url.path == "/1.0/operations/stop/wait":
+                status["now"] = "Stopped"
+            return sync({"status_code": 200})
+        if request.method == "POST" and path == "/1.0/instances":
+            return httpx.Response(202, json={"type": "async", "operation": "/1.0/operations/1"})
+        if request.method == "PUT":
+            return httpx.Response(202, json={"type": "async", "operation": "/1.0/operations/stop"})
+        if request.method == "DELETE":
+            return sync(None)
+        if path == "/1.0":
+            return sync(FILTERING)
+        if path == "/1.0/instances":
+            return sync([box()])
+        if path == "/1.0/resources":
+            return sync({"cpu": {"total": 2}, "memory": {"total": 2**30, "used": 0}})
+        if path == "/1.0/instances/box":
+            return sync(box(status["now"], state=RUNNING_STATE))
+        if path.endswith("/state"):
+            return sync(RUNNING_STATE)
+        return error("not found", 404)
+
+    connector = on(handler)
+    connector.create(InstanceSpec(name="box", image=FINGERPRINT))
+    connector.list_instances(tags={"run": "r-1"})
+    connector.capacity()
+    connector.stop("box", timeout=5)
+    connector.destroy("box")
+    # a plain request: REQUEST_TIMEOUT; an operation: its wait, and the answer after it
+    assert reads and all(0 < read <= OPERATION_TIMEOUT + 5 + 5 for read in reads)
+    assert REQUEST_TIMEOUT in reads
+    assert waits and max(waits) <= OPERATION_TIMEOUT + 5

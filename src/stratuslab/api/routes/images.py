@@ -14,7 +14,7 @@ router = APIRouter(prefix="/api", tags=["images"])
 
 @router.get("/images")
 def list_images(
-    services: ServicesDep, _user: UserDep, cloud: Annotated[str, Query()] = "local"
+    services: ServicesDep, user: UserDep, cloud: Annotated[str, Query()] = "local"
 ) -> list[dict[str, Any]]:
     return [
         {
@@ -25,7 +25,7 @@ def list_images(
             "created_at": i.created_at,
             "properties": dict(i.properties),
         }
-        for i in services.connectors(cloud).list_images()
+        for i in services.instances(user).list_images(cloud)
     ]
 
 

@@ -20,7 +20,8 @@ from stratuslab.api.schemas.instances import (
     InstancePublic,
     InstancesAccepted,
 )
-from stratuslab.cloud.instances import InstanceView, Prepared, RunRequest
+from stratuslab.cloud import events
+from stratuslab.cloud.instances import InstanceService, Prepared, RunRequest
 from stratuslab.errors import Invalid, StratusError
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,15 @@ router = APIRouter(prefix="/api/instances", tags=["instances"])
 SETTLED = {"running", "stopped", "gone", "error"}
 
 
-def topic(instance_id: str) -> str:
-    return f"instance:{instance_id}"
+def _service(services: Services, user: str) -> InstanceService:
+    """The user's instance service, which publishes its own changes to the hub.
+
+    Until api/deps.py gives every service that sink (``on_event=events.publisher(hub)``),
+    the routes give it to theirs, so that the watch stream hears what they do."""
+    service = services.instances(user)
+    if service.on_event is None:
+        service.on_event = events.publisher(services.hub)
+    return service
 
 
 @router.get("", response_model=list[InstancePublic])
@@ -39,7 +47,7 @@ def list_instances(
     all: Annotated[bool, Query(description="every user's instances")] = False,
     gone: Annotated[bool, Query(description="include instances that are gone")] = False,
 ) -> list[dict[str, Any]]:
-    views = services.instances(user).list_instances(all_owners=all, include_gone=gone)
+    views = _service(services, user).list_instances(all_owners=all, include_gone=gone)
     return [v.to_dict() for v in views]
 
 
@@ -47,11 +55,11 @@ def list_instances(
 def run_instances(body: InstanceCreate, services: ServicesDep, user: UserDep) -> dict[str, Any]:
     """Check and record the instances, then create them in the background. Follow them with
     ``GET /api/instances/watch?ids=...``."""
-    service = services.instances(user)
+    service = _service(services, user)
     prepared = service.prepare(
         RunRequest(**{**body.model_dump(), "ssh_keys": tuple(body.ssh_keys)})
     )
-    services.submit(_provision, services, user, prepared)
+    services.submit(_provision, service, prepared)
     ids = ",".join(v.id for v in prepared.views)
     return {
         "instances": [v.to_dict() for v in prepared.views],
@@ -78,71 +86,62 @@ async def watch(
 
 @router.get("/{ref}", response_model=InstancePublic)
 def show(ref: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return services.instances(user).get(ref).to_dict()
+    return _service(services, user).get(ref).to_dict()
 
 
 @router.post("/{ref}/stop", response_model=InstancePublic)
 def stop(ref: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return _announced(services, services.instances(user).stop(ref), "stopped")
+    return _service(services, user).stop(ref).to_dict()
 
 
 @router.post("/{ref}/start", response_model=InstancePublic)
 def start(ref: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return _announced(services, services.instances(user).start(ref), "running")
+    return _service(services, user).start(ref).to_dict()
 
 
 @router.delete("/{ref}", response_model=InstancePublic)
 def kill(ref: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return _announced(services, services.instances(user).kill(ref), "gone")
+    return _service(services, user).kill(ref).to_dict()
 
 
 @router.post("/{ref}/exec", response_model=ExecResponse)
 def exec_command(
     ref: str, body: ExecRequest, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
-    result = services.instances(user).exec(ref, body.command, timeout=body.timeout)
+    result = _service(services, user).exec(ref, body.command, timeout=body.timeout)
     return {"exit_code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr}
 
 
-def _provision(services: Services, user: str, prepared: Prepared) -> None:
-    def event(view: InstanceView, what: str) -> None:
-        services.hub.publish(topic(view.id), {"what": what, "instance": view.to_dict()})
-
+def _provision(service: InstanceService, prepared: Prepared) -> None:
     try:
-        services.instances(user).provision(prepared, on_event=event)
+        service.provision(prepared)
     except StratusError:
-        pass  # every failure was recorded on its instance and published
+        pass  # every failure was recorded on its instance and published by the service
     except Exception:
         log.exception("provisioning %s failed", [v.id for v in prepared.views])
-
-
-def _announced(services: Services, view: InstanceView, what: str) -> dict[str, Any]:
-    data = view.to_dict()
-    services.hub.publish(topic(view.id), {"what": what, "instance": data})
-    return data
 
 
 async def _changes(
     services: Services, user: str, ids: list[str], timeout: float
 ) -> AsyncIterator[bytes]:
     seq = services.hub.seq
-    service = services.instances(user)
+    service = _service(services, user)
     current = {}
     for ref in ids:
         view = await run_in_threadpool(service.get, ref, refresh=False)
         current[view.id] = view.state
         yield _line({"what": view.state, "instance": view.to_dict()})
     deadline = time.monotonic() + timeout
-    topics = [topic(i) for i in current]
+    topics = [events.topic(i) for i in current]  # where the service's sink publishes
     while any(state not in SETTLED for state in current.values()):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             yield _line({"what": "timeout", "instance": None})
             return
-        events = await services.hub.wait(seq, topics=topics, timeout=min(remaining, 15))
-        if not events:
+        published = await services.hub.wait(seq, topics=topics, timeout=min(remaining, 15))
+        if not published:
             yield b"\n"  # keeps idle connections (and proxies) from timing out
-        for event in events:
+        for event in published:
             seq = event.seq
             instance = event.payload["instance"]
             current[instance["id"]] = instance["state"]

@@ -91,7 +91,7 @@ class FakeConnector(Connector):
                 image=image.name,
                 cpu=spec.cpu,
                 ram_mb=spec.ram_mb,
-                tags=dict(spec.tags),
+                tags={k: v for k, v in spec.tags.items() if v},  # as LXD: no empty keys
                 created_at=datetime.now(UTC),
                 extra={
                     "address": str(self._network.network_address + self._backend.next_host),
@@ -129,13 +129,22 @@ class FakeConnector(Connector):
             raise NotFound(f"the fake backend has no instance called {name!r}")
         return _with_addresses(instance)
 
-    def list_instances(self, *, tags: Mapping[str, str] | None = None) -> list[Instance]:
+    def list_instances(
+        self,
+        *,
+        tags: Mapping[str, str] | None = None,
+        has_tag: str | None = None,
+        addresses: bool = True,
+    ) -> list[Instance]:
         self._maybe_fail("list")
         with self._backend.lock:
             found = list(self._backend.instances.values())
         wanted = dict(tags or {})
         return [
-            _with_addresses(i) for i in found if all(i.tags.get(k) == v for k, v in wanted.items())
+            _with_addresses(i) if addresses else i
+            for i in found
+            if all(i.tags.get(k) == v for k, v in wanted.items())
+            and (has_tag is None or has_tag in i.tags)
         ]
 
     def list_images(self) -> list[Image]:
@@ -152,6 +161,7 @@ class FakeConnector(Connector):
         return image
 
     def capacity(self) -> Capacity:
+        self._maybe_fail("capacity")
         with self._backend.lock:
             used = sum(i.ram_mb or 0 for i in self._backend.instances.values())
         return Capacity(

@@ -13,12 +13,14 @@ import json
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from stratuslab.cloud.base import Capacity, Connector, ExecResult, Image, Instance, InstanceSpec
-from stratuslab.cloud.connectors.lxd_api import LxdApi, answered
+from stratuslab.cloud.connectors.lxd_api import OPERATION_TIMEOUT, LxdApi, answered
 from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import BackendError, Conflict, Invalid, NotFound
 
@@ -42,6 +44,18 @@ EXEC_ENV = {
 }
 _POLL = 0.02  # DHCP answers within ~0.3 s of start; a finer poll only costs LXD a cheap GET
 _RETRIES = 5  # for an error LXD answered while a container starts or stops: see _get
+# GET /1.0/resources walks the host's hardware; it once took over 60 s right after five
+# containers were deleted. Capacity is read before provisioning, which must not hang on it.
+CAPACITY_TIMEOUT = 10.0
+# A command run with no timeout of its own: as long as LXD's operations were allowed before
+# there were bounds, so that `stratus instance exec` of a long job is not cut short.
+EXEC_TIMEOUT = 600.0
+_STATE_WORKERS = 8  # states asked at once after a filtered listing; LXD serves them in parallel
+# Tag values sent to LXD's filter as they are. LXD compares with a case-insensitive regular
+# expression over whitespace-separated words: these characters match themselves or, for '.',
+# more than themselves, so what LXD returns is a superset that list_instances then narrows.
+# A value with any other character (space, quote, '+', '*', ...) is compared here only.
+_PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_.:@/,=~%-]+$")
 
 
 class LxdConnector(Connector):
@@ -61,6 +75,7 @@ class LxdConnector(Connector):
     ) -> None:
         self.profile = profile
         self.api = api or LxdApi(endpoint, cert=cert, verify=verify)
+        self._filtering: bool | None = None  # whether LXD filters listings: asked once
 
     # -- the contract ---------------------------------------------------------------------
 
@@ -148,10 +163,23 @@ class LxdConnector(Connector):
         except NotFound as exc:
             raise NotFound(f"LXD has no instance called {name!r}") from exc
 
-    def list_instances(self, *, tags: Mapping[str, str] | None = None) -> list[Instance]:
+    def list_instances(
+        self,
+        *,
+        tags: Mapping[str, str] | None = None,
+        has_tag: str | None = None,
+        addresses: bool = True,
+    ) -> list[Instance]:
+        # LXD computes the state of every instance it lists at recursion=2 (about 3.5 ms each
+        # here), before it applies a filter; at recursion=1 it lists configuration and status
+        # only (8 ms for 20 instances). So a filtered listing asks at recursion=1 and then the
+        # state of each instance found, and only an unfiltered listing with addresses (a
+        # reconciliation) uses recursion=2.
         wanted = dict(tags or {})
+        query = self._filter(wanted, has_tag)
+        whole = addresses and query is None
         found = []
-        for raw in self.api.get("/1.0/instances", recursion=2):
+        for raw in self.api.get("/1.0/instances", recursion=2 if whole else 1, filter=query):
             if raw.get("status") == "Error" and not raw.get("config"):
                 # LXD failed to read this one's state (see _get) and sent only its name and
                 # status: without its tags, its record would be taken for one that is gone.
@@ -161,8 +189,12 @@ class LxdConnector(Connector):
                     continue  # deleted since the listing
             else:
                 instance = self._to_instance(raw)
-            if all(instance.tags.get(k) == v for k, v in wanted.items()):
+            if all(instance.tags.get(k) == v for k, v in wanted.items()) and (
+                has_tag is None or has_tag in instance.tags
+            ):
                 found.append(instance)
+        if addresses and not whole:
+            return self._with_state(found)
         return found
 
     def list_images(self) -> list[Image]:
@@ -191,16 +223,19 @@ class LxdConnector(Connector):
         )
 
     def capacity(self) -> Capacity:
-        resources = self.api.get("/1.0/resources")
+        resources = self.api.get("/1.0/resources", timeout=CAPACITY_TIMEOUT)
         memory = resources.get("memory") or {}
         total_mb = int(memory.get("total", 0)) // 2**20
         used_mb = int(memory.get("used", 0)) // 2**20
         disk_total = disk_free = None
         pool = self._profile_pool()
         if pool:
-            space = (self.api.get(LxdApi.path("storage-pools", pool, "resources")) or {}).get(
-                "space", {}
-            )
+            space = (
+                self.api.get(
+                    LxdApi.path("storage-pools", pool, "resources"), timeout=CAPACITY_TIMEOUT
+                )
+                or {}
+            ).get("space", {})
             disk_total = int(space.get("total", 0)) // 2**20
             disk_free = disk_total - int(space.get("used", 0)) // 2**20
         return Capacity(
@@ -228,7 +263,10 @@ class LxdConnector(Connector):
         }
         try:
             meta = self.api.request(
-                "POST", LxdApi.path("instances", name, "exec"), json=body, timeout=timeout
+                "POST",
+                LxdApi.path("instances", name, "exec"),
+                json=body,
+                timeout=timeout if timeout is not None else EXEC_TIMEOUT,
             )
         except NotFound as exc:
             raise NotFound(f"LXD has no instance called {name!r}") from exc
@@ -274,9 +312,12 @@ class LxdConnector(Connector):
     def _change_state(
         self, name: str, action: str, *, timeout: int = 30, force: bool = False
     ) -> None:
+        # A clean stop may take LXD its whole ``timeout``; anything else is quick.
+        clean_stop = action == "stop" and not force
         self.api.put(
             LxdApi.path("instances", name, "state"),
             {"action": action, "timeout": timeout, "force": force},
+            timeout=OPERATION_TIMEOUT + (timeout if clean_stop else 0),
         )
 
     def _get(self, path: str, **params: Any) -> Any:
@@ -292,6 +333,52 @@ class LxdConnector(Connector):
                     raise
                 time.sleep(0.05 * 2**attempt)  # 1.55 s in all
         raise AssertionError("unreachable")
+
+    def _filter(self, wanted: Mapping[str, str], has_tag: str | None) -> str | None:
+        """LXD's filter for what can be asked of it safely (see _PLAIN_VALUE); None when
+        nothing can, or this LXD cannot filter (no ``api_filtering``: LXD before 4.0)."""
+        clauses = [
+            f"config.{TAG_PREFIX}{key} eq {value}"
+            for key, value in wanted.items()
+            if _PLAIN_VALUE.match(value)
+        ]
+        if has_tag is not None:
+            # A missing key reads as the empty string, and LXD keeps no empty keys.
+            clauses.append(f"not config.{TAG_PREFIX}{has_tag} eq ^$")
+        if not clauses or not self._can_filter():
+            return None
+        # An instance LXD failed to render comes as {name, status: Error} without its tags:
+        # asked for too, it is read alone below rather than taken for gone. LXD reads the
+        # clauses left to right, so this 'or' applies to all of them.
+        return " and ".join(clauses) + " or status eq Error"
+
+    def _can_filter(self) -> bool:
+        if self._filtering is None:
+            extensions = (self.api.get("/1.0") or {}).get("api_extensions") or []
+            self._filtering = "api_filtering" in extensions
+        return self._filtering
+
+    def _with_state(self, instances: list[Instance]) -> list[Instance]:
+        """The instances with their state and addresses; those deleted meanwhile left out."""
+
+        def fetch(instance: Instance) -> Instance | None:
+            try:
+                state = self._get(LxdApi.path("instances", instance.name, "state"))
+            except NotFound:
+                return None
+            return replace(
+                instance,
+                state=STATE_MAP.get(state.get("status", ""), InstanceState.UNKNOWN),
+                addresses=tuple(_addresses(state)),
+                extra={**instance.extra, "status": state.get("status"), "pid": state.get("pid")},
+            )
+
+        if len(instances) <= 1:
+            fetched = [fetch(i) for i in instances]
+        else:
+            with ThreadPoolExecutor(max_workers=min(len(instances), _STATE_WORKERS)) as pool:
+                fetched = list(pool.map(fetch, instances))
+        return [i for i in fetched if i is not None]
 
     def _take_log(self, log_path: str | None) -> str:
         if not log_path:

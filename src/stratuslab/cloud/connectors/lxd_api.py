@@ -3,10 +3,15 @@
 It speaks to the local unix socket or to a remote server over HTTPS with a client certificate,
 turns LXD's error envelopes into the project's errors, and waits for background operations.
 The transport is taken in the constructor so that tests can hand it a fake one.
+
+Every request is bounded in time: a plain request by ``REQUEST_TIMEOUT``, the wait for a
+background operation by ``OPERATION_TIMEOUT``, unless the caller gives a bound of its own. An
+LXD that answers too slowly raises ``BackendError`` naming the request and the bound.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
 from urllib.parse import quote
@@ -21,6 +26,17 @@ _STATUS_ERRORS: dict[int, type[BackendError] | type[NotFound] | type[Conflict] |
     409: Conflict,
 }
 
+# LXD answers a plain request in milliseconds, but it has taken over 60 s to answer
+# GET /1.0/resources right after containers were deleted: whoever waits (a provisioning thread)
+# must get an answer or an error in seconds, not minutes. httpx bounds each read, and LXD
+# writes an answer in one go once it has it, so this bounds the whole request.
+REQUEST_TIMEOUT = 20.0
+# The longest background operation of ours on a healthy host is the first instance from a new
+# image (LXD unpacks it: seconds here); one still running after a minute is stuck, and the
+# provisioning thread waiting on it has better to do (fail that instance, clean it up).
+OPERATION_TIMEOUT = 60.0
+_CONNECT_TIMEOUT = 5.0
+
 
 class LxdApi:
     """Requests against one LXD server. Thread-safe (httpx clients are)."""
@@ -32,9 +48,12 @@ class LxdApi:
         cert: tuple[str, str] | None = None,
         verify: str | bool = True,
         transport: httpx.BaseTransport | None = None,
-        timeout: float = 60.0,
+        timeout: float = REQUEST_TIMEOUT,
+        operation_timeout: float = OPERATION_TIMEOUT,
     ) -> None:
         self.endpoint = endpoint
+        self.timeout = timeout
+        self.operation_timeout = operation_timeout
         if transport is None and endpoint.startswith("unix://"):
             transport = httpx.HTTPTransport(uds=endpoint.removeprefix("unix://"))
             base_url = "http://lxd"
@@ -51,25 +70,30 @@ class LxdApi:
             transport=transport,
             cert=cert,
             verify=verify,
-            timeout=httpx.Timeout(timeout, connect=5.0),
+            timeout=httpx.Timeout(timeout, connect=_CONNECT_TIMEOUT),
         )
 
     # -- plain requests -------------------------------------------------------------------
 
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params=params)
+    # ``timeout`` bounds the request and, when LXD answers with a background operation, the
+    # wait for it; None means the client's bounds (REQUEST_TIMEOUT, OPERATION_TIMEOUT).
 
-    def post(self, path: str, body: Any = None, **params: Any) -> Any:
-        return self.request("POST", path, json=body, params=params)
+    def get(self, path: str, *, timeout: float | None = None, **params: Any) -> Any:
+        return self.request("GET", path, params=params, timeout=timeout)
 
-    def put(self, path: str, body: Any) -> Any:
-        return self.request("PUT", path, json=body)
+    def post(
+        self, path: str, body: Any = None, *, timeout: float | None = None, **params: Any
+    ) -> Any:
+        return self.request("POST", path, json=body, params=params, timeout=timeout)
 
-    def patch(self, path: str, body: Any) -> Any:
-        return self.request("PATCH", path, json=body)
+    def put(self, path: str, body: Any, *, timeout: float | None = None) -> Any:
+        return self.request("PUT", path, json=body, timeout=timeout)
 
-    def delete(self, path: str) -> Any:
-        return self.request("DELETE", path)
+    def patch(self, path: str, body: Any, *, timeout: float | None = None) -> Any:
+        return self.request("PATCH", path, json=body, timeout=timeout)
+
+    def delete(self, path: str, *, timeout: float | None = None) -> Any:
+        return self.request("DELETE", path, timeout=timeout)
 
     def request(
         self,
@@ -84,7 +108,11 @@ class LxdApi:
         timeout: float | None = None,
     ) -> Any:
         """Send a request and return its metadata; background operations are waited for
-        (their own metadata is returned) unless ``wait`` is false."""
+        (their own metadata is returned) unless ``wait`` is false.
+
+        Raises ``BackendError`` when LXD does not answer within ``timeout`` seconds (default
+        ``REQUEST_TIMEOUT``), or its operation has not ended within ``timeout`` (default
+        ``OPERATION_TIMEOUT``); ``BackendUnavailable`` when it cannot be reached."""
         try:
             response = self._http.request(
                 method,
@@ -101,7 +129,8 @@ class LxdApi:
                 hint="start it with `stratus cloud init`",
             ) from exc
         except httpx.TimeoutException as exc:
-            raise BackendError(f"LXD did not answer {method} {path} in time") from exc
+            bound = timeout if timeout is not None else self.timeout
+            raise BackendError(f"LXD did not answer {method} {path} within {bound:g} s") from exc
         except httpx.TransportError as exc:
             raise BackendUnavailable(f"LXD at {self.endpoint}: {exc}") from exc
         body = self._decode(response, method, path)
@@ -120,13 +149,14 @@ class LxdApi:
         return response.content
 
     def wait(self, operation: str, *, timeout: float | None = None) -> Any:
-        """Wait for a background operation; its failure raises with LXD's own reason."""
-        wait_for = int(timeout) if timeout else 600
+        """Wait for a background operation, at most ``timeout`` seconds (default
+        ``OPERATION_TIMEOUT``); its failure raises with LXD's own reason."""
+        wait_for = max(1, math.ceil(timeout if timeout else self.operation_timeout))
         meta = self.request(
             "GET",
             f"{operation}/wait",
             params={"timeout": wait_for},
-            timeout=wait_for + 10,
+            timeout=wait_for + _CONNECT_TIMEOUT,  # LXD itself answers once wait_for has passed
         )
         if meta.get("status_code") == 200:
             return meta.get("metadata")

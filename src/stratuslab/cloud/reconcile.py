@@ -1,0 +1,85 @@
+"""Reconciliation: bring the store in line with what a backend has.
+
+A record whose instance vanished becomes gone ("deleted outside StratusLab"); a pending record
+older than ``PENDING_GRACE`` becomes gone ("never created"); a tagged instance the store lacks
+is adopted (``recovered``); a record wrongly marked gone whose instance still exists is shown
+again; states and addresses are refreshed. Nothing tagged is ever hidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.engine import Engine
+
+from stratuslab.cloud import events, records
+from stratuslab.cloud.base import Instance
+from stratuslab.cloud.records import InstanceView
+from stratuslab.cloud.types import InstanceState
+from stratuslab.db.models import InstanceRecord, utcnow
+from stratuslab.db.session import session_scope
+
+PENDING_GRACE = timedelta(minutes=10)  # a record this young may still be being created
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    vanished: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    changes: list[tuple[InstanceView, str]] = field(default_factory=list)  # for the event sink
+
+
+def apply_listing(engine: Engine, cloud: str, listing: Sequence[Instance]) -> ReconcileReport:
+    """Apply ``listing`` (every instance of ``cloud`` carrying an ``id`` tag, with addresses)
+    to the store, in one transaction. Post-condition: every live record of the cloud matches
+    an instance of the listing or is gone; every instance of the listing has a record."""
+    report = ReconcileReport()
+    backend = {i.tags["id"]: i for i in listing if "id" in i.tags}
+    now = utcnow()
+    with session_scope(engine) as session:
+        rows = {
+            row.id: row
+            for row in session.scalars(
+                select(InstanceRecord).where(
+                    InstanceRecord.cloud == cloud,
+                    or_(
+                        InstanceRecord.state != InstanceState.GONE.value,
+                        InstanceRecord.id.in_(backend),
+                    ),
+                )
+            )
+        }
+        changed: list[tuple[InstanceRecord, str]] = []
+        for row in rows.values():
+            if row.id in backend or row.state == InstanceState.GONE.value:
+                continue
+            pending = row.state == InstanceState.PENDING.value
+            if pending and now - row.created_at < PENDING_GRACE:
+                continue  # another process may be creating it right now
+            row.error = row.error or ("never created" if pending else "deleted outside StratusLab")
+            row.state, row.ended_at, row.addresses = InstanceState.GONE.value, now, []
+            report.vanished.append(row.id)
+            changed.append((row, events.VANISHED))
+        for instance_id, instance in backend.items():
+            found = rows.get(instance_id)
+            if found is None:
+                row = records.adopted(cloud, instance)
+                session.add(row)
+                report.recovered.append(instance_id)
+                changed.append((row, events.RECOVERED))
+                continue
+            what = events.CHANGED
+            if found.state == InstanceState.GONE.value:
+                found.ended_at = None
+                found.error = f"recorded as gone but still exists ({found.error})"
+                what = events.REAPPEARED
+            if records.apply(found, instance):
+                report.updated.append(instance_id)
+                changed.append((found, what))
+        session.flush()
+        report.changes.extend((records.view_of(row), what) for row, what in changed)
+    return report
