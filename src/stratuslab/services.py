@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from stratuslab.cloud import events
 from stratuslab.cloud.clouds import ConnectorPool
 from stratuslab.cloud.instances import InstanceService
 from stratuslab.config import Settings
@@ -102,6 +103,7 @@ class Services:
             owner=owner,
             connectors=self.connectors,
             name_prefix=self.settings.instance_prefix,
+            on_event=events.publisher(self.hub),  # /api/instances/watch hears every change
         )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:

@@ -45,6 +45,7 @@ def initialise(settings: Settings, *, on_step: Step | None = None) -> InitReport
             on_step(what, outcome)
 
     step("daemon", ensure_daemon(settings.lxd_endpoint))
+    step("host limits", ensure_host_limits())
     api = LxdApi(settings.lxd_endpoint)
     try:
         step(f"bridge {settings.lxd_bridge}", _ensure_network(api, settings))
@@ -53,6 +54,35 @@ def initialise(settings: Settings, *, on_step: Step | None = None) -> InitReport
     finally:
         api.close()
     return report
+
+
+# Kernel limits LXD's production set-up raises: each container's systemd takes inotify
+# instances, and with Debian's 128 the 18th container or so stops at boot ("Failed to create
+# control group inotify object: Too many open files"). Only raised, never lowered.
+HOST_LIMITS = {
+    "/proc/sys/fs/inotify/max_user_instances": 1024,
+    "/proc/sys/fs/inotify/max_user_watches": 524288,
+}
+
+
+def ensure_host_limits(limits: dict[str, int] | None = None) -> str:
+    """Raise the kernel limits containers need where they are lower. Returns 'present' or
+    'raised'; a limit that cannot be written (no root, a read-only /proc) is left with a
+    clear error."""
+    raised = False
+    for path, wanted in (limits or HOST_LIMITS).items():
+        file = Path(path)
+        try:
+            current = int(file.read_text().split()[0])
+            if current < wanted:
+                file.write_text(f"{wanted}\n")
+                raised = True
+        except (OSError, ValueError) as exc:
+            raise BackendUnavailable(
+                f"cannot raise {path} to {wanted}: {exc}",
+                hint="run `stratus cloud init` as root, or raise it with sysctl",
+            ) from exc
+    return "raised" if raised else "present"
 
 
 def ensure_daemon(endpoint: str, *, wait: float = 60.0) -> str:

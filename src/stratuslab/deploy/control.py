@@ -166,11 +166,17 @@ class RunControl:
                 self.renumber(tx, run, node.node)
             self.recount(tx, run)
 
-    def creating(self, run_id: str, node_instance: str, instance_id: str) -> None:
-        """The instance is recorded and about to be created: teardown can find it from now on."""
+    def creating(self, run_id: str, instances: dict[str, str]) -> None:
+        """The instances (node instance -> instance id) are recorded and about to be
+        created: teardown finds them from now on."""
         with transaction(self.engine, self.hub) as tx:
-            node = self.node_in(tx, run_id, node_instance)
-            node.provisioning, node.instance_id = "creating", instance_id
+            for node in tx.session.scalars(
+                select(NodeInstanceRecord).where(
+                    NodeInstanceRecord.run_id == run_id,
+                    NodeInstanceRecord.name.in_(list(instances)),
+                )
+            ):
+                node.provisioning, node.instance_id = "creating", instances[node.name]
 
     def provisioned(
         self, run_id: str, node_instance: str, *, instance_id: str, address: str

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from stratuslab.cloud.instances import InstanceService, RunRequest
+from stratuslab.cloud.instances import InstanceService, Prepared, RunRequest
 from stratuslab.cloud.types import InstanceState
 from stratuslab.db.models import NodeInstanceRecord
 from stratuslab.db.session import session_scope
@@ -32,9 +34,11 @@ from stratuslab.deploy.runs import RunService
 from stratuslab.deploy.states import RunState
 from stratuslab.deploy.tokens import NodeTokens
 from stratuslab.deploy.work import Work
-from stratuslab.errors import NotFound, StratusError
+from stratuslab.errors import BackendError, NotFound, StratusError
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,27 @@ class OrchestratorConfig:
     parallel: int = 16  # instances created or destroyed at once per run
     teardown_attempts: int = 6  # then the run waits in Finalizing for `run terminate`
     teardown_backoff: float = 5.0  # seconds before the second attempt, doubling after
+
+
+class _StillProvisioning:
+    """Whether the run is still in Provisioning, asked of the store at most every half
+    second: a run of thousands of node instances creates them in a loop that must stop soon
+    after the run is aborted, without reading the run for each one."""
+
+    EVERY = 0.5
+
+    def __init__(self, runs: RunService, run_id: str) -> None:
+        self.runs, self.run_id = runs, run_id
+        self._lock = threading.Lock()
+        self._asked = 0.0
+        self._answer = True
+
+    def __call__(self) -> bool:
+        with self._lock:
+            if time.monotonic() - self._asked > self.EVERY:
+                self._answer = self.runs.summary(self.run_id)["state"] == RunState.PROVISIONING
+                self._asked = time.monotonic()
+            return self._answer
 
 
 class Orchestrator:
@@ -111,27 +136,33 @@ class Orchestrator:
         nodes = self._nodes(run_id, provisioning=("pending", "creating"))
         if not nodes:
             return
-        plan = self.runs.plan(run_id)
         service = self.instances_for(self.runs.owner(run_id))
-        with ThreadPoolExecutor(max_workers=min(self.config.parallel, len(nodes))) as pool:
-            list(pool.map(lambda node: self._provision_one(run_id, plan, service, node), nodes))
-
-    def _provision_one(
-        self, run_id: str, plan: Plan, service: InstanceService, node: NodeInstanceRecord
-    ) -> None:
-        if (
-            node.provisioning == "creating"
-            and node.instance_id
-            and self._recovered(run_id, service, node)
-        ):
-            return
-        if self.runs.summary(run_id)["state"] != RunState.PROVISIONING:
-            if node.provisioning == "creating":  # its machine is gone and will not be made now
-                self.control.provisioning_failed(run_id, node.name, "never created")
+        half_made = [n for n in nodes if n.provisioning == "creating" and n.instance_id]
+        adopted = set(self._in_parallel(lambda n: self._adopted(run_id, service, n), half_made))
+        provisioning = _StillProvisioning(self.runs, run_id)
+        if not provisioning():
+            for node in nodes:  # its machine is gone and will not be made now
+                if node.provisioning == "creating" and node.name not in adopted:
+                    self.control.provisioning_failed(run_id, node.name, "never created")
             return  # aborted, terminated or past Provisioning: start nothing more
+        todo = [n for n in nodes if n.name not in adopted]
+        plan = self.runs.plan(run_id)
+        tokens = self.tokens.issue_many(run_id, [n.name for n in todo])
+        outcomes = service.prepare_many(
+            [self._request(run_id, plan, node, tokens[node.name]) for node in todo]
+        )
+        accepted: list[tuple[NodeInstanceRecord, Prepared]] = []
+        for node, outcome in zip(todo, outcomes, strict=True):
+            if isinstance(outcome, StratusError):
+                self.control.provisioning_failed(run_id, node.name, str(outcome))
+            else:
+                accepted.append((node, outcome))
+        self.control.creating(run_id, {n.name: p.views[0].id for n, p in accepted})
+        self._in_parallel(lambda item: self._create(run_id, service, *item, provisioning), accepted)
+
+    def _request(self, run_id: str, plan: Plan, node: NodeInstanceRecord, token: str) -> RunRequest:
         spec = plan.nodes[node.node]
-        token = self.tokens.issue(run_id, node.name)
-        request = RunRequest(
+        return RunRequest(
             image=spec.image,
             name=self.instance_name(run_id, node.node, node.idx),
             cloud=spec.cloud,
@@ -141,9 +172,23 @@ class Orchestrator:
             run_id=run_id,
             node_instance=node.name,
         )
+
+    def _create(
+        self,
+        run_id: str,
+        service: InstanceService,
+        node: NodeInstanceRecord,
+        prepared: Prepared,
+        provisioning: _StillProvisioning,
+    ) -> None:
+        (recorded,) = prepared.views
+        if not provisioning():
+            service.kill(recorded.id)  # recorded, never created: nothing is left behind
+            self.control.provisioning_failed(
+                run_id, node.name, "not created: the run left Provisioning"
+            )
+            return
         try:
-            prepared = service.prepare(request)
-            self.control.creating(run_id, node.name, prepared.views[0].id)
             (view,) = service.provision(prepared)
         except StratusError as exc:
             self.control.provisioning_failed(run_id, node.name, str(exc))
@@ -155,21 +200,30 @@ class Orchestrator:
                 run_id, node.name, view.error or f"instance is {view.state}"
             )
 
+    def _in_parallel(self, work: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+        if not items:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.config.parallel, len(items))) as pool:
+            return list(pool.map(work, items))
+
     def instance_name(self, run_id: str, node: str, index: int) -> str:
         return f"{self.config.name_prefix}-{run_id[:8]}-{node.replace('_', '-')}-{index}"
 
-    def _recovered(self, run_id: str, service: InstanceService, node: NodeInstanceRecord) -> bool:
-        """After a crash mid-creation: adopt the instance if it came up, else start over."""
+    def _adopted(
+        self, run_id: str, service: InstanceService, node: NodeInstanceRecord
+    ) -> str | None:
+        """After a crash mid-creation: adopt the instance if it came up (its name), else
+        destroy what there is of it (None: it is to be made again, or given up)."""
         try:
             view = service.get(node.instance_id or "")
         except NotFound:
-            return False
+            return None
         if view.state == InstanceState.RUNNING and view.address:
             self.control.provisioned(run_id, node.name, instance_id=view.id, address=view.address)
-            return True
+            return node.name
         if view.state != InstanceState.GONE:
             service.kill(view.id)
-        return False
+        return None
 
     # -- teardown -------------------------------------------------------------------------
 
@@ -209,7 +263,7 @@ class Orchestrator:
         """Destroy what the store records for the run, then what the backend still has with
         the run's tag. Raises the first failure, after trying every instance."""
         service = self.instances_for(owner)
-        live = [v for v in service.for_run(run_id) if v.state != InstanceState.GONE]
+        live = [v.id for v in service.for_run(run_id) if v.state != InstanceState.GONE]
         failures: list[str] = []
 
         def kill(instance_id: str) -> None:
@@ -218,24 +272,17 @@ class Orchestrator:
             except StratusError as exc:
                 failures.append(f"{instance_id}: {exc}")
 
-        if live:
-            with ThreadPoolExecutor(max_workers=min(self.config.parallel, len(live))) as pool:
-                list(pool.map(kill, [v.id for v in live]))
+        self._in_parallel(kill, live)
         if failures:
-            raise StratusError(
+            raise BackendError(
                 f"{len(failures)} of {len(live)} instance(s) could not be destroyed: "
                 + "; ".join(failures[:3])
             )
         clouds = {spec.cloud for spec in self.runs.plan(run_id).nodes.values()}
-        swept = 0
-        for cloud in clouds:
-            connector = service.connector(cloud)
-            for leftover in connector.list_instances(tags={"run": run_id}):
-                log.warning("run %s: destroying %s, found by its tag", run_id, leftover.name)
-                connector.destroy(leftover.name)
-                swept += 1
-            service.reconcile(cloud)
-        return len(live) + swept
+        swept = service.sweep_run(run_id, sorted(clouds))
+        for name in swept:
+            log.warning("run %s: destroyed %s, found by its tag", run_id, name)
+        return len(live) + len(swept)
 
     # -- what the supervisor asks ---------------------------------------------------------
 

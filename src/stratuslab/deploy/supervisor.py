@@ -48,6 +48,7 @@ class _Due:
     teardown_attempts: int
     retry_at: datetime | None
     unprovisioned: bool  # node instances a provisioning job should take up (see below)
+    clouds: frozenset[str]  # where its nodes' machines are
 
 
 class Supervisor:
@@ -102,16 +103,33 @@ class Supervisor:
 
     def round(self) -> None:
         now = utcnow()
-        check_liveness = time.monotonic() - self._last_liveness > LIVENESS_EVERY
-        if check_liveness:
+        due = self._due()
+        machines: dict[str, dict[str, InstanceState]] | None = None
+        if time.monotonic() - self._last_liveness > LIVENESS_EVERY and any(
+            run.state in ACTIVE for run in due
+        ):
             self._last_liveness = time.monotonic()
-        for run in self._due():
+            machines = self._machines(due)
+        for run in due:
             try:
-                self._look_over(run, now, check_liveness)
+                self._look_over(run, now)
+                if machines is not None and run.state in ACTIVE:
+                    self._check_liveness(run, machines.get(run.id, {}))
             except StratusError as exc:
                 log.warning("supervising run %s: %s", run.id, exc)
 
-    def _look_over(self, run: _Due, now: datetime, check_liveness: bool) -> None:
+    def _machines(self, due: list[_Due]) -> dict[str, dict[str, InstanceState]] | None:
+        """Every run's machines as the backends have them now: one listing per cloud for all
+        runs, whoever owns them. None when a cloud cannot be listed (nobody is judged lost
+        on a partial answer)."""
+        clouds = sorted({cloud for run in due if run.state in ACTIVE for cloud in run.clouds})
+        try:
+            return self.instances_for("").machines_by_run(clouds)
+        except StratusError as exc:
+            log.warning("cannot list the machines of runs: %s", exc)
+            return None
+
+    def _look_over(self, run: _Due, now: datetime) -> None:
         if run.state is RunState.FINALIZING:
             if run.teardown_attempts == 0 or (run.retry_at is not None and now >= run.retry_at):
                 self.orchestrator.schedule(run.id, Work.TEARDOWN)
@@ -131,8 +149,6 @@ class Supervisor:
             )
         elif run.state_deadline is not None and now > run.state_deadline:
             self.control.give_up_waiting(run.id)
-        if check_liveness and run.state in ACTIVE:
-            self._check_liveness(run)
 
     def _due(self) -> list[_Due]:
         with session_scope(self.engine) as session:
@@ -163,6 +179,7 @@ class Supervisor:
                     teardown_attempts=r.teardown_attempts,
                     retry_at=r.retry_at,
                     unprovisioned=self._needs_provisioning(r, unprovisioned.get(r.id, set())),
+                    clouds=frozenset(n["cloud"] for n in r.plan.get("nodes", {}).values()),
                 )
                 for r in runs
             ]
@@ -175,33 +192,23 @@ class Supervisor:
             bool(provisioning) and run.state == RunState.PROVISIONING
         )
 
-    def _check_liveness(self, run: _Due) -> None:
+    def _check_liveness(self, run: _Due, machines: dict[str, InstanceState]) -> None:
+        """Node instances whose machine is recorded as running but is gone or stopped on the
+        backend are lost (the run aborts, naming them)."""
         with session_scope(self.engine) as session:
-            ready = list(
-                session.scalars(
-                    select(NodeInstanceRecord).where(
-                        NodeInstanceRecord.run_id == run.id,
-                        NodeInstanceRecord.removed.is_(False),
-                        NodeInstanceRecord.lost.is_(False),
-                        NodeInstanceRecord.provisioning == READY,
-                    )
+            ready = session.execute(
+                select(NodeInstanceRecord.name, NodeInstanceRecord.instance_id).where(
+                    NodeInstanceRecord.run_id == run.id,
+                    NodeInstanceRecord.removed.is_(False),
+                    NodeInstanceRecord.lost.is_(False),
+                    NodeInstanceRecord.provisioning == READY,
                 )
-            )
-        if not ready:
-            return
-        service = self.instances_for(run.owner)
-        alive = {
-            i.tags.get("node-instance"): i
-            for cloud in {v.cloud for v in service.for_run(run.id)}
-            for i in service.connector(cloud).list_instances(tags={"run": run.id})
-        }
-        for node in ready:
-            instance = alive.get(node.name)
-            if instance is None:
+            ).all()
+        for name, instance_id in ready:
+            state = machines.get(name)
+            if state is None:
                 self.control.lost(
-                    run.id, node.name, f"its machine {node.instance_id} is gone (deleted or killed)"
+                    run.id, name, f"its machine {instance_id} is gone (deleted or killed)"
                 )
-            elif instance.state != InstanceState.RUNNING:
-                self.control.lost(
-                    run.id, node.name, f"its machine {node.instance_id} is {instance.state.value}"
-                )
+            elif state not in (InstanceState.RUNNING, InstanceState.PENDING):
+                self.control.lost(run.id, name, f"its machine {instance_id} is {state.value}")

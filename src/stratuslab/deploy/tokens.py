@@ -34,6 +34,23 @@ class NodeTokens:
             node.token_hash = digest(token)
         return token
 
+    def issue_many(self, run_id: str, node_instances: list[str]) -> dict[str, str]:
+        """New secrets for several node instances of one run, in one transaction."""
+        tokens = {name: secrets.token_urlsafe(24) for name in node_instances}
+        with session_scope(self.engine) as session:
+            nodes = session.scalars(
+                select(NodeInstanceRecord).where(
+                    NodeInstanceRecord.run_id == run_id,
+                    NodeInstanceRecord.name.in_(node_instances),
+                )
+            ).all()
+            if len(nodes) != len(tokens):
+                missing = set(tokens) - {n.name for n in nodes}
+                raise NotFound(f"no node instance {sorted(missing)[0]!r} in run {run_id}")
+            for node in nodes:
+                node.token_hash = digest(tokens[node.name])
+        return tokens
+
     def principal(self, run_id: str, token: str) -> Principal | None:
         """The node instance ``token`` proves, if it is valid for ``run_id``."""
         if not token:

@@ -29,17 +29,6 @@ router = APIRouter(prefix="/api/instances", tags=["instances"])
 SETTLED = {"running", "stopped", "gone", "error"}
 
 
-def _service(services: Services, user: str) -> InstanceService:
-    """The user's instance service, which publishes its own changes to the hub.
-
-    Until api/deps.py gives every service that sink (``on_event=events.publisher(hub)``),
-    the routes give it to theirs, so that the watch stream hears what they do."""
-    service = services.instances(user)
-    if service.on_event is None:
-        service.on_event = events.publisher(services.hub)
-    return service
-
-
 @router.get("", response_model=list[InstancePublic])
 def list_instances(
     services: ServicesDep,
@@ -47,7 +36,7 @@ def list_instances(
     all: Annotated[bool, Query(description="every user's instances")] = False,
     gone: Annotated[bool, Query(description="include instances that are gone")] = False,
 ) -> list[dict[str, Any]]:
-    views = _service(services, user).list_instances(all_owners=all, include_gone=gone)
+    views = services.instances(user).list_instances(all_owners=all, include_gone=gone)
     return [v.to_dict() for v in views]
 
 
@@ -55,7 +44,7 @@ def list_instances(
 def run_instances(body: InstanceCreate, services: ServicesDep, user: UserDep) -> dict[str, Any]:
     """Check and record the instances, then create them in the background. Follow them with
     ``GET /api/instances/watch?ids=...``."""
-    service = _service(services, user)
+    service = services.instances(user)
     prepared = service.prepare(
         RunRequest(**{**body.model_dump(), "ssh_keys": tuple(body.ssh_keys)})
     )
@@ -86,29 +75,29 @@ async def watch(
 
 @router.get("/{ref}", response_model=InstancePublic)
 def show(ref: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return _service(services, user).get(ref).to_dict()
+    return services.instances(user).get(ref).to_dict()
 
 
 @router.post("/{ref}/stop", response_model=InstancePublic)
 def stop(ref: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return _service(services, user).stop(ref).to_dict()
+    return services.instances(user).stop(ref).to_dict()
 
 
 @router.post("/{ref}/start", response_model=InstancePublic)
 def start(ref: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return _service(services, user).start(ref).to_dict()
+    return services.instances(user).start(ref).to_dict()
 
 
 @router.delete("/{ref}", response_model=InstancePublic)
 def kill(ref: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return _service(services, user).kill(ref).to_dict()
+    return services.instances(user).kill(ref).to_dict()
 
 
 @router.post("/{ref}/exec", response_model=ExecResponse)
 def exec_command(
     ref: str, body: ExecRequest, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
-    result = _service(services, user).exec(ref, body.command, timeout=body.timeout)
+    result = services.instances(user).exec(ref, body.command, timeout=body.timeout)
     return {"exit_code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr}
 
 
@@ -125,7 +114,7 @@ async def _changes(
     services: Services, user: str, ids: list[str], timeout: float
 ) -> AsyncIterator[bytes]:
     seq = services.hub.seq
-    service = _service(services, user)
+    service = services.instances(user)
     current = {}
     for ref in ids:
         view = await run_in_threadpool(service.get, ref, refresh=False)
