@@ -19,9 +19,8 @@ read, and made from nothing but the sources.
 Deterministic, so that every server process (a restarted one, or another one on the same store)
 builds the same bytes and the digest in a node's user-data still holds: entries are stored (not
 compressed, which also spares a tool importing zlib) in a fixed order with a fixed time and
-mode, and the bytecode is marshalled twice, because ``marshal`` flags an object as shared when
-anything else in the process holds it, while what ``marshal.loads`` returns is held by nothing
-else. It is built once per process, on first use.
+mode, and the bytecode is marshalled so that nothing else the process holds shows in it
+(:func:`marshalled`). It is built once per process, on first use.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ import marshal
 import zipfile
 from dataclasses import dataclass
 from importlib import resources
+from types import CodeType
 
 PACKAGE = "stratus_agent"  # the agent package's name inside the zipapp
 NAME = "stratus-agent.pyz"
@@ -104,14 +104,23 @@ def bytecode(source: bytes, filename: str) -> bytes:
     """An unchecked hash-based pyc of ``source`` for this Python; ``filename`` is what
     tracebacks name (the module's place inside the zipapp on a node)."""
     code = compile(source, filename, "exec", dont_inherit=True, optimize=0)
-    # Loading what was just dumped, not outside data; the round trip is in the docstring.
-    body = marshal.dumps(marshal.loads(marshal.dumps(code)))  # noqa: S302
     return (
         importlib.util.MAGIC_NUMBER
         + _UNCHECKED_HASH_PYC
         + importlib.util.source_hash(source)
-        + body
+        + marshalled(code)
     )
+
+
+def marshalled(code: CodeType) -> bytes:
+    """``marshal.dumps(code)``, the same whatever else in the process refers to its parts.
+
+    marshal flags an object as shared (and numbers it) when its reference count is above one,
+    which counts references from outside the code object too; what ``marshal.loads`` has just
+    made is referred to only from inside, so dumping that gives flags that say only how the
+    code object itself shares its parts. (The data loaded is what was dumped a moment before.)
+    """
+    return marshal.dumps(marshal.loads(marshal.dumps(code)))  # noqa: S302
 
 
 def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
