@@ -47,11 +47,13 @@ def test_the_same_sources_make_the_same_bytes() -> None:
 
 
 def test_the_bytecode_does_not_depend_on_what_else_the_process_holds() -> None:
-    """marshal marks an object shared when anything else refers to it: holding on to the
-    constants of a code object must not change its bytecode."""
-    code = compile(agent_bundle.agent_sources()["client.py"], "client.py", "exec")
+    """marshal marks an object shared when anything else refers to it, and writes a string
+    shared by the whole process (one character) as interned when anything interned it: neither
+    holding on to the constants of a code object nor interning one may change its bytecode."""
+    code = compile('mark = "\\x1f"\n' + 'print("a long constant", mark)\n', "m.py", "exec")
     before = agent_bundle.marshalled(code)
     held = [*code.co_consts, *code.co_consts]
+    sys.intern("\x1f")
     assert agent_bundle.marshalled(code) == before
     del held
 

@@ -30,6 +30,7 @@ import hashlib
 import importlib.util
 import io
 import marshal
+import sys
 import zipfile
 from dataclasses import dataclass
 from importlib import resources
@@ -113,14 +114,25 @@ def bytecode(source: bytes, filename: str) -> bytes:
 
 
 def marshalled(code: CodeType) -> bytes:
-    """``marshal.dumps(code)``, the same whatever else in the process refers to its parts.
+    """``marshal.dumps(code)``, the same whatever else the process holds or has done.
 
-    marshal flags an object as shared (and numbers it) when its reference count is above one,
-    which counts references from outside the code object too; what ``marshal.loads`` has just
-    made is referred to only from inside, so dumping that gives flags that say only how the
-    code object itself shares its parts. (The data loaded is what was dumped a moment before.)
+    Two things of the process leak into marshal's output. It flags an object as shared (and
+    numbers it) when its reference count is above one, which counts references from outside the
+    code object too; what ``marshal.loads`` has just made is referred to only from inside, so
+    dumping that gives flags that say only how the code object shares its parts (the data
+    loaded is what was dumped a moment before). And it writes a string as interned or not as
+    the object is: the empty and one-character strings are objects the whole process shares,
+    interned or not by whatever ran before (a ``"["`` differed after the API had served a
+    request); interning them all first makes that the same everywhere.
     """
+    _intern_shared_strings()
     return marshal.dumps(marshal.loads(marshal.dumps(code)))  # noqa: S302
+
+
+@functools.cache
+def _intern_shared_strings() -> None:
+    for text in ("", *map(chr, range(256))):
+        sys.intern(text)
 
 
 def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
