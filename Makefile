@@ -33,6 +33,7 @@ bench: setup
 	$(BIN)/python bench/instance_run.py
 	$(BIN)/python bench/deploy_webapp.py
 	$(BIN)/python bench/param_propagation.py
+	$(BIN)/python bench/tool_startup.py
 	$(BIN)/python bench/control_plane.py
 
 clean:

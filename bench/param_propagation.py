@@ -7,11 +7,11 @@ directory ``bench/_propagation-app/``, removed afterwards):
 1. Process level, as recipes see it: ``ss-get --timeout 30 probe.1:key`` is started and left
    blocked (its TCP connection to the server is established and it has not exited, then 20 ms
    more); t0; ``ss-set probe.1:key <unique value>`` is started; t1 = when the ss-get process
-   has exited. The tools are the launchers a node gets (``stratus_agent.py install-tools``,
-   importing a copy of the agent whose bytecode is compiled once). Recorded: t1 - t0 (the
-   figure the goal "p99 < 50 ms" is about), and the ss-set process's own duration, from spawn to
-   exit, to show how much of it is Python start-up. The ss-get's output is checked to be the
-   value. The tools run on the host, with the node's own token and
+   has exited. The tools are the launchers a node gets: the agent zipapp downloaded from the
+   server (``GET /agent/stratus-agent.pyz``, its SHA-256 checked) and its ``install-tools``.
+   Recorded: t1 - t0 (the figure the goal "p99 < 50 ms" is about), and the ss-set process's
+   own duration, from spawn to exit, to show how much of it is Python start-up. The ss-get's
+   output is checked to be the value. The tools run on the host, with the node's own token and
    configuration in the environment (``SLIPSTREAM_SERVICEURL``, ``SLIPSTREAM_DIID``,
    ``SLIPSTREAM_NODE_INSTANCE_NAME``, ``STRATUS_NODE_TOKEN``; ``STRATUS_AGENT_CONF`` names a
    file that does not exist, so nothing else is read), over loopback.
@@ -37,6 +37,7 @@ stdout and bench/results/param_propagation-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.client
 import json
 import os
@@ -63,7 +64,7 @@ from common import (
 )
 from common import run as run_command
 
-AGENT = ROOT / "src" / "stratuslab" / "deploy" / "agent" / "stratus_agent.py"
+ZIPAPP = "stratus-agent.pyz"
 APP_DIR = ROOT / "bench" / "_propagation-app"  # a module path may not start with "."
 APP = "bench/_propagation-app"
 KEY = "probe.1:key"
@@ -148,18 +149,20 @@ class Bench:
             raise BenchError(f"{APP_DIR} exists: another run of this benchmark, or a leftover")
         self.made_dir = True
         APP_DIR.mkdir()
-        # The tools as a node has them: the agent in its own folder, and ss-* launchers that
-        # import it (with its bytecode compiled once), made by the agent's own install-tools.
+        run([STRATUS, "server", "start"])
+        # The tools as a node has them: the zipapp the server serves, checked by its digest,
+        # and the ss-* launchers its own install-tools writes (they import from it).
         (APP_DIR / "opt").mkdir()
-        shutil.copy(AGENT, APP_DIR / "opt" / AGENT.name)
+        zipapp = APP_DIR / "opt" / ZIPAPP
+        zipapp.write_bytes(self.download(f"/agent/{ZIPAPP}"))
+        expected = self.download(f"/agent/{ZIPAPP}.sha256").decode().split()[0]
+        if hashlib.sha256(zipapp.read_bytes()).hexdigest() != expected:
+            raise BenchError(f"the agent zipapp from {self.server} does not match its SHA-256")
         subprocess.run(
-            [self.python, str(APP_DIR / "opt" / AGENT.name), "install-tools", str(self.tools)],
-            check=True,
-            timeout=60,
+            [self.python, str(zipapp), "install-tools", str(self.tools)], check=True, timeout=60
         )
         for name, text in MODULES.items():
             (APP_DIR / name).write_text(text)
-        run([STRATUS, "server", "start"])
         self.deploying = True
         proc = subprocess.run(
             [
@@ -196,6 +199,18 @@ class Bench:
             raise BenchError(f"{container}'s agent.conf is for {conf.get('run')}")
         self.token = conf["token"]
         log(f"run {self.run_id} Ready in {final.get('seconds')} s; node probe.1 is {container}")
+
+    def download(self, path: str) -> bytes:
+        conn = self.connection()
+        try:
+            conn.request("GET", path)
+            answer = conn.getresponse()
+            data = answer.read()
+        finally:
+            conn.close()
+        if answer.status != 200:
+            raise BenchError(f"GET {path} answered {answer.status}: {data[:200]!r}")
+        return data
 
     def container(self) -> str:
         conn = UnixHTTPConnection()

@@ -99,3 +99,39 @@ def test_an_unknown_image_name_lists_what_can_be_built(tmp_path: Path, fake_name
     )
     with pytest.raises(Invalid, match="images that can be built: debian-12"):
         builder.build("windows-95")
+
+
+def test_the_key_covers_the_context_service(
+    tmp_path: Path, fake_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builder = ImageBuilder(
+        FakeConnector(namespace=fake_namespace), cache_dir=tmp_path, mirror="http://x"
+    )
+    recipe = builder.recipe("debian-12")
+    key = builder.key(recipe)
+    changed = tmp_path / "context.py"
+    changed.write_bytes(images._context_service().read_bytes() + b"\n# changed\n")
+    monkeypatch.setattr(images, "_context_service", lambda: changed)
+    assert builder.key(recipe) != key
+
+
+def test_the_image_runs_the_context_module_as_stratus_context(tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    for directory in (
+        "etc/network",
+        "etc/apt",
+        "etc/ssh",
+        "etc/systemd/system/multi-user.target.wants",
+        "var/lib/dbus",
+    ):
+        (rootfs / directory).mkdir(parents=True)
+    images._customise(rootfs, "http://deb.debian.org/debian", images.RECIPES["debian-12"])
+    installed = rootfs / "usr/local/sbin/stratus-context"
+    assert installed.read_bytes() == images._context_service().read_bytes()
+    assert images._context_service().name == "context.py"
+    assert installed.stat().st_mode & 0o777 == 0o755
+    for unit in ("stratus-context.service", "stratus-context-final.service"):
+        text = (rootfs / "etc/systemd/system" / unit).read_text()
+        assert "ExecStart=/usr/local/sbin/stratus-context " in text
+        link = rootfs / "etc/systemd/system/multi-user.target.wants" / unit
+        assert link.readlink() == Path(f"/etc/systemd/system/{unit}")

@@ -2,7 +2,8 @@
 
 There is no image server to download from: a base image is built from the Debian mirror. Its
 cache key is a digest of everything that goes into it (the recipe, the mirror, the files this
-package adds to the image), recorded as the image property ``stratus.recipe``. A build whose
+package adds to the image: ``imagefiles/`` and the context service, ``cloud/guest/context.py``),
+recorded as the image property ``stratus.recipe``. A build whose
 key matches the image already imported returns at once; any change to the inputs builds anew.
 """
 
@@ -109,8 +110,8 @@ class ImageBuilder:
     def key(self, recipe: Recipe) -> str:
         digest = hashlib.sha256()
         digest.update(json.dumps([BUILDER_VERSION, asdict(recipe), self.mirror]).encode())
-        for path in sorted(_image_files().iterdir(), key=lambda p: p.name):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        for name, path in sorted(_added_files().items()):
+            digest.update(name.encode() + b"\0" + path.read_bytes())
         return digest.hexdigest()
 
     def cached(self, name: str) -> Image | None:
@@ -216,7 +217,7 @@ def _customise(rootfs: Path, mirror: str, recipe: Recipe) -> None:
     for key in etc.glob("ssh/ssh_host_*"):
         key.unlink()
     _install(files / "ssh-hostkeys.conf", etc / "systemd/system/ssh.service.d/hostkeys.conf")
-    _install(files / "stratus-context", rootfs / "usr/local/sbin/stratus-context", mode=0o755)
+    _install(_context_service(), rootfs / "usr/local/sbin/stratus-context", mode=0o755)
     wants = etc / "systemd/system/multi-user.target.wants"
     for unit in ("stratus-context.service", "stratus-context-final.service"):
         _install(files / unit, etc / "systemd/system" / unit)
@@ -264,6 +265,18 @@ def _install(source: Path, target: Path, *, mode: int = 0o644) -> None:
 
 def _image_files() -> Path:
     return Path(str(resources.files("stratuslab.cloud") / "imagefiles"))
+
+
+def _context_service() -> Path:
+    """The module the image runs as /usr/local/sbin/stratus-context (standard library only)."""
+    return Path(str(resources.files("stratuslab.cloud.guest") / "context.py"))
+
+
+def _added_files() -> dict[str, Path]:
+    """Everything this package adds to an image, by a name unique among them."""
+    added = {path.name: path for path in _image_files().iterdir()}
+    added["stratus-context"] = _context_service()
+    return added
 
 
 def _sha256(path: Path) -> str:

@@ -2,7 +2,10 @@
 
 It is a plain shell script, so that it works through cloud-init on any cloud as well as through
 the base image's context service: it writes the agent's configuration (server URL, run, node
-instance, token), fetches the agent from the server and lets it install itself.
+instance, token), fetches the agent zipapp from the server, runs it only if its SHA-256 is the
+one this server built (the agent runs as root with the node's token: a proxy, a cache or a
+server of another version must not hand it other code), and lets it install itself. A download
+that fails, or brings other bytes, is tried again, once a second, for two minutes.
 """
 
 from __future__ import annotations
@@ -10,26 +13,70 @@ from __future__ import annotations
 import json
 import shlex
 
+from stratuslab.deploy import agent_bundle
+
+ATTEMPTS = 120  # downloads, a second apart
+
 
 def user_data(*, server: str, run_id: str, node_instance: str, token: str) -> str:
+    return script(
+        server=server,
+        run_id=run_id,
+        node_instance=node_instance,
+        token=token,
+        sha256=agent_bundle.sha256(),
+    )
+
+
+def script(
+    *,
+    server: str,
+    run_id: str,
+    node_instance: str,
+    token: str,
+    sha256: str,
+    root: str = "",
+    attempts: int = ATTEMPTS,
+) -> str:
+    """The bootstrap for a zipapp whose digest is ``sha256``. ``root`` puts the node's files
+    under another directory and ``attempts`` bounds the downloads: both for tests."""
     config = json.dumps(
         {"server": server, "run": run_id, "node_instance": node_instance, "token": token}
     )
-    agent_url = shlex.quote(f"{server.rstrip('/')}/agent/stratus_agent.py")
+    url = shlex.quote(f"{server.rstrip('/')}/agent/{agent_bundle.NAME}")
+    conf = shlex.quote(f"{root}/etc/stratus/agent.conf")
+    agent = shlex.quote(f"{root}{agent_bundle.NODE_PATH}")
+    directories = " ".join(shlex.quote(f"{root}{d}") for d in ("/etc/stratus", "/opt/stratus"))
     return f"""#!/bin/sh
 # StratusLab node bootstrap: run {run_id}, node instance {node_instance}
 set -e
 umask 077
-mkdir -p /etc/stratus /opt/stratus
-cat > /etc/stratus/agent.conf <<'STRATUS_AGENT_CONF'
+mkdir -p {directories}
+cat > {conf} <<'STRATUS_AGENT_CONF'
 {config}
 STRATUS_AGENT_CONF
+url={url}
+agent={agent}
+expected={sha256}
+fetch() {{
+  curl -fsS --max-time 10 -o "$agent.part" "$url" || return 1
+  got=$(sha256sum "$agent.part") || return 1
+  got=${{got%% *}}
+  [ "$got" = "$expected" ] && return 0
+  echo "the agent from $url has SHA-256 $got, not $expected: not run" >&2
+  rm -f "$agent.part"
+  return 1
+}}
 attempt=0
-until curl -fsS --max-time 10 -o /opt/stratus/stratus_agent.py {agent_url}; do
+until fetch; do
   attempt=$((attempt + 1))
-  [ "$attempt" -lt 120 ] || {{ echo "cannot fetch the agent from {agent_url}" >&2; exit 1; }}
+  if [ "$attempt" -ge {attempts} ]; then
+    echo "cannot fetch the agent (SHA-256 $expected) from $url" >&2
+    exit 1
+  fi
   sleep 1
 done
-chmod 0755 /opt/stratus/stratus_agent.py
-exec python3 /opt/stratus/stratus_agent.py install
+chmod 0755 "$agent.part"
+mv -f "$agent.part" "$agent"
+exec python3 "$agent" install
 """

@@ -1,7 +1,8 @@
 """Fixtures for the node agent's tests: a fake run server and a node in a temporary directory.
 
-The agent is run as the real thing, a subprocess of ``stratus_agent.py``, with every location
-moved under the test's temporary directory. Every process a test starts carries a tag in its
+The agent is run as the real thing: the zipapp the server ships (``stratus-agent.pyz``, built
+by ``stratuslab.deploy.agent_bundle``) run as a subprocess, with every location moved under the
+test's temporary directory. Every process a test starts carries a tag in its
 environment, and the ``node`` fixture kills whatever still carries it at the end, even
 detached agents and the recipes they started.
 
@@ -15,7 +16,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from stratuslab.deploy import agent_bundle
 from tests.deploy.agent.fakeserver import FakeRun, FakeServer
 
-AGENT = Path(__file__).resolve().parents[3] / "src/stratuslab/deploy/agent/stratus_agent.py"
 PYTHON = os.environ.get("STRATUS_TEST_AGENT_PYTHON") or sys.executable
 
 
@@ -66,14 +66,14 @@ def eventually(predicate: Callable[[], bool], timeout: float = 10) -> bool:
 
 
 class Node:
-    """A node instance in a temporary directory: its agent file, locations and environment."""
+    """A node instance in a temporary directory: its agent zipapp, locations and environment."""
 
     def __init__(self, root: Path, run: FakeRun, server_url: str) -> None:
         self.root = root
         self.tag = secrets.token_hex(6)
-        self.agent = root / "opt" / "stratus_agent.py"
+        self.agent = root / "opt" / agent_bundle.NAME
         self.agent.parent.mkdir()
-        shutil.copy(AGENT, self.agent)
+        self.agent.write_bytes(agent_bundle.bundle().data)
         self.agent.chmod(0o755)
         self.conf = root / "agent.conf"
         self.conf.write_text(
@@ -119,7 +119,7 @@ class Node:
         self._processes: list[subprocess.Popen[bytes]] = []
 
     def tool(self, *args: str, timeout: float = 30, **env: str) -> subprocess.CompletedProcess[str]:
-        """Run ``stratus_agent.py ARGS`` to the end."""
+        """Run ``stratus-agent.pyz ARGS`` to the end."""
         return subprocess.run(
             [PYTHON, str(self.agent), *args],
             env={**self.env, **env},
@@ -130,7 +130,7 @@ class Node:
         )
 
     def start(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        """Start ``stratus_agent.py ARGS`` (``run`` by default) in the background."""
+        """Start ``stratus-agent.pyz ARGS`` (``run`` by default) in the background."""
         with (self.root / "agent.out").open("ab") as out:
             process = subprocess.Popen(
                 [PYTHON, str(self.agent), *(args or ("run",))],

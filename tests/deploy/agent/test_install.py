@@ -1,14 +1,16 @@
-"""`stratus_agent.py install`: the tools, the unit, and a started agent, idempotently."""
+"""`stratus-agent.pyz install`: the tools, the unit, and a started agent, idempotently."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import time
+import zipfile
 
 import pytest
 
-from stratuslab.deploy.agent.stratus_agent import TOOL_NAMES
+from stratuslab.deploy.agent.tools import TOOL_NAMES
 from tests.deploy.agent.conftest import PYTHON, Node, alive, eventually, tagged
 from tests.deploy.agent.fakeserver import FakeRun
 
@@ -28,8 +30,9 @@ def test_install_writes_the_tools_and_the_unit(node: Node) -> None:
     for name in TOOL_NAMES:
         tool = node.bin_dir / name
         assert not tool.is_symlink() and os.access(tool, os.X_OK)
-        assert f"sys.path.insert(0, {str(node.agent.parent)!r})" in tool.read_text()
-    assert list((node.agent.parent / "__pycache__").glob("stratus_agent.*.pyc"))  # compiled once
+        assert f"sys.path.insert(0, {str(node.agent)!r})" in tool.read_text()
+    with zipfile.ZipFile(node.agent) as archive:  # compiled once, by the server, for its Python
+        assert archive.read("stratus_agent/tools.pyc")[:4] == importlib.util.MAGIC_NUMBER
     random = [str(node.bin_dir / "ss-random"), "-s", "7"]
     drawn = subprocess.run(
         random, env=node.env, capture_output=True, text=True, timeout=30, check=False

@@ -1,4 +1,4 @@
-"""`stratus_agent.py run`: the agent follows a fake run through its states, as a process."""
+"""`stratus-agent.pyz run`: the agent follows a fake run through its states, as a process."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from stratuslab.deploy.agent.stratus_agent import NOBLOCK_RETRY_FOR
+from stratuslab.deploy.agent.tools import NOBLOCK_RETRY_FOR
 from tests.deploy.agent.conftest import PYTHON, Node
 from tests.deploy.agent.fakeserver import FakeRun
 

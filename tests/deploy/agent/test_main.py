@@ -1,0 +1,81 @@
+"""The agent's dispatch (``__main__``): by the name it was called by, or its first argument."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from stratuslab.deploy.agent import __main__ as dispatch
+from stratuslab.deploy.agent import install, loop
+from stratuslab.deploy.agent.exits import OK, USAGE
+from stratuslab.deploy.agent.tools import TOOL_NAMES
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object]]:
+    """What the dispatch called: tools, the agent loop and install, none of them run."""
+    seen: list[tuple[str, object]] = []
+
+    def tool(name: str, argv: list[str]) -> int:
+        seen.append((name, argv))
+        return 42
+
+    def agent_main(environ: Mapping[str, str]) -> int:
+        seen.append(("run", None))
+        return 43
+
+    def fake_install(environ: Mapping[str, str]) -> str:
+        seen.append(("install", None))
+        return "installed"
+
+    monkeypatch.setattr(dispatch, "run_tool", tool)
+    monkeypatch.setattr(loop, "agent_main", agent_main)
+    monkeypatch.setattr(install, "install", fake_install)
+    return seen
+
+
+@pytest.mark.parametrize("name", TOOL_NAMES)
+def test_a_tool_is_called_by_its_name(name: str, calls: list[tuple[str, object]]) -> None:
+    assert dispatch.main([f"/usr/local/bin/{name}", "-v", "key"]) == 42
+    assert calls == [(name, ["-v", "key"])]
+
+
+def test_a_tool_is_named_by_the_first_argument(calls: list[tuple[str, object]]) -> None:
+    assert dispatch.main(["/opt/stratus/stratus-agent.pyz", "ss-set", "k", "v"]) == 42
+    assert calls == [("ss-set", ["k", "v"])]
+
+
+def test_run_starts_the_agent_loop(calls: list[tuple[str, object]]) -> None:
+    assert dispatch.main(["stratus-agent.pyz", "run"]) == 43
+    assert calls == [("run", None)]
+
+
+def test_install_installs_and_says_what_it_did(
+    calls: list[tuple[str, object]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert dispatch.main(["stratus-agent.pyz", "install"]) == OK
+    assert calls == [("install", None)]
+    assert capsys.readouterr().out == "installed\n"
+
+
+def test_install_tools_needs_the_zipapp(
+    tmp_path: Path, calls: list[tuple[str, object]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """From the sources (here, the server's package) there is no archive to launch tools from."""
+    assert dispatch.main(["agent", "install-tools", str(tmp_path / "bin")]) == 1
+    assert "not running from its zipapp" in capsys.readouterr().err
+    assert not (tmp_path / "bin").exists() and calls == []
+
+
+@pytest.mark.parametrize(
+    "argv", [["stratus-agent.pyz"], ["stratus-agent.pyz", "run", "now"], ["x", "install-tools"]]
+)
+def test_anything_else_is_a_usage_error(
+    argv: list[str], calls: list[tuple[str, object]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert dispatch.main(argv) == USAGE
+    assert calls == []
+    usage = capsys.readouterr().err
+    assert usage.startswith(f"usage: {argv[0]} run | install | install-tools DIR | ss-get | ")
