@@ -21,5 +21,5 @@ def test_host_limits_are_raised_where_lower_and_never_lowered(tmp_path: Path) ->
 
 
 def test_a_limit_that_cannot_be_read_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(BackendUnavailable, match="cannot raise .*absent to 1024"):
+    with pytest.raises(BackendUnavailable, match=r"cannot raise .*absent to 1024"):
         site.ensure_host_limits({str(tmp_path / "absent"): 1024})
