@@ -14,6 +14,7 @@ def test_initialising_an_initialised_cloud_changes_nothing(settings: Settings) -
     report = site.initialise(settings)
     assert dict(report.steps) == {
         "daemon": "running",
+        "host limits": "present",
         f"bridge {settings.lxd_bridge}": "present",
         f"storage pool {settings.lxd_pool}": "present",
         f"profile {settings.lxd_profile}": "present",

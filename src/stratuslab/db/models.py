@@ -118,8 +118,10 @@ class RunRecord(Base):
     keep_running: Mapped[str] = mapped_column(String(16))
     mutable: Mapped[bool] = mapped_column(default=False)
     tags: Mapped[str] = mapped_column(String(1024), default="")
-    plan: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    given: Mapped[dict[str, Any]] = mapped_column(default=dict)  # deploy-time values
+    # Loaded only when read: most transactions on a run (a completion, a parameter) need its
+    # state, not the JSON of what it deploys.
+    plan: Mapped[dict[str, Any]] = mapped_column(default=dict, deferred=True)
+    given: Mapped[dict[str, Any]] = mapped_column(default=dict, deferred=True)
     scaling: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the scale action under way
     timeout_s: Mapped[int | None]
     deadline: Mapped[datetime | None]

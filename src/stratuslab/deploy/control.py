@@ -15,13 +15,17 @@ who takes part.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.engine import Engine
 
 from stratuslab.db.models import NodeInstanceRecord, RunRecord, utcnow
 from stratuslab.deploy import events
+from stratuslab.deploy.batches import GroupCommit
 from stratuslab.deploy.params import ParameterValues
 from stratuslab.deploy.states import (
     BARRIERS,
@@ -37,7 +41,7 @@ from stratuslab.deploy.states import (
 )
 from stratuslab.deploy.tx import Tx, abort_topic, param_topic, transaction
 from stratuslab.deploy.work import Work, WorkQueue
-from stratuslab.errors import Conflict, Forbidden, NotFound
+from stratuslab.errors import Conflict, Forbidden, NotFound, StratusError
 from stratuslab.hub import Hub
 from stratuslab.principal import Principal
 
@@ -61,35 +65,63 @@ class RunControl:
         self.values = values
         self.work = work
         self.report_grace = timedelta(seconds=report_grace)
+        self._completions: GroupCommit[_Completion, StratusError | None] = GroupCommit(
+            self._complete_many
+        )
+        self._provisionings: GroupCommit[_Provisioned, StratusError | None] = GroupCommit(
+            self._provisioned_many
+        )
 
     # -- what nodes and users do ----------------------------------------------------------
 
     def complete(
         self, run_id: str, node_instance: str, *, caller: Principal, state: str | None = None
     ) -> None:
-        """``node_instance`` finished the run's current state (or ``state``, when it says)."""
+        """``node_instance`` finished the run's current state (or ``state``, when it says).
+        Completions arriving together are applied together (see ``batches``)."""
         if caller.is_node and (caller.run_id, caller.node_instance) != (run_id, node_instance):
             raise Forbidden(f"{caller} may not complete for {node_instance}")
+        self._completions(_Completion(run_id, node_instance, state))
+
+    def _complete_many(self, items: Sequence[_Completion]) -> list[StratusError | None]:
+        answers: list[StratusError | None] = [None] * len(items)
         with transaction(self.engine, self.hub) as tx:
-            run = tx.run(run_id)
-            current = RunState(run.state)
-            if state is not None and state != current.value:
-                raise Conflict(
-                    f"{node_instance} completed {state}, but the run is in {current.value}"
-                )
-            if current not in BARRIERS:
-                raise Conflict(f"the run is in {current.value}: there is nothing to complete")
-            node = self.node_in(tx, run_id, node_instance)
-            if node.removed:
-                raise Conflict(f"{node_instance} was removed from the run")
-            if node.completed == current.value:
-                return
-            was_waited_for = _waited_for(run, node)
-            node.completed = current.value
-            tx.event(run_id, events.completed(node_instance, current.value))
-            if was_waited_for and not _waited_for(run, node):
-                run.waiting -= 1
-                self._check_barrier(tx, run)
+            for run_id, indexes in _by_run(items).items():
+                try:
+                    run = tx.run(run_id)
+                except NotFound as exc:
+                    answers = _answer_all(answers, indexes, exc)
+                    continue
+                nodes = _nodes_named(tx, run_id, [items[i].node_instance for i in indexes])
+                for i in indexes:
+                    answers[i] = self._complete_in(
+                        tx, run, nodes.get(items[i].node_instance), items[i]
+                    )
+        return answers
+
+    def _complete_in(
+        self, tx: Tx, run: RunRecord, node: NodeInstanceRecord | None, item: _Completion
+    ) -> StratusError | None:
+        current = RunState(run.state)
+        if item.state is not None and item.state != current.value:
+            return Conflict(
+                f"{item.node_instance} completed {item.state}, but the run is in {current.value}"
+            )
+        if current not in BARRIERS:
+            return Conflict(f"the run is in {current.value}: there is nothing to complete")
+        if node is None:
+            return NotFound(f"no node instance {item.node_instance!r} in run {run.id}")
+        if node.removed:
+            return Conflict(f"{item.node_instance} was removed from the run")
+        if node.completed == current.value:
+            return None
+        was_waited_for = _waited_for(run, node)
+        node.completed = current.value
+        tx.event(run.id, events.completed(node.name, current.value))
+        if was_waited_for and not _waited_for(run, node):
+            run.waiting -= 1
+            self._check_barrier(tx, run)
+        return None
 
     def abort(
         self, run_id: str, reason: str, *, node_instance: str | None = None, timed_out: bool = False
@@ -182,28 +214,53 @@ class RunControl:
         self, run_id: str, node_instance: str, *, instance_id: str, address: str
     ) -> None:
         """The node instance's machine runs at ``address``: the server states its facts, and
-        from now on the barriers count it."""
+        from now on the barriers count it. Machines that come up together are recorded
+        together."""
+        answer = self._provisionings(_Provisioned(run_id, node_instance, instance_id, address))
+        if answer is not None:
+            raise answer
+
+    def _provisioned_many(self, items: Sequence[_Provisioned]) -> list[StratusError | None]:
+        answers: list[StratusError | None] = [None] * len(items)
         with transaction(self.engine, self.hub) as tx:
-            run = tx.run(run_id)
-            node = self.node_in(tx, run_id, node_instance)
-            if node.provisioning == READY and node.instance_id == instance_id:
-                return
-            was_waited_for = _waited_for(run, node)
-            node.provisioning, node.instance_id = READY, instance_id
-            values = {
-                "hostname": address,
-                "instanceid": instance_id,
-                "vmstate": "running",
-                "url.ssh": f"ssh://root@{address}",
-            }
-            for name, value in values.items():
-                self.values.put(tx, run, f"{node_instance}:{name}", value)
-            tx.event(run_id, events.provisioned(node_instance, address, instance_id))
-            if run.abort_reason is not None:
-                self.recount(tx, run)  # after an abort only nodes with machines take part
-            elif was_waited_for and not _waited_for(run, node):
-                run.waiting -= 1
-                self._check_barrier(tx, run)
+            for run_id, indexes in _by_run(items).items():
+                try:
+                    run = tx.run(run_id)
+                except NotFound as exc:
+                    answers = _answer_all(answers, indexes, exc)
+                    continue
+                nodes = _nodes_named(tx, run_id, [items[i].node_instance for i in indexes])
+                for i in indexes:
+                    node = nodes.get(items[i].node_instance)
+                    if node is None:
+                        answers[i] = NotFound(
+                            f"no node instance {items[i].node_instance!r} in run {run_id}"
+                        )
+                    else:
+                        self._provisioned_in(tx, run, node, items[i])
+        return answers
+
+    def _provisioned_in(
+        self, tx: Tx, run: RunRecord, node: NodeInstanceRecord, item: _Provisioned
+    ) -> None:
+        if node.provisioning == READY and node.instance_id == item.instance_id:
+            return
+        was_waited_for = _waited_for(run, node)
+        node.provisioning, node.instance_id = READY, item.instance_id
+        values = {
+            "hostname": item.address,
+            "instanceid": item.instance_id,
+            "vmstate": "running",
+            "url.ssh": f"ssh://root@{item.address}",
+        }
+        for name, value in values.items():
+            self.values.put(tx, run, f"{node.name}:{name}", value)
+        tx.event(run.id, events.provisioned(node.name, item.address, item.instance_id))
+        if run.abort_reason is not None:
+            self.recount(tx, run)  # after an abort only nodes with machines take part
+        elif was_waited_for and not _waited_for(run, node):
+            run.waiting -= 1
+            self._check_barrier(tx, run)
 
     def lost(self, run_id: str, node_instance: str, reason: str) -> None:
         """A node instance's machine is gone or stopped: it can no longer take part."""
@@ -358,6 +415,53 @@ class RunControl:
         ).all()
         self.values.put(tx, run, f"{node}:ids", ",".join(str(i) for i in ids))
         self.values.put(tx, run, f"{node}:multiplicity", str(len(ids)))
+
+
+@dataclass(frozen=True)
+class _Completion:
+    run_id: str
+    node_instance: str
+    state: str | None
+
+
+@dataclass(frozen=True)
+class _Provisioned:
+    run_id: str
+    node_instance: str
+    instance_id: str
+    address: str
+
+
+class _ForRun(Protocol):
+    @property
+    def run_id(self) -> str: ...
+
+
+def _by_run(items: Sequence[_ForRun]) -> dict[str, list[int]]:
+    """The items' positions, by run, in the order they came."""
+    found: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        found.setdefault(item.run_id, []).append(index)
+    return found
+
+
+def _answer_all(
+    answers: list[StratusError | None], indexes: list[int], error: StratusError
+) -> list[StratusError | None]:
+    for index in indexes:
+        answers[index] = error
+    return answers
+
+
+def _nodes_named(tx: Tx, run_id: str, names: list[str]) -> dict[str, NodeInstanceRecord]:
+    return {
+        node.name: node
+        for node in tx.session.scalars(
+            select(NodeInstanceRecord).where(
+                NodeInstanceRecord.run_id == run_id, NodeInstanceRecord.name.in_(names)
+            )
+        )
+    }
 
 
 def waiting_for(run: RunRecord) -> tuple[ColumnElement[bool], ...]:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import anyio.to_thread
 from sqlalchemy import select, update
@@ -32,16 +34,14 @@ from stratuslab.db.models import NodeInstanceRecord, RunRecord, RuntimeParameter
 from stratuslab.db.session import session_scope
 from stratuslab.deploy import events
 from stratuslab.deploy.agent.protocol import MAX_WAIT
+from stratuslab.deploy.batches import GroupCommit
 from stratuslab.deploy.keys import Key, check_value, parse_key
 from stratuslab.deploy.plan import Plan
 from stratuslab.deploy.states import FINAL, RunState
 from stratuslab.deploy.tx import Tx, abort_topic, param_topic, transaction
-from stratuslab.errors import Conflict, Forbidden, NotFound, NotYetSet, RunAborted
+from stratuslab.errors import Conflict, Forbidden, NotFound, NotYetSet, RunAborted, StratusError
 from stratuslab.hub import Hub
 from stratuslab.principal import Principal
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 _PLANS_KEPT = 256  # runs whose propagation table stays in memory (rebuilt from the plan)
 
@@ -109,6 +109,15 @@ class ParameterValues:
         return table
 
 
+@dataclass(frozen=True)
+class _Write:
+    run_id: str
+    key: Key
+    value: str
+    caller: Principal
+    ignore_abort: bool
+
+
 class Parameters:
     """A run's runtime parameters as nodes and users read, write and wait for them."""
 
@@ -117,6 +126,7 @@ class Parameters:
         self.hub = hub
         self.values = values
         self.aborts = aborts
+        self._writes: GroupCommit[_Write, StratusError | None] = GroupCommit(self._write_many)
 
     def key(self, text: str, caller: Principal) -> Key:
         """``text`` qualified as ``caller`` means it (a node's bare name is its own)."""
@@ -184,39 +194,64 @@ class Parameters:
         ignore_abort: bool = False,
     ) -> None:
         """Set ``key`` as ``caller`` (an empty value unsets it), by the rules of the module
-        docstring."""
+        docstring. Writes arriving together are applied together (see ``batches``)."""
         parsed = self.key(key, caller)
         check_value(str(parsed), value)
         if caller.is_node and caller.run_id != run_id:
             raise NotFound(f"no run {run_id!r}")
-        refused: str | None = None
+        answer = self._writes(_Write(run_id, parsed, value, caller, ignore_abort))
+        if answer is not None:
+            raise answer
+
+    def _write_many(self, items: Sequence[_Write]) -> list[StratusError | None]:
+        answers: list[StratusError | None] = [None] * len(items)
+        by_run: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            by_run.setdefault(item.run_id, []).append(index)
         with transaction(self.engine, self.hub) as tx:
-            run = _run(tx.run(run_id), run_id, caller)
-            if RunState(run.state) in FINAL:
-                raise Conflict(f"the run is {run.state}: its parameters can no longer change")
-            if parsed.is_abort:
-                self._abort(tx, run, parsed, value, caller)
-                return
-            if parsed.server_owned:
-                raise Conflict(f"{parsed} belongs to the server: it is not set by {caller}")
-            if run.abort_reason is not None and not ignore_abort:
-                raise RunAborted(run.abort_reason)
-            if not self.values.put(tx, run, str(parsed), value or None):
-                if not caller.is_node:
-                    raise NotFound(f"no parameter {str(parsed)!r} in this run")
-                # A node setting what nobody declared is a broken recipe: the run aborts, and
-                # the abort is committed before the node is told.
-                refused = f"{caller}: ss-set of {str(parsed)!r}, a parameter no module declares"
-                self.aborts.abort_in(tx, run, refused, node_instance=caller.node_instance)
-            elif parsed.name == "statecustom" and parsed.node_instance:  # ss-display: shown live
-                tx.event(run_id, events.displayed(parsed.node_instance, value))
-        if refused is not None:
-            hint = (
-                "declare it as an input of a node's mapping (ss:name) or set it at deploy time"
-                if parsed.scope == "global"
-                else "declare it among the component's outputs"
-            )
-            raise NotFound(refused, hint=hint)
+            for run_id, indexes in by_run.items():
+                try:
+                    run = _run(tx.run(run_id), run_id, items[indexes[0]].caller)
+                except NotFound as exc:
+                    for index in indexes:
+                        answers[index] = exc
+                    continue
+                for index in indexes:
+                    try:
+                        answers[index] = self._write_in(tx, run, items[index])
+                    except StratusError as exc:  # refused before anything was changed
+                        answers[index] = exc
+        return answers
+
+    def _write_in(self, tx: Tx, run: RunRecord, item: _Write) -> StratusError | None:
+        """Apply one write; an error it returns (rather than raises) was committed with what
+        it set in motion (the abort of a run whose node wrote what nobody declared)."""
+        key, value, caller = item.key, item.value, item.caller
+        if RunState(run.state) in FINAL:
+            raise Conflict(f"the run is {run.state}: its parameters can no longer change")
+        if key.is_abort:
+            self._abort(tx, run, key, value, caller)
+            return None
+        if key.server_owned:
+            raise Conflict(f"{key} belongs to the server: it is not set by {caller}")
+        if run.abort_reason is not None and not item.ignore_abort:
+            raise RunAborted(run.abort_reason)
+        if self.values.put(tx, run, str(key), value or None):
+            if key.name == "statecustom" and key.node_instance:  # ss-display: shown live
+                tx.event(run.id, events.displayed(key.node_instance, value))
+            return None
+        if not caller.is_node:
+            raise NotFound(f"no parameter {str(key)!r} in this run")
+        # A node setting what nobody declared is a broken recipe: the run aborts (committed
+        # before the node is told), naming it.
+        refused = f"{caller}: ss-set of {str(key)!r}, a parameter no module declares"
+        self.aborts.abort_in(tx, run, refused, node_instance=caller.node_instance)
+        hint = (
+            "declare it as an input of a node's mapping (ss:name) or set it at deploy time"
+            if key.scope == "global"
+            else "declare it among the component's outputs"
+        )
+        return NotFound(refused, hint=hint)
 
     def all(self, run_id: str) -> dict[str, str | None]:
         """Every parameter of the run with its value (None: not set), by name."""

@@ -45,6 +45,7 @@ class Tx:
     session: Session
     announcements: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     afterwards: list[Callable[[], None]] = field(default_factory=list)
+    events: list[tuple[RunEventRecord, RunEvent]] = field(default_factory=list)
 
     def announce(self, topic: str, payload: dict[str, Any]) -> None:
         self.announcements.append((topic, payload))
@@ -53,7 +54,9 @@ class Tx:
         self.afterwards.append(work)
 
     def event(self, run_id: str, event: RunEvent) -> None:
-        """Record an event in the run's log and announce it to whoever watches the run."""
+        """Record an event in the run's log; it is announced to whoever watches the run once
+        the transaction commits. Events are written together at the end of the transaction
+        (one statement for many, as a barrier's completions make them)."""
         row = RunEventRecord(
             run_id=run_id,
             at=utcnow(),
@@ -63,8 +66,16 @@ class Tx:
             fields=dict(event.fields),
         )
         self.session.add(row)
+        self.events.append((row, event))
+
+    def write_events(self) -> None:
+        """Write the events recorded so far, and queue their announcements (with their ids)."""
+        if not self.events:
+            return
         self.session.flush()
-        self.announce(run_topic(run_id), to_dict(row.id, row.at.isoformat(), event))
+        for row, event in self.events:
+            self.announce(run_topic(row.run_id), to_dict(row.id, row.at.isoformat(), event))
+        self.events.clear()
 
     def run(self, run_id: str, *, lock: bool = True) -> RunRecord:
         """The run, locked for this transaction (a row lock on PostgreSQL; SQLite transactions
@@ -80,6 +91,7 @@ def transaction(engine: Engine, hub: Hub) -> Iterator[Tx]:
     with session_scope(engine) as session:
         tx = Tx(session)
         yield tx
+        tx.write_events()
     for topic, payload in tx.announcements:
         hub.publish(topic, payload)
     for work in tx.afterwards:
