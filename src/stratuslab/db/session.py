@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -53,6 +53,14 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     """A session that commits when the block ends normally and rolls back otherwise."""
     with _turn(engine), _factory(engine)() as session, session.begin():
         yield session
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads only: it never waits for a writer (on SQLite, a snapshot of
+    the last commit; on PostgreSQL, what READ COMMITTED sees)."""
+    with engine.connect() as conn:
+        yield conn.execution_options(stratus_read_only=True)
 
 
 def _factory(engine: Engine) -> sessionmaker[Session]:
@@ -120,10 +128,15 @@ def _create(url: str) -> Engine:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    # Every transaction takes the write lock at once: a read-then-write transaction that
-    # started deferred could act on what it read while another wrote (two nodes completing a
-    # barrier together would both advance the run). PostgreSQL gets row locks instead.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Every transaction that may write takes the write lock at once: a read-then-write
+    # transaction that started deferred could act on what it read while another wrote (two
+    # nodes completing a barrier together would both advance the run). PostgreSQL gets row
+    # locks instead. A read (see :func:`reading`) never writes and, with WAL, reads a
+    # snapshot without waiting for writers.
+    if connection.get_execution_options().get("stratus_read_only"):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

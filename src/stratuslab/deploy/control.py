@@ -16,7 +16,6 @@ who takes part.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
@@ -24,8 +23,9 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.engine import Engine
 
 from stratuslab.db.models import NodeInstanceRecord, RunRecord, utcnow
-from stratuslab.deploy import events
+from stratuslab.deploy import bulk, events
 from stratuslab.deploy.batches import GroupCommit
+from stratuslab.deploy.bulk import READY, Completion, Provisioned
 from stratuslab.deploy.params import ParameterValues
 from stratuslab.deploy.states import (
     BARRIERS,
@@ -47,7 +47,6 @@ from stratuslab.principal import Principal
 
 # After an abort, how long SendingReports waits for nodes that may never answer (a killed one).
 REPORT_GRACE = 90.0
-READY = "ready"  # node_instances.provisioning once its machine is recorded as running
 
 
 class RunControl:
@@ -65,10 +64,10 @@ class RunControl:
         self.values = values
         self.work = work
         self.report_grace = timedelta(seconds=report_grace)
-        self._completions: GroupCommit[_Completion, StratusError | None] = GroupCommit(
+        self._completions: GroupCommit[Completion, StratusError | None] = GroupCommit(
             self._complete_many
         )
-        self._provisionings: GroupCommit[_Provisioned, StratusError | None] = GroupCommit(
+        self._provisionings: GroupCommit[Provisioned, StratusError | None] = GroupCommit(
             self._provisioned_many
         )
 
@@ -81,12 +80,17 @@ class RunControl:
         Completions arriving together are applied together (see ``batches``)."""
         if caller.is_node and (caller.run_id, caller.node_instance) != (run_id, node_instance):
             raise Forbidden(f"{caller} may not complete for {node_instance}")
-        self._completions(_Completion(run_id, node_instance, state))
+        self._completions(Completion(run_id, node_instance, state))
 
-    def _complete_many(self, items: Sequence[_Completion]) -> list[StratusError | None]:
+    def _complete_many(self, items: Sequence[Completion]) -> list[StratusError | None]:
         answers: list[StratusError | None] = [None] * len(items)
         with transaction(self.engine, self.hub) as tx:
             for run_id, indexes in _by_run(items).items():
+                fast = bulk.complete(tx, run_id, [items[i] for i in indexes])
+                if fast is not None:
+                    for i, answer in zip(indexes, fast, strict=True):
+                        answers[i] = answer
+                    continue
                 try:
                     run = tx.run(run_id)
                 except NotFound as exc:
@@ -100,7 +104,7 @@ class RunControl:
         return answers
 
     def _complete_in(
-        self, tx: Tx, run: RunRecord, node: NodeInstanceRecord | None, item: _Completion
+        self, tx: Tx, run: RunRecord, node: NodeInstanceRecord | None, item: Completion
     ) -> StratusError | None:
         current = RunState(run.state)
         if item.state is not None and item.state != current.value:
@@ -216,14 +220,17 @@ class RunControl:
         """The node instance's machine runs at ``address``: the server states its facts, and
         from now on the barriers count it. Machines that come up together are recorded
         together."""
-        answer = self._provisionings(_Provisioned(run_id, node_instance, instance_id, address))
+        answer = self._provisionings(Provisioned(run_id, node_instance, instance_id, address))
         if answer is not None:
             raise answer
 
-    def _provisioned_many(self, items: Sequence[_Provisioned]) -> list[StratusError | None]:
+    def _provisioned_many(self, items: Sequence[Provisioned]) -> list[StratusError | None]:
         answers: list[StratusError | None] = [None] * len(items)
         with transaction(self.engine, self.hub) as tx:
             for run_id, indexes in _by_run(items).items():
+                batch = [items[i] for i in indexes]
+                if bulk.provision(tx, run_id, batch, self.values.sources(run_id)) is not None:
+                    continue
                 try:
                     run = tx.run(run_id)
                 except NotFound as exc:
@@ -241,19 +248,13 @@ class RunControl:
         return answers
 
     def _provisioned_in(
-        self, tx: Tx, run: RunRecord, node: NodeInstanceRecord, item: _Provisioned
+        self, tx: Tx, run: RunRecord, node: NodeInstanceRecord, item: Provisioned
     ) -> None:
         if node.provisioning == READY and node.instance_id == item.instance_id:
             return
         was_waited_for = _waited_for(run, node)
         node.provisioning, node.instance_id = READY, item.instance_id
-        values = {
-            "hostname": item.address,
-            "instanceid": item.instance_id,
-            "vmstate": "running",
-            "url.ssh": f"ssh://root@{item.address}",
-        }
-        for name, value in values.items():
+        for name, value in bulk.facts(item).items():
             self.values.put(tx, run, f"{node.name}:{name}", value)
         tx.event(run.id, events.provisioned(node.name, item.address, item.instance_id))
         if run.abort_reason is not None:
@@ -415,21 +416,6 @@ class RunControl:
         ).all()
         self.values.put(tx, run, f"{node}:ids", ",".join(str(i) for i in ids))
         self.values.put(tx, run, f"{node}:multiplicity", str(len(ids)))
-
-
-@dataclass(frozen=True)
-class _Completion:
-    run_id: str
-    node_instance: str
-    state: str | None
-
-
-@dataclass(frozen=True)
-class _Provisioned:
-    run_id: str
-    node_instance: str
-    instance_id: str
-    address: str
 
 
 class _ForRun(Protocol):

@@ -26,13 +26,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import anyio.to_thread
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
-from stratuslab.db.models import NodeInstanceRecord, RunRecord, RuntimeParameterRecord, utcnow
-from stratuslab.db.session import session_scope
-from stratuslab.deploy import events
+from stratuslab.db.models import RunRecord, RuntimeParameterRecord
+from stratuslab.db.session import reading, session_scope
+from stratuslab.deploy import bulk, events
 from stratuslab.deploy.agent.protocol import MAX_WAIT
 from stratuslab.deploy.batches import GroupCommit
 from stratuslab.deploy.keys import Key, check_value, parse_key
@@ -64,30 +63,23 @@ class ParameterValues:
     def put(self, tx: Tx, run: RunRecord, key: str, value: str | None) -> bool:
         """Set ``key`` (None unsets it) and every input mapped to it. False when the run has
         no such parameter (nothing is set then)."""
-        found = tx.session.execute(
-            update(RuntimeParameterRecord)
-            .where(RuntimeParameterRecord.run_id == run.id, RuntimeParameterRecord.key == key)
-            .values(value=value, set_at=utcnow() if value is not None else None)
-        )
-        if not found.rowcount:  # type: ignore[attr-defined]
+        if tx.session.new or tx.session.dirty:
+            tx.session.flush()  # the statements below go past the session's own objects
+        conn = tx.session.connection()
+        if not bulk.set_value(conn, run.id, key, value):
             return False
         tx.announce(param_topic(run.id, key), {"value": value})
         for node, name in self.targets(run).get(key, ()):
-            indexes = tx.session.scalars(
-                select(NodeInstanceRecord.idx).where(
-                    NodeInstanceRecord.run_id == run.id, NodeInstanceRecord.node == node
-                )
-            ).all()
-            keys = [f"{node}.{index}:{name}" for index in indexes]
-            tx.session.execute(
-                update(RuntimeParameterRecord)
-                .where(RuntimeParameterRecord.run_id == run.id)
-                .where(RuntimeParameterRecord.key.in_(keys))
-                .values(value=value, set_at=utcnow() if value is not None else None)
-            )
+            keys = [f"{node}.{index}:{name}" for index in bulk.indexes_of(conn, run.id, node)]
+            bulk.set_values(conn, run.id, keys, value)
             for target in keys:
                 tx.announce(param_topic(run.id, target), {"value": value})
         return True
+
+    def sources(self, run_id: str) -> Mapping[str, list[tuple[str, str]]] | None:
+        """The run's propagation table if it is known here already (see :meth:`targets`)."""
+        with self._lock:
+            return self._targets.get(run_id)
 
     def targets(self, run: RunRecord) -> dict[str, list[tuple[str, str]]]:
         """Source key -> [(node, input)]: the application's mappings, turned around."""
@@ -136,18 +128,29 @@ class Parameters:
         """The value of ``key``. Raises ``NotFound`` (no such parameter), ``NotYetSet`` (no value
         yet) or ``RunAborted`` (the abort flag is raised, unless ``ignore_abort``)."""
         parsed = self.key(key, caller)
-        with session_scope(self.engine) as session:
-            run = _run(session.get(RunRecord, run_id), run_id, caller)
+        if caller.is_node and caller.run_id != run_id:
+            raise NotFound(f"no run {run_id!r}", hint="see `stratus run list`")
+        with reading(self.engine) as conn:
+            run = bulk.read_run(conn, run_id)
+            if run is None:
+                raise NotFound(f"no run {run_id!r}", hint="see `stratus run list`")
             if run.abort_reason is not None and not ignore_abort:
                 raise RunAborted(run.abort_reason)
-            if parsed.computed:
-                return self._computed(session, run, parsed)
-            row = session.get(RuntimeParameterRecord, (run_id, str(parsed)))
-            if row is None:
-                raise NotFound(f"no parameter {str(parsed)!r} in this run")
-            if row.value is None:
-                raise NotYetSet(f"{parsed} is not set yet")
-            return row.value
+            if parsed.scope == "global" and parsed.name == "state":
+                return str(run.state)
+            if parsed.computed:  # a node instance's state or complete
+                completed = bulk.read_completed(conn, run_id, parsed.node_instance or "")
+                if completed is bulk.MISSING:
+                    raise NotFound(f"no parameter {str(parsed)!r} in this run")
+                if parsed.name == "state":
+                    return str(run.state)
+                return "true" if completed == run.state else "false"
+            value = bulk.read_value(conn, run_id, str(parsed))
+        if value is bulk.MISSING:
+            raise NotFound(f"no parameter {str(parsed)!r} in this run")
+        if value is None:
+            raise NotYetSet(f"{parsed} is not set yet")
+        return str(value)
 
     async def wait(
         self,
@@ -210,6 +213,13 @@ class Parameters:
             by_run.setdefault(item.run_id, []).append(index)
         with transaction(self.engine, self.hub) as tx:
             for run_id, indexes in by_run.items():
+                common = [_common(items[i]) for i in indexes]
+                if all(common):
+                    fast = bulk.write(
+                        tx, run_id, [c for c in common if c], self.values.sources(run_id)
+                    )
+                    if fast is not None:
+                        continue
                 try:
                     run = _run(tx.run(run_id), run_id, items[indexes[0]].caller)
                 except NotFound as exc:
@@ -280,17 +290,6 @@ class Parameters:
 
     # -- helpers --------------------------------------------------------------------------
 
-    @staticmethod
-    def _computed(session: Session, run: RunRecord, key: Key) -> str:
-        if key.scope == "global":  # ss:state
-            return run.state
-        node = session.get(NodeInstanceRecord, (run.id, key.node_instance))
-        if node is None:
-            raise NotFound(f"no parameter {str(key)!r} in this run")
-        if key.name == "state":
-            return run.state
-        return "true" if node.completed == run.state else "false"
-
     def _abort(self, tx: Tx, run: RunRecord, key: Key, value: str, caller: Principal) -> None:
         """A write of ``ss:abort`` or ``<node>.<i>:abort``: raising (or clearing) a flag."""
         own = caller.node_instance
@@ -304,6 +303,18 @@ class Parameters:
         where = key.node_instance or own
         reason = value if where is None or value.startswith(f"{where}:") else f"{where}: {value}"
         self.aborts.abort_in(tx, run, reason, node_instance=where)
+
+
+def _common(item: _Write) -> bulk.Write | None:
+    """The write as the common case (an existing key, no abort, nothing the server owns),
+    or None when only the general way can judge it."""
+    key = item.key
+    if key.is_abort or key.server_owned or key.computed:
+        return None
+    if item.caller.is_node and item.caller.run_id != item.run_id:
+        return None
+    display = key.node_instance if key.name == "statecustom" else None
+    return bulk.Write(str(key), item.value, item.ignore_abort, display)
 
 
 def _run(run: RunRecord | None, run_id: str, caller: Principal) -> RunRecord:

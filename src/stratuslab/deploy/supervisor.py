@@ -23,7 +23,8 @@ from stratuslab.cloud.instances import InstanceService
 from stratuslab.cloud.types import InstanceState
 from stratuslab.db.models import NodeInstanceRecord, RunRecord, utcnow
 from stratuslab.db.session import session_scope
-from stratuslab.deploy.control import READY, RunControl
+from stratuslab.deploy.bulk import READY
+from stratuslab.deploy.control import RunControl
 from stratuslab.deploy.orchestrator import Orchestrator
 from stratuslab.deploy.states import ACTIVE, FINAL, RunState
 from stratuslab.deploy.work import Work, WorkQueue

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Engine
 
 from stratuslab.db.models import NodeInstanceRecord
-from stratuslab.db.session import session_scope
+from stratuslab.db.session import reading, session_scope
 from stratuslab.errors import NotFound
 from stratuslab.principal import Principal
 
@@ -53,16 +53,17 @@ class NodeTokens:
 
     def principal(self, run_id: str, token: str) -> Principal | None:
         """The node instance ``token`` proves, if it is valid for ``run_id``."""
-        if not token:
+        if not token or len(token) > 256:
             return None
-        with session_scope(self.engine) as session:
-            name = session.scalar(
-                select(NodeInstanceRecord.name).where(
-                    NodeInstanceRecord.run_id == run_id,
-                    NodeInstanceRecord.token_hash == digest(token),
-                )
-            )
+        with reading(self.engine) as conn:
+            name = conn.execute(_BY_TOKEN, {"b_run": run_id, "b_digest": digest(token)}).scalar()
         return Principal.for_node(run_id, name) if name is not None else None
+
+
+_NODES = NodeInstanceRecord.__table__
+_BY_TOKEN = select(_NODES.c.name).where(
+    _NODES.c.run_id == bindparam("b_run"), _NODES.c.token_hash == bindparam("b_digest")
+)
 
 
 def digest(token: str) -> str:
