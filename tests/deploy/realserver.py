@@ -76,7 +76,12 @@ class RealServer:
         )
         self.connector = LocalProcConnector(**self.cloud_options)  # type: ignore[arg-type]
         self._server = uvicorn.Server(
-            uvicorn.Config(create_app(self.settings), log_level="warning", access_log=False)
+            uvicorn.Config(
+                create_app(self.settings),
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=5,  # a long-poll still held is not waited for
+            )
         )
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
@@ -88,14 +93,19 @@ class RealServer:
         return self
 
     def stop(self) -> None:
-        """Stop the server (its lifespan closes the services), then destroy whatever instance
-        is left: a run a test left unfinished must not leave processes behind."""
+        """Destroy whatever instance is left (a run a test left unfinished must not leave
+        processes behind, nor agents holding long-polls open), stop the server (its lifespan
+        closes the services), and destroy what it may have made meanwhile."""
+        self._destroy_all()
         self._server.should_exit = True
         self._thread.join(30)
         self._socket.close()
+        self._destroy_all()
+        dispose(self.settings.database_url)
+
+    def _destroy_all(self) -> None:
         for instance in self.connector.list_instances(addresses=False):
             self.connector.destroy(instance.name)
-        dispose(self.settings.database_url)
 
     def api(self) -> Api:
         return Api(self)
@@ -157,6 +167,20 @@ class Api:
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.story(run_id)}") from None
 
+    def wait_for_round(self, run_id: str, timeout: float = 60) -> None:
+        """Wait until a scalable run is back in Ready with its scale action done."""
+
+        def done() -> bool:
+            view = self.run(run_id)
+            if view["state"] in SETTLED:
+                raise AssertionError(f"run settled in {view['state']}\n{self.story(run_id)}")
+            return view["state"] == "Ready" and view["scaling"] is None
+
+        try:
+            wait_until(done, timeout, f"run {run_id} to finish its scale action")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.story(run_id)}") from None
+
     def terminate(self, run_id: str) -> None:
         answer = self.http.delete(f"/api/runs/{run_id}")
         assert answer.status_code == 200, answer.text
@@ -204,9 +228,10 @@ class Api:
     def params(self, run_id: str) -> dict[str, str | None]:
         return self._json("GET", f"/api/runs/{run_id}/params")  # type: ignore[no-any-return]
 
-    def set_param(self, run_id: str, key: str, value: str) -> None:
+    def set_param(self, run_id: str, key: str, value: str, *, ignore_abort: bool = False) -> None:
         """Set (an empty value unsets) a runtime parameter as the run's owner, on /run."""
-        answer = self.http.put(f"/run/{run_id}/{key}", content=value.encode())
+        params = {"ignoreabort": "true"} if ignore_abort else {}
+        answer = self.http.put(f"/run/{run_id}/{key}", content=value.encode(), params=params)
         assert answer.status_code == 200, answer.text
 
     def logs(self, run_id: str, **match: str) -> list[str]:
