@@ -26,7 +26,7 @@ from stratuslab import config
 from stratuslab.api.app import create_app
 from stratuslab.cloud import clouds
 from stratuslab.cloud.base import Instance
-from stratuslab.cloud.connectors.localproc import LocalProcConnector
+from stratuslab.cloud.connectors.localproc import OVERLAID, PRIVATE, LocalProcConnector
 from stratuslab.db.session import dispose, engine_for
 from stratuslab.deploy.agent_bundle import NODE_PATH
 from stratuslab.deploy.model import load_tree
@@ -46,6 +46,11 @@ class RealServer:
     """The real server, its store and its localproc cloud, under ``root``."""
 
     def __init__(self, root: Path, *, report_grace_s: int = 1) -> None:
+        hidden = [p for p in (*OVERLAID, *PRIVATE) if root.is_relative_to(p)]
+        # The fake apt-get and what it records live here, and instances must see them.
+        assert not hidden, (
+            f"{root} is under {hidden[0]}, which instances hide: use another basetemp"
+        )
         self.root = root
         self.instances = root / "instances"
         self.apt_calls = root / "apt-calls"
@@ -66,15 +71,16 @@ class RealServer:
             agent_server_url=self.url,
             instance_prefix="e2e",
         )
+        # No apt-get for real here; and an agent whose server is gone gives up in 20 s, not 10 min.
         env = {"STRATUS_AGENT_APT": str(fake_apt), "STRATUS_AGENT_RETRY_FOR": "20"}
-        self.cloud_options = {"root": str(self.instances), "env": env}
+        self.cloud_options: dict[str, Any] = {"root": str(self.instances), "env": env}
         clouds.record(
             engine_for(self.settings.database_url),
             name="local",
             connector="localproc",
             options=self.cloud_options,
         )
-        self.connector = LocalProcConnector(**self.cloud_options)  # type: ignore[arg-type]
+        self.connector = LocalProcConnector(**self.cloud_options)
         self._server = uvicorn.Server(
             uvicorn.Config(
                 create_app(self.settings),

@@ -25,8 +25,9 @@ disk; ``start`` starts a new PID 1 over the same folder, which does not run the 
 ``destroy`` kills PID 1 (the kernel kills the rest of the namespace with it) and removes the
 folder. Tags and the rest of the instance's description are in ``<folder>/instance.json``, and
 PID 1's host pid in ``<folder>/init.json``, so that any connector object over the same root, in
-any process, sees and drives the same instances. CPU and memory sizes are recorded, not
-enforced. ``exec`` enters the instance's namespaces with ``nsenter``.
+any process, sees and drives the same instances (``localproc_ns.py`` handles PID 1 from the
+host). CPU and memory sizes are recorded, not enforced. ``exec`` enters the instance's
+namespaces with ``nsenter``.
 """
 
 from __future__ import annotations
@@ -36,13 +37,8 @@ import hashlib
 import json
 import os
 import re
-import select
 import shutil
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +46,8 @@ from typing import Any
 
 from stratuslab import proc
 from stratuslab.cloud.base import Capacity, Connector, ExecResult, Image, Instance, InstanceSpec
+from stratuslab.cloud.connectors import localproc_ns as ns
+from stratuslab.cloud.connectors.localproc_ns import OVERLAID, PRIVATE
 from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import (
     BackendError,
@@ -62,12 +60,6 @@ from stratuslab.errors import (
 )
 
 ADDRESS = "127.0.0.1"
-OVERLAID = ("/etc",)  # the host's files seen through, writes kept in the instance
-# Empty at first, as on a pristine image. Private directories: not the host's temporary files.
-PRIVATE = ("/opt", "/root", "/usr/local/bin", "/var/lib", "/var/log", "/var/tmp")  # noqa: S108
-LAUNCHER = Path(__file__).with_name("localproc_init.py")
-LAUNCH_TIMEOUT = 10.0  # seconds for PID 1 to say it is ready (it takes some 50 ms)
-KILL_WAIT = 5.0  # seconds for a killed PID 1 to be gone
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")  # a host name, and a folder name
 STATE_MAP = {
@@ -75,13 +67,7 @@ STATE_MAP = {
     "running": InstanceState.RUNNING,
     "stopped": InstanceState.STOPPED,  # no PID 1: stopped, or never started
 }
-
-# unshare processes this process started, by folder: they are reaped here (whoever destroys
-# the instance), so that none is left a zombie, and none warns of being left running.
-_CHILDREN: dict[Path, subprocess.Popen[bytes]] = {}
-_STARTING: set[Path] = set()
-_LOCK = threading.Lock()
-_FINGERPRINTS: dict[str, str] = {}
+_FINGERPRINTS: dict[str, str] = {}  # the image's, by interpreter: its SHA-256, made once
 
 
 class LocalProcConnector(Connector):
@@ -127,7 +113,7 @@ class LocalProcConnector(Connector):
             ) from None
         try:
             self._prepare(folder, spec, image)
-            self._launch(folder)
+            ns.launch(folder, self._environment())
         except BaseException:
             self._remove(folder)
             raise
@@ -141,20 +127,12 @@ class LocalProcConnector(Connector):
 
     def start(self, name: str) -> Instance:
         folder = self._existing(name)
-        if _init(folder) is None:
-            self._launch(folder)
+        if ns.pid1(folder) is None:
+            ns.launch(folder, self._environment())
         return self.get(name)
 
     def stop(self, name: str, *, timeout: float = 30.0) -> Instance:
-        folder = self._existing(name)
-        init = _init(folder)
-        if init is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(init, signal.SIGTERM)  # PID 1 passes it to every process it holds
-            if not _gone(init, timeout):
-                _kill(init)
-        (folder / "init.json").unlink(missing_ok=True)
-        _reap(folder)
+        ns.stop(self._existing(name), timeout)
         return self.get(name)
 
     def destroy(self, name: str) -> None:
@@ -172,6 +150,7 @@ class LocalProcConnector(Connector):
         has_tag: str | None = None,
         addresses: bool = True,
     ) -> list[Instance]:
+        ns.reap_finished()
         wanted = dict(tags or {})
         found = []
         for folder in sorted(self.root.iterdir()):
@@ -218,15 +197,10 @@ class LocalProcConnector(Connector):
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
-        init = _init(self._existing(name))
-        if init is None:
+        pid = ns.pid1(self._existing(name))
+        if pid is None:
             raise BackendError(f"instance {name} is not running")
-        environment = [f"{k}={v}" for k, v in {**self._environment(), **(env or {})}.items()]
-        argv = [
-            *("nsenter", f"--target={init}", "--mount", "--uts", "--pid", "--wd=/root"),
-            # A clean environment, and the shell's own "not found" (127) for a missing command.
-            *("--", "env", "-i", *environment, "/bin/sh", "-c", 'exec "$@"', "sh", *command),
-        ]
+        argv = ns.enter(pid, {**self._environment(), **(env or {})}, list(command))
         try:
             done = proc.run(argv, check=False, timeout=timeout, hint="apt-get install util-linux")
         except CommandFailed as exc:  # timed out
@@ -277,21 +251,6 @@ class LocalProcConnector(Connector):
             keys.write_text("".join(f"{key.strip()}\n" for key in spec.ssh_keys))
             keys.chmod(0o600)
 
-    def _mounts(self, folder: Path) -> list[list[str]]:
-        fs, work = folder / "fs", folder / "work"
-        plan = [
-            ["overlay", location, str(fs / location[1:]), str(work / location[1:])]
-            for location in OVERLAID
-        ]
-        # Each source is found when it is mounted: a location that holds the folder itself
-        # (a root under /var/lib, say) is mounted last, once nothing more is needed from it.
-        holds_folder = [folder.is_relative_to(location) for location in PRIVATE]
-        plan += [
-            ["bind", str(fs / location[1:]), location]
-            for _, location in sorted(zip(holds_folder, PRIVATE, strict=True))
-        ]
-        return plan
-
     def _environment(self) -> dict[str, str]:
         return {
             "PATH": PATH,
@@ -303,61 +262,12 @@ class LocalProcConnector(Connector):
             **self.env,
         }
 
-    def _launch(self, folder: Path) -> None:
-        """Start the instance's PID 1 and wait until it has mounted everything."""
-        unshare = proc.which("unshare")
-        if unshare is None:
-            raise BackendUnavailable(
-                "`unshare` is not installed", hint="apt-get install util-linux"
-            )
-        (folder / "init.json").unlink(missing_ok=True)
-        mounts = json.dumps(self._mounts(folder))
-        read_end, write_end = os.pipe()
-        command = [
-            *(unshare, "--mount", "--pid", "--uts", "--fork", "--kill-child"),
-            *("--propagation", "private", "--"),
-            *(sys.executable, "-I", "-S", str(LAUNCHER), str(folder), folder.name),
-            *(str(write_end), mounts),
-        ]
-        with _LOCK:
-            _STARTING.add(folder)
-        try:
-            with (folder / "console.log").open("ab") as console:
-                # Not proc.run: this process outlives the call, and tells it is ready on a pipe.
-                child = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=console,
-                    stderr=subprocess.STDOUT,
-                    env=self._environment(),
-                    pass_fds=(write_end,),
-                    start_new_session=True,  # nothing sent to the server's group reaches it
-                )
-            os.close(write_end)
-            write_end = -1
-            with _LOCK:
-                _CHILDREN[folder] = child
-            answer = _read_line(read_end, LAUNCH_TIMEOUT)
-        finally:
-            os.close(read_end)
-            if write_end >= 0:
-                os.close(write_end)
-            with _LOCK:
-                _STARTING.discard(folder)
-        if answer != "ok":
-            output = (folder / "console.log").read_text(errors="replace").strip()
-            why = answer or (output.splitlines()[-1] if output else "it exited")
-            raise BackendError(f"instance {folder.name} did not start: {why}")
-
     def _remove(self, folder: Path) -> None:
         """Kill the instance's PID 1 (and so its namespace) and remove its folder; whatever is
         already gone is fine."""
         if not folder.exists():
             return
-        init = _init(folder)
-        if init is not None:
-            _kill(init)
-        _reap(folder)
+        ns.kill(folder)
         # Renamed first: the name is free again at once, and no listing sees half a folder.
         doomed = folder.with_name(f".gone-{folder.name}-{os.getpid()}-{threading.get_ident()}")
         try:
@@ -392,10 +302,8 @@ class LocalProcConnector(Connector):
             raise NotFound(
                 f"the localproc backend has no instance called {folder.name!r}"
             ) from None
-        init = _init(folder)
-        with _LOCK:
-            starting = folder in _STARTING
-        native = "running" if init is not None else "starting" if starting else "stopped"
+        pid = ns.pid1(folder)
+        native = "running" if pid is not None else "starting" if ns.starting(folder) else "stopped"
         state = STATE_MAP.get(native, InstanceState.UNKNOWN)
         return Instance(
             name=description["name"],
@@ -406,72 +314,8 @@ class LocalProcConnector(Connector):
             ram_mb=description.get("ram_mb"),
             tags=dict(description.get("tags") or {}),
             created_at=datetime.fromisoformat(description["created_at"]),
-            extra={"folder": str(folder), "console": str(folder / "console.log"), "pid": init},
+            extra={"folder": str(folder), "console": str(folder / "console.log"), "pid": pid},
         )
-
-
-def _init(folder: Path) -> int | None:
-    """The host pid of the instance's PID 1, if it runs (the start time tells it from a later
-    process given the same pid)."""
-    try:
-        recorded = json.loads((folder / "init.json").read_text())
-    except (OSError, ValueError):
-        return None
-    pid, start = int(recorded["pid"]), int(recorded["start"])
-    return pid if _started_at(pid) == start else None
-
-
-def _started_at(pid: int) -> int | None:
-    """The start time of a live (not zombie) process ``pid``, from /proc/<pid>/stat."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return None if fields[0] in ("Z", "X") else int(fields[19])
-
-
-def _gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    start = _started_at(pid)
-    while _started_at(pid) == start and start is not None:
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)  # forced into a PID 1 from outside its namespace
-    if not _gone(pid, KILL_WAIT):
-        raise BackendError(f"process {pid} survived SIGKILL for {KILL_WAIT:g} s")
-
-
-def _reap(folder: Path) -> None:
-    """Collect the exit of the ``unshare`` that ran the instance, if this process started it."""
-    with _LOCK:
-        child = _CHILDREN.pop(folder, None)
-    if child is not None:
-        try:
-            child.wait(KILL_WAIT)  # PID 1 is gone: unshare follows at once
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-
-
-def _read_line(fd: int, timeout: float) -> str:
-    """The first line written on ``fd`` (stripped), '' at end of file or after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while b"\n" not in data:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode(errors="replace").partition("\n")[0].strip()
 
 
 def _meminfo() -> dict[str, int]:
