@@ -11,6 +11,7 @@ runs a node's own tools inside its instance.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import tarfile
@@ -99,9 +100,20 @@ class RealServer:
         return self
 
     def stop(self) -> None:
-        """Destroy whatever instance is left (a run a test left unfinished must not leave
-        processes behind, nor agents holding long-polls open), stop the server (its lifespan
-        closes the services), and destroy what it may have made meanwhile."""
+        """End what a test left unfinished (its runs terminated, so that their agents' long-
+        polls are answered and the runs torn down; then whatever instance is still there
+        destroyed), stop the server (its lifespan closes the services), and destroy what it may
+        have made meanwhile: nothing is left behind, even when a test failed."""
+        api = self.api()
+        try:
+            active = api.http.get("/api/runs", params={"active": True, "all": True, "limit": 500})
+            for run in active.json():
+                api.http.delete(f"/api/runs/{run['id']}")
+            for run in active.json():
+                with contextlib.suppress(AssertionError):  # stuck: destroyed below anyway
+                    api.wait_for_state(run["id"], *SETTLED, timeout=10)
+        finally:
+            api.close()
         self._destroy_all()
         self._server.should_exit = True
         self._thread.join(30)

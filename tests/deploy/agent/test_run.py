@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.deploy.realserver import Api
+from tests.support import wait_until
 
 pytestmark = pytest.mark.spawns
 
@@ -101,11 +102,19 @@ def test_a_recipe_whose_interpreter_is_missing_aborts_the_run(real_api: Api) -> 
 
 
 def test_a_scale_action_runs_the_hooks_not_the_recipes(real_api: Api) -> None:
+    def rounds_completed(count: int) -> None:
+        """Wait until web.1 has completed ``count`` rounds: a scale action may start (and a
+        run be terminated) before a node has posted Ready's completion, which is then refused
+        as late; the test waits for it, to count it."""
+        wait_until(lambda: len(real_api.completes(run, "web.1")) >= 4 * count, what="Ready")
+
     run = real_api.start("agentscale", mutable=True)
     real_api.wait_for_state(run, "Ready")
+    rounds_completed(1)
 
     assert real_api.add(run, "web") == ["web.2"]
     real_api.wait_for_round(run)
+    rounds_completed(2)
     params = real_api.params(run)
     assert params["web.2:joined"] == "installed"  # the new instance ran its recipes
     assert params["web.1:joined"] == "vm_add web web.2"  # the one there before, its hook
@@ -116,6 +125,7 @@ def test_a_scale_action_runs_the_hooks_not_the_recipes(real_api: Api) -> None:
 
     assert real_api.remove(run, "web", 2) == ["web.2"]
     real_api.wait_for_round(run)
+    rounds_completed(3)
     assert real_api.params(run)["web.1:joined"] == "vm_remove web web.2"
     assert real_api.logs(run, node_instance="web.1", recipe="on-vm-remove") == [
         "vm_remove web web.2"
