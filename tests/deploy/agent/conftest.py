@@ -1,4 +1,6 @@
-"""Fixtures for the node agent's tests: a fake run server and a node in a temporary directory.
+"""Fixtures for the node agent's tests against the fake server (test_faults.py, test_install.py):
+a fake run server and a node in a temporary directory. The tests against the real server use
+``real_server`` and ``real_api`` (tests/deploy/conftest.py) instead.
 
 The agent is run as the real thing: the zipapp the server ships (``stratus-agent.pyz``, built
 by ``stratuslab.deploy.agent_bundle``) run as a subprocess, with every location moved under the

@@ -1,9 +1,13 @@
-"""A fake run server, for testing the node agent against real HTTP.
+"""A fake run server, for what the real one cannot be made to do on purpose.
 
-:class:`FakeRun` holds one run in memory as docs/agent.md describes it (declared runtime
-parameters, long-polls, the abort flag, completes, recipe output, reports);
-:class:`FakeServer` serves it on 127.0.0.1 from a thread and can be stopped and started again
-on the same port, to play a server restarted mid-run.
+The agent's behaviour against a run is tested on the real server (tests/deploy/realserver.py).
+This one is for faults and chosen moments: answering a status of the test's choosing for a key
+(``fail``), going down and coming back on the same port (:meth:`FakeServer.stop` and
+:meth:`FakeServer.start`), holding a state (``advance_on_complete=False``) or moving it when
+the test says, handing out no plan, and recording every request the agent made. Otherwise it
+moves the run on as the real server does: barriers over the node instances, an abort before
+SendingReports goes there, Ready (or SendingReports after an abort) goes to Finalizing.
+Parameters are not declared: any key can be set, and one never set answers 412.
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-INSTANCE_PARAMS = ("state", "statecustom", "abort", "complete", "hostname", "url.ssh", "ready")
 NEXT_STATE = {
     "Provisioning": "Executing",
     "Executing": "SendingReports",
     "SendingReports": "Ready",
-    "Ready": "Done",
+    "Ready": "Finalizing",
 }
+BEFORE_REPORTS = ("Initializing", "Provisioning", "Executing")  # an abort here goes to reports
 
 
 @dataclass
@@ -33,32 +37,16 @@ class FakeRun:
     run_id: str = "6a1f0c1e-run"
     token: str = "node-token"
     instances: tuple[str, ...] = ("web.1",)
-    advance_on_complete: bool = True  # move ss:state on when every instance completed
-    scalable: bool = False  # then the run stays in Ready, waiting for scale actions
+    advance_on_complete: bool = True  # move ss:state on as the server would; False: the test does
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)
     fail: dict[str, int] = field(default_factory=dict)  # key -> status answered instead
     values: dict[str, str] = field(default_factory=dict)
-    declared: set[str] = field(default_factory=set)
-    history: list[tuple[str, str]] = field(default_factory=list)  # every (key, value) set
     completes: list[tuple[str, str]] = field(default_factory=list)  # (instance, state)
     log_lines: list[dict[str, Any]] = field(default_factory=list)
     reports: dict[str, bytes] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path with query)
     completed_now: set[str] = field(default_factory=set)  # who completed the current state
     cond: threading.Condition = field(default_factory=threading.Condition)
-
-    def __post_init__(self) -> None:
-        self.declared |= {"ss:state", "ss:abort", "ss:tags"}
-        for instance in self.instances:
-            self.declared |= {f"{instance}:{param}" for param in INSTANCE_PARAMS}
-        nodes: dict[str, list[str]] = {}
-        for instance in self.instances:
-            node, _, index = instance.rpartition(".")
-            nodes.setdefault(node, []).append(index)
-        for node, indexes in nodes.items():
-            self.declared |= {f"{node}:ids", f"{node}:multiplicity"}
-            self.values[f"{node}:ids"] = ",".join(indexes)
-            self.values[f"{node}:multiplicity"] = str(len(indexes))
 
     # What a test does.
 
@@ -69,10 +57,6 @@ class FakeRun:
     def get(self, key: str) -> str:
         with self.cond:
             return self.values.get(key, "")
-
-    def declare(self, *keys: str) -> None:
-        with self.cond:
-            self.declared.update(keys)
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 10) -> bool:
         with self.cond:
@@ -86,10 +70,6 @@ class FakeRun:
                 if all(line.get(name) == value for name, value in match.items())
             ]
 
-    def set_history(self, key: str) -> list[str]:
-        with self.cond:
-            return [value for name, value in self.history if name == key]
-
     # What the handler does (called with cond held).
 
     def _set(self, key: str, value: str) -> None:
@@ -97,9 +77,10 @@ class FakeRun:
             self.values[key] = value
         else:
             self.values.pop(key, None)
-        self.history.append((key, value))
         if key.partition(":")[2] == "abort" and value and not self.values.get("ss:abort"):
             self.values["ss:abort"] = value  # the first reason wins
+            if self.advance_on_complete and self.values.get("ss:state") in BEFORE_REPORTS:
+                self._set("ss:state", "SendingReports")
         if key == "ss:state":
             self.completed_now = set()
         self.cond.notify_all()
@@ -112,12 +93,9 @@ class FakeRun:
             self.advance_on_complete
             and set(self.instances) <= self.completed_now
             and state in NEXT_STATE
-            and not (state == "Ready" and self.scalable)
         ):
-            following = NEXT_STATE[state]
-            if following == "Done" and self.values.get("ss:abort"):
-                following = "Aborted"
-            self._set("ss:state", following)
+            aborted = state == "SendingReports" and self.values.get("ss:abort")
+            self._set("ss:state", "Finalizing" if aborted else NEXT_STATE[state])
         self.cond.notify_all()
 
 
@@ -183,8 +161,6 @@ class _Handler(BaseHTTPRequestHandler):
         differs = query.get("differs")
         deadline = time.monotonic() + wait
         with run.cond:
-            if key not in run.declared:
-                return self._answer(404, f"no parameter '{key}' in this run")
             while True:
                 reason = run.values.get("ss:abort", "")
                 if reason and query.get("ignoreabort") != "true":
@@ -207,11 +183,6 @@ class _Handler(BaseHTTPRequestHandler):
             reason = run.values.get("ss:abort", "")
             if reason and query.get("ignoreabort") != "true":
                 return self._answer(409, reason)
-            if key not in run.declared:
-                owner = key.partition(":")[0]
-                if owner in run.instances and not run.values.get("ss:abort"):
-                    run._set("ss:abort", f"{owner}: set undeclared parameter '{key}'")
-                return self._answer(404, f"no parameter '{key}' in this run")
             run._set(key, value)
         return self._answer(200, "")
 

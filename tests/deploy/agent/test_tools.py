@@ -1,28 +1,91 @@
-"""The ss-* tools, run as processes against the fake run server: values, keys, exit codes."""
+"""The ss-* tools against the real server: run inside node instance web.1 of a real run of
+tests/deploy/apps/tools (web.1, db.1, db.2), with the configuration its bootstrap wrote. Values,
+keys, exit codes. What only a fake server can do (fail, be down) is in test_faults.py."""
 
 from __future__ import annotations
 
-import socket
 import string
-import subprocess
-import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from stratuslab.deploy.agent.tools import NOBLOCK_RETRY_FOR
-from tests.deploy.agent.conftest import PYTHON, Node
-from tests.deploy.agent.fakeserver import FakeRun
+from tests.deploy.realserver import Api, Member
 
 pytestmark = pytest.mark.spawns
 
+# What the tests here set; each test starts with them unset.
+KEYS = ("web.1:ready", "db.1:ready", "db.2:ready", "db.1:password", "ss:tags")
+ABORTED_BY = "db.1: deployment recipe failed"
+
+
+class Run:
+    """A run's runtime parameters, read and set by its owner (the test's own hand)."""
+
+    def __init__(self, api: Api, run_id: str) -> None:
+        self.api, self.id = api, run_id
+
+    def get(self, key: str) -> str:
+        return self.api.params(self.id)[key] or ""
+
+    def set(self, key: str, value: str) -> None:
+        self.api.set_param(self.id, key, value, ignore_abort=True)
+
+    def displays(self) -> list[str]:
+        """Every statecustom web.1 showed, in order."""
+        return self.api.displays(self.id, "web.1")
+
+
+def started(api: Api) -> Run:
+    """A run of the tools application, waiting in Ready with its machines."""
+    run = Run(api, api.start("tools", keep_running="always"))
+    api.wait_for_state(run.id, "Ready")
+    return run
+
+
+@pytest.fixture(scope="module")
+def shared_run(real_api: Api) -> Iterator[Run]:
+    run = started(real_api)
+    yield run
+    real_api.terminate(run.id)
+
 
 @pytest.fixture
-def fake_run() -> FakeRun:
-    return FakeRun(instances=("web.1", "db.1", "db.2"))
+def fake_run(shared_run: Run) -> Run:
+    """The module's run, with the parameters the tests set unset again."""
+    for key in KEYS:
+        shared_run.set(key, "")
+    return shared_run
 
 
-def test_ss_set_then_ss_get_round_trip(node: Node, fake_run: FakeRun) -> None:
+@pytest.fixture
+def node(real_api: Api, fake_run: Run) -> Member:
+    return real_api.member(fake_run.id, "web.1")
+
+
+@pytest.fixture(scope="module")
+def aborted_run(real_api: Api) -> Iterator[Run]:
+    """Another run, aborted by its node db.1 once in Ready (its machines are kept)."""
+    run = started(real_api)
+    run.set("web.1:ready", "true")
+    run.set("db.1:ready", "true")
+    run.set("db.2:ready", "false")
+    done = real_api.member(run.id, "db.1").tool("ss-abort", "deployment", "recipe", "failed")
+    assert done.returncode == 0, done.stderr
+    assert real_api.run(run.id)["abort_reason"] == ABORTED_BY
+    yield run
+    real_api.terminate(run.id)
+
+
+@pytest.fixture
+def own_run(real_api: Api) -> Iterator[Run]:
+    """A run of the test's own (for what cannot be undone, an abort)."""
+    run = started(real_api)
+    yield run
+    real_api.terminate(run.id)
+
+
+def test_ss_set_then_ss_get_round_trip(node: Member, fake_run: Run) -> None:
     assert node.tool("ss-set", "ready", "yes please").returncode == 0
     assert fake_run.get("web.1:ready") == "yes please"
     done = node.tool("ss-get", "ready")
@@ -39,47 +102,48 @@ def test_ss_set_then_ss_get_round_trip(node: Node, fake_run: FakeRun) -> None:
     ],
 )
 def test_keys_are_qualified_as_slipstream_did(
-    node: Node, fake_run: FakeRun, key: str, stored: str
+    node: Member, fake_run: Run, key: str, stored: str
 ) -> None:
     assert node.tool("ss-set", key, "v").returncode == 0
-    assert fake_run.set_history(stored) == ["v"]
+    assert fake_run.get(stored) == "v"
+    assert [k for k in KEYS if fake_run.get(k)] == [stored]  # that one, and no other
 
 
-def test_node_level_keys_stay_the_nodes(node: Node) -> None:
+def test_node_level_keys_stay_the_nodes(node: Member) -> None:
     assert node.tool("ss-get", "db:ids").stdout == "1,2\n"
     assert node.tool("ss-get", "ids").stdout == "1\n"  # web:ids, not web.1:ids
 
 
-def test_the_environment_overrides_the_configuration_file(node: Node, fake_run: FakeRun) -> None:
+def test_the_environment_overrides_the_configuration_file(node: Member, fake_run: Run) -> None:
     assert node.tool("ss-set", "ready", "v", SLIPSTREAM_NODE_INSTANCE_NAME="db.2").returncode == 0
-    assert fake_run.set_history("db.2:ready") == ["v"]
+    assert fake_run.get("db.2:ready") == "v"
+    assert fake_run.get("web.1:ready") == ""
 
 
-def test_a_tool_answers_to_the_name_it_is_called_by(node: Node, fake_run: FakeRun) -> None:
-    fake_run.set("db.2:hostname", "db-2.lxd")
-    link = node.root / "ss-get"
-    link.symlink_to(node.agent)
-    done = subprocess.run(
-        [PYTHON, str(link), "db.2:hostname"],
-        env=node.env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert (done.returncode, done.stdout) == (0, "db-2.lxd\n")
+def test_a_tool_answers_to_the_name_it_is_called_by(node: Member) -> None:
+    assert node.run("ln", "-sf", "/opt/stratus/stratus-agent.pyz", "/root/ss-get").returncode == 0
+    done = node.run("python3", "/root/ss-get", "db.2:hostname")
+    assert (done.returncode, done.stdout) == (0, "127.0.0.1\n")  # the server set it
 
 
-def test_noblock_on_an_unset_key_exits_1(node: Node) -> None:
-    done = node.tool("ss-get", "--noblock", "db.1:hostname")
+def test_the_installed_tools_are_on_a_recipes_path(node: Member) -> None:
+    """What the bootstrap's `install` wrote: launchers in /usr/local/bin."""
+    assert node.run("ss-set", "ready", "from the launcher").returncode == 0
+    done = node.run("ss-get", "ready")
+    assert (done.returncode, done.stdout) == (0, "from the launcher\n")
+    assert node.read("/usr/local/bin/ss-get").startswith("#!/usr/local/bin/python3 -ES\n")
+
+
+def test_noblock_on_an_unset_key_exits_1(node: Member) -> None:
+    done = node.tool("ss-get", "--noblock", "db.1:pending")
     assert (done.returncode, done.stdout, done.stderr) == (
         1,
         "",
-        "ss-get: 'db.1:hostname' is not set\n",
+        "ss-get: 'db.1:pending' is not set\n",
     )
 
 
-def test_a_usage_error_exits_2_with_one_line(node: Node) -> None:
+def test_a_usage_error_exits_2_with_one_line(node: Member) -> None:
     done = node.tool("ss-get")
     assert done.returncode == 2
     assert done.stderr.startswith("ss-get: ")
@@ -93,7 +157,7 @@ def test_a_usage_error_exits_2_with_one_line(node: Node) -> None:
     assert node.tool("no-such-tool").returncode == 2
 
 
-def test_help_prints_the_usage_and_exits_0(node: Node) -> None:
+def test_help_prints_the_usage_and_exits_0(node: Member) -> None:
     for flag in ("-h", "--help"):
         done = node.tool("ss-random", flag)
         assert (done.returncode, done.stderr) == (0, "")
@@ -102,9 +166,7 @@ def test_help_prints_the_usage_and_exits_0(node: Node) -> None:
 
 
 @pytest.mark.parametrize("verbose", ["-v", "--verbose", "-vv"])
-def test_every_tool_accepts_slipstreams_verbose(
-    node: Node, fake_run: FakeRun, verbose: str
-) -> None:
+def test_every_tool_accepts_slipstreams_verbose(node: Member, fake_run: Run, verbose: str) -> None:
     assert node.tool("ss-set", verbose, "ready", "v").returncode == 0
     assert node.tool("ss-get", verbose, "ready").stdout == "v\n"
     assert node.tool("ss-display", verbose, "busy").returncode == 0
@@ -114,7 +176,7 @@ def test_every_tool_accepts_slipstreams_verbose(
     assert fake_run.get("web.1:statecustom") == "busy"
 
 
-def test_options_take_their_value_in_every_form(node: Node, fake_run: FakeRun) -> None:
+def test_options_take_their_value_in_every_form(node: Member, fake_run: Run) -> None:
     fake_run.set("web.1:ready", "yes")
     assert node.tool("ss-get", "--timeout=5", "ready").stdout == "yes\n"
     for size in (("-s20",), ("-s", "20"), ("--size", "20"), ("--size=20",), ("-s=20",)):
@@ -122,19 +184,19 @@ def test_options_take_their_value_in_every_form(node: Node, fake_run: FakeRun) -
         assert (done.returncode, len(done.stdout.strip())) == (0, 20), size
 
 
-def test_after_a_double_dash_come_words_even_with_a_dash(node: Node, fake_run: FakeRun) -> None:
+def test_after_a_double_dash_come_words_even_with_a_dash(node: Member, fake_run: Run) -> None:
     assert node.tool("ss-set", "--", "ready", "--not-an-option").returncode == 0
     assert fake_run.get("web.1:ready") == "--not-an-option"
     assert node.tool("ss-display", "--", "-", "starting").returncode == 0
     assert fake_run.get("web.1:statecustom") == "- starting"
 
 
-def test_missing_configuration_exits_2(node: Node) -> None:
-    done = node.tool("ss-get", "ready", STRATUS_AGENT_CONF=str(node.root / "absent.conf"))
+def test_missing_configuration_exits_2(node: Member) -> None:
+    done = node.tool("ss-get", "ready", STRATUS_AGENT_CONF="/root/absent.conf")
     assert done.returncode == 2
     assert done.stderr == (
-        f"ss-get: not configured: no server, run, node_instance, token in "
-        f"{node.root / 'absent.conf'} or the environment\n"
+        "ss-get: not configured: no server, run, node_instance, token in "
+        "/root/absent.conf or the environment\n"
     )
 
 
@@ -158,86 +220,32 @@ def test_missing_configuration_exits_2(node: Node) -> None:
     ],
 )
 def test_an_invalid_value_exits_3(
-    node: Node, fake_run: FakeRun, args: tuple[str, ...], message: str
+    node: Member, fake_run: Run, args: tuple[str, ...], message: str
 ) -> None:
     done = node.tool(*args)
     assert done.returncode == 3, done.stderr
     assert done.stderr == message + "\n"
-    assert fake_run.set_history("web.1:ready") == []
+    assert fake_run.get("web.1:ready") == ""  # nothing was set
 
 
-def test_an_unreachable_server_exits_4_after_retrying(node: Node) -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    started = time.monotonic()
-    done = node.tool(
-        "ss-get",
-        "ready",
-        SLIPSTREAM_SERVICEURL=f"http://127.0.0.1:{port}",
-        STRATUS_AGENT_RETRY_FOR="1",
-    )
-    elapsed = time.monotonic() - started
-    assert done.returncode == 4
-    assert done.stderr.startswith(f"ss-get: cannot reach http://127.0.0.1:{port}: ")
-    assert 0.5 < elapsed < 5
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ("ss-get", "--timeout", "1", "ready"),
-        ("ss-get-all", "--timeout", "1", "db", "ready"),
-        ("ss-get", "--noblock", "ready"),
-    ],
-    ids=["ss-get --timeout", "ss-get-all --timeout", "ss-get --noblock"],
-)
-def test_a_tools_timeout_also_ends_retrying_a_server_that_is_down(
-    node: Node, args: tuple[str, ...]
-) -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    started = time.monotonic()
-    done = node.tool(
-        *args,
-        SLIPSTREAM_SERVICEURL=f"http://127.0.0.1:{port}",
-        STRATUS_AGENT_RETRY_FOR="600",  # the agent's period: the tool's own must end it first
-    )
-    elapsed = time.monotonic() - started
-    assert done.returncode == 4, done.stderr
-    assert done.stderr.startswith(f"{args[0]}: cannot reach http://127.0.0.1:{port}: ")
-    limit = NOBLOCK_RETRY_FOR if "--noblock" in args else 1
-    assert limit - 0.5 < elapsed < limit + 4
-
-
-def test_a_failing_server_exits_5(node: Node, fake_run: FakeRun) -> None:
-    fake_run.fail["web.1:ready"] = 500
-    done = node.tool("ss-get", "ready")
-    assert (done.returncode, done.stderr) == (5, "ss-get: the server is having a bad day\n")
-
-
-def test_503_is_retried_until_the_server_is_back(node: Node, fake_run: FakeRun) -> None:
-    fake_run.set("web.1:ready", "true")
-    fake_run.fail["web.1:ready"] = 503
-    threading.Timer(0.7, lambda: fake_run.fail.pop("web.1:ready")).start()
-    done = node.tool("ss-get", "ready")
-    assert (done.returncode, done.stdout) == (0, "true\n")
-    assert sum(1 for method, path in fake_run.requests if "web.1:ready" in path) > 1
-
-
-def test_a_refused_token_exits_6(node: Node) -> None:
+def test_a_refused_token_exits_6(node: Member, fake_run: Run) -> None:
     done = node.tool("ss-get", "ready", STRATUS_NODE_TOKEN="not-the-token")
-    assert (done.returncode, done.stderr) == (6, "ss-get: this token is not valid for this run\n")
+    assert (done.returncode, done.stderr) == (
+        6,
+        f"ss-get: this token is not valid for run {fake_run.id}\n",
+    )
 
 
-def test_a_forbidden_request_exits_6(node: Node, fake_run: FakeRun) -> None:
-    fake_run.fail["db.1:ready"] = 403
-    done = node.tool("ss-set", "db.1:ready", "true")
-    assert (done.returncode, done.stderr) == (6, "ss-set: the server is having a bad day\n")
+def test_a_forbidden_request_exits_6(node: Member, fake_run: Run) -> None:
+    done = node.tool("ss-set", "db.1:abort", "true")  # only db.1 raises its own flag
+    assert (done.returncode, done.stderr) == (
+        6,
+        "ss-set: web.1 may not raise or clear the abort flag of db\n",
+    )
+    assert fake_run.get("ss:abort") == ""
 
 
-def test_an_unknown_key_exits_7_in_the_servers_words(node: Node) -> None:
+def test_an_unknown_key_exits_7_in_the_servers_words(node: Member) -> None:
     done = node.tool("ss-get", "db.1:pasword")
     assert (done.returncode, done.stderr) == (
         7,
@@ -245,50 +253,17 @@ def test_an_unknown_key_exits_7_in_the_servers_words(node: Node) -> None:
     )
 
 
-def test_an_aborted_run_exits_8_unless_abort_is_ignored(node: Node, fake_run: FakeRun) -> None:
-    fake_run.set("web.1:ready", "true")
-    fake_run.set("ss:abort", "db.1: deployment recipe failed")
-    done = node.tool("ss-get", "ready")
-    assert (done.returncode, done.stderr) == (
-        8,
-        "ss-get: the run is aborted: db.1: deployment recipe failed\n",
-    )
-    assert node.tool("ss-set", "ready", "false").returncode == 8
-    assert node.tool("ss-get", "--ignore-abort", "ready").stdout == "true\n"
-    assert node.tool("ss-set", "--ignore-abort", "ready", "false").returncode == 0
-    assert fake_run.get("web.1:ready") == "false"
-
-
-def test_ss_get_times_out_with_9(node: Node) -> None:
-    started = time.monotonic()
-    done = node.tool("ss-get", "--timeout", "1", "db.1:hostname")
+def test_ss_get_times_out_with_9(node: Member) -> None:
+    started_at = time.monotonic()
+    done = node.tool("ss-get", "--timeout", "1", "db.1:pending")
     assert (done.returncode, done.stderr) == (
         9,
-        "ss-get: timed out after 1 s waiting for 'db.1:hostname'\n",
+        "ss-get: timed out after 1 s waiting for 'db.1:pending'\n",
     )
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started_at < 4
 
 
-def test_ss_get_returns_as_soon_as_the_value_is_set(node: Node, fake_run: FakeRun) -> None:
-    with subprocess.Popen(
-        [PYTHON, str(node.agent), "ss-get", "--timeout", "0", "db:hostname"],
-        env=node.env,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as waiting:
-        assert fake_run.wait_until(lambda: any("db.1:hostname" in p for _, p in fake_run.requests))
-        time.sleep(0.5)
-        assert waiting.poll() is None
-        fake_run.set("db.1:hostname", "db-1.lxd")
-        set_at = time.monotonic()
-        out, _ = waiting.communicate(timeout=10)
-        returned_after = time.monotonic() - set_at
-    assert (waiting.returncode, out) == (0, "db-1.lxd\n")
-    assert returned_after < 0.5
-    assert "wait=0" not in str(fake_run.requests) and "wait=60" in str(fake_run.requests)
-
-
-def test_ss_get_all_prints_every_instance(node: Node, fake_run: FakeRun) -> None:
+def test_ss_get_all_prints_every_instance(node: Member, fake_run: Run) -> None:
     fake_run.set("db.1:ready", "true")
     fake_run.set("db.2:ready", "true")
     done = node.tool("ss-get-all", "db", "ready")
@@ -296,7 +271,7 @@ def test_ss_get_all_prints_every_instance(node: Node, fake_run: FakeRun) -> None
     assert node.tool("ss-get-all", "--value", "true", "db", "ready").returncode == 0
 
 
-def test_ss_get_all_value_exits_1_when_one_differs(node: Node, fake_run: FakeRun) -> None:
+def test_ss_get_all_value_exits_1_when_one_differs(node: Member, fake_run: Run) -> None:
     fake_run.set("db.1:ready", "true")
     fake_run.set("db.2:ready", "false")
     done = node.tool("ss-get-all", "--value", "true", "db", "ready")
@@ -304,14 +279,13 @@ def test_ss_get_all_value_exits_1_when_one_differs(node: Node, fake_run: FakeRun
     assert done.stderr == "ss-get-all: db.2:ready not equal to 'true'\n"
 
 
-def test_ss_get_all_waits_like_ss_get(node: Node, fake_run: FakeRun) -> None:
+def test_ss_get_all_waits_like_ss_get(node: Member, fake_run: Run) -> None:
     fake_run.set("db.1:ready", "true")
     assert node.tool("ss-get-all", "--noblock", "db", "ready").returncode == 1
     assert node.tool("ss-get-all", "--timeout", "1", "db", "ready").returncode == 9
 
 
-def test_ss_random_prints_and_sets_letters_and_digits(node: Node, fake_run: FakeRun) -> None:
-    fake_run.declare("db.1:password")
+def test_ss_random_prints_and_sets_letters_and_digits(node: Member, fake_run: Run) -> None:
     done = node.tool("ss-random", "-s", "20", "db.1:password")
     value = done.stdout.strip()
     assert done.returncode == 0
@@ -323,43 +297,63 @@ def test_ss_random_prints_and_sets_letters_and_digits(node: Node, fake_run: Fake
     assert default != node.tool("ss-random").stdout.strip()
 
 
-def test_ss_abort_raises_the_nodes_flag_and_cancel_clears_it(node: Node, fake_run: FakeRun) -> None:
-    assert node.tool("ss-abort", "database", "unreachable").returncode == 0
-    assert fake_run.get("web.1:abort") == "database unreachable"
-    assert fake_run.get("ss:abort") == "database unreachable"
-    assert node.tool("ss-abort", "--cancel").returncode == 0
-    assert fake_run.get("web.1:abort") == ""
-    assert fake_run.get("ss:abort") == "database unreachable"  # a run once aborted stays so
-
-
-def test_ss_abort_without_a_reason_still_gives_one(node: Node, fake_run: FakeRun) -> None:
-    assert node.tool("ss-abort").returncode == 0
-    assert fake_run.get("ss:abort") == "aborted by ss-abort on web.1"
-
-
-def test_ss_display_sets_statecustom(node: Node, fake_run: FakeRun) -> None:
+def test_ss_display_sets_statecustom(node: Member, fake_run: Run) -> None:
     assert node.tool("ss-display", "loading", "data").returncode == 0
     assert fake_run.get("web.1:statecustom") == "loading data"
 
 
+# What needs an aborted run: one aborted by db.1, or one of the test's own.
+
+
+def test_an_aborted_run_exits_8_unless_abort_is_ignored(real_api: Api, aborted_run: Run) -> None:
+    node = real_api.member(aborted_run.id, "web.1")
+    done = node.tool("ss-get", "ready")
+    assert (done.returncode, done.stderr) == (
+        8,
+        "ss-get: the run is aborted: db.1: deployment recipe failed\n",
+    )
+    assert node.tool("ss-set", "ready", "false").returncode == 8
+    assert node.tool("ss-get", "--ignore-abort", "ready").stdout == "true\n"
+    assert node.tool("ss-set", "--ignore-abort", "ready", "false").returncode == 0
+    assert aborted_run.get("web.1:ready") == "false"
+    aborted_run.set("web.1:ready", "true")  # as the other tests of this run expect it
+
+
 def test_ss_display_on_an_aborted_run_exits_8_unless_abort_is_ignored(
-    node: Node, fake_run: FakeRun
+    real_api: Api, aborted_run: Run
 ) -> None:
-    fake_run.set("ss:abort", "db.1: deployment recipe failed")
+    node = real_api.member(aborted_run.id, "web.1")
+    shown = aborted_run.displays()
     done = node.tool("ss-display", "loading")
     assert (done.returncode, done.stderr) == (
         8,
         "ss-display: the run is aborted: db.1: deployment recipe failed\n",
     )
-    assert fake_run.set_history("web.1:statecustom") == []
+    assert aborted_run.displays() == shown  # nothing was shown
     assert node.tool("ss-display", "--ignore-abort", "cleaning", "up").returncode == 0
-    assert fake_run.get("web.1:statecustom") == "cleaning up"
+    assert aborted_run.get("web.1:statecustom") == "cleaning up"
 
 
-def test_ss_get_all_ignores_abort_when_asked(node: Node, fake_run: FakeRun) -> None:
-    fake_run.set("db.1:ready", "true")
-    fake_run.set("db.2:ready", "false")
-    fake_run.set("ss:abort", "web.1: gave up")
+def test_ss_get_all_ignores_abort_when_asked(real_api: Api, aborted_run: Run) -> None:
+    node = real_api.member(aborted_run.id, "web.1")
     assert node.tool("ss-get-all", "db", "ready").returncode == 8
     done = node.tool("ss-get-all", "--ignore-abort", "db", "ready")
     assert (done.returncode, done.stdout) == (0, "db.1:ready true\ndb.2:ready false\n")
+
+
+def test_ss_abort_raises_the_nodes_flag_and_cancel_clears_it(real_api: Api, own_run: Run) -> None:
+    node = real_api.member(own_run.id, "web.1")
+    assert node.tool("ss-abort", "database", "unreachable").returncode == 0
+    # The server names the node in the reason (a fake once kept the bare words).
+    assert own_run.get("web.1:abort") == "web.1: database unreachable"
+    assert own_run.get("ss:abort") == "web.1: database unreachable"
+    assert node.tool("ss-abort", "--cancel").returncode == 0
+    assert own_run.get("web.1:abort") == ""
+    assert own_run.get("ss:abort") == "web.1: database unreachable"  # a run once aborted stays so
+
+
+def test_ss_abort_without_a_reason_still_gives_one(real_api: Api, own_run: Run) -> None:
+    node = real_api.member(own_run.id, "web.1")
+    assert node.tool("ss-abort").returncode == 0
+    # The tool's default reason, which the server names the node in again (see test above).
+    assert own_run.get("ss:abort") == "web.1: aborted by ss-abort on web.1"

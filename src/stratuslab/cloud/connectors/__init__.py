@@ -12,6 +12,7 @@ from stratuslab.errors import Invalid
 REGISTRY: dict[str, str] = {
     "lxd": "stratuslab.cloud.connectors.lxd:LxdConnector",
     "fake": "stratuslab.cloud.connectors.fake:FakeConnector",
+    "localproc": "stratuslab.cloud.connectors.localproc:LocalProcConnector",
 }
 
 
