@@ -72,7 +72,7 @@ def test_bare_ids_and_multiplicity_are_the_nodes(real_api: Api, pair: str) -> No
 
 def test_a_node_setting_what_the_server_owns_is_refused(real_api: Api, pair: str) -> None:
     params = real_api.params(pair)
-    assert params["server.1:hostname_exit"] != "0"
+    assert params["server.1:hostname_exit"] == "7"  # a client error, not "the run is aborted"
     assert "server.1:hostname belongs to the server" in (params["server.1:hostname_error"] or "")
     assert params["server.1:hostname"] == "127.0.0.1"  # unchanged
     assert real_api.run(pair)["abort_reason"] is None  # refused, not a broken recipe

@@ -164,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
             while True:
                 reason = run.values.get("ss:abort", "")
                 if reason and query.get("ignoreabort") != "true":
-                    return self._answer(409, reason)
+                    return self._answer(409, reason, aborted=True)
                 value = run.values.get(key, "")
                 if value and (differs is None or value != differs):
                     return self._answer(200, value)
@@ -182,7 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
         with run.cond:
             reason = run.values.get("ss:abort", "")
             if reason and query.get("ignoreabort") != "true":
-                return self._answer(409, reason)
+                return self._answer(409, reason, aborted=True)
             run._set(key, value)
         return self._answer(200, "")
 
@@ -197,10 +197,14 @@ class _Handler(BaseHTTPRequestHandler):
             run._complete(instance)
         return self._answer(200, "")
 
-    def _answer(self, status: int, text: str, content_type: str = "text/plain") -> None:
+    def _answer(
+        self, status: int, text: str, content_type: str = "text/plain", *, aborted: bool = False
+    ) -> None:
         data = text.encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", f"{content_type}; charset=utf-8")
+        if aborted:  # as the real server marks the 409 of an aborted run
+            self.send_header("X-Stratus-Aborted", "1")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

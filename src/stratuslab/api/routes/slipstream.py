@@ -21,7 +21,14 @@ from stratuslab.api.routes.runs import instance_numbers
 from stratuslab.api.schemas.runs import MAX_ID, MAX_TEXT
 from stratuslab.deploy.runs import RunRequest
 from stratuslab.deploy.states import parse_keep_running
-from stratuslab.errors import Forbidden, Invalid, NotSupported, StratusError, TooLarge
+from stratuslab.errors import (
+    Forbidden,
+    Invalid,
+    NotSupported,
+    RunAborted,
+    StratusError,
+    TooLarge,
+)
 
 router = APIRouter(prefix="/run", tags=["slipstream"])
 MAX_FORM = 256 * 1024  # bytes of a form body: a start names a module and some parameters
@@ -32,7 +39,12 @@ async def _text(work: Callable[[], Awaitable[Response]]) -> Response:
     try:
         return await work()
     except StratusError as exc:
-        return Response(exc.message, status_code=exc.http_status, media_type="text/plain")
+        # SlipStream answers 409 for an aborted run; the header tells our agent that conflict
+        # from the others (a key the server owns, a run that is over).
+        headers = {"X-Stratus-Aborted": "1"} if isinstance(exc, RunAborted) else None
+        return Response(
+            exc.message, status_code=exc.http_status, media_type="text/plain", headers=headers
+        )
 
 
 @router.post("")

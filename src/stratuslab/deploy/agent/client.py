@@ -57,10 +57,12 @@ def _json_message(text: str) -> str:
 def refusal(answer: Answer, not_found: str) -> ToolError:
     """The error for an answer that is not a success, with the exit code of the spec."""
     detail = explanation(answer)
-    if answer.status == 409:
+    if answer.status == 409 and (answer.aborted or not detail):
         return ToolError(
             ABORTED, f"the run is aborted: {detail}" if detail else "the run is aborted"
         )
+    if answer.status == 409:  # another conflict: a key the server owns, a run that is over
+        return ToolError(CLIENT_ERROR, detail)
     if answer.status in (401, 403):
         return ToolError(
             UNAUTHORISED, detail or f"not authorised ({answer.status}): the token was refused"

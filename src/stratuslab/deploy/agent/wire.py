@@ -24,12 +24,15 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 class Answer:
     """One HTTP answer."""
 
-    __slots__ = ("body", "content_type", "status")
+    __slots__ = ("aborted", "body", "content_type", "status")
 
-    def __init__(self, status: int, body: bytes, content_type: str) -> None:
+    def __init__(
+        self, status: int, body: bytes, content_type: str, *, aborted: bool = False
+    ) -> None:
         self.status = status
         self.body = body
         self.content_type = content_type
+        self.aborted = aborted  # a 409 because the run is aborted (X-Stratus-Aborted)
 
     @property
     def ok(self) -> bool:
@@ -180,7 +183,12 @@ def exchange(
             raise BadAnswer(f"the answer was cut short ({len(data)} of {length} bytes)")
     else:
         data = reader.read()
-    return Answer(int(parts[1]), data, answer_headers.get("content-type", ""))
+    return Answer(
+        int(parts[1]),
+        data,
+        answer_headers.get("content-type", ""),
+        aborted="x-stratus-aborted" in answer_headers,
+    )
 
 
 def _chunked(reader: _Reader) -> bytes:
