@@ -30,12 +30,13 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
             made.close()
 
     app = FastAPI(title="StratusLab", version=__version__, lifespan=lifespan)
+    # The routes nodes call most come first: a request is matched route by route.
+    app.include_router(slipstream.router)
+    app.include_router(runs.router)
     app.include_router(health.router)
     app.include_router(instances.router)
     app.include_router(images.router)
     app.include_router(modules.router)
-    app.include_router(runs.router)
-    app.include_router(slipstream.router)
     app.include_router(agent.router)
     app.add_exception_handler(StratusError, _stratus_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]

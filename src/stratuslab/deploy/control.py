@@ -16,6 +16,7 @@ who takes part.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from datetime import timedelta
 from typing import Protocol
 
@@ -64,12 +65,8 @@ class RunControl:
         self.values = values
         self.work = work
         self.report_grace = timedelta(seconds=report_grace)
-        self._completions: GroupCommit[Completion, StratusError | None] = GroupCommit(
-            self._complete_many
-        )
-        self._provisionings: GroupCommit[Provisioned, StratusError | None] = GroupCommit(
-            self._provisioned_many
-        )
+        self._completions: GroupCommit[Completion, None] = GroupCommit(self._complete_many)
+        self._provisionings: GroupCommit[Provisioned, None] = GroupCommit(self._provisioned_many)
 
     # -- what nodes and users do ----------------------------------------------------------
 
@@ -78,9 +75,16 @@ class RunControl:
     ) -> None:
         """``node_instance`` finished the run's current state (or ``state``, when it says).
         Completions arriving together are applied together (see ``batches``)."""
+        self.completion(run_id, node_instance, caller=caller, state=state).result()
+
+    def completion(
+        self, run_id: str, node_instance: str, *, caller: Principal, state: str | None = None
+    ) -> Future[None]:
+        """:meth:`complete`, for a coroutine: the future is done once it is (or holds why it
+        was refused)."""
         if caller.is_node and (caller.run_id, caller.node_instance) != (run_id, node_instance):
             raise Forbidden(f"{caller} may not complete for {node_instance}")
-        self._completions(Completion(run_id, node_instance, state))
+        return self._completions.submit(Completion(run_id, node_instance, state))
 
     def _complete_many(self, items: Sequence[Completion]) -> list[StratusError | None]:
         answers: list[StratusError | None] = [None] * len(items)
@@ -220,9 +224,7 @@ class RunControl:
         """The node instance's machine runs at ``address``: the server states its facts, and
         from now on the barriers count it. Machines that come up together are recorded
         together."""
-        answer = self._provisionings(Provisioned(run_id, node_instance, instance_id, address))
-        if answer is not None:
-            raise answer
+        self._provisionings(Provisioned(run_id, node_instance, instance_id, address))
 
     def _provisioned_many(self, items: Sequence[Provisioned]) -> list[StratusError | None]:
         answers: list[StratusError | None] = [None] * len(items)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -118,7 +119,7 @@ class Parameters:
         self.hub = hub
         self.values = values
         self.aborts = aborts
-        self._writes: GroupCommit[_Write, StratusError | None] = GroupCommit(self._write_many)
+        self._writes: GroupCommit[_Write, None] = GroupCommit(self._write_many)
 
     def key(self, text: str, caller: Principal) -> Key:
         """``text`` qualified as ``caller`` means it (a node's bare name is its own)."""
@@ -198,13 +199,26 @@ class Parameters:
     ) -> None:
         """Set ``key`` as ``caller`` (an empty value unsets it), by the rules of the module
         docstring. Writes arriving together are applied together (see ``batches``)."""
+        answer = self.writing(run_id, key, value, caller=caller, ignore_abort=ignore_abort).result()
+        if answer is not None:
+            raise answer
+
+    def writing(
+        self,
+        run_id: str,
+        key: str,
+        value: str,
+        *,
+        caller: Principal,
+        ignore_abort: bool = False,
+    ) -> Future[None]:
+        """:meth:`write`, for a coroutine: the future is done once it is (or holds why it was
+        refused)."""
         parsed = self.key(key, caller)
         check_value(str(parsed), value)
         if caller.is_node and caller.run_id != run_id:
             raise NotFound(f"no run {run_id!r}")
-        answer = self._writes(_Write(run_id, parsed, value, caller, ignore_abort))
-        if answer is not None:
-            raise answer
+        return self._writes.submit(_Write(run_id, parsed, value, caller, ignore_abort))
 
     def _write_many(self, items: Sequence[_Write]) -> list[StratusError | None]:
         answers: list[StratusError | None] = [None] * len(items)

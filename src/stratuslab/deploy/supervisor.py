@@ -105,19 +105,59 @@ class Supervisor:
     def round(self) -> None:
         now = utcnow()
         due = self._due()
-        machines: dict[str, dict[str, InstanceState]] | None = None
-        if time.monotonic() - self._last_liveness > LIVENESS_EVERY and any(
-            run.state in ACTIVE for run in due
-        ):
-            self._last_liveness = time.monotonic()
-            machines = self._machines(due)
         for run in due:
             try:
                 self._look_over(run, now)
-                if machines is not None and run.state in ACTIVE:
-                    self._check_liveness(run, machines.get(run.id, {}))
             except StratusError as exc:
                 log.warning("supervising run %s: %s", run.id, exc)
+        active = [run for run in due if run.state in ACTIVE]
+        if active and time.monotonic() - self._last_liveness > LIVENESS_EVERY:
+            self._last_liveness = time.monotonic()
+            self._check_liveness(active)
+
+    def _check_liveness(self, runs: list[_Due]) -> None:
+        """Node instances whose machine is recorded as running but is gone or stopped on the
+        backend are lost (the run aborts, naming them). What the store says is read before
+        the backends are listed: a machine recorded after the listing is judged next round,
+        never against a listing older than its record."""
+        ready = self._ready_machines(runs)
+        machines = self._machines(runs) if ready else None
+        if machines is None:
+            return
+        for run_id, nodes in ready.items():
+            found = machines.get(run_id, {})
+            for name, instance_id in nodes:
+                state = found.get(name)
+                try:
+                    if state is None:
+                        self.control.lost(
+                            run_id, name, f"its machine {instance_id} is gone (deleted or killed)"
+                        )
+                    elif state not in (InstanceState.RUNNING, InstanceState.PENDING):
+                        self.control.lost(
+                            run_id, name, f"its machine {instance_id} is {state.value}"
+                        )
+                except StratusError as exc:
+                    log.warning("supervising run %s: %s", run_id, exc)
+
+    def _ready_machines(self, runs: list[_Due]) -> dict[str, list[tuple[str, str | None]]]:
+        """Each run's node instances whose machine is recorded as running."""
+        found: dict[str, list[tuple[str, str | None]]] = {}
+        with session_scope(self.engine) as session:
+            for run_id, name, instance_id in session.execute(
+                select(
+                    NodeInstanceRecord.run_id,
+                    NodeInstanceRecord.name,
+                    NodeInstanceRecord.instance_id,
+                ).where(
+                    NodeInstanceRecord.run_id.in_([run.id for run in runs]),
+                    NodeInstanceRecord.removed.is_(False),
+                    NodeInstanceRecord.lost.is_(False),
+                    NodeInstanceRecord.provisioning == READY,
+                )
+            ):
+                found.setdefault(run_id, []).append((name, instance_id))
+        return found
 
     def _machines(self, due: list[_Due]) -> dict[str, dict[str, InstanceState]] | None:
         """Every run's machines as the backends have them now: one listing per cloud for all
@@ -192,24 +232,3 @@ class Supervisor:
         return "creating" in provisioning or (
             bool(provisioning) and run.state == RunState.PROVISIONING
         )
-
-    def _check_liveness(self, run: _Due, machines: dict[str, InstanceState]) -> None:
-        """Node instances whose machine is recorded as running but is gone or stopped on the
-        backend are lost (the run aborts, naming them)."""
-        with session_scope(self.engine) as session:
-            ready = session.execute(
-                select(NodeInstanceRecord.name, NodeInstanceRecord.instance_id).where(
-                    NodeInstanceRecord.run_id == run.id,
-                    NodeInstanceRecord.removed.is_(False),
-                    NodeInstanceRecord.lost.is_(False),
-                    NodeInstanceRecord.provisioning == READY,
-                )
-            ).all()
-        for name, instance_id in ready:
-            state = machines.get(name)
-            if state is None:
-                self.control.lost(
-                    run.id, name, f"its machine {instance_id} is gone (deleted or killed)"
-                )
-            elif state not in (InstanceState.RUNNING, InstanceState.PENDING):
-                self.control.lost(run.id, name, f"its machine {instance_id} is {state.value}")

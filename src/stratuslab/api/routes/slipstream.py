@@ -8,7 +8,9 @@ the value is set (or changes from V), where SlipStream's tools polled every 5 s.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 from urllib.parse import parse_qs
 from xml.etree import ElementTree as ET
@@ -16,7 +18,7 @@ from xml.etree import ElementTree as ET
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from stratuslab.api.deps import CallerDep, ServicesDep, UserDep
+from stratuslab.api.deps import CallerDep, Services, ServicesDep, UserDep, run_caller
 from stratuslab.api.routes.runs import instance_numbers
 from stratuslab.api.schemas.runs import MAX_ID, MAX_TEXT
 from stratuslab.deploy.runs import RunRequest
@@ -29,6 +31,7 @@ from stratuslab.errors import (
     StratusError,
     TooLarge,
 )
+from stratuslab.principal import Principal
 
 router = APIRouter(prefix="/run", tags=["slipstream"])
 MAX_FORM = 256 * 1024  # bytes of a form body: a start names a module and some parameters
@@ -124,19 +127,27 @@ async def get_run(run_id: str, services: ServicesDep, caller: CallerDep) -> Resp
     return await _text(work)
 
 
+# The three routes nodes call all the time (a barrier of thousands of node instances is
+# thousands of them in a second) read their query by hand: FastAPI's dependency machinery
+# cost as much as the work itself. The caller is found as CallerDep finds it.
+
+
 @router.get("/{run_id}/{key}")
-async def get_parameter(
-    run_id: str,
-    key: Key,
-    services: ServicesDep,
-    caller: CallerDep,
-    ignoreabort: bool = False,
-    wait: Annotated[float, Query(ge=0)] = 0,
-    differs: Annotated[str | None, Query(max_length=MAX_TEXT)] = None,
-) -> Response:
+async def get_parameter(run_id: str, key: Key, request: Request) -> Response:
+    """The value of ``key``; ``wait=S`` (at most 60) waits for it to be set, or to differ
+    from ``differs``; ``ignoreabort=true`` answers on an aborted run too."""
+    services: Services = request.app.state.services
+    caller = _caller(request, services, run_id)
+
     async def work() -> Response:
+        query = request.query_params
         value = await services.params.wait(
-            run_id, key, caller=caller, wait=wait, differs=differs, ignore_abort=ignoreabort
+            run_id,
+            key,
+            caller=caller,
+            wait=_seconds(query.get("wait")),
+            differs=_text_param(query, "differs"),
+            ignore_abort=_flag(query, "ignoreabort"),
         )
         return Response(value, media_type="text/plain")
 
@@ -144,37 +155,31 @@ async def get_parameter(
 
 
 @router.put("/{run_id}/{key}")
-async def set_parameter(
-    run_id: str,
-    key: Key,
-    request: Request,
-    services: ServicesDep,
-    caller: CallerDep,
-    ignoreabort: bool = False,
-) -> Response:
+async def set_parameter(run_id: str, key: Key, request: Request) -> Response:
+    """Set ``key`` to the body (text; empty unsets it); ``ignoreabort=true`` on an aborted
+    run too."""
+    services: Services = request.app.state.services
+    caller = _caller(request, services, run_id)
+
     async def work() -> Response:
         value = _utf8(await _body(request, MAX_TEXT * 4), f"the value of {key[:80]}")
-        await run_in_threadpool(
-            lambda: services.params.write(
-                run_id, key, value, caller=caller, ignore_abort=ignoreabort
-            )
+        ignore_abort = _flag(request.query_params, "ignoreabort")
+        written = services.params.writing(
+            run_id, key, value, caller=caller, ignore_abort=ignore_abort
         )
+        await asyncio.wrap_future(written)  # no worker thread held meanwhile
         return Response(status_code=200)
 
     return await _text(work)
 
 
 @router.post("/{run_id}/{key}")
-async def post_to_run(
-    run_id: str,
-    key: Key,
-    request: Request,
-    services: ServicesDep,
-    caller: CallerDep,
-    state: Annotated[str | None, Query(max_length=32)] = None,
-) -> Response:
-    """``<node>.<i>:complete``: the node instance finished the current state. ``<node>`` with
-    the form field ``n=K``: add K instances to a scalable run; answers their names."""
+async def post_to_run(run_id: str, key: Key, request: Request) -> Response:
+    """``<node>.<i>:complete[?state=S]``: the node instance finished the current state (or
+    S). ``<node>`` with the form field ``n=K``: add K instances to a scalable run; answers
+    their names."""
+    services: Services = request.app.state.services
+    caller = _caller(request, services, run_id)
 
     async def work() -> Response:
         if ":" not in key:
@@ -188,12 +193,45 @@ async def post_to_run(
         if not key.endswith(":complete"):
             raise Invalid(f"POST {key[:80]!r}: post <node>.<i>:complete, or <node> with n=K")
         node_instance = key.removesuffix(":complete")
-        await run_in_threadpool(
-            lambda: services.control.complete(run_id, node_instance, caller=caller, state=state)
-        )
+        state = _text_param(request.query_params, "state", limit=32)
+        completion = services.control.completion(run_id, node_instance, caller=caller, state=state)
+        await asyncio.wrap_future(completion)  # no worker thread held meanwhile
         return Response(status_code=200)
 
     return await _text(work)
+
+
+def _caller(request: Request, services: Services, run_id: str) -> Principal:
+    headers = request.headers
+    return run_caller(
+        run_id,
+        services,
+        authorization=headers.get("authorization", ""),
+        x_stratus_user=headers.get("x-stratus-user", ""),
+    )
+
+
+def _flag(query: Mapping[str, str], name: str) -> bool:
+    return query.get(name, "").lower() in ("true", "1", "yes", "on")
+
+
+def _seconds(text: str | None) -> float:
+    if not text:
+        return 0.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise Invalid(f"wait={text[:20]!r}: give a number of seconds") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise Invalid(f"wait={text[:20]!r}: give a number of seconds, 0 or more")
+    return seconds
+
+
+def _text_param(query: Mapping[str, str], name: str, limit: int = MAX_TEXT) -> str | None:
+    value = query.get(name)
+    if value is not None and len(value) > limit:
+        raise Invalid(f"{name}: at most {limit} characters")
+    return value
 
 
 @router.delete("/{run_id}/{node}")
