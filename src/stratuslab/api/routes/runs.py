@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from functools import partial
@@ -26,6 +27,13 @@ router = APIRouter(prefix="/api/runs", tags=["runs"])
 MAX_STREAM = 3600.0  # seconds one watch or follow request lasts at most; clients ask again
 KEEPALIVE = 15.0  # seconds between the blank lines that keep an idle stream open
 Page = Annotated[int, Query(ge=0, le=MAX_ID)]
+_REPORT_UPLOAD = re.compile(r"^/api/runs/[^/]+/reports/[^/]+$")
+
+
+def streams_its_body(method: str, path: str) -> bool:
+    """Whether a request's body is bounded by its route rather than by the server's limit on
+    bodies (api/limits.py): a report upload streams to disk under its own cap."""
+    return method == "PUT" and _REPORT_UPLOAD.match(path) is not None
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
