@@ -420,6 +420,19 @@ def test_names_of_absurd_length_are_refused(
     assert message in error(answer)
 
 
+def test_log_node_instances_of_absurd_length_are_refused(
+    deploy_api: TestClient, run: tuple[str, dict[str, Node]]
+) -> None:
+    sent = deploy_api.post(
+        f"/api/runs/{run[0]}/logs", json={"node_instance": "w" * 5000, "lines": [{"text": "x"}]}
+    )
+    assert sent.status_code == 422
+    assert error(sent) == "node_instance: String should have at most 128 characters"
+    read = deploy_api.get(f"/api/runs/{run[0]}/logs", params={"node": "w" * 5000})
+    assert read.status_code == 422
+    assert error(read) == "query.node: String should have at most 128 characters"
+
+
 @pytest.mark.parametrize(
     ("method", "key"),
     [("GET", "web.1:" + "k" * 5000), ("PUT", "web.1:" + "k" * 5000), ("GET", "w" * 5000 + ".1:x")],
