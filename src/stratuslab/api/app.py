@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from stratuslab import __version__
 from stratuslab import services as composition
+from stratuslab.api.limits import MAX_BODY, RequestLimits
 from stratuslab.api.routes import agent, health, images, instances, modules, runs, slipstream
 from stratuslab.config import Settings
 from stratuslab.errors import StratusError
@@ -40,6 +41,9 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(agent.router)
     app.add_exception_handler(StratusError, _stratus_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_middleware(
+        RequestLimits, max_body=MAX_BODY, streams=runs.streams_its_body, answer=error_response
+    )
     return app
 
 
@@ -63,8 +67,12 @@ def error_body(exc: StratusError) -> dict[str, object]:
     return {"error": {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}}
 
 
-async def _stratus_error(_request: Request, exc: StratusError) -> JSONResponse:
+def error_response(exc: StratusError) -> JSONResponse:
     return JSONResponse(error_body(exc), status_code=exc.http_status)
+
+
+async def _stratus_error(_request: Request, exc: StratusError) -> JSONResponse:
+    return error_response(exc)
 
 
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,9 +11,11 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from stratuslab.errors import Unauthorized
+from stratuslab.errors import Invalid, Unauthorized
 from stratuslab.principal import Principal
 from stratuslab.services import Services as Services  # routes name it from here
+
+MAX_USER = 64  # characters of a user name, as the store keeps owners
 
 
 def get_services(request: Request) -> Services:
@@ -48,7 +50,15 @@ def current_user(
             hint=f"the local token is in {services.settings.token_file}; "
             "remote clients set STRATUS_TOKEN",
         )
-    return x_stratus_user or services.settings.user
+    return _user(services, x_stratus_user)
+
+
+def _user(services: Services, name: str) -> str:
+    """The user named by X-Stratus-User (the site's user when none), within what the store
+    keeps of a name."""
+    if len(name) > MAX_USER:
+        raise Invalid(f"header x-stratus-user: a user name is at most {MAX_USER} characters")
+    return name or services.settings.user
 
 
 UserDep = Annotated[str, Depends(current_user)]
@@ -62,7 +72,7 @@ def run_caller(
 ) -> Principal:
     """Who calls a run's endpoints: a user (site token) or one of its node instances."""
     if is_site_token(services, authorization):
-        return Principal.for_user(x_stratus_user or services.settings.user)
+        return Principal.for_user(_user(services, x_stratus_user))
     node = services.tokens.principal(run_id, bearer(authorization))
     if node is None:
         raise Unauthorized(f"this token is not valid for run {run_id[:40]}")

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
@@ -21,12 +22,13 @@ from stratuslab.api.schemas.instances import (
     InstancesAccepted,
 )
 from stratuslab.cloud import events
-from stratuslab.cloud.instances import InstanceService, Prepared, RunRequest
+from stratuslab.cloud.instances import InstanceService, InstanceView, Prepared, RunRequest
 from stratuslab.errors import Invalid, StratusError
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/instances", tags=["instances"])
 SETTLED = {"running", "stopped", "gone", "error"}
+MAX_IDS = 10_000  # characters of ids= one watch follows (about 300 instances)
 
 
 @router.get("", response_model=list[InstancePublic])
@@ -60,16 +62,20 @@ def run_instances(body: InstanceCreate, services: ServicesDep, user: UserDep) ->
 async def watch(
     services: ServicesDep,
     user: UserDep,
-    ids: Annotated[str, Query(description="comma-separated instance ids")],
+    ids: Annotated[str, Query(description="comma-separated instance ids", max_length=MAX_IDS)],
     timeout: Annotated[float, Query(gt=0, le=3600)] = 600,
 ) -> StreamingResponse:
     """A stream of state changes (one JSON object a line) until every instance has settled
     (running, stopped, gone or error) or ``timeout`` seconds have passed."""
-    wanted = [i for i in ids.split(",") if i]
+    wanted = list(dict.fromkeys(i for i in ids.split(",") if i))
     if not wanted:
         raise Invalid("give at least one instance id in ids=")
+    service = services.instances(user)
+    seq = services.hub.seq  # taken before reading, so that no change slips between the two
+    # Found before the stream starts: once it has, an unknown id could no longer be a 404.
+    views = [await run_in_threadpool(partial(service.get, ref, refresh=False)) for ref in wanted]
     return StreamingResponse(
-        _changes(services, user, wanted, timeout), media_type="application/x-ndjson"
+        _changes(services, seq, views, timeout), media_type="application/x-ndjson"
     )
 
 
@@ -111,13 +117,10 @@ def _provision(service: InstanceService, prepared: Prepared) -> None:
 
 
 async def _changes(
-    services: Services, user: str, ids: list[str], timeout: float
+    services: Services, seq: int, views: list[InstanceView], timeout: float
 ) -> AsyncIterator[bytes]:
-    seq = services.hub.seq
-    service = services.instances(user)
     current = {}
-    for ref in ids:
-        view = await run_in_threadpool(service.get, ref, refresh=False)
+    for view in views:
         current[view.id] = view.state
         yield _line({"what": view.state, "instance": view.to_dict()})
     deadline = time.monotonic() + timeout

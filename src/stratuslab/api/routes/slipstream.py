@@ -24,6 +24,7 @@ from stratuslab.api.schemas.runs import MAX_ID, MAX_TEXT
 from stratuslab.deploy.runs import RunRequest
 from stratuslab.deploy.states import parse_keep_running
 from stratuslab.errors import (
+    BackendError,
     Forbidden,
     Invalid,
     NotSupported,
@@ -59,7 +60,9 @@ async def start_run(request: Request, services: ServicesDep, user: UserDep) -> R
         view = await run_in_threadpool(services.runs.create, run_request, owner=user)
     except StratusError as exc:
         error = ET.Element("error", {"detail": str(exc)})
-        status = 409 if exc.http_status < 500 else exc.http_status
+        # A start refused for what it asks is a 409 (SlipStream's answer), even a run type we
+        # do not support; only a backend that failed answers in the 5xx.
+        status = exc.http_status if isinstance(exc, BackendError) else 409
         return Response(ET.tostring(error), status_code=status, media_type="application/xml")
     location = f"{str(request.base_url).rstrip('/')}/run/{view['id']}"
     return Response(status_code=201, headers={"Location": location})
@@ -288,7 +291,11 @@ async def _form(request: Request) -> dict[str, str]:
         fields = parse_qs(body, keep_blank_values=True, errors="strict", max_num_fields=1000)
     except (UnicodeDecodeError, ValueError) as exc:
         raise Invalid(f"the form cannot be read: {exc}") from None
-    return {k: v[-1] for k, v in fields.items()}
+    form = {k: v[-1] for k, v in fields.items()}
+    # Module paths, tags and names are looked up or stored as sent; none holds a NUL (%00).
+    if any("\x00" in k or "\x00" in v for k, v in form.items()):
+        raise Invalid("the form holds a NUL character (%00); none of its fields takes one")
+    return form
 
 
 def _run_request(form: dict[str, str]) -> RunRequest:

@@ -6,18 +6,20 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stratuslab.api.schemas.text import Text
+
 
 class InstanceCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    image: str
+    image: Text = Field(max_length=128)
     count: int = Field(default=1, ge=1, le=100)
     cpu: int | None = Field(default=None, ge=1)
     ram_mb: int | None = Field(default=None, ge=64)
-    ssh_keys: list[str] = Field(default_factory=list)
-    user_data: str | None = None
-    name: str | None = None
-    cloud: str = "local"
+    ssh_keys: list[Text] = Field(default_factory=list, max_length=100)
+    user_data: Text | None = None  # the service bounds it, naming the limit
+    name: Text | None = Field(default=None, max_length=63)
+    cloud: Text = Field(default="local", max_length=64)
 
 
 class InstancePublic(BaseModel):
@@ -47,8 +49,8 @@ class InstancesAccepted(BaseModel):
 class ExecRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    command: list[str] = Field(min_length=1)
-    timeout: float | None = Field(default=None, gt=0)
+    command: list[Text] = Field(min_length=1, max_length=10_000)
+    timeout: float | None = Field(default=None, gt=0, le=24 * 3600)
 
 
 class ExecResponse(BaseModel):

@@ -1,31 +1,37 @@
 """Bodies of the /api/runs and /api/modules resources.
 
-Every field a request can make grow has a bound here, before a service sees it; the services
-check the meaning (a run timeout within a week, a multiplicity within the site's bound).
+Every field a request can make grow has a bound here, before a service sees it, and every
+name that is looked up or stored as sent is :data:`~stratuslab.api.schemas.text.Text`; the
+services check the meaning (a run timeout within a week, a multiplicity within the site's
+bound, a runtime parameter's name and value).
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stratuslab.api.schemas.text import Text
 from stratuslab.deploy.logs import MAX_BATCH
 
 MAX_ID = 2**31 - 1  # the largest id, offset or instance number the store holds
 MAX_PATH = 255
 MAX_KEY = 255
 MAX_TEXT = 4096
+MAX_FILE = 512  # characters of a module's file name, as the store keeps it
 
 
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    module: str = Field(max_length=MAX_PATH + 12, description="path (the newest version) or path/N")
+    module: Text = Field(
+        max_length=MAX_PATH + 12, description="path (the newest version) or path/N"
+    )
     params: dict[str, str] = Field(
         default_factory=dict, max_length=1000, description='"node:input" or "ss:name" -> value'
     )
-    multiplicity: dict[str, int] = Field(default_factory=dict, max_length=1000)
-    keep_running: str = Field(default="on-success", max_length=16)
-    tags: list[str] = Field(default_factory=list, max_length=100)
+    multiplicity: dict[Text, int] = Field(default_factory=dict, max_length=1000)
+    keep_running: Text = Field(default="on-success", max_length=16)
+    tags: list[Text] = Field(default_factory=list, max_length=100)
     timeout_s: float | None = Field(
         default=None, gt=0, le=7 * 24 * 3600, description="abort the run if not Ready by then"
     )
@@ -41,9 +47,9 @@ class InstancesAdd(BaseModel):
 class ModuleText(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(max_length=MAX_PATH)
-    file: str = Field(max_length=1024)
-    text: str
+    path: Text = Field(max_length=MAX_PATH)
+    file: Text = Field(max_length=MAX_FILE)
+    text: Text
 
 
 class ModulePush(BaseModel):
@@ -55,6 +61,7 @@ class ModulePush(BaseModel):
 
 class LogLine(BaseModel):
     t: float = 0.0
+    # Recipe output: what a recipe prints is kept, NUL characters dropped (deploy/logs.py).
     state: str = Field(default="", max_length=64)
     recipe: str = Field(default="", max_length=64)
     stream: str = Field(default="stdout", max_length=16)
@@ -62,5 +69,5 @@ class LogLine(BaseModel):
 
 
 class LogBatch(BaseModel):
-    node_instance: str = Field(max_length=128)
+    node_instance: Text = Field(max_length=128)
     lines: list[LogLine] = Field(max_length=MAX_BATCH)

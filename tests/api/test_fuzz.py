@@ -1,0 +1,231 @@
+"""Fuzzing the API: whatever a client sends, no answer is a 5xx and none hangs.
+
+Schemathesis generates requests from the application's own OpenAPI description, valid ones and
+ones that break it, and they are sent in-process (the ``deploy_api`` client, on the fake cloud
+and both stores) with the site token or a node's token. Some path parameters are swapped for
+names that exist (a live run, its nodes, a module, an instance), so that requests get past "no
+such run" into the code that works on one. The bodies of SlipStream's ``/run`` resource (forms,
+text values) are not in the OpenAPI description: strategies of our own cover them.
+
+Bounded and deterministic: a few examples per operation, ``derandomize``, no example database;
+streams are asked for a tiny timeout and long-polls for none, so nothing waits.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, Phase, given, note, reject, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+
+from stratuslab.cloud.connectors.fake import FakeConnector
+from tests.deploy.support import Node, nodes, push_app, start_run
+
+pytestmark = pytest.mark.usefixtures("fake")
+# Examples per operation and generation mode: about 180 requests per store from the OpenAPI
+# description and 130 examples for /run, in seconds. STRATUS_FUZZ_EXAMPLES=60 explores further.
+EXAMPLES = int(os.environ.get("STRATUS_FUZZ_EXAMPLES", "3"))
+STREAMS = {"/api/runs/{run_id}/watch", "/api/runs/{run_id}/logs", "/api/instances/watch"}
+BOUNDED = settings(
+    derandomize=True,  # the same examples on every run: a failure here is a bug, not bad luck
+    database=None,
+    deadline=None,
+    # No shrinking: each step is a request, and a long string takes minutes to shrink. The
+    # failing request is in the report as it was sent (the curl line).
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
+
+
+def bounded(examples: int) -> settings:
+    return settings(BOUNDED, max_examples=examples)
+
+
+class Live:
+    """A run in Provisioning with its nodes running: what swapped path parameters name."""
+
+    def __init__(self, api: TestClient, fake: FakeConnector) -> None:
+        push_app(api)
+        run = start_run(api, mutable=True)
+        self.run_id: str = run["id"]
+        self.members: dict[str, Node] = nodes(api, fake, self.run_id, 3)
+        self.names = {
+            "run_id": self.run_id,
+            "node": "web",
+            "node_instance": "web.1",
+            "address": "apps/demo",
+            "key": "web.1:greeting",
+            "ref": fake.list_instances(tags={"run": self.run_id})[0].name,
+        }
+        self.tokens = ["Bearer test-token", self.members["web.1"].headers["Authorization"]]
+
+
+@pytest.fixture
+def live(deploy_api: TestClient, fake: FakeConnector) -> Live:
+    return Live(deploy_api, fake)
+
+
+def send(client: TestClient, case: schemathesis.Case, token: str) -> httpx.Response:
+    """The case as the test client sends it (schemathesis speaks requests' arguments)."""
+    kwargs = case.as_transport_kwargs(
+        base_url="http://testserver", headers={"Authorization": token}
+    )
+    body: dict[str, Any] = {}
+    if "json" in kwargs:
+        body["json"] = kwargs["json"]
+    elif "data" in kwargs:
+        body["content"] = kwargs["data"]
+    return client.request(
+        kwargs["method"], kwargs["url"], headers=kwargs["headers"], params=kwargs["params"], **body
+    )
+
+
+def tame(case: schemathesis.Case, live: Live, swap: bool) -> None:
+    """Point some cases at what exists, and keep every case from waiting."""
+    if swap and case.path_parameters:
+        for name in case.path_parameters:
+            if name in live.names:
+                case.path_parameters[name] = live.names[name]
+    if case.query is not None:
+        if case.operation.path in STREAMS:
+            case.query["timeout"] = 0.05  # the server's own bound is tested in test_bad_input
+        if "wait" in case.query:
+            case.query["wait"] = 0
+
+
+def breakable(operation: dict[str, Any]) -> bool:
+    """Whether a request can break the operation's description: it has a body, or a parameter
+    that is more than any string (a number, a pattern, a bound). Looking for a way to break
+    one that has none would only spend the time budget."""
+    if "requestBody" in operation:
+        return True
+    for parameter in operation.get("parameters", []):
+        for schema in parameter["schema"].get("anyOf", [parameter["schema"]]):
+            if schema.get("type") not in ("string", "null") or {"maxLength", "pattern"} & set(
+                schema
+            ):
+                return True
+    return False
+
+
+def test_no_request_the_openapi_description_allows_or_breaks_gets_a_5xx(
+    deploy_api: TestClient, live: Live
+) -> None:
+    schema = schemathesis.openapi.from_dict(deploy_api.app.openapi())  # type: ignore[attr-defined]
+    operations = sorted(
+        (result.ok() for result in schema.get_all_operations()),
+        key=lambda op: (op.method.upper() == "DELETE", op.path, op.method),  # ends last
+    )
+    for operation in operations:
+        modes = [GenerationMode.POSITIVE]
+        if breakable(operation.definition.raw):
+            modes.append(GenerationMode.NEGATIVE)
+        for mode in modes:
+
+            @bounded(EXAMPLES)
+            @given(
+                case=operation.as_strategy(generation_mode=mode),
+                swap=st.booleans(),
+                token=st.sampled_from(live.tokens),
+            )
+            def check(case: schemathesis.Case, swap: bool, token: str) -> None:
+                tame(case, live, swap)
+                note(case.as_curl_command())
+                try:
+                    response = send(deploy_api, case, token)
+                except httpx.InvalidURL:
+                    reject()  # a URL past what clients send (httpx stops at 64 KiB of query)
+                case.validate_response(response, checks=[not_a_server_error])
+
+            check()
+
+
+# -- /run, whose bodies OpenAPI does not describe ---------------------------------------
+
+TEXT = st.text(max_size=40) | st.sampled_from(["", "\x00", "é", "1" * 25, "-1", "x" * 5000])
+NUMBER = st.integers(min_value=-5, max_value=3).map(str) | st.sampled_from(
+    ["10001", "1000000000", "1" * 20, "1e3", " 2", "0x10", ""]
+)
+FIELD = st.sampled_from(
+    ["refqname", "keep-running", "tags", "mutable", "type", "n", "ids", "parameter--site"]
+) | st.builds(
+    "--".join,
+    st.lists(
+        st.sampled_from(["parameter", "node", "web", "db", "greeting", "multiplicity", ""]),
+        max_size=5,
+    ),
+)
+VALUE = {
+    "refqname": st.sampled_from(["module/apps/demo", "module/apps/demo/1", "apps/demo/9", ""])
+    | TEXT,
+    "keep-running": st.sampled_from(["always", "never", "on-error", "on-success"]) | TEXT,
+    "parameter--node--web--multiplicity": NUMBER,
+    "parameter--node--db--multiplicity": NUMBER,
+    "n": NUMBER,
+    "ids": st.builds(",".join, st.lists(NUMBER, max_size=4)) | TEXT,
+}
+
+
+@st.composite
+def forms(draw: Callable[..., Any]) -> bytes:
+    """A form body: SlipStream's fields with values good and bad, or bytes that are no form."""
+    if draw(st.integers(0, 9)) == 0:
+        return bytes(draw(st.binary(max_size=200)))
+    fields = draw(st.dictionaries(FIELD | st.sampled_from(sorted(VALUE)), st.just(""), max_size=6))
+    pairs = [
+        (field, draw(VALUE.get(field, TEXT)))
+        for field in (["refqname", *fields] if draw(st.booleans()) else fields)
+    ]
+    return "&".join(f"{quote(k)}={quote(v)}" for k, v in pairs).encode()
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def no_5xx(answer: httpx.Response) -> None:
+    assert answer.status_code < 500, answer.text
+
+
+def test_no_slipstream_form_or_value_gets_a_5xx(deploy_api: TestClient, live: Live) -> None:
+    run = f"/run/{live.run_id}"
+
+    @bounded(20 * EXAMPLES)
+    @given(body=forms())
+    def start(body: bytes) -> None:
+        no_5xx(deploy_api.post("/run", content=body, headers=FORM))
+
+    @bounded(13 * EXAMPLES)
+    @given(
+        key=st.sampled_from(["web.1:greeting", "db.1:ready", "ss:abort", "greeting", "web:ids"])
+        | TEXT.filter(lambda k: "/" not in k and k not in ("", ".", "..")),
+        value=st.binary(max_size=64) | TEXT.map(str.encode),
+        token=st.sampled_from(live.tokens),
+    )
+    def set_value(key: str, value: bytes, token: str) -> None:
+        path = f"{run}/{quote(key, safe='')}"
+        no_5xx(deploy_api.put(path, content=value, headers={"Authorization": token}))
+        no_5xx(deploy_api.get(path, params={"wait": 0}, headers={"Authorization": token}))
+
+    @bounded(10 * EXAMPLES)
+    @given(body=forms(), node=st.sampled_from(["web", "db", "web.1:complete", "x"]))
+    def scale(body: bytes, node: str) -> None:
+        no_5xx(deploy_api.post(f"{run}/{node}", content=body, headers=FORM))
+        no_5xx(deploy_api.request("DELETE", f"{run}/{node}", content=body, headers=FORM))
+
+    start()
+    set_value()
+    scale()
