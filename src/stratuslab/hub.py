@@ -34,7 +34,9 @@ class _Waiter:
 
 
 class Hub:
-    def __init__(self, *, keep: int = 100_000) -> None:
+    # Events are kept for waiters busy for a moment between two waits: a few seconds of the
+    # busiest storm, not the history (the store has that).
+    def __init__(self, *, keep: int = 20_000) -> None:
         self._lock = threading.Lock()
         self._seq = 0
         self._log: deque[Event] = deque(maxlen=keep)

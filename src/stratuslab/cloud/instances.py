@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.engine import Engine
 
-from stratuslab.cloud import admission, events, machines, records
+from stratuslab.cloud import admission, events, fleet, machines, records
 from stratuslab.cloud.admission import Admitted, RunRequest
-from stratuslab.cloud.base import Connector, ExecResult, Image, Instance, InstanceSpec
+from stratuslab.cloud.base import Connector, ExecResult, Image, Instance
 from stratuslab.cloud.clouds import DEFAULT_CLOUD, all_clouds
 from stratuslab.cloud.events import Event
+from stratuslab.cloud.fleet import Outcome
 from stratuslab.cloud.reconcile import ReconcileReport, apply_listing
 from stratuslab.cloud.records import InstanceView
 from stratuslab.cloud.types import InstanceState
@@ -121,7 +122,7 @@ class InstanceService:
                 )
             )
             for view in views:
-                self._tell(view, events.RECORDED)
+                self.tell(view, events.RECORDED)
         return answer
 
     def provision(self, prepared: Prepared, *, on_event: Event | None = None) -> list[InstanceView]:
@@ -131,52 +132,28 @@ class InstanceService:
         returned running. When every one fails, the first failure is raised. Each instance is
         told ``created``, then ``running`` or ``failed``, to the sink and to ``on_event``.
         """
-        request, views = prepared.request, prepared.views
-        connector = self.connector(request.cloud)
+        found: list[Outcome] = []
+        service = self if on_event is None else self._also_telling(on_event)
+        fleet.provision_many(service, [prepared], on_each=lambda _p, outcome: found.append(outcome))
+        (outcome,) = found
+        if isinstance(outcome, StratusError):
+            raise outcome
+        return outcome
 
-        def start(view: InstanceView) -> InstanceView | StratusError:
-            spec = InstanceSpec(
-                name=view.name,
-                image=prepared.image,  # the fingerprint found when checking: no second look-up
-                cpu=request.cpu,
-                ram_mb=request.ram_mb,
-                ssh_keys=prepared.ssh_keys,
-                user_data=prepared.user_data,
-                tags=self._tags(view, request),
-            )
-            try:
-                connector.create(spec)
-                self._tell(view, events.CREATED, on_event)
-                instance = connector.wait_for_address(view.name, ADDRESS_TIMEOUT)
-                return self._update(view.id, instance, started=True)[0]
-            except Exception as exc:  # every failure must be cleaned up and recorded
-                error = (
-                    exc
-                    if isinstance(exc, StratusError)
-                    else BackendError(f"{type(exc).__name__}: {exc}")
-                )
-                try:
-                    connector.destroy(view.name)
-                except StratusError as cleanup:
-                    # The instance is tagged: reconciliation finds it and shows it again.
-                    error = BackendError(f"{error}; destroying it failed too: {cleanup}")
-                return error
+    def provision_many(
+        self,
+        batch: Sequence[Prepared],
+        *,
+        on_each: Callable[[Prepared, Outcome], None],
+        proceed: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """Create many prepared requests' instances at once (see :func:`fleet.provision_many`:
+        ``on_each`` hears each request's outcome as soon as it is known)."""
+        fleet.provision_many(self, batch, on_each=on_each, proceed=proceed)
 
-        with ThreadPoolExecutor(max_workers=min(len(views), _PARALLEL)) as pool:
-            outcomes = list(pool.map(start, views))
-        results: list[InstanceView] = []
-        failures: list[StratusError] = []
-        for view, outcome in zip(views, outcomes, strict=True):
-            if isinstance(outcome, StratusError):
-                failures.append(outcome)
-                results.append(self._mark_gone(view.id, error=str(outcome)))
-                self._tell(results[-1], events.FAILED, on_event)
-            else:
-                results.append(outcome)
-                self._tell(outcome, events.RUNNING, on_event)
-        if failures and len(failures) == len(views):
-            raise failures[0]
-        return results
+    def kill_many(self, ids: Sequence[str]) -> list[StratusError]:
+        """Destroy many instances at once (see :func:`fleet.kill_many`); the failures."""
+        return fleet.kill_many(self, ids)
 
     # -- queries --------------------------------------------------------------------------
 
@@ -205,11 +182,11 @@ class InstanceService:
                 instance = connector.get(view.name)
             except NotFound:
                 gone = self._mark_gone(view.id, error="deleted outside StratusLab")
-                self._tell(gone, events.VANISHED)
+                self.tell(gone, events.VANISHED)
                 return gone
             updated, changed = self._update(view.id, instance)
             if changed:
-                self._tell(updated, events.CHANGED)
+                self.tell(updated, events.CHANGED)
             return updated
         return view
 
@@ -274,7 +251,7 @@ class InstanceService:
                 destroyed.append(leftover.name)
                 swept = self._record_swept(cloud, leftover)
                 if swept is not None:
-                    self._tell(swept, events.GONE)
+                    self.tell(swept, events.GONE)
             try:
                 self.reconcile(cloud)
             except StratusError as exc:
@@ -288,7 +265,7 @@ class InstanceService:
     def stop(self, ref: str) -> InstanceView:
         view = self._live(ref)
         stopped = self._update(view.id, self.connector(view.cloud).stop(view.name))[0]
-        self._tell(stopped, events.STOPPED)
+        self.tell(stopped, events.STOPPED)
         return stopped
 
     def start(self, ref: str) -> InstanceView:
@@ -297,7 +274,7 @@ class InstanceService:
         connector.start(view.name)
         instance = connector.wait_for_address(view.name, ADDRESS_TIMEOUT)
         started = self._update(view.id, instance, started=True)[0]
-        self._tell(started, events.STARTED)
+        self.tell(started, events.STARTED)
         return started
 
     def kill(self, ref: str) -> InstanceView:
@@ -309,7 +286,7 @@ class InstanceService:
             return view
         self.connector(view.cloud).destroy(view.name)
         gone = self._mark_gone(view.id)
-        self._tell(gone, events.GONE)
+        self.tell(gone, events.GONE)
         return gone
 
     def exec(self, ref: str, command: Sequence[str], *, timeout: float | None = None) -> ExecResult:
@@ -328,12 +305,29 @@ class InstanceService:
         and tell each change: ``vanished``, ``recovered``, ``reappeared`` or ``changed``."""
         report = apply_listing(self.engine, cloud, self.connector(cloud).list_instances())
         for view, what in report.changes:
-            self._tell(view, what)
+            self.tell(view, what)
         return report
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _tell(self, view: InstanceView, what: str, also: Event | None = None) -> None:
+    def _also_telling(self, also: Event) -> InstanceService:
+        """This service, telling ``also`` each change as well as its own sink."""
+        mine = self.on_event
+
+        def both(view: InstanceView, what: str) -> None:
+            for sink in (mine, also):
+                if sink is not None:
+                    sink(view, what)
+
+        return InstanceService(
+            self.engine,
+            owner=self.owner,
+            connectors=self.connector,
+            name_prefix=self.name_prefix,
+            on_event=both,
+        )
+
+    def tell(self, view: InstanceView, what: str, also: Event | None = None) -> None:
         for sink in (self.on_event, also):
             if sink is None:
                 continue
@@ -343,34 +337,37 @@ class InstanceService:
                 log.exception("telling %s %s failed", view.id, what)
 
     def _record(self, batch: Sequence[Admitted]) -> list[list[InstanceView]]:
-        """Record each admitted request's instances as pending, all in one transaction."""
+        """Record each admitted request's instances as pending, all in one transaction (one
+        statement: a run's thousands of node instances are recorded at once)."""
         if not batch:
             return []
-        with session_scope(self.engine) as session:
-            rows = [
-                [
-                    records.pending(
-                        name=name,
-                        owner=self.owner,
-                        image=admitted.image.name,
-                        request=admitted.checked.request,
-                        ssh_keys=len(admitted.checked.ssh_keys),
-                        user_data=admitted.checked.user_data is not None,
-                    )
-                    for name in admitted.checked.names
-                ]
-                for admitted in batch
+        groups = [
+            [
+                records.pending_values(
+                    name=name,
+                    owner=self.owner,
+                    image=admitted.image.name,
+                    request=admitted.checked.request,
+                    ssh_keys=len(admitted.checked.ssh_keys),
+                    user_data=admitted.checked.user_data is not None,
+                )
+                for name in admitted.checked.names
             ]
-            session.add_all(row for group in rows for row in group)
-            session.flush()
-            return [[records.view_of(row) for row in group] for group in rows]
+            for admitted in batch
+        ]
+        with session_scope(self.engine) as session:
+            session.connection().execute(
+                insert(cast(Table, InstanceRecord.__table__)),
+                [values for group in groups for values in group],
+            )
+        return [[records.view_of_values(values) for values in group] for group in groups]
 
     def _record_swept(self, cloud: str, instance: Instance) -> InstanceView | None:
         with session_scope(self.engine) as session:
             row = records.swept(session, cloud, instance)
             return records.view_of(row) if row is not None else None
 
-    def _tags(self, view: InstanceView, request: RunRequest) -> dict[str, str]:
+    def tags_of(self, view: InstanceView, request: RunRequest) -> dict[str, str]:
         tags = {"id": view.id, "owner": self.owner, "image": view.image, **request.tags}
         if request.run_id:
             tags["run"] = request.run_id

@@ -114,6 +114,54 @@ def pending(
     )
 
 
+def pending_values(
+    *, name: str, owner: str, image: str, request: RunRequest, ssh_keys: int, user_data: bool
+) -> dict[str, Any]:
+    """:func:`pending` as the values of a row, for many records written in one statement."""
+    return {
+        "id": f"i-{secrets.token_hex(5)}",
+        "name": name,
+        "cloud": request.cloud,
+        "owner": owner,
+        "image": image,
+        "state": InstanceState.PENDING.value,
+        "addresses": [],
+        "cpu": request.cpu,
+        "ram_mb": request.ram_mb,
+        "ssh_keys": ssh_keys,
+        "user_data": user_data,
+        "run_id": request.run_id,
+        "node_instance": request.node_instance,
+        "error": None,
+        "recovered": False,
+        "created_at": utcnow(),
+        "started_at": None,
+        "ended_at": None,
+    }
+
+
+def view_of_values(values: dict[str, Any]) -> InstanceView:
+    """The view of a record written from ``values`` (see :func:`pending_values`)."""
+    return InstanceView(
+        id=values["id"],
+        name=values["name"],
+        cloud=values["cloud"],
+        owner=values["owner"],
+        image=values["image"],
+        state=values["state"],
+        addresses=tuple(values["addresses"]),
+        cpu=values["cpu"],
+        ram_mb=values["ram_mb"],
+        created_at=values["created_at"],
+        started_at=values["started_at"],
+        ended_at=values["ended_at"],
+        error=values["error"],
+        recovered=values["recovered"],
+        run_id=values["run_id"],
+        node_instance=values["node_instance"],
+    )
+
+
 def adopted(cloud: str, instance: Instance) -> InstanceRecord:
     """A record for a tagged instance the store does not know (it lost it, or never wrote it)."""
     return InstanceRecord(

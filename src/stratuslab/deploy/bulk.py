@@ -207,6 +207,22 @@ def write(
     return [None] * len(items)
 
 
+_CREATING = (
+    update(_NODES)
+    .where(_NODES.c.run_id == bindparam("b_run"), _NODES.c.name == bindparam("b_name"))
+    .values(provisioning="creating", instance_id=bindparam("b_instance"))
+)
+
+
+def creating(tx: Tx, run_id: str, instances: Mapping[str, str]) -> None:
+    """Node instances (-> instance id) whose instance is recorded and about to be created."""
+    if instances:
+        tx.session.connection().execute(
+            _CREATING,
+            [{"b_run": run_id, "b_name": n, "b_instance": i} for n, i in instances.items()],
+        )
+
+
 def facts(item: Provisioned) -> dict[str, str]:
     """The parameters the server states about a node instance whose machine is up."""
     return {

@@ -210,13 +210,7 @@ class RunControl:
         """The instances (node instance -> instance id) are recorded and about to be
         created: teardown finds them from now on."""
         with transaction(self.engine, self.hub) as tx:
-            for node in tx.session.scalars(
-                select(NodeInstanceRecord).where(
-                    NodeInstanceRecord.run_id == run_id,
-                    NodeInstanceRecord.name.in_(list(instances)),
-                )
-            ):
-                node.provisioning, node.instance_id = "creating", instances[node.name]
+            bulk.creating(tx, run_id, instances)
 
     def provisioned(
         self, run_id: str, node_instance: str, *, instance_id: str, address: str
@@ -224,7 +218,13 @@ class RunControl:
         """The node instance's machine runs at ``address``: the server states its facts, and
         from now on the barriers count it. Machines that come up together are recorded
         together."""
-        self._provisionings(Provisioned(run_id, node_instance, instance_id, address))
+        self.provisioning(run_id, node_instance, instance_id=instance_id, address=address).result()
+
+    def provisioning(
+        self, run_id: str, node_instance: str, *, instance_id: str, address: str
+    ) -> Future[None]:
+        """:meth:`provisioned`, without waiting: the future is done once it is recorded."""
+        return self._provisionings.submit(Provisioned(run_id, node_instance, instance_id, address))
 
     def _provisioned_many(self, items: Sequence[Provisioned]) -> list[StratusError | None]:
         answers: list[StratusError | None] = [None] * len(items)

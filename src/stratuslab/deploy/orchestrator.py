@@ -15,14 +15,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from stratuslab.cloud.instances import InstanceService, Prepared, RunRequest
+from stratuslab.cloud.instances import InstanceService, InstanceView, Prepared, RunRequest
 from stratuslab.cloud.types import InstanceState
 from stratuslab.db.models import NodeInstanceRecord
 from stratuslab.db.session import session_scope
@@ -158,7 +158,33 @@ class Orchestrator:
             else:
                 accepted.append((node, outcome))
         self.control.creating(run_id, {n.name: p.views[0].id for n, p in accepted})
-        self._in_parallel(lambda item: self._create(run_id, service, *item, provisioning), accepted)
+        node_of = {id(prepared): node for node, prepared in accepted}
+        recorded: list[tuple[str, Future[None]]] = []
+
+        def made(prepared: Prepared, outcome: list[InstanceView] | StratusError) -> None:
+            node = node_of[id(prepared)]
+            if isinstance(outcome, StratusError):
+                self.control.provisioning_failed(run_id, node.name, str(outcome))
+                return
+            (view,) = outcome
+            if view.state == InstanceState.RUNNING and view.address:
+                # Not waited for here: machines that come up together are recorded together.
+                future = self.control.provisioning(
+                    run_id, node.name, instance_id=view.id, address=view.address
+                )
+                recorded.append((node.name, future))
+            else:
+                self.control.provisioning_failed(
+                    run_id, node.name, view.error or f"instance is {view.state}"
+                )
+
+        service.provision_many(
+            [prepared for _, prepared in accepted], on_each=made, proceed=provisioning
+        )
+        for name, future in recorded:
+            error = future.exception()
+            if error is not None:
+                log.warning("run %s: recording %s as provisioned failed: %s", run_id, name, error)
 
     def _request(self, run_id: str, plan: Plan, node: NodeInstanceRecord, token: str) -> RunRequest:
         spec = plan.nodes[node.node]
@@ -172,33 +198,6 @@ class Orchestrator:
             run_id=run_id,
             node_instance=node.name,
         )
-
-    def _create(
-        self,
-        run_id: str,
-        service: InstanceService,
-        node: NodeInstanceRecord,
-        prepared: Prepared,
-        provisioning: _StillProvisioning,
-    ) -> None:
-        (recorded,) = prepared.views
-        if not provisioning():
-            service.kill(recorded.id)  # recorded, never created: nothing is left behind
-            self.control.provisioning_failed(
-                run_id, node.name, "not created: the run left Provisioning"
-            )
-            return
-        try:
-            (view,) = service.provision(prepared)
-        except StratusError as exc:
-            self.control.provisioning_failed(run_id, node.name, str(exc))
-            return
-        if view.state == InstanceState.RUNNING and view.address:
-            self.control.provisioned(run_id, node.name, instance_id=view.id, address=view.address)
-        else:
-            self.control.provisioning_failed(
-                run_id, node.name, view.error or f"instance is {view.state}"
-            )
 
     def _in_parallel(self, work: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
         if not items:
@@ -264,19 +263,11 @@ class Orchestrator:
         the run's tag. Raises the first failure, after trying every instance."""
         service = self.instances_for(owner)
         live = [v.id for v in service.for_run(run_id) if v.state != InstanceState.GONE]
-        failures: list[str] = []
-
-        def kill(instance_id: str) -> None:
-            try:
-                service.kill(instance_id)
-            except StratusError as exc:
-                failures.append(f"{instance_id}: {exc}")
-
-        self._in_parallel(kill, live)
+        failures = service.kill_many(live)
         if failures:
             raise BackendError(
                 f"{len(failures)} of {len(live)} instance(s) could not be destroyed: "
-                + "; ".join(failures[:3])
+                + "; ".join(str(f) for f in failures[:3])
             )
         clouds = {spec.cloud for spec in self.runs.plan(run_id).nodes.values()}
         swept = service.sweep_run(run_id, sorted(clouds))

@@ -11,9 +11,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.engine import Engine
 
 from stratuslab.db.models import (
@@ -124,23 +124,36 @@ class RunService:
                 )
             )
             tx.session.flush()
-            tx.session.add_all(
-                NodeInstanceRecord(
-                    run_id=run_id, name=f"{node}.{index}", node=node, idx=index, token_hash=""
-                )
-                for node, spec in plan.nodes.items()
-                for index in range(1, spec.multiplicity + 1)
+            # Rows written in bulk: a run of ten thousand node instances has ten thousand of
+            # these and a hundred thousand parameters, too many to build as objects.
+            connection = tx.session.connection()  # Core: one statement for all the rows
+            connection.execute(
+                insert(cast(Table, NodeInstanceRecord.__table__)),
+                [
+                    {
+                        "run_id": run_id,
+                        "name": f"{node}.{index}",
+                        "node": node,
+                        "idx": index,
+                        "token_hash": "",
+                    }
+                    for node, spec in plan.nodes.items()
+                    for index in range(1, spec.multiplicity + 1)
+                ],
             )
-            tx.session.add_all(
-                RuntimeParameterRecord(
-                    run_id=run_id,
-                    key=row.key,
-                    value=row.value,
-                    kind=row.kind,
-                    description=row.description,
-                    set_at=now if row.value is not None else None,
-                )
-                for row in initial_rows(plan, given=request.given, tags=tags)
+            connection.execute(
+                insert(cast(Table, RuntimeParameterRecord.__table__)),
+                [
+                    {
+                        "run_id": run_id,
+                        "key": row.key,
+                        "value": row.value,
+                        "kind": row.kind,
+                        "description": row.description,
+                        "set_at": now if row.value is not None else None,
+                    }
+                    for row in initial_rows(plan, given=request.given, tags=tags)
+                ],
             )
             tx.event(run_id, events.created(f"{path}/{stored.version}", owner))
             tx.later(lambda: self.work.ask(run_id, Work.PROVISION))

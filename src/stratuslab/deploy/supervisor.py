@@ -32,6 +32,9 @@ from stratuslab.errors import StratusError
 
 log = logging.getLogger(__name__)
 LIVENESS_EVERY = 2.0  # seconds between checks that node instances' machines still run
+LIVENESS_SHARE = 0.1  # at most this share of the time goes to those checks (a big run's
+# listing is slow: then the checks come less often, never more than LIVENESS_EVERY apart
+# times the ratio)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_liveness = 0.0
+        self._liveness_every = LIVENESS_EVERY
 
     def start(self) -> None:
         """The first round now (work a previous server left), then the thread."""
@@ -111,9 +115,12 @@ class Supervisor:
             except StratusError as exc:
                 log.warning("supervising run %s: %s", run.id, exc)
         active = [run for run in due if run.state in ACTIVE]
-        if active and time.monotonic() - self._last_liveness > LIVENESS_EVERY:
-            self._last_liveness = time.monotonic()
+        if active and time.monotonic() - self._last_liveness > self._liveness_every:
+            started = time.monotonic()
             self._check_liveness(active)
+            self._last_liveness = time.monotonic()
+            took = self._last_liveness - started
+            self._liveness_every = max(LIVENESS_EVERY, took / LIVENESS_SHARE)
 
     def _check_liveness(self, runs: list[_Due]) -> None:
         """Node instances whose machine is recorded as running but is gone or stopped on the

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.engine import Engine
 
 from stratuslab.db.models import NodeInstanceRecord
@@ -35,20 +36,18 @@ class NodeTokens:
         return token
 
     def issue_many(self, run_id: str, node_instances: list[str]) -> dict[str, str]:
-        """New secrets for several node instances of one run, in one transaction."""
+        """New secrets for several node instances of one run, in one statement."""
         tokens = {name: secrets.token_urlsafe(24) for name in node_instances}
         with session_scope(self.engine) as session:
-            nodes = session.scalars(
-                select(NodeInstanceRecord).where(
-                    NodeInstanceRecord.run_id == run_id,
-                    NodeInstanceRecord.name.in_(node_instances),
-                )
-            ).all()
-            if len(nodes) != len(tokens):
-                missing = set(tokens) - {n.name for n in nodes}
-                raise NotFound(f"no node instance {sorted(missing)[0]!r} in run {run_id}")
-            for node in nodes:
-                node.token_hash = digest(tokens[node.name])
+            done = session.connection().execute(
+                _SET_TOKEN,
+                [
+                    {"b_run": run_id, "b_name": name, "b_digest": digest(token)}
+                    for name, token in tokens.items()
+                ],
+            )
+            if done.rowcount != len(tokens):
+                raise NotFound(f"some of {len(tokens)} node instances are not in run {run_id}")
         return tokens
 
     def principal(self, run_id: str, token: str) -> Principal | None:
@@ -60,7 +59,12 @@ class NodeTokens:
         return Principal.for_node(run_id, name) if name is not None else None
 
 
-_NODES = NodeInstanceRecord.__table__
+_NODES = cast(Table, NodeInstanceRecord.__table__)
+_SET_TOKEN = (
+    update(_NODES)
+    .where(_NODES.c.run_id == bindparam("b_run"), _NODES.c.name == bindparam("b_name"))
+    .values(token_hash=bindparam("b_digest"))
+)
 _BY_TOKEN = select(_NODES.c.name).where(
     _NODES.c.run_id == bindparam("b_run"), _NODES.c.token_hash == bindparam("b_digest")
 )

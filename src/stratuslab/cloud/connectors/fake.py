@@ -31,6 +31,7 @@ class _Backend:
     images: dict[str, Image] = field(default_factory=dict)
     failures: dict[str, StratusError] = field(default_factory=dict)
     next_host: int = 10
+    ram_used: int = 0  # MiB held by the instances: kept, not summed, at every create
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -79,7 +80,7 @@ class FakeConnector(Connector):
                 raise Conflict(
                     f"an instance called {spec.name!r} already exists on the fake backend"
                 )
-            used = sum(i.ram_mb or 0 for i in self._backend.instances.values())
+            used = self._backend.ram_used
             if used + (spec.ram_mb or 0) > self._memory_mb:
                 raise CapacityExceeded(
                     f"the fake backend has {self._memory_mb - used} MiB of memory left"
@@ -100,6 +101,7 @@ class FakeConnector(Connector):
                 },
             )
             self._backend.instances[spec.name] = instance
+            self._backend.ram_used += spec.ram_mb or 0
             return instance
 
     def wait_for_address(self, name: str, timeout: float) -> Instance:
@@ -120,7 +122,9 @@ class FakeConnector(Connector):
     def destroy(self, name: str) -> None:
         self._maybe_fail("destroy")
         with self._backend.lock:
-            self._backend.instances.pop(name, None)
+            gone = self._backend.instances.pop(name, None)
+            if gone is not None:
+                self._backend.ram_used -= gone.ram_mb or 0
 
     def get(self, name: str) -> Instance:
         with self._backend.lock:
@@ -163,7 +167,7 @@ class FakeConnector(Connector):
     def capacity(self) -> Capacity:
         self._maybe_fail("capacity")
         with self._backend.lock:
-            used = sum(i.ram_mb or 0 for i in self._backend.instances.values())
+            used = self._backend.ram_used
         return Capacity(
             cpus=self._cpus,
             memory_total_mb=self._memory_mb,
@@ -212,7 +216,9 @@ class FakeConnector(Connector):
     def ex_vanish(self, name: str) -> None:
         """Remove an instance behind the project's back, as an operator with `lxc delete` would."""
         with self._backend.lock:
-            self._backend.instances.pop(name, None)
+            gone = self._backend.instances.pop(name, None)
+            if gone is not None:
+                self._backend.ram_used -= gone.ram_mb or 0
 
     @staticmethod
     def ex_reset(namespace: str = "default") -> None:
