@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Table, bindparam, select, update
 
 from stratuslab.cloud import events, records
-from stratuslab.cloud.base import Instance, InstanceSpec
+from stratuslab.cloud.base import Connector, Instance, InstanceSpec
 from stratuslab.cloud.records import InstanceView
 from stratuslab.cloud.types import InstanceState
 from stratuslab.db.models import InstanceRecord, utcnow
@@ -39,6 +39,7 @@ _NOT_CREATED = "not created: provisioning stopped before it"
 
 def provision_many(
     service: InstanceService,
+    connectors: Callable[[str], Connector],
     batch: Sequence[Prepared],
     *,
     on_each: Callable[[Prepared, Outcome], None],
@@ -63,7 +64,9 @@ def provision_many(
         if not proceed():
             done.put((index, view, StratusError(_NOT_CREATED)))
             return
-        done.put((index, view, _created(service, prepared, view)))
+        done.put(
+            (index, view, _created(service, connectors(prepared.request.cloud), prepared, view))
+        )
 
     left = {index: len(prepared.views) for index, prepared in enumerate(batch)}
     outcomes: dict[int, list[tuple[InstanceView, StratusError | None]]] = {i: [] for i in left}
@@ -86,7 +89,9 @@ def provision_many(
         _batches(done, len(work), record)
 
 
-def kill_many(service: InstanceService, ids: Sequence[str]) -> list[StratusError]:
+def kill_many(
+    service: InstanceService, connectors: Callable[[str], Connector], ids: Sequence[str]
+) -> list[StratusError]:
     """Destroy the instances ``ids`` (those already gone are left as they are).
 
     Post-conditions: each destroyed instance is recorded gone and told ``gone``, in batches;
@@ -102,7 +107,7 @@ def kill_many(service: InstanceService, ids: Sequence[str]) -> list[StratusError
 
     def destroy(view: InstanceView) -> None:
         try:
-            service.connector(view.cloud).destroy(view.name)
+            connectors(view.cloud).destroy(view.name)
             done.put((0, view, gone))
         except StratusError as exc:
             done.put((0, view, BackendError(f"destroying {view.id}: {exc}")))
@@ -130,12 +135,11 @@ def kill_many(service: InstanceService, ids: Sequence[str]) -> list[StratusError
 
 
 def _created(
-    service: InstanceService, prepared: Prepared, view: InstanceView
+    service: InstanceService, connector: Connector, prepared: Prepared, view: InstanceView
 ) -> Instance | StratusError:
     """Create one instance and wait for its address; on any failure, destroy what there is
     of it and give the reason."""
     request = prepared.request
-    connector = service.connector(request.cloud)
     spec = InstanceSpec(
         name=view.name,
         image=prepared.image,  # the fingerprint found when checking: no second look-up

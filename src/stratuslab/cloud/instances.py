@@ -71,8 +71,9 @@ class InstanceService:
         self.owner = owner
         self.name_prefix = name_prefix
         self.on_event = on_event
-        # Kept until the engine asks the service for all it needs; use the methods below.
-        self.connector = connectors
+        # The service's own: nothing outside the cloud layer reaches a connector (the engine
+        # asks the methods below).
+        self._connector = connectors
 
     # -- run ------------------------------------------------------------------------------
 
@@ -107,7 +108,7 @@ class InstanceService:
         that cloud is refused. Errors other than ``StratusError`` (bugs) are raised.
         """
         outcomes = admission.admit_batch(
-            self.engine, self.connector, requests, name_prefix=self.name_prefix
+            self.engine, self._connector, requests, name_prefix=self.name_prefix
         )
         recorded = iter(self._record([o for o in outcomes if isinstance(o, Admitted)]))
         answer: list[Prepared | StratusError] = []
@@ -134,7 +135,9 @@ class InstanceService:
         """
         found: list[Outcome] = []
         service = self if on_event is None else self._also_telling(on_event)
-        fleet.provision_many(service, [prepared], on_each=lambda _p, outcome: found.append(outcome))
+        fleet.provision_many(
+            service, self._connector, [prepared], on_each=lambda _p, outcome: found.append(outcome)
+        )
         (outcome,) = found
         if isinstance(outcome, StratusError):
             raise outcome
@@ -149,11 +152,11 @@ class InstanceService:
     ) -> None:
         """Create many prepared requests' instances at once (see :func:`fleet.provision_many`:
         ``on_each`` hears each request's outcome as soon as it is known)."""
-        fleet.provision_many(self, batch, on_each=on_each, proceed=proceed)
+        fleet.provision_many(self, self._connector, batch, on_each=on_each, proceed=proceed)
 
     def kill_many(self, ids: Sequence[str]) -> list[StratusError]:
         """Destroy many instances at once (see :func:`fleet.kill_many`); the failures."""
-        return fleet.kill_many(self, ids)
+        return fleet.kill_many(self, self._connector, ids)
 
     # -- queries --------------------------------------------------------------------------
 
@@ -177,7 +180,7 @@ class InstanceService:
         with session_scope(self.engine) as session:
             view = records.view_of(records.find(session, ref))
         if refresh and view.state != InstanceState.GONE.value:
-            connector = self.connector(view.cloud)
+            connector = self._connector(view.cloud)
             try:
                 instance = connector.get(view.name)
             except NotFound:
@@ -200,7 +203,7 @@ class InstanceService:
     def list_images(self, cloud: str = DEFAULT_CLOUD) -> list[Image]:
         """The images instances can be started from on ``cloud``; ``NotFound`` for a cloud
         that is not recorded."""
-        return self.connector(cloud).list_images()
+        return self._connector(cloud).list_images()
 
     # -- what the deployment engine asks about runs ---------------------------------------
 
@@ -216,7 +219,7 @@ class InstanceService:
         every machine on that cloud look gone.
         """
         listings = (
-            self.connector(cloud).list_instances(has_tag="run", addresses=False)
+            self._connector(cloud).list_instances(has_tag="run", addresses=False)
             for cloud in dict.fromkeys(clouds)
         )
         return machines.by_run(instance for listing in listings for instance in listing)
@@ -235,7 +238,7 @@ class InstanceService:
         failures: list[StratusError] = []
         for cloud in dict.fromkeys(clouds):
             try:
-                connector = self.connector(cloud)
+                connector = self._connector(cloud)
                 leftovers = connector.list_instances(tags={"run": run_id}, addresses=False)
             except StratusError as exc:
                 failures.append(exc)
@@ -264,13 +267,13 @@ class InstanceService:
 
     def stop(self, ref: str) -> InstanceView:
         view = self._live(ref)
-        stopped = self._update(view.id, self.connector(view.cloud).stop(view.name))[0]
+        stopped = self._update(view.id, self._connector(view.cloud).stop(view.name))[0]
         self.tell(stopped, events.STOPPED)
         return stopped
 
     def start(self, ref: str) -> InstanceView:
         view = self._live(ref)
-        connector = self.connector(view.cloud)
+        connector = self._connector(view.cloud)
         connector.start(view.name)
         instance = connector.wait_for_address(view.name, ADDRESS_TIMEOUT)
         started = self._update(view.id, instance, started=True)[0]
@@ -284,7 +287,7 @@ class InstanceService:
             view = records.view_of(records.find(session, ref))
         if view.state == InstanceState.GONE.value:
             return view
-        self.connector(view.cloud).destroy(view.name)
+        self._connector(view.cloud).destroy(view.name)
         gone = self._mark_gone(view.id)
         self.tell(gone, events.GONE)
         return gone
@@ -296,14 +299,14 @@ class InstanceService:
                 f"instance {view.id} is {view.state}",
                 hint=f"start it: stratus instance start {view.id}",
             )
-        return self.connector(view.cloud).exec(view.name, command, timeout=timeout)
+        return self._connector(view.cloud).exec(view.name, command, timeout=timeout)
 
     # -- reconciliation -------------------------------------------------------------------
 
     def reconcile(self, cloud: str) -> ReconcileReport:
         """Bring the store in line with the backend (see :mod:`stratuslab.cloud.reconcile`)
         and tell each change: ``vanished``, ``recovered``, ``reappeared`` or ``changed``."""
-        report = apply_listing(self.engine, cloud, self.connector(cloud).list_instances())
+        report = apply_listing(self.engine, cloud, self._connector(cloud).list_instances())
         for view, what in report.changes:
             self.tell(view, what)
         return report
@@ -322,7 +325,7 @@ class InstanceService:
         return InstanceService(
             self.engine,
             owner=self.owner,
-            connectors=self.connector,
+            connectors=self._connector,
             name_prefix=self.name_prefix,
             on_event=both,
         )
