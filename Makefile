@@ -34,7 +34,7 @@ bench: setup
 	$(BIN)/python bench/deploy_webapp.py
 	$(BIN)/python bench/param_propagation.py
 	$(BIN)/python bench/tool_startup.py
-	$(BIN)/python bench/control_plane.py
+	$(BIN)/python bench/control_plane.py --instances 10000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
