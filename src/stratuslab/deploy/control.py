@@ -15,10 +15,10 @@ who takes part.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from datetime import timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.engine import Engine
@@ -86,26 +86,8 @@ class RunControl:
             raise Forbidden(f"{caller} may not complete for {node_instance}")
         return self._completions.submit(Completion(run_id, node_instance, state))
 
-    def _complete_many(self, items: Sequence[Completion]) -> list[StratusError | None]:
-        answers: list[StratusError | None] = [None] * len(items)
-        with transaction(self.engine, self.hub) as tx:
-            for run_id, indexes in _by_run(items).items():
-                fast = bulk.complete(tx, run_id, [items[i] for i in indexes])
-                if fast is not None:
-                    for i, answer in zip(indexes, fast, strict=True):
-                        answers[i] = answer
-                    continue
-                try:
-                    run = tx.run(run_id)
-                except NotFound as exc:
-                    answers = _answer_all(answers, indexes, exc)
-                    continue
-                nodes = _nodes_named(tx, run_id, [items[i].node_instance for i in indexes])
-                for i in indexes:
-                    answers[i] = self._complete_in(
-                        tx, run, nodes.get(items[i].node_instance), items[i]
-                    )
-        return answers
+    def _complete_many(self, items: Sequence[Completion]) -> Answers:
+        return self._per_run(items, bulk.complete, self._complete_in)
 
     def _complete_in(
         self, tx: Tx, run: RunRecord, node: NodeInstanceRecord | None, item: Completion
@@ -226,34 +208,22 @@ class RunControl:
         """:meth:`provisioned`, without waiting: the future is done once it is recorded."""
         return self._provisionings.submit(Provisioned(run_id, node_instance, instance_id, address))
 
-    def _provisioned_many(self, items: Sequence[Provisioned]) -> list[StratusError | None]:
-        answers: list[StratusError | None] = [None] * len(items)
-        with transaction(self.engine, self.hub) as tx:
-            for run_id, indexes in _by_run(items).items():
-                batch = [items[i] for i in indexes]
-                if bulk.provision(tx, run_id, batch, self.values.sources(run_id)) is not None:
-                    continue
-                try:
-                    run = tx.run(run_id)
-                except NotFound as exc:
-                    answers = _answer_all(answers, indexes, exc)
-                    continue
-                nodes = _nodes_named(tx, run_id, [items[i].node_instance for i in indexes])
-                for i in indexes:
-                    node = nodes.get(items[i].node_instance)
-                    if node is None:
-                        answers[i] = NotFound(
-                            f"no node instance {items[i].node_instance!r} in run {run_id}"
-                        )
-                    else:
-                        self._provisioned_in(tx, run, node, items[i])
-        return answers
+    def _provisioned_many(self, items: Sequence[Provisioned]) -> Answers:
+        return self._per_run(
+            items,
+            lambda tx, run_id, batch: bulk.provision(
+                tx, run_id, batch, self.values.sources(run_id)
+            ),
+            self._provisioned_in,
+        )
 
     def _provisioned_in(
-        self, tx: Tx, run: RunRecord, node: NodeInstanceRecord, item: Provisioned
-    ) -> None:
+        self, tx: Tx, run: RunRecord, node: NodeInstanceRecord | None, item: Provisioned
+    ) -> StratusError | None:
+        if node is None:
+            return NotFound(f"no node instance {item.node_instance!r} in run {run.id}")
         if node.provisioning == READY and node.instance_id == item.instance_id:
-            return
+            return None
         was_waited_for = _waited_for(run, node)
         node.provisioning, node.instance_id = READY, item.instance_id
         for name, value in bulk.facts(item).items():
@@ -264,6 +234,32 @@ class RunControl:
         elif was_waited_for and not _waited_for(run, node):
             run.waiting -= 1
             self._check_barrier(tx, run)
+        return None
+
+    def _per_run(
+        self,
+        items: Sequence[_Item],
+        fast: Callable[[Tx, str, list[_Item]], Answers | None],
+        general: Callable[[Tx, RunRecord, NodeInstanceRecord | None, _Item], StratusError | None],
+    ) -> Answers:
+        """Apply a batch in one transaction, run by run: the common case in a few statements
+        (``fast``, see ``bulk``), else each item the general way."""
+        answers: Answers = [None] * len(items)
+        with transaction(self.engine, self.hub) as tx:
+            for run_id, indexes in _by_run(items).items():
+                batch = [items[i] for i in indexes]
+                done = fast(tx, run_id, batch)
+                if done is None:
+                    try:
+                        run = tx.run(run_id)
+                    except NotFound as exc:
+                        done = [exc] * len(batch)
+                    else:
+                        nodes = _nodes_named(tx, run_id, [item.node_instance for item in batch])
+                        done = [general(tx, run, nodes.get(i.node_instance), i) for i in batch]
+                for index, answer in zip(indexes, done, strict=True):
+                    answers[index] = answer
+        return answers
 
     def lost(self, run_id: str, node_instance: str, reason: str) -> None:
         """A node instance's machine is gone or stopped: it can no longer take part."""
@@ -424,6 +420,13 @@ class _ForRun(Protocol):
     @property
     def run_id(self) -> str: ...
 
+    @property
+    def node_instance(self) -> str: ...
+
+
+_Item = TypeVar("_Item", Completion, Provisioned)
+Answers = list[StratusError | None]
+
 
 def _by_run(items: Sequence[_ForRun]) -> dict[str, list[int]]:
     """The items' positions, by run, in the order they came."""
@@ -431,14 +434,6 @@ def _by_run(items: Sequence[_ForRun]) -> dict[str, list[int]]:
     for index, item in enumerate(items):
         found.setdefault(item.run_id, []).append(index)
     return found
-
-
-def _answer_all(
-    answers: list[StratusError | None], indexes: list[int], error: StratusError
-) -> list[StratusError | None]:
-    for index in indexes:
-        answers[index] = error
-    return answers
 
 
 def _nodes_named(tx: Tx, run_id: str, names: list[str]) -> dict[str, NodeInstanceRecord]:

@@ -19,19 +19,22 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from stratuslab.deploy.agent import protocol
 from stratuslab.errors import Conflict, Invalid
 
 
 class RunState(StrEnum):
-    INITIALIZING = "Initializing"
-    PROVISIONING = "Provisioning"
-    EXECUTING = "Executing"
-    SENDING_REPORTS = "SendingReports"
-    READY = "Ready"
-    FINALIZING = "Finalizing"
-    DONE = "Done"
-    ABORTED = "Aborted"
-    CANCELLED = "Cancelled"
+    """The states' names are defined once, in the protocol the node agent shares."""
+
+    INITIALIZING = protocol.INITIALIZING
+    PROVISIONING = protocol.PROVISIONING
+    EXECUTING = protocol.EXECUTING
+    SENDING_REPORTS = protocol.SENDING_REPORTS
+    READY = protocol.READY
+    FINALIZING = protocol.FINALIZING
+    DONE = protocol.DONE
+    ABORTED = protocol.ABORTED
+    CANCELLED = protocol.CANCELLED
 
 
 class KeepRunning(StrEnum):
@@ -41,22 +44,13 @@ class KeepRunning(StrEnum):
     NEVER = "never"
 
 
-BARRIERS = frozenset(
-    {RunState.PROVISIONING, RunState.EXECUTING, RunState.SENDING_REPORTS, RunState.READY}
-)
-FINAL = frozenset({RunState.DONE, RunState.ABORTED, RunState.CANCELLED})
+BARRIERS = frozenset(RunState(name) for name in protocol.BARRIER_STATES)
+FINAL = frozenset(RunState(name) for name in protocol.FINAL_STATES)
 # States in which instances exist (or are being made) and nodes are working.
 ACTIVE = frozenset(
     {RunState.INITIALIZING, RunState.PROVISIONING, RunState.EXECUTING, RunState.SENDING_REPORTS}
 )
-ORDER = (
-    RunState.INITIALIZING,
-    RunState.PROVISIONING,
-    RunState.EXECUTING,
-    RunState.SENDING_REPORTS,
-    RunState.READY,
-    RunState.FINALIZING,
-)
+ORDER = tuple(RunState(name) for name in protocol.STATES)
 
 
 def parse_keep_running(value: str) -> KeepRunning:
