@@ -17,7 +17,7 @@ The server is a separate process with its own temporary store and a recorded fak
 instance ``probe.1`` (a component with one output ``key``, as ``param_propagation.py`` uses) is
 driven to Ready by completing each barrier with the site token, and left there (Ready waits for
 a ``complete`` that never comes, and the run timeout bounds only the way to Ready). The tools
-need the node's own token: a new one is issued through ``RunService.issue_token`` on the
+need the node's own token: a new one is issued through ``NodeTokens.issue`` on the
 server's store, as the orchestrator does for each node instance it creates.
 
 Per trial and per installation, with the tools' configuration in the environment (server URL,
@@ -87,13 +87,9 @@ ISSUE_TOKEN = """
 import sys
 from stratuslab import config
 from stratuslab.db.session import engine_for
-from stratuslab.deploy.modules import ModuleStore
-from stratuslab.deploy.runs import RunService
-from stratuslab.hub import Hub
+from stratuslab.deploy.tokens import NodeTokens
 settings = config.load()
-engine = engine_for(settings.database_url)
-runs = RunService(engine, Hub(), modules=ModuleStore(engine), reports=settings.reports_dir)
-print(runs.issue_token(sys.argv[1], sys.argv[2]))
+print(NodeTokens(engine_for(settings.database_url)).issue(sys.argv[1], sys.argv[2]))
 """
 
 
