@@ -237,3 +237,65 @@ def test_a_machine_a_dead_server_left_half_recorded_is_adopted_by_the_next_round
     assert api.get(f"/api/runs/{run_id}").json()["abort_reason"] is None
     (record,) = [i for i in api.get("/api/instances").json() if i["id"] == instance_id]
     assert record["state"] == "running" and record["addresses"] == [adopted["hostname"]]
+
+
+@pytest.fixture
+def slow_to_boot(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[set[str], threading.Event]]:
+    """Node instances whose machine is being made until the event is set: the instance
+    exists on the backend but gets no address before. db.1's creation fails at once."""
+    names: set[str] = set()
+    release = threading.Event()
+    create, wait_for_address = FakeConnector.create, FakeConnector.wait_for_address
+
+    def failing(self: FakeConnector, spec: Any) -> Any:
+        if spec.tags.get("node-instance") == "db.1":
+            raise BackendError("LXD: no space left")
+        return create(self, spec)
+
+    def slow(self: FakeConnector, name: str, timeout: float) -> Any:
+        if self.get(name).tags.get("node-instance") in names:
+            release.wait(30)
+        return wait_for_address(self, name, timeout)
+
+    monkeypatch.setattr(FakeConnector, "create", failing)
+    monkeypatch.setattr(FakeConnector, "wait_for_address", slow)
+    try:
+        yield names, release
+    finally:
+        release.set()
+
+
+def test_the_reports_of_machines_on_their_way_when_the_run_aborts_are_still_collected(
+    patient_api: TestClient, fake: FakeConnector, slow_to_boot: tuple[set[str], threading.Event]
+) -> None:
+    """db.1's machine fails at once while web.1 and web.2 are still being made: the run aborts
+    to SendingReports, and waits for the reports of the two whose machines are on their way
+    (their agents will boot and send them), not for db.1, which never got one."""
+    api = patient_api
+    names, release = slow_to_boot
+    names.update({"web.1", "web.2"})
+    push_app(api)
+    run_id = start_run(api)["id"]
+    wait_until(lambda: api.get(f"/api/runs/{run_id}").json()["abort_reason"], what="db.1's failure")
+    wait_for_state(api, run_id, "SendingReports")
+    creating = {
+        n["name"]: n["provisioning"] for n in api.get(f"/api/runs/{run_id}").json()["nodes"]
+    }
+    assert creating == {"db.1": "failed", "web.1": "creating", "web.2": "creating"}
+    assert api.get(f"/api/runs/{run_id}").json()["waiting"] == 2  # the two on their way
+    release.set()  # they boot; their agents run SendingReports
+    up = wait_until(
+        lambda: (found := members(api, fake, run_id)) and len(found) == 2 and found,
+        what="web.1 and web.2 up",
+    )
+    wait_until(
+        lambda: all(node_view(api, run_id, n)["provisioning"] == "ready" for n in up),
+        what="both recorded running",
+    )
+    for node in up.values():
+        answer = node.complete("SendingReports")
+        assert answer.status_code == 200, answer.text  # their reports are still wanted
+    wait_for_state(api, run_id, "Aborted", timeout=20)
+    completed = {(e["node_instance"], e["fields"]["state"]) for e in kinds(api, run_id, "complete")}
+    assert completed == {("web.1", "SendingReports"), ("web.2", "SendingReports")}
+    assert kinds(api, run_id, "lost") == []

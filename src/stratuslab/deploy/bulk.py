@@ -33,6 +33,10 @@ from stratuslab.deploy.tx import Tx, param_topic, run_topic
 from stratuslab.errors import Conflict, NotFound, StratusError
 
 READY = "ready"  # node_instances.provisioning once its machine is recorded as running
+CREATING = "creating"  # its machine is recorded and being made
+# After an abort, who takes part in a barrier: those with a machine, or one on its way (its
+# agent sends its report once it boots); not those that never got one (pending or failed).
+HAS_MACHINE = (READY, CREATING)
 Answers = list[StratusError | None]
 
 _RUN = cast(Table, RunRecord.__table__)
@@ -61,7 +65,7 @@ def waited_for(aborted: bool, state: str, node: Any) -> bool:
     provisioning, completed)."""
     if node.removed or node.lost:
         return False
-    if aborted and node.provisioning != READY:
+    if aborted and node.provisioning not in HAS_MACHINE:
         return False
     return bool(node.completed != state or node.provisioning != READY)
 
@@ -210,7 +214,7 @@ def write(
 _CREATING = (
     update(_NODES)
     .where(_NODES.c.run_id == bindparam("b_run"), _NODES.c.name == bindparam("b_name"))
-    .values(provisioning="creating", instance_id=bindparam("b_instance"))
+    .values(provisioning=CREATING, instance_id=bindparam("b_instance"))
 )
 
 

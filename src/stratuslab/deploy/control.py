@@ -5,12 +5,12 @@ the last barrier together advance the run once. What a change sets in motion (a 
 asked of the work queue after the commit.
 
 A barrier waits for the node instances that take part (not removed, not lost; once the run is
-aborted, only those that got a machine) until each has completed the state *and* has its
-machine recorded as running: a node whose agent is faster than the server's record of its
-machine (a server restarted mid-provisioning) is counted once the record catches up. The run
-keeps the number still waited for (``runs.waiting``): a completion costs one decrement, not a
-count over every node instance, and the count is taken again whenever something rarer changes
-who takes part.
+aborted, only those that have a machine or one on its way) until each has completed the state
+*and* has its machine recorded as running: a node whose agent is faster than the server's
+record of its machine (a server restarted mid-provisioning) is counted once the record catches
+up. The run keeps the number still waited for (``runs.waiting``): a completion costs one
+decrement, not a count over every node instance, and the count is taken again whenever
+something rarer changes who takes part.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from stratuslab.db.models import NodeInstanceRecord, RunRecord, utcnow
 from stratuslab.deploy import bulk, events
 from stratuslab.deploy.batches import GroupCommit
-from stratuslab.deploy.bulk import READY, Completion, Provisioned
+from stratuslab.deploy.bulk import HAS_MACHINE, READY, Completion, Provisioned
 from stratuslab.deploy.params import ParameterValues
 from stratuslab.deploy.states import (
     BARRIERS,
@@ -230,7 +230,7 @@ class RunControl:
             self.values.put(tx, run, f"{node.name}:{name}", value)
         tx.event(run.id, events.provisioned(node.name, item.address, item.instance_id))
         if run.abort_reason is not None:
-            self.recount(tx, run)  # after an abort only nodes with machines take part
+            self.recount(tx, run)  # after an abort, who takes part is counted again
         elif was_waited_for and not _waited_for(run, node):
             run.waiting -= 1
             self._check_barrier(tx, run)
@@ -458,7 +458,7 @@ def waiting_for(run: RunRecord) -> tuple[ColumnElement[bool], ...]:
         | (NodeInstanceRecord.provisioning != READY),
     ]
     if run.abort_reason is not None:
-        conditions.append(NodeInstanceRecord.provisioning == READY)
+        conditions.append(NodeInstanceRecord.provisioning.in_(HAS_MACHINE))
     return tuple(conditions)
 
 
@@ -466,6 +466,6 @@ def _waited_for(run: RunRecord, node: NodeInstanceRecord) -> bool:
     """The same as :func:`waiting_for`, for one node instance already in memory."""
     if node.removed or node.lost:
         return False
-    if run.abort_reason is not None and node.provisioning != READY:
+    if run.abort_reason is not None and node.provisioning not in HAS_MACHINE:
         return False
     return node.completed != run.state or node.provisioning != READY
