@@ -16,6 +16,7 @@ else that escapes is a bug and is reported as such.
     │   └── RunAborted                exit 67  the run's abort flag is raised (409, the reason)
     ├── NotSupported                  exit 71  the backend lacks the capability asked for
     ├── Unauthorized                  exit 77  no or wrong credentials (401)
+    │   └── RateLimited               exit 77  too many failed logins: wait, then retry (429)
     ├── Forbidden                     exit 77  known caller, not allowed to do this (403)
     └── BackendError                  exit 70  a backend (LXD, a command) failed
         ├── BackendUnavailable        exit 69  the backend is not running or not reachable
@@ -102,6 +103,12 @@ class Unauthorized(StratusError):
 
     exit_code = 77
     http_status = 401
+
+
+class RateLimited(Unauthorized):
+    """Too many failed logins for one account in a short time: the next try must wait."""
+
+    http_status = 429
 
 
 class Forbidden(StratusError):

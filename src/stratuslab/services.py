@@ -5,6 +5,7 @@ The API, the CLI's in-process mode and the tests get their services from :func:`
 else constructs the engine's parts. What depends on what, read top to bottom:
 
     store, hub, connector pool, worker pool
+    accounts, credentials, authentication   who is calling
     instances (per owner)            the cloud layer
     work queue, parameter values     the seams between the engine's parts
     modules, runs, tokens, logs, reports
@@ -24,6 +25,10 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from stratuslab.accounts.authn import Authenticator
+from stratuslab.accounts.credentials import Credentials
+from stratuslab.accounts.throttle import LoginThrottle
+from stratuslab.accounts.users import Accounts
 from stratuslab.cloud import events
 from stratuslab.cloud.clouds import ConnectorPool
 from stratuslab.cloud.instances import InstanceService
@@ -40,7 +45,9 @@ from stratuslab.deploy.scaling import Scaling
 from stratuslab.deploy.supervisor import Supervisor
 from stratuslab.deploy.tokens import NodeTokens
 from stratuslab.deploy.work import WorkQueue
+from stratuslab.errors import Forbidden
 from stratuslab.hub import Hub
+from stratuslab.principal import Principal
 
 WORKERS = 64  # background jobs at once: provisioning and teardown threads of every run
 
@@ -58,6 +65,15 @@ class Services:
         self._active = 0
         self._lock = threading.Lock()
 
+        self.accounts = Accounts(engine)
+        self.credentials = Credentials(engine)
+        self.authn = Authenticator(
+            accounts=self.accounts,
+            credentials=self.credentials,
+            throttle=LoginThrottle(engine),
+            site_token=token,
+            site_user=settings.user,
+        )
         self.work = WorkQueue()
         values = ParameterValues()
         self.modules = ModuleStore(engine)
@@ -82,7 +98,7 @@ class Services:
             control=self.control,
             tokens=self.tokens,
             claims=Claims(engine),
-            instances_for=self.instances,
+            instances_for=self.instances_of,
             submit=self.submit,
             config=OrchestratorConfig(
                 agent_url=settings.agent_url, name_prefix=settings.instance_prefix
@@ -93,17 +109,29 @@ class Services:
             control=self.control,
             orchestrator=self.orchestrator,
             work=self.work,
-            instances_for=self.instances,
+            instances_for=self.instances_of,
         )
 
-    def instances(self, owner: str) -> InstanceService:
-        """The instance service acting for ``owner``."""
+    def instances(self, caller: Principal) -> InstanceService:
+        """The instance service acting for ``caller``: their own instances, or every owner's
+        for an administrator. A node instance's token reaches none."""
+        if caller.is_node or not (caller.user or caller.server):
+            raise Forbidden(f"{caller} may not manage instances")
+        return self._instances(caller.user or "", sees_all=caller.sees_all)
+
+    def instances_of(self, owner: str) -> InstanceService:
+        """The instance service the engine uses on a run's behalf: it creates ``owner``'s
+        instances and reaches every one (the server's own work)."""
+        return self._instances(owner, sees_all=True)
+
+    def _instances(self, owner: str, *, sees_all: bool) -> InstanceService:
         return InstanceService(
             self.engine,
             owner=owner,
             connectors=self.connectors,
             name_prefix=self.settings.instance_prefix,
             on_event=events.publisher(self.hub),  # /api/instances/watch hears every change
+            sees_all=sees_all,
         )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:

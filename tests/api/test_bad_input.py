@@ -82,7 +82,7 @@ def test_logs_for_a_run_that_does_not_exist_are_not_found(deploy_api: TestClient
         "/api/runs/no-such-run/logs", json={"node_instance": "web.1", "lines": [{"text": "x"}]}
     )
     assert answer.status_code == 404
-    assert error(answer) == "no node instance 'web.1' in run no-such-run"
+    assert error(answer) == "no run 'no-such-run'"
 
 
 def test_a_log_batch_over_its_bound_is_refused(

@@ -19,6 +19,7 @@ from stratuslab.config import Settings
 from stratuslab.db.models import InstanceRecord, NodeInstanceRecord, RuntimeParameterRecord
 from stratuslab.db.session import session_scope
 from stratuslab.errors import BackendError
+from stratuslab.principal import SERVER
 from stratuslab.services import Services
 from tests.deploy.support import Node, complete_all, nodes, push_app, start_run, wait_for_state
 from tests.support import wait_until
@@ -159,7 +160,7 @@ def test_a_barrier_counts_a_node_instance_once_its_machine_is_recorded_running(
     three = wait_until(created, what="two machines running, db.1's being made")
     assert node_view(api, run_id, "db.1")["provisioning"] == "creating"
     complete_all(three, "Provisioning")  # db.1's agent is faster than the server's record
-    view = services_of(api).runs.view(run_id)
+    view = services_of(api).runs.view(run_id, caller=SERVER)
     assert view["state"] == "Provisioning" and view["waiting"] == 1
     db = node_view(api, run_id, "db.1")
     assert (db["provisioning"], db["completed"], db["hostname"]) == (
@@ -222,7 +223,7 @@ def test_a_machine_a_dead_server_left_half_recorded_is_adopted_by_the_next_round
         )
 
     complete_all(everyone, state)  # web.2 too, while it is recorded creating
-    view = services.runs.view(run_id)
+    view = services.runs.view(run_id, caller=SERVER)
     assert view["state"] == state and view["waiting"] == 1
 
     services.supervisor.round()

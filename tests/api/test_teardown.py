@@ -207,7 +207,7 @@ def test_the_kills_of_a_terminated_run_reach_the_instance_watch(
     # A watch ends once every instance it follows has settled, and a running one has: a
     # pending instance of the same owner, watched beside it, keeps the stream open.
     services = deploy_api.app.state.services  # type: ignore[attr-defined]
-    (companion,) = services.instances("alice").prepare(RunRequest(image="debian-12")).views
+    (companion,) = services.instances_of("alice").prepare(RunRequest(image="debian-12")).views
     lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
 
     def watch() -> None:

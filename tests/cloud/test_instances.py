@@ -176,7 +176,7 @@ def test_a_record_left_pending_by_a_crash_is_resolved_after_a_grace_period(
     assert (gone.id, gone.error) == (prepared.views[0].id, "never created")
 
 
-def test_users_see_their_own_instances_unless_they_ask_for_all(
+def test_users_reach_only_their_own_instances_and_administrators_every_one(
     engine: Engine, fake: FakeConnector
 ) -> None:
     from stratuslab.cloud.clouds import ConnectorPool
@@ -184,10 +184,19 @@ def test_users_see_their_own_instances_unless_they_ask_for_all(
     pool = ConnectorPool(engine)
     alice = InstanceService(engine, owner="alice", connectors=pool)
     bob = InstanceService(engine, owner="bob", connectors=pool)
+    admin = InstanceService(engine, owner="root", connectors=pool, sees_all=True)
     alice.run(RunRequest(image="debian-12", name="a"))
-    bob.run(RunRequest(image="debian-12", name="b"))
+    (b,) = bob.run(RunRequest(image="debian-12", name="b"))
     assert [v.name for v in alice.list_instances()] == ["a"]
-    assert sorted(v.owner for v in alice.list_instances(all_owners=True)) == ["alice", "bob"]
+    # Asking for every owner's is an administrator's view; anybody else still sees their own.
+    assert [v.name for v in alice.list_instances(all_owners=True)] == ["a"]
+    assert sorted(v.owner for v in admin.list_instances(all_owners=True)) == ["alice", "bob"]
+    for ref in (b.id, b.id[:6], "b"):
+        with pytest.raises(NotFound):
+            alice.get(ref)
+        with pytest.raises(NotFound):
+            alice.kill(ref)
+    assert admin.get("b").owner == "bob"
     pool.close()
 
 

@@ -1,21 +1,21 @@
 """What routes depend on: the server's services and who is making the request.
 
-Routes say who is calling (a :class:`~stratuslab.principal.Principal`); the services decide
-what that caller may see and do.
+Routes say who is calling (a :class:`~stratuslab.principal.Principal`, made by the accounts'
+authentication from the request's credentials); the services decide what that caller may see
+and do.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 
-from stratuslab.errors import Invalid, Unauthorized
+from stratuslab.accounts.authn import COOKIE, Presented
+from stratuslab.errors import Unauthorized
 from stratuslab.principal import Principal
 from stratuslab.services import Services as Services  # routes name it from here
-
-MAX_USER = 64  # characters of a user name, as the store keeps owners
 
 
 def get_services(request: Request) -> Services:
@@ -26,65 +26,77 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def is_site_token(services: Services, authorization: str) -> bool:
-    scheme, _, token = authorization.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        token.encode(), services.token.encode()
+def presented(
+    request: Request,
+    authorization: Annotated[str, Header(max_length=4096)] = "",
+    x_stratus_user: Annotated[str, Header()] = "",
+) -> Presented:
+    return Presented(
+        authorization=authorization,
+        cookie=request.cookies.get(COOKIE, "")[:512],
+        act_as=x_stratus_user,
     )
+
+
+def presented_by(request: Request) -> Presented:
+    """:func:`presented`, read by hand (for the routes nodes call all the time)."""
+    headers = request.headers
+    return Presented(
+        authorization=headers.get("authorization", "")[:4096],
+        cookie=request.cookies.get(COOKIE, "")[:512],
+        act_as=headers.get("x-stratus-user", ""),
+    )
+
+
+PresentedDep = Annotated[Presented, Depends(presented)]
 
 
 def bearer(authorization: str) -> str:
     scheme, _, token = authorization.partition(" ")
-    return token if scheme.lower() == "bearer" else ""
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def current_user(
-    services: ServicesDep,
-    authorization: Annotated[str, Header()] = "",
-    x_stratus_user: Annotated[str, Header()] = "",
-) -> str:
-    """The user a request acts for. The site token proves the caller may speak for a user."""
-    if not is_site_token(services, authorization):
-        raise Unauthorized(
-            "missing or wrong API token",
-            hint=f"the local token is in {services.settings.token_file}; "
-            "remote clients set STRATUS_TOKEN",
-        )
-    return _user(services, x_stratus_user)
+async def current_user(services: ServicesDep, credentials: PresentedDep) -> Principal:
+    """The user a request acts for; 401 without credentials a user has."""
+    found = await run_in_threadpool(services.authn.user, credentials)
+    if found is None:
+        raise _login_first(services)
+    return found
 
 
-def _user(services: Services, name: str) -> str:
-    """The user named by X-Stratus-User (the site's user when none), within what the store
-    keeps of a name."""
-    if len(name) > MAX_USER:
-        raise Invalid(f"header x-stratus-user: a user name is at most {MAX_USER} characters")
-    return name or services.settings.user
+UserDep = Annotated[Principal, Depends(current_user)]
 
 
-UserDep = Annotated[str, Depends(current_user)]
-
-
-def run_caller(
-    run_id: str,
-    services: ServicesDep,
-    authorization: Annotated[str, Header()] = "",
-    x_stratus_user: Annotated[str, Header()] = "",
-) -> Principal:
-    """Who calls a run's endpoints: a user (site token) or one of its node instances."""
-    if is_site_token(services, authorization):
-        return Principal.for_user(_user(services, x_stratus_user))
-    node = services.tokens.principal(run_id, bearer(authorization))
-    if node is None:
+async def run_caller(run_id: str, services: ServicesDep, credentials: PresentedDep) -> Principal:
+    """Who calls a run's endpoints: one of the run's node instances (its token), or a user."""
+    token = bearer(credentials.authorization)
+    if token and not credentials.act_as and services.authn.may_be_node_token(token):
+        # Thousands of node instances call at once: their token is one indexed read, made
+        # here rather than after a hop to a worker thread.
+        node = services.tokens.principal(run_id, token)
+        if node is not None:
+            return node
         raise Unauthorized(f"this token is not valid for run {run_id[:40]}")
-    return node
+    found = await run_in_threadpool(services.authn.user, credentials)
+    if found is None:
+        raise _login_first(services)
+    return found
 
 
 CallerDep = Annotated[Principal, Depends(run_caller)]
 
 
-def resolved_run(run_id: str, services: ServicesDep) -> str:
-    """A run id from the path, which users may shorten to a unique prefix."""
-    return services.runs.resolve(run_id)
+def _login_first(services: Services) -> Unauthorized:
+    return Unauthorized(
+        "log in first: no credentials, or none this server knows",
+        hint="`stratus login`, an API key (Authorization: Bearer), or on the server's host "
+        f"the site token in {services.settings.token_file}",
+    )
+
+
+async def resolved_run(run_id: str, services: ServicesDep, user: UserDep) -> str:
+    """A run id from the path, which users may shorten to a unique prefix of their own runs."""
+    return await run_in_threadpool(lambda: services.runs.resolve(run_id, caller=user))
 
 
 RunId = Annotated[str, Depends(resolved_run)]

@@ -66,9 +66,11 @@ class InstanceService:
         connectors: Callable[[str], Connector],
         name_prefix: str = "inst",
         on_event: Event | None = None,
+        sees_all: bool = False,
     ) -> None:
         self.engine = engine
-        self.owner = owner
+        self.owner = owner  # who what it creates belongs to
+        self.sees_all = sees_all  # an administrator or the server: every owner's instances
         self.name_prefix = name_prefix
         self.on_event = on_event
         # The service's own: nothing outside the cloud layer reaches a connector (the engine
@@ -168,7 +170,7 @@ class InstanceService:
                 self.reconcile(cloud.name)
         with session_scope(self.engine) as session:
             query = select(InstanceRecord).order_by(InstanceRecord.created_at, InstanceRecord.name)
-            if not all_owners:
+            if not (all_owners and self.sees_all):
                 query = query.where(InstanceRecord.owner == self.owner)
             if not include_gone:
                 query = query.where(InstanceRecord.state != InstanceState.GONE.value)
@@ -178,7 +180,7 @@ class InstanceService:
         """An instance by id, unique id prefix or name (the live one, if names were reused).
         With ``refresh``, its state is read from the backend (a change is told)."""
         with session_scope(self.engine) as session:
-            view = records.view_of(records.find(session, ref))
+            view = records.view_of(records.find(session, ref, owner=self._reach))
         if refresh and view.state != InstanceState.GONE.value:
             connector = self._connector(view.cloud)
             try:
@@ -196,6 +198,8 @@ class InstanceService:
     def for_run(self, run_id: str) -> list[InstanceView]:
         with session_scope(self.engine) as session:
             query = select(InstanceRecord).where(InstanceRecord.run_id == run_id)
+            if not self.sees_all:
+                query = query.where(InstanceRecord.owner == self.owner)
             return [
                 records.view_of(row) for row in session.scalars(query.order_by(InstanceRecord.name))
             ]
@@ -284,7 +288,7 @@ class InstanceService:
         """Destroy an instance and tell ``gone``. Killing one that is already gone succeeds
         and changes nothing."""
         with session_scope(self.engine) as session:
-            view = records.view_of(records.find(session, ref))
+            view = records.view_of(records.find(session, ref, owner=self._reach))
         if view.state == InstanceState.GONE.value:
             return view
         self._connector(view.cloud).destroy(view.name)
@@ -328,7 +332,13 @@ class InstanceService:
             connectors=self._connector,
             name_prefix=self.name_prefix,
             on_event=both,
+            sees_all=self.sees_all,
         )
+
+    @property
+    def _reach(self) -> str | None:
+        """The owner whose instances this service finds; None for every owner's."""
+        return None if self.sees_all else self.owner
 
     def tell(self, view: InstanceView, what: str, also: Event | None = None) -> None:
         for sink in (self.on_event, also):

@@ -196,17 +196,19 @@ def swept(session: Session, cloud: str, instance: Instance) -> InstanceRecord | 
     return row
 
 
-def find(session: Session, ref: str) -> InstanceRecord:
-    """The record ``ref`` names: an id, a unique id prefix, or a name (the live instance of
-    that name first, when names were reused)."""
+def find(session: Session, ref: str, *, owner: str | None) -> InstanceRecord:
+    """The record ``ref`` names among ``owner``'s (every owner's when None): an id, a unique id
+    prefix, or a name (the live instance of that name first, when names were reused). Another
+    owner's instance is not found, not even as a prefix that would be ambiguous."""
     row = session.get(InstanceRecord, ref)
-    if row is not None:
+    if row is not None and (owner is None or row.owner == owner):
         return row
-    candidates = session.scalars(
-        select(InstanceRecord)
-        .where(or_(InstanceRecord.name == ref, InstanceRecord.id.startswith(ref, autoescape=True)))
-        .order_by(InstanceRecord.created_at.desc())
-    ).all()
+    query = select(InstanceRecord).where(
+        or_(InstanceRecord.name == ref, InstanceRecord.id.startswith(ref, autoescape=True))
+    )
+    if owner is not None:
+        query = query.where(InstanceRecord.owner == owner)
+    candidates = session.scalars(query.order_by(InstanceRecord.created_at.desc())).all()
     live = [r for r in candidates if r.state != InstanceState.GONE.value]
     for pool in (live, candidates):
         by_name = [r for r in pool if r.name == ref]

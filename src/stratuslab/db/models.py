@@ -168,6 +168,7 @@ class RuntimeParameterRecord(Base):
     kind: Mapped[str] = mapped_column(String(16))  # standard, input, output, node, global
     description: Mapped[str] = mapped_column(String(512), default="")
     set_at: Mapped[datetime | None]
+    secret: Mapped[bool] = mapped_column(default=False)  # type: password; never shown unasked
 
 
 class RunEventRecord(Base):
@@ -211,3 +212,136 @@ class RunReportRecord(Base):
     path: Mapped[str] = mapped_column(String(1024))
     size: Mapped[int]
     uploaded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# -- accounts (docs/architecture.md, "Many users") -----------------------------------------
+
+
+class UserRecord(Base):
+    """A person (or their CI job) with an account: the owner of instances, runs and modules."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(254))
+    password_hash: Mapped[str | None] = mapped_column(String(255))  # argon2id; None: no password
+    admin: Mapped[bool] = mapped_column(default=False)
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class GroupRecord(Base):
+    __tablename__ = "groups"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GroupMemberRecord(Base):
+    __tablename__ = "group_members"
+    __table_args__ = (Index("ix_group_members_user", "user"),)
+
+    group: Mapped[str] = mapped_column(ForeignKey("groups.name"), primary_key=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name"), primary_key=True)
+
+
+class ApiKeyRecord(Base):
+    """An API key: its id is public (``credential/<id>``), its secret is kept only hashed."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_user", "user"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name"))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class SessionRecord(Base):
+    """A login session (SlipStream's session resource): its cookie is kept only hashed."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_token", "token_hash", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name"))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(16))  # internal, api-key, certificate
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class CertificateRecord(Base):
+    """An X.509 subject DN a user registered: a client certificate with it logs them in."""
+
+    __tablename__ = "user_certificates"
+    __table_args__ = (Index("ix_user_certificates_user", "user"),)
+
+    dn: Mapped[str] = mapped_column(String(512), primary_key=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoginFailureRecord(Base):
+    """Failed logins of one account, counted in a window, for the rate limit."""
+
+    __tablename__ = "login_failures"
+
+    subject: Mapped[str] = mapped_column(String(160), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    window_start: Mapped[datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[datetime | None]
+
+
+class ModulePathRecord(Base):
+    """Who owns a module path and SlipStream's rights on it (owner / group / public)."""
+
+    __tablename__ = "module_paths"
+
+    path: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    group: Mapped[str | None] = mapped_column(String(64))
+    rights: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"group": "rx", "public": "r"}
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class QuotaRecord(Base):
+    """A limit on what a user or a group may hold at once, on one cloud or (``*``) all."""
+
+    __tablename__ = "quotas"
+
+    subject: Mapped[str] = mapped_column(String(80), primary_key=True)  # user:alice, group:x
+    cloud: Mapped[str] = mapped_column(String(64), primary_key=True, default="*")
+    instances: Mapped[int | None]
+    cpu: Mapped[int | None]
+    ram_mb: Mapped[int | None]
+    storage_gib: Mapped[int | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class UsageRecord(Base):
+    """One interval an instance ran: what accounting adds up (a stopped instance costs
+    nothing)."""
+
+    __tablename__ = "usage"
+    __table_args__ = (
+        Index("ix_usage_owner_started", "owner", "started_at"),
+        Index("ix_usage_instance", "instance_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    instance_id: Mapped[str] = mapped_column(String(32))
+    owner: Mapped[str] = mapped_column(String(64))
+    cloud: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(36))
+    cpu: Mapped[int]
+    ram_mb: Mapped[int]
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]

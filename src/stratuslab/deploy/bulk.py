@@ -291,7 +291,9 @@ _INDEXES = select(_NODES.c.idx).where(
 _INSERT_EVENTS = insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True)
 
 
-_READ_RUN = select(_RUN.c.state, _RUN.c.abort_reason).where(_RUN.c.id == bindparam("b_run"))
+_READ_RUN = select(_RUN.c.id, _RUN.c.owner, _RUN.c.state, _RUN.c.abort_reason).where(
+    _RUN.c.id == bindparam("b_run")
+)
 _READ_VALUE = select(_PARAMS.c.value).where(
     _PARAMS.c.run_id == bindparam("b_run"), _PARAMS.c.key == bindparam("b_key")
 )
@@ -302,7 +304,7 @@ _MISSING = object()
 
 
 def read_run(conn: Connection, run_id: str) -> Any:
-    """The run's state and abort reason, or None: what every read of a parameter needs."""
+    """The run's owner, state and abort reason, or None: what every read of a parameter needs."""
     return conn.execute(_READ_RUN, {"b_run": run_id}).one_or_none()
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.engine import Engine
 
 from stratuslab.db.models import NodeInstanceRecord, RunRecord, utcnow
-from stratuslab.deploy import bulk, events
+from stratuslab.deploy import access, bulk, events
 from stratuslab.deploy.batches import GroupCommit
 from stratuslab.deploy.bulk import HAS_MACHINE, READY, Completion, Provisioned
 from stratuslab.deploy.params import ParameterValues
@@ -122,14 +122,15 @@ class RunControl:
                 tx, tx.run(run_id), reason, node_instance=node_instance, timed_out=timed_out
             )
 
-    def terminate(self, run_id: str, *, force: bool = False) -> None:
+    def terminate(self, run_id: str, *, caller: Principal, force: bool = False) -> None:
         """Cancel a run before Ready; finalize it after. Finalizing tears the instances down.
 
         On a run in Finalizing: asks for the teardown again (a teardown that gave up starts
         over); with ``force``, ends the run without tearing down what is left, which stays
         listed among its owner's instances."""
+        access.users_only(caller, "terminate the run")
         with transaction(self.engine, self.hub) as tx:
-            run = tx.run(run_id)
+            run = tx.run(run_id, caller=caller)
             state = RunState(run.state)
             if state is RunState.FINALIZING:
                 if force:

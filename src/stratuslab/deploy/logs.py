@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from stratuslab.db.models import NodeInstanceRecord, RunLogRecord, RunRecord
 from stratuslab.db.session import session_scope
+from stratuslab.deploy import access
 from stratuslab.deploy.tx import logs_topic
 from stratuslab.errors import Forbidden, Invalid, NotFound, TooLarge
 from stratuslab.hub import Hub
@@ -44,13 +45,18 @@ class RunLogs:
         *,
         caller: Principal,
     ) -> int:
-        """Keep ``lines`` from ``node_instance``; returns how many were kept."""
+        """Keep ``lines`` from ``node_instance``; returns how many were kept. Only that node
+        instance's agent sends them: nobody, not even the run's owner, forges a recipe's
+        output."""
         if caller.is_node and (caller.run_id, caller.node_instance) != (run_id, node_instance):
             raise Forbidden(f"{caller} may not send the output of {node_instance}")
         if len(lines) > MAX_BATCH:
             raise TooLarge(f"a log batch is at most {MAX_BATCH} lines, not {len(lines)}")
         rows = [_row(run_id, node_instance, number, line) for number, line in enumerate(lines)]
         with session_scope(self.engine) as session:
+            if not caller.is_node:
+                access.checked(session.get(RunRecord, run_id), run_id, caller)
+                access.nodes_only(caller, "send recipe output")
             node = session.get(NodeInstanceRecord, (run_id, node_instance), with_for_update=True)
             if node is None:
                 raise NotFound(f"no node instance {node_instance!r} in run {run_id}")
@@ -69,13 +75,13 @@ class RunLogs:
         self,
         run_id: str,
         *,
+        caller: Principal,
         node_instance: str | None = None,
         after: int = 0,
         limit: int = MAX_READ,
     ) -> list[dict[str, Any]]:
         with session_scope(self.engine) as session:
-            if session.get(RunRecord, run_id) is None:
-                raise NotFound(f"no run {run_id!r}")
+            access.checked(session.get(RunRecord, run_id), run_id, caller)
             query = select(RunLogRecord).where(
                 RunLogRecord.run_id == run_id, RunLogRecord.id > after
             )

@@ -35,6 +35,7 @@ from stratuslab.deploy.states import RunState
 from stratuslab.deploy.tokens import NodeTokens
 from stratuslab.deploy.work import Work
 from stratuslab.errors import BackendError, NotFound, StratusError
+from stratuslab.principal import SERVER
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -66,7 +67,8 @@ class _StillProvisioning:
     def __call__(self) -> bool:
         with self._lock:
             if time.monotonic() - self._asked > self.EVERY:
-                self._answer = self.runs.summary(self.run_id)["state"] == RunState.PROVISIONING
+                state = self.runs.summary(self.run_id, caller=SERVER)["state"]
+                self._answer = state == RunState.PROVISIONING
                 self._asked = time.monotonic()
             return self._answer
 
@@ -146,7 +148,7 @@ class Orchestrator:
                     self.control.provisioning_failed(run_id, node.name, "never created")
             return  # aborted, terminated or past Provisioning: start nothing more
         todo = [n for n in nodes if n.name not in adopted]
-        plan = self.runs.plan(run_id)
+        plan = self.runs.plan(run_id, caller=SERVER)
         tokens = self.tokens.issue_many(run_id, [n.name for n in todo])
         outcomes = service.prepare_many(
             [self._request(run_id, plan, node, tokens[node.name]) for node in todo]
@@ -243,7 +245,7 @@ class Orchestrator:
         self.control.begin_round(run_id)
 
     def _teardown(self, run_id: str) -> None:
-        run = self.runs.summary(run_id)
+        run = self.runs.summary(run_id, caller=SERVER)
         if run["state"] != RunState.FINALIZING:
             return
         try:
@@ -269,7 +271,7 @@ class Orchestrator:
                 f"{len(failures)} of {len(live)} instance(s) could not be destroyed: "
                 + "; ".join(str(f) for f in failures[:3])
             )
-        clouds = {spec.cloud for spec in self.runs.plan(run_id).nodes.values()}
+        clouds = {spec.cloud for spec in self.runs.plan(run_id, caller=SERVER).nodes.values()}
         swept = service.sweep_run(run_id, sorted(clouds))
         for name in swept:
             log.warning("run %s: destroyed %s, found by its tag", run_id, name)

@@ -32,7 +32,7 @@ from sqlalchemy.engine import Engine
 
 from stratuslab.db.models import RunRecord, RuntimeParameterRecord
 from stratuslab.db.session import reading, session_scope
-from stratuslab.deploy import bulk, events
+from stratuslab.deploy import access, bulk, events
 from stratuslab.deploy.agent.protocol import MAX_WAIT
 from stratuslab.deploy.batches import GroupCommit
 from stratuslab.deploy.keys import Key, check_value, parse_key
@@ -129,12 +129,8 @@ class Parameters:
         """The value of ``key``. Raises ``NotFound`` (no such parameter), ``NotYetSet`` (no value
         yet) or ``RunAborted`` (the abort flag is raised, unless ``ignore_abort``)."""
         parsed = self.key(key, caller)
-        if caller.is_node and caller.run_id != run_id:
-            raise NotFound(f"no run {run_id!r}", hint="see `stratus run list`")
         with reading(self.engine) as conn:
-            run = bulk.read_run(conn, run_id)
-            if run is None:
-                raise NotFound(f"no run {run_id!r}", hint="see `stratus run list`")
+            run = access.checked(bulk.read_run(conn, run_id), run_id, caller)
             if run.abort_reason is not None and not ignore_abort:
                 raise RunAborted(run.abort_reason)
             if parsed.scope == "global" and parsed.name == "state":
@@ -217,7 +213,7 @@ class Parameters:
         parsed = self.key(key, caller)
         check_value(str(parsed), value)
         if caller.is_node and caller.run_id != run_id:
-            raise NotFound(f"no run {run_id!r}")
+            raise access.no_run(run_id)
         return self._writes.submit(_Write(run_id, parsed, value, caller, ignore_abort))
 
     def _write_many(self, items: Sequence[_Write]) -> list[StratusError | None]:
@@ -277,12 +273,10 @@ class Parameters:
         )
         return NotFound(refused, hint=hint)
 
-    def all(self, run_id: str) -> dict[str, str | None]:
+    def all(self, run_id: str, *, caller: Principal) -> dict[str, str | None]:
         """Every parameter of the run with its value (None: not set), by name."""
         with session_scope(self.engine) as session:
-            run = session.get(RunRecord, run_id)
-            if run is None:
-                raise NotFound(f"no run {run_id!r}")
+            run = access.checked(session.get(RunRecord, run_id), run_id, caller)
             rows = session.execute(
                 select(RuntimeParameterRecord.key, RuntimeParameterRecord.value)
                 .where(RuntimeParameterRecord.run_id == run_id)
@@ -325,14 +319,12 @@ def _common(item: _Write) -> bulk.Write | None:
     key = item.key
     if key.is_abort or key.server_owned or key.computed:
         return None
-    if item.caller.is_node and item.caller.run_id != item.run_id:
-        return None
+    if not item.caller.is_node:
+        return None  # a user's write: the general way checks that the run is theirs
     display = key.node_instance if key.name == "statecustom" else None
     return bulk.Write(str(key), item.value, item.ignore_abort, display)
 
 
 def _run(run: RunRecord | None, run_id: str, caller: Principal) -> RunRecord:
-    """The run, if ``caller`` may see it: a node sees its own run only."""
-    if run is None or (caller.is_node and caller.run_id != run_id):
-        raise NotFound(f"no run {run_id!r}", hint="see `stratus run list`")
-    return run
+    """The run, if ``caller`` may reach it (``deploy/access.py``)."""
+    return access.checked(run, run_id, caller)

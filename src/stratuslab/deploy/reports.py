@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from stratuslab.db.models import NodeInstanceRecord, RunRecord, RunReportRecord
 from stratuslab.db.session import session_scope
-from stratuslab.deploy import events
+from stratuslab.deploy import access, events
 from stratuslab.deploy.tx import transaction
 from stratuslab.errors import Forbidden, Invalid, NotFound, TooLarge
 from stratuslab.hub import Hub
@@ -68,7 +68,12 @@ class ReportStore:
     def begin(
         self, run_id: str, node_instance: str, *, caller: Principal, size: int | None = None
     ) -> Upload:
-        """Start receiving ``node_instance``'s report (``size``: what the sender announced)."""
+        """Start receiving ``node_instance``'s report (``size``: what the sender announced).
+        Only that node instance's agent sends it."""
+        if not caller.is_node:
+            with session_scope(self.engine) as session:
+                access.checked(session.get(RunRecord, run_id), run_id, caller)
+            access.nodes_only(caller, "send reports")
         if caller.is_node and (caller.run_id, caller.node_instance) != (run_id, node_instance):
             raise Forbidden(f"{caller} may not send the report of {node_instance}")
         if size is not None and size > MAX_REPORT:
@@ -98,10 +103,9 @@ class ReportStore:
             tx.event(run_id, events.reported(node_instance, size))
         return {"node_instance": node_instance, "size": size}
 
-    def of_run(self, run_id: str) -> list[dict[str, Any]]:
+    def of_run(self, run_id: str, *, caller: Principal) -> list[dict[str, Any]]:
         with session_scope(self.engine) as session:
-            if session.get(RunRecord, run_id) is None:
-                raise NotFound(f"no run {run_id!r}")
+            access.checked(session.get(RunRecord, run_id), run_id, caller)
             rows = session.scalars(
                 select(RunReportRecord)
                 .where(RunReportRecord.run_id == run_id)
@@ -116,8 +120,9 @@ class ReportStore:
                 for r in rows
             ]
 
-    def file(self, run_id: str, node_instance: str) -> Path:
+    def file(self, run_id: str, node_instance: str, *, caller: Principal) -> Path:
         with session_scope(self.engine) as session:
+            access.checked(session.get(RunRecord, run_id), run_id, caller)
             row = session.get(RunReportRecord, (run_id, node_instance))
             if row is None or not Path(row.path).exists():
                 raise NotFound(f"{node_instance} has sent no report for run {run_id}")

@@ -23,7 +23,7 @@ from stratuslab.db.models import (
     RuntimeParameterRecord,
 )
 from stratuslab.db.session import session_scope
-from stratuslab.deploy import events
+from stratuslab.deploy import access, events
 from stratuslab.deploy.keys import check_value, initial_rows, parse_key
 from stratuslab.deploy.model import ApplicationModule
 from stratuslab.deploy.modules import ModuleStore, split_address
@@ -31,8 +31,9 @@ from stratuslab.deploy.plan import Plan, resolve
 from stratuslab.deploy.states import ACTIVE, FINAL, KeepRunning, RunState
 from stratuslab.deploy.tx import run_topic, transaction
 from stratuslab.deploy.work import Work, WorkQueue
-from stratuslab.errors import Invalid, NotFound, TooLarge
+from stratuslab.errors import Forbidden, Invalid, TooLarge
 from stratuslab.hub import Hub
+from stratuslab.principal import SERVER, Principal
 
 _SHOWN = ("hostname", "vmstate", "statecustom", "abort", "url.service")
 MAX_TIMEOUT_S = 7 * 24 * 3600  # a run that is not Ready within a week never will be
@@ -71,9 +72,14 @@ class RunService:
 
     # -- starting -------------------------------------------------------------------------
 
-    def create(self, request: RunRequest, *, owner: str) -> dict[str, Any]:
-        """Check the application against its modules and record a run in Initializing, with
-        every runtime parameter it starts with; its provisioning is asked for once recorded."""
+    def create(self, request: RunRequest, *, caller: Principal) -> dict[str, Any]:
+        """Check the application against its modules and record a run in Initializing, owned by
+        ``caller``, with every runtime parameter it starts with; its provisioning is asked for
+        once recorded."""
+        access.users_only(caller, "start runs")
+        owner = caller.user or ""
+        if not owner:
+            raise Forbidden("only a user starts runs")
         self._check(request)
         path, version = split_address(request.module)
         stored = self.modules.get(path, version)
@@ -157,7 +163,7 @@ class RunService:
             )
             tx.event(run_id, events.created(f"{path}/{stored.version}", owner))
             tx.later(lambda: self.work.ask(run_id, Work.PROVISION))
-        return self.view(run_id)
+        return self.view(run_id, caller=caller)
 
     def _check(self, request: RunRequest) -> None:
         """What a request may ask, checked before anything is looked up or built."""
@@ -182,31 +188,30 @@ class RunService:
 
     # -- reading --------------------------------------------------------------------------
 
-    def resolve(self, ref: str) -> str:
-        """A run's id from its id or a unique prefix of it (at least 4 characters)."""
+    def resolve(self, ref: str, *, caller: Principal) -> str:
+        """A run's id from its id or a unique prefix of it (at least 4 characters), among the
+        runs ``caller`` may reach: another user's run is not there, even to a prefix."""
         if len(ref) > 36:
-            raise NotFound(f"no run {ref[:40]!r}", hint="see `stratus run list`")
+            raise access.no_run(ref)
         with session_scope(self.engine) as session:
-            if session.get(RunRecord, ref) is not None:
+            exact = session.get(RunRecord, ref)
+            if exact is not None and access.may_reach(caller, run_id=ref, owner=exact.owner):
                 return ref
-            found = (
-                session.scalars(
-                    select(RunRecord.id)
-                    .where(RunRecord.id.startswith(ref, autoescape=True))
-                    .limit(2)
-                ).all()
-                if len(ref) >= 4
-                else []
-            )
+            query = select(RunRecord.id).where(RunRecord.id.startswith(ref, autoescape=True))
+            if caller.is_node:
+                query = query.where(RunRecord.id == caller.run_id)
+            elif caller.owner_filter is not None:
+                query = query.where(RunRecord.owner == caller.owner_filter)
+            found = session.scalars(query.limit(2)).all() if len(ref) >= 4 else []
         if len(found) == 1:
             return found[0]
         if found:
             raise Invalid(f"{ref!r} matches several runs", hint="give more of the id")
-        raise NotFound(f"no run {ref!r}", hint="see `stratus run list`")
+        raise access.no_run(ref)
 
-    def view(self, run_id: str) -> dict[str, Any]:
+    def view(self, run_id: str, *, caller: Principal) -> dict[str, Any]:
         with session_scope(self.engine) as session:
-            run = _found(session.get(RunRecord, run_id), run_id)
+            run = access.checked(session.get(RunRecord, run_id), run_id, caller)
             nodes = session.scalars(
                 select(NodeInstanceRecord)
                 .where(NodeInstanceRecord.run_id == run_id)
@@ -238,13 +243,22 @@ class RunService:
                 ]
             }
 
-    def summary(self, run_id: str) -> dict[str, Any]:
+    def summary(self, run_id: str, *, caller: Principal) -> dict[str, Any]:
         with session_scope(self.engine) as session:
-            return _run_dict(_found(session.get(RunRecord, run_id), run_id), {})
+            return _run_dict(access.checked(session.get(RunRecord, run_id), run_id, caller), {})
 
     def list_runs(
-        self, *, owner: str | None, active_only: bool = False, offset: int = 0, limit: int = 20
+        self,
+        *,
+        caller: Principal,
+        all_owners: bool = False,
+        active_only: bool = False,
+        offset: int = 0,
+        limit: int = 20,
     ) -> list[dict[str, Any]]:
+        """The caller's runs, newest first; with ``all_owners``, an administrator's view of every
+        owner's (asked by anybody else, it is still their own)."""
+        owner = None if all_owners and caller.sees_all else (caller.user or "")
         with session_scope(self.engine) as session:
             query = (
                 select(RunRecord)
@@ -261,7 +275,7 @@ class RunService:
     def settled(self, run_id: str) -> bool:
         """Ended, or waiting in Ready with every node done (its instances kept)."""
         with session_scope(self.engine) as session:
-            run = _found(session.get(RunRecord, run_id), run_id)
+            run = access.checked(session.get(RunRecord, run_id), run_id, SERVER)
             if RunState(run.state) in FINAL:
                 return True
             if run.state != RunState.READY or run.scaling is not None:
@@ -269,7 +283,7 @@ class RunService:
             return run.waiting == 0
 
     def ended(self, run_id: str) -> bool:
-        return RunState(self.summary(run_id)["state"]) in FINAL
+        return RunState(self.summary(run_id, caller=SERVER)["state"]) in FINAL
 
     def working(self) -> bool:
         """Whether any run needs the server: provisioning, working nodes, or tearing down."""
@@ -280,18 +294,20 @@ class RunService:
                 is not None
             )
 
-    def plan(self, run_id: str) -> Plan:
+    def plan(self, run_id: str, *, caller: Principal) -> Plan:
         with session_scope(self.engine) as session:
-            return Plan.from_dict(_found(session.get(RunRecord, run_id), run_id).plan)
+            return Plan.from_dict(
+                access.checked(session.get(RunRecord, run_id), run_id, caller).plan
+            )
 
     def owner(self, run_id: str) -> str:
-        return str(self.summary(run_id)["owner"])
+        return str(self.summary(run_id, caller=SERVER)["owner"])
 
     def events(
-        self, run_id: str, *, after: int = 0, limit: int = MAX_EVENTS
+        self, run_id: str, *, caller: Principal, after: int = 0, limit: int = MAX_EVENTS
     ) -> list[dict[str, Any]]:
         with session_scope(self.engine) as session:
-            _found(session.get(RunRecord, run_id), run_id)
+            access.checked(session.get(RunRecord, run_id), run_id, caller)
             rows = session.scalars(
                 select(RunEventRecord)
                 .where(RunEventRecord.run_id == run_id, RunEventRecord.id > after)
@@ -312,12 +328,6 @@ class RunService:
 
     def watch_topic(self, run_id: str) -> str:
         return run_topic(run_id)
-
-
-def _found(run: RunRecord | None, run_id: str) -> RunRecord:
-    if run is None:
-        raise NotFound(f"no run {run_id!r}", hint="see `stratus run list`")
-    return run
 
 
 def _run_dict(run: RunRecord, params: Mapping[str, str | None]) -> dict[str, Any]:

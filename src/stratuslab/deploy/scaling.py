@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from stratuslab.db.models import NodeInstanceRecord, RunRecord, RuntimeParameterRecord, utcnow
-from stratuslab.deploy import events
+from stratuslab.deploy import access, events
 from stratuslab.deploy.control import RunControl
 from stratuslab.deploy.keys import instance_rows
 from stratuslab.deploy.params import Parameters
@@ -22,6 +22,7 @@ from stratuslab.deploy.states import RunState
 from stratuslab.deploy.tx import Tx, transaction
 from stratuslab.deploy.work import Work
 from stratuslab.errors import Conflict, Invalid, NotFound
+from stratuslab.principal import Principal
 
 MAX_ADD = 1000  # instances added by one action
 
@@ -32,14 +33,14 @@ class Scaling:
         self.params = params
         self.max_instances = max_instances
 
-    def add_instances(self, run_id: str, node: str, count: int) -> list[str]:
+    def add_instances(self, run_id: str, node: str, count: int, *, caller: Principal) -> list[str]:
         """Add ``count`` instances of ``node`` to a scalable run in Ready. The run goes back to
         Provisioning: the new instances are made and run their recipes, the others run
         on-vm-add. Returns the new node instances' names."""
         if not 1 <= count <= MAX_ADD:
             raise Invalid(f"add between 1 and {MAX_ADD} instances at a time, not {count}")
         with transaction(self.control.engine, self.control.hub) as tx:
-            run = self._scalable(tx, run_id, node)
+            run = self._scalable(tx, run_id, node, caller)
             plan = Plan.from_dict(run.plan)
             total = tx.session.scalar(
                 select(func.count()).where(
@@ -84,7 +85,9 @@ class Scaling:
             tx.later(lambda: self.control.work.ask(run_id, Work.PROVISION))
             return names
 
-    def remove_instances(self, run_id: str, node: str, indexes: list[int]) -> list[str]:
+    def remove_instances(
+        self, run_id: str, node: str, indexes: list[int], *, caller: Principal
+    ) -> list[str]:
         """Remove instances of ``node`` from a scalable run in Ready: their machines are
         destroyed, the remaining instances run on-vm-remove. Returns their names."""
         if not indexes:
@@ -92,7 +95,7 @@ class Scaling:
         if len(indexes) > self.max_instances:
             raise Invalid(f"at most {self.max_instances} instances, not {len(indexes)}")
         with transaction(self.control.engine, self.control.hub) as tx:
-            run = self._scalable(tx, run_id, node)
+            run = self._scalable(tx, run_id, node, caller)
             names = [f"{node}.{index}" for index in dict.fromkeys(indexes)]
             for name in names:
                 member = self.control.node_in(tx, run_id, name)
@@ -107,8 +110,9 @@ class Scaling:
             tx.later(lambda: self.control.work.ask(run_id, Work.SHRINK))
             return names
 
-    def _scalable(self, tx: Tx, run_id: str, node: str) -> RunRecord:
-        run = tx.run(run_id)
+    def _scalable(self, tx: Tx, run_id: str, node: str, caller: Principal) -> RunRecord:
+        access.users_only(caller, "scale the run")
+        run = tx.run(run_id, caller=caller)
         if not run.mutable:
             raise Conflict("the run is not scalable", hint="deploy it with --mutable (mutable=on)")
         if run.state != RunState.READY or run.scaling is not None:

@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 
 from stratuslab.db.models import RunEventRecord, RunRecord, utcnow
 from stratuslab.db.session import session_scope
+from stratuslab.deploy import access
 from stratuslab.deploy.events import RunEvent, to_dict
-from stratuslab.errors import NotFound
 from stratuslab.hub import Hub
+from stratuslab.principal import SERVER, Principal
 
 
 def run_topic(run_id: str) -> str:
@@ -77,13 +78,12 @@ class Tx:
             self.announce(run_topic(row.run_id), to_dict(row.id, row.at.isoformat(), event))
         self.events.clear()
 
-    def run(self, run_id: str, *, lock: bool = True) -> RunRecord:
+    def run(self, run_id: str, *, lock: bool = True, caller: Principal = SERVER) -> RunRecord:
         """The run, locked for this transaction (a row lock on PostgreSQL; SQLite transactions
-        are serialized already)."""
-        row = self.session.get(RunRecord, run_id, with_for_update=lock)
-        if row is None:
-            raise NotFound(f"no run {run_id!r}", hint="see `stratus run list`")
-        return row
+        are serialized already), if ``caller`` may reach it (``deploy/access.py``)."""
+        return access.checked(
+            self.session.get(RunRecord, run_id, with_for_update=lock), run_id, caller
+        )
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from stratuslab import __version__, build
 from stratuslab.api import identity
 from stratuslab.api.deps import ServicesDep, UserDep
+from stratuslab.errors import Forbidden
 
 router = APIRouter(tags=["health"])
 
@@ -39,9 +40,12 @@ def health(
 
 
 @router.post("/api/server/exit-when-idle")
-def exit_when_idle(request: Request, _user: UserDep) -> dict[str, Any]:
+def exit_when_idle(request: Request, user: UserDep) -> dict[str, Any]:
     """A server started on demand exits as soon as it has nothing to do (``stratus deploy``
-    asks this of the server it started). A server started by an administrator stays."""
+    asks this of the server it started). A server started by an administrator stays. Only an
+    administrator (the host's site token) asks it."""
+    if not user.admin:
+        raise Forbidden("only an administrator asks the server to exit")
     activity = getattr(request.app.state, "activity", None)
     if activity is None or activity.idle <= 0:
         return {"exiting": False}

@@ -19,7 +19,7 @@ def push(body: ModulePush, services: ServicesDep, user: UserDep) -> list[dict[st
     texts = [ModuleText(path=m.path, file=m.file, text=m.text) for m in body.modules]
     return [
         m.summary()
-        for m in services.modules.push(texts, owner=user, only_changed=body.only_changed)
+        for m in services.modules.push(texts, owner=user.user or "", only_changed=body.only_changed)
     ]
 
 

@@ -21,6 +21,7 @@ from stratuslab.deploy.runs import MAX_EVENTS, RunRequest
 from stratuslab.deploy.states import parse_keep_running
 from stratuslab.deploy.tx import logs_topic, run_topic
 from stratuslab.errors import Forbidden, Invalid
+from stratuslab.principal import Principal
 from stratuslab.services import Services
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
@@ -49,7 +50,7 @@ def create(body: RunCreate, services: ServicesDep, user: UserDep) -> dict[str, A
         timeout_s=body.timeout_s,
         mutable=body.mutable,
     )
-    return services.runs.create(request, owner=user)
+    return services.runs.create(request, caller=user)
 
 
 @router.get("")
@@ -62,13 +63,13 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> list[dict[str, Any]]:
     return services.runs.list_runs(
-        owner=None if all else user, active_only=active, offset=offset, limit=limit
+        caller=user, all_owners=all, active_only=active, offset=offset, limit=limit
     )
 
 
 @router.get("/{run_id}")
 def show(run_id: RunId, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return services.runs.view(run_id)
+    return services.runs.view(run_id, caller=user)
 
 
 @router.delete("/{run_id}")
@@ -76,20 +77,20 @@ def terminate(
     run_id: RunId, services: ServicesDep, user: UserDep, force: bool = False
 ) -> dict[str, Any]:
     """Terminate the run; ``force=true`` ends a run whose teardown could not finish."""
-    services.control.terminate(run_id, force=force)
-    return services.runs.summary(run_id)
+    services.control.terminate(run_id, caller=user, force=force)
+    return services.runs.summary(run_id, caller=user)
 
 
 @router.get("/{run_id}/params")
 def params(run_id: RunId, services: ServicesDep, user: UserDep) -> dict[str, str | None]:
-    return services.params.all(run_id)
+    return services.params.all(run_id, caller=user)
 
 
 @router.get("/{run_id}/events")
 def events(
     run_id: RunId, services: ServicesDep, user: UserDep, after: Page = 0
 ) -> list[dict[str, Any]]:
-    return services.runs.events(run_id, after=after)
+    return services.runs.events(run_id, caller=user, after=after)
 
 
 @router.get("/{run_id}/watch")
@@ -103,9 +104,8 @@ async def watch(
     """The run's events as they happen (one JSON object a line), from event ``after`` on, until
     the run has settled (ended, or waiting in Ready with its instances kept) or ``timeout``
     seconds (at most an hour) have passed; a client that wants more asks again."""
-    await run_in_threadpool(services.runs.summary, run_id)
     return StreamingResponse(
-        _events(services, run_id, after, min(timeout, MAX_STREAM)),
+        _events(services, user, run_id, after, min(timeout, MAX_STREAM)),
         media_type="application/x-ndjson",
     )
 
@@ -124,12 +124,11 @@ async def logs(
     seconds (at most an hour) have passed."""
     if not follow:
         lines = await run_in_threadpool(
-            partial(services.logs.read, run_id, node_instance=node, after=after)
+            partial(services.logs.read, run_id, caller=user, node_instance=node, after=after)
         )
         return Response(json.dumps(lines), media_type="application/json")
-    await run_in_threadpool(services.runs.summary, run_id)
     return StreamingResponse(
-        _log_lines(services, run_id, node, after, min(timeout, MAX_STREAM)),
+        _log_lines(services, user, run_id, node, after, min(timeout, MAX_STREAM)),
         media_type="application/x-ndjson",
     )
 
@@ -139,7 +138,7 @@ def add_instances(
     run_id: RunId, node: str, body: InstancesAdd, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
     """Add instances to a node of a scalable run in Ready (the run goes round again)."""
-    return {"added": services.scaling.add_instances(run_id, node, body.count)}
+    return {"added": services.scaling.add_instances(run_id, node, body.count, caller=user)}
 
 
 @router.delete("/{run_id}/nodes/{node}/instances")
@@ -151,17 +150,18 @@ def remove_instances(
     ids: Annotated[str, Query(max_length=10_000)],  # 1000 instances; no server takes longer URLs
 ) -> dict[str, Any]:
     """Remove the instances ``ids=1,3`` of a node of a scalable run in Ready."""
-    return {"removed": services.scaling.remove_instances(run_id, node, instance_numbers(ids))}
+    numbers = instance_numbers(ids)
+    return {"removed": services.scaling.remove_instances(run_id, node, numbers, caller=user)}
 
 
 @router.get("/{run_id}/reports")
 def reports(run_id: RunId, services: ServicesDep, user: UserDep) -> list[dict[str, Any]]:
-    return services.reports.of_run(run_id)
+    return services.reports.of_run(run_id, caller=user)
 
 
 @router.get("/{run_id}/reports/{node_instance}")
 def report(run_id: RunId, node_instance: str, services: ServicesDep, user: UserDep) -> FileResponse:
-    path = services.reports.file(run_id, node_instance)
+    path = services.reports.file(run_id, node_instance, caller=user)
     return FileResponse(
         path, media_type="application/gzip", filename=f"{run_id[:8]}-{node_instance}.tar.gz"
     )
@@ -177,7 +177,7 @@ def node_plan(
     if caller.is_node and caller.node_instance != node_instance:
         raise Forbidden(f"{caller} may not read the plan of {node_instance}")
     node, _, index = node_instance.rpartition(".")
-    plan = services.runs.plan(run_id)
+    plan = services.runs.plan(run_id, caller=caller)
     if node not in plan.nodes or not index.isdigit():
         raise Invalid(f"{node_instance[:140]} is not a node instance of run {run_id}")
     spec = plan.nodes[node]
@@ -195,7 +195,7 @@ def node_plan(
             for step in RECIPE_STEPS
             if step != "packages"
         },
-        "scaling": services.runs.summary(run_id)["scaling"],
+        "scaling": services.runs.summary(run_id, caller=caller)["scaling"],
     }
 
 
@@ -243,7 +243,7 @@ def instance_numbers(ids: str) -> list[int]:
 
 
 async def _events(
-    services: Services, run_id: str, after: int, timeout: float
+    services: Services, caller: Principal, run_id: str, after: int, timeout: float
 ) -> AsyncIterator[bytes]:
     deadline = time.monotonic() + timeout
     last = after
@@ -252,7 +252,9 @@ async def _events(
         settled = await run_in_threadpool(services.runs.settled, run_id)
         # Read after checking: the events that settled the run are then among those sent.
         while True:
-            batch = await run_in_threadpool(partial(services.runs.events, run_id, after=last))
+            batch = await run_in_threadpool(
+                partial(services.runs.events, run_id, caller=caller, after=last)
+            )
             for event in batch:
                 last = event["id"]
                 yield json.dumps(event).encode() + b"\n"
@@ -271,7 +273,12 @@ async def _events(
 
 
 async def _log_lines(
-    services: Services, run_id: str, node: str | None, after: int, timeout: float
+    services: Services,
+    caller: Principal,
+    run_id: str,
+    node: str | None,
+    after: int,
+    timeout: float,
 ) -> AsyncIterator[bytes]:
     deadline = time.monotonic() + timeout
     last = after
@@ -280,7 +287,7 @@ async def _log_lines(
         ended = await run_in_threadpool(services.runs.ended, run_id)
         while True:
             batch = await run_in_threadpool(
-                partial(services.logs.read, run_id, node_instance=node, after=last)
+                partial(services.logs.read, run_id, caller=caller, node_instance=node, after=last)
             )
             for line in batch:
                 last = line["id"]

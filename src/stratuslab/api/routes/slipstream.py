@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Annotated
 from urllib.parse import parse_qs
 from xml.etree import ElementTree as ET
@@ -18,7 +19,14 @@ from xml.etree import ElementTree as ET
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from stratuslab.api.deps import CallerDep, Services, ServicesDep, UserDep, run_caller
+from stratuslab.api.deps import (
+    CallerDep,
+    Services,
+    ServicesDep,
+    UserDep,
+    presented_by,
+    run_caller,
+)
 from stratuslab.api.routes.runs import instance_numbers
 from stratuslab.api.schemas.runs import MAX_ID, MAX_TEXT
 from stratuslab.deploy.runs import RunRequest
@@ -32,7 +40,6 @@ from stratuslab.errors import (
     StratusError,
     TooLarge,
 )
-from stratuslab.principal import Principal
 
 router = APIRouter(prefix="/run", tags=["slipstream"])
 MAX_FORM = 256 * 1024  # bytes of a form body: a start names a module and some parameters
@@ -57,7 +64,7 @@ async def start_run(request: Request, services: ServicesDep, user: UserDep) -> R
     try:
         form = await _form(request)
         run_request = _run_request(form)
-        view = await run_in_threadpool(services.runs.create, run_request, owner=user)
+        view = await run_in_threadpool(partial(services.runs.create, run_request, caller=user))
     except StratusError as exc:
         error = ET.Element("error", {"detail": str(exc)})
         # A start refused for what it asks is a 409 (SlipStream's answer), even a run type we
@@ -76,7 +83,7 @@ def list_runs(
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> Response:
-    runs = services.runs.list_runs(owner=user, active_only=active_only, offset=offset, limit=limit)
+    runs = services.runs.list_runs(caller=user, active_only=active_only, offset=offset, limit=limit)
     root = ET.Element("runs", {"offset": str(offset), "limit": str(limit), "count": str(len(runs))})
     for run in runs:
         ET.SubElement(
@@ -98,9 +105,9 @@ def list_runs(
 @router.get("/{run_id}")
 async def get_run(run_id: str, services: ServicesDep, caller: CallerDep) -> Response:
     async def work() -> Response:
-        view = await run_in_threadpool(services.runs.view, run_id)
-        params = await run_in_threadpool(services.params.all, run_id)
-        plan = await run_in_threadpool(services.runs.plan, run_id)
+        view = await run_in_threadpool(partial(services.runs.view, run_id, caller=caller))
+        params = await run_in_threadpool(partial(services.params.all, run_id, caller=caller))
+        plan = await run_in_threadpool(partial(services.runs.plan, run_id, caller=caller))
         clouds = sorted({node.cloud for node in plan.nodes.values()})
         root = ET.Element(
             "run",
@@ -140,7 +147,8 @@ async def get_parameter(run_id: str, key: Key, request: Request) -> Response:
     """The value of ``key``; ``wait=S`` (at most 60) waits for it to be set, or to differ
     from ``differs``; ``ignoreabort=true`` answers on an aborted run too."""
     services: Services = request.app.state.services
-    caller = _caller(request, services, run_id)
+
+    caller = await run_caller(run_id, services, presented_by(request))
 
     async def work() -> Response:
         query = request.query_params
@@ -162,7 +170,8 @@ async def set_parameter(run_id: str, key: Key, request: Request) -> Response:
     """Set ``key`` to the body (text; empty unsets it); ``ignoreabort=true`` on an aborted
     run too."""
     services: Services = request.app.state.services
-    caller = _caller(request, services, run_id)
+
+    caller = await run_caller(run_id, services, presented_by(request))
 
     async def work() -> Response:
         value = _utf8(await _body(request, MAX_TEXT * 4), f"the value of {key[:80]}")
@@ -182,15 +191,17 @@ async def post_to_run(run_id: str, key: Key, request: Request) -> Response:
     S). ``<node>`` with the form field ``n=K``: add K instances to a scalable run; answers
     their names."""
     services: Services = request.app.state.services
-    caller = _caller(request, services, run_id)
+
+    caller = await run_caller(run_id, services, presented_by(request))
 
     async def work() -> Response:
         if ":" not in key:
             if caller.is_node:
                 raise Forbidden("only the run's owner adds instances")
             form = await _form(request)
+            count = _int("n", form.get("n", "1"))
             names = await run_in_threadpool(
-                services.scaling.add_instances, run_id, key, _int("n", form.get("n", "1"))
+                partial(services.scaling.add_instances, run_id, key, count, caller=caller)
             )
             return Response(",".join(names), media_type="text/plain")
         if not key.endswith(":complete"):
@@ -202,16 +213,6 @@ async def post_to_run(run_id: str, key: Key, request: Request) -> Response:
         return Response(status_code=200)
 
     return await _text(work)
-
-
-def _caller(request: Request, services: Services, run_id: str) -> Principal:
-    headers = request.headers
-    return run_caller(
-        run_id,
-        services,
-        authorization=headers.get("authorization", ""),
-        x_stratus_user=headers.get("x-stratus-user", ""),
-    )
 
 
 def _flag(query: Mapping[str, str], name: str) -> bool:
@@ -248,7 +249,9 @@ async def remove_instances(
             raise Forbidden("only the run's owner removes instances")
         form = await _form(request)
         ids = instance_numbers(form.get("ids") or request.query_params.get("ids", ""))
-        await run_in_threadpool(services.scaling.remove_instances, run_id, node, ids)
+        await run_in_threadpool(
+            partial(services.scaling.remove_instances, run_id, node, ids, caller=caller)
+        )
         return Response(status_code=204)
 
     return await _text(work)
@@ -259,7 +262,7 @@ async def terminate(run_id: str, services: ServicesDep, caller: CallerDep) -> Re
     async def work() -> Response:
         if caller.is_node:
             raise Forbidden("a node may not terminate its run; ss-abort aborts it")
-        await run_in_threadpool(services.control.terminate, run_id)
+        await run_in_threadpool(partial(services.control.terminate, run_id, caller=caller))
         return Response(status_code=204)
 
     return await _text(work)

@@ -1,0 +1,187 @@
+"""API keys and login sessions: secrets handed out once, kept only as their SHA-256.
+
+An API key is a pair as SlipStream has it: a public key id (``credential/<32 hex>``) and a
+secret. Clients present it as SlipStream's ``session-template/api-key`` login, as HTTP Basic
+(the id as user name, the secret as password), or as one bearer token ``<id>.<secret>``. A
+session is what a login opens: a random cookie, valid until it expires or is deleted (logout).
+A key or session of a disabled user stops working at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+
+from stratuslab.accounts.secrets import digest, new_secret, same
+from stratuslab.db.models import ApiKeyRecord, SessionRecord, UserRecord, utcnow
+from stratuslab.db.session import session_scope
+from stratuslab.errors import Forbidden, Invalid, NotFound
+from stratuslab.principal import Principal
+
+KEY_PREFIX = "credential/"
+SESSION_PREFIX = "session/"
+SESSION_TTL = timedelta(hours=12)
+MAX_KEY_DAYS = 3650
+MAX_KEYS = 100  # live API keys per user
+
+
+def key_token(key_id: str, secret: str) -> str:
+    """The bearer form of an API key."""
+    return f"{key_id.removeprefix(KEY_PREFIX)}.{secret}"
+
+
+def split_key_token(token: str) -> tuple[str, str] | None:
+    """``<id>.<secret>`` -> (id, secret), or None when ``token`` is not of that form."""
+    key_id, dot, secret = token.partition(".")
+    if not dot or len(key_id) != 32 or not all(c in "0123456789abcdef" for c in key_id):
+        return None
+    return key_id, secret
+
+
+class Credentials:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- API keys -------------------------------------------------------------------------
+
+    def create_key(
+        self, *, caller: Principal, name: str = "", expires_days: int | None = None
+    ) -> dict[str, Any]:
+        """A new API key of ``caller``'s; its secret is in this answer and nowhere else."""
+        owner = _person(caller, "create API keys")
+        if len(name) > 128:
+            raise Invalid("an API key's name is at most 128 characters")
+        if expires_days is not None and not 1 <= expires_days <= MAX_KEY_DAYS:
+            raise Invalid(f"--expires: between 1 and {MAX_KEY_DAYS} days")
+        key_id, secret = uuid.uuid4().hex, new_secret()
+        now = utcnow()
+        with session_scope(self.engine) as session:
+            if session.get(UserRecord, owner) is None:
+                raise Forbidden(f"{owner} has no account: an administrator adds it first")
+            live = session.scalars(
+                select(ApiKeyRecord.id).where(
+                    ApiKeyRecord.user == owner, ApiKeyRecord.revoked_at.is_(None)
+                )
+            ).all()
+            if len(live) >= MAX_KEYS:
+                raise Invalid(f"at most {MAX_KEYS} API keys per user: revoke some first")
+            row = ApiKeyRecord(
+                id=key_id,
+                user=owner,
+                name=name,
+                secret_hash=digest(secret),
+                created_at=now,
+                expires_at=now + timedelta(days=expires_days) if expires_days else None,
+            )
+            session.add(row)
+            view = _key_dict(row)
+        return view | {"secret": secret, "token": key_token(key_id, secret)}
+
+    def list_keys(self, *, caller: Principal) -> list[dict[str, Any]]:
+        with session_scope(self.engine) as session:
+            query = select(ApiKeyRecord).order_by(ApiKeyRecord.created_at)
+            if not caller.sees_all:
+                query = query.where(ApiKeyRecord.user == (caller.user or ""))
+            return [_key_dict(row) for row in session.scalars(query)]
+
+    def revoke_key(self, key: str, *, caller: Principal) -> dict[str, Any]:
+        key_id = key.removeprefix(KEY_PREFIX)
+        with session_scope(self.engine) as session:
+            row = session.get(ApiKeyRecord, key_id) if len(key_id) <= 32 else None
+            if row is None or not caller.owns(row.user):
+                raise NotFound(f"no API key {key[:50]!r}", hint="see `stratus apikey list`")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+            return _key_dict(row)
+
+    def key_user(self, key: str, secret: str) -> str | None:
+        """The user an API key belongs to, if the secret matches and the key is live."""
+        key_id = key.removeprefix(KEY_PREFIX)
+        if len(key_id) != 32 or len(secret) > 256:
+            return None
+        now = utcnow()
+        with session_scope(self.engine) as session:
+            row = session.get(ApiKeyRecord, key_id)
+            if row is None or not same(row.secret_hash, digest(secret)):
+                return None
+            if row.revoked_at is not None or _past(row.expires_at, now):
+                return None
+            if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
+                row.last_used_at = now  # to the minute: a write per request would cost
+            return row.user
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def open_session(self, user: str, *, method: str) -> tuple[str, str, datetime]:
+        """A new session of ``user``: (its id, its cookie value, when it expires)."""
+        session_id, token = str(uuid.uuid4()), new_secret()
+        expires = utcnow() + SESSION_TTL
+        with session_scope(self.engine) as session:
+            session.add(
+                SessionRecord(
+                    id=session_id,
+                    user=user,
+                    token_hash=digest(token),
+                    method=method,
+                    expires_at=expires,
+                )
+            )
+        return SESSION_PREFIX + session_id, token, expires
+
+    def session_of(self, token: str) -> tuple[str, str] | None:
+        """(session id, user) of a live session cookie."""
+        if not token or len(token) > 256:
+            return None
+        with session_scope(self.engine) as session:
+            row = session.scalar(
+                select(SessionRecord).where(SessionRecord.token_hash == digest(token))
+            )
+            if row is None or row.revoked_at is not None or _past(row.expires_at, utcnow()):
+                return None
+            return SESSION_PREFIX + row.id, row.user
+
+    def close_session(self, session_id: str, *, caller: Principal) -> None:
+        """Log out: the session's cookie no longer works."""
+        bare = session_id.removeprefix(SESSION_PREFIX)
+        with session_scope(self.engine) as session:
+            row = session.get(SessionRecord, bare) if len(bare) <= 36 else None
+            if row is None or not caller.owns(row.user):
+                raise NotFound(f"no session {session_id[:60]!r}")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+
+    def close_sessions_of(self, user: str) -> None:
+        with session_scope(self.engine) as session:
+            session.execute(
+                update(SessionRecord)
+                .where(SessionRecord.user == user, SessionRecord.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+
+
+def _person(caller: Principal, what: str) -> str:
+    if caller.is_node or not caller.user:
+        raise Forbidden(f"only a user may {what}")
+    return caller.user
+
+
+def _past(at: datetime | None, now: datetime) -> bool:
+    return at is not None and at <= now
+
+
+def _key_dict(row: ApiKeyRecord) -> dict[str, Any]:
+    now = utcnow()
+    state = "revoked" if row.revoked_at else "expired" if _past(row.expires_at, now) else "live"
+    return {
+        "id": KEY_PREFIX + row.id,
+        "user": row.user,
+        "name": row.name,
+        "state": state,
+        "created_at": row.created_at.isoformat(),
+        "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+        "last_used_at": row.last_used_at.isoformat() if row.last_used_at else None,
+    }
