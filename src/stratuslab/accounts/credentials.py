@@ -144,6 +144,27 @@ class Credentials:
                 return None
             return SESSION_PREFIX + row.id, row.user
 
+    def show_session(self, session_id: str, *, caller: Principal) -> dict[str, Any] | None:
+        bare = session_id.removeprefix(SESSION_PREFIX)
+        with session_scope(self.engine) as session:
+            row = session.get(SessionRecord, bare) if len(bare) <= 36 else None
+            if row is None or not caller.owns(row.user):
+                return None
+            now = utcnow()
+            return {
+                "id": SESSION_PREFIX + row.id,
+                "resourceURI": "http://sixsq.com/slipstream/1/Session",
+                "username": row.user,
+                "method": row.method,
+                "created": row.created_at.isoformat(),
+                "expiry": row.expires_at.isoformat(),
+                "state": "closed"
+                if row.revoked_at is not None
+                else "expired"
+                if _past(row.expires_at, now)
+                else "open",
+            }
+
     def close_session(self, session_id: str, *, caller: Principal) -> None:
         """Log out: the session's cookie no longer works."""
         bare = session_id.removeprefix(SESSION_PREFIX)

@@ -13,7 +13,16 @@ from fastapi.responses import JSONResponse
 from stratuslab import __version__
 from stratuslab import services as composition
 from stratuslab.api.limits import MAX_BODY, RequestLimits
-from stratuslab.api.routes import agent, health, images, instances, modules, runs, slipstream
+from stratuslab.api.routes import (
+    agent,
+    health,
+    images,
+    instances,
+    modules,
+    runs,
+    session,
+    slipstream,
+)
 from stratuslab.config import Settings
 from stratuslab.errors import StratusError
 from stratuslab.services import Services
@@ -39,6 +48,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(images.router)
     app.include_router(modules.router)
     app.include_router(agent.router)
+    app.include_router(session.router)
     app.add_exception_handler(StratusError, _stratus_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_middleware(
