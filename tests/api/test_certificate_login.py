@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
 import threading
 import time
@@ -15,17 +16,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from cryptography.x509.oid import NameOID
 
+from stratuslab.accounts.certificates import Certificates
+from stratuslab.accounts.users import Accounts
 from stratuslab.api import tls
 from stratuslab.api.app import create_app
-from stratuslab.api.server import listening_sockets
+from stratuslab.api.server import listening_sockets, serve
 from stratuslab.config import Settings
+from stratuslab.db.session import engine_for
 from stratuslab.principal import SERVER, Principal
 from stratuslab.services import Services
 from tests.accounts import pki
+from tests.support import wait_until
 
 ALICE_DN = "/O=Grid/OU=Users/CN=Alice Smith"
 
@@ -177,3 +183,48 @@ def test_a_proxy_logs_in_only_where_the_site_allows_proxies(settings: Settings, 
             except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
                 status = "refused"  # OpenSSL refuses a proxy chain unless allowed
             assert status == expected
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_server_serves_https_for_users_beside_plain_http_and_stops_both(
+    settings: Settings, certs: Pki
+) -> None:
+    """`stratus server run` (``serve``) with TLS settings: both listeners answer, a certificate
+    logs alice in on the HTTPS one, and when the server exits (here: idle) both stop."""
+    plain, secure = free_port(), free_port()
+    tuned = settings.with_overrides(
+        token="test-token",
+        server_port=plain,
+        tls_port=secure,
+        tls_cert_file=str(certs.server_files[0]),
+        tls_key_file=str(certs.server_files[1]),
+        tls_client_ca_file=str(certs.ca_file),
+    )
+    engine = engine_for(tuned.database_url)
+    Accounts(engine).add_user("alice", caller=SERVER)
+    Certificates(engine).register("alice", ALICE_DN, caller=SERVER)
+    thread = threading.Thread(
+        target=serve, args=(tuned,), kwargs={"host": "127.0.0.1", "port": plain, "idle_exit": 2}
+    )
+    thread.start()
+    try:
+        wait_until(lambda: _answers(secure), what="the HTTPS listener")
+        health = httpx.get(f"http://127.0.0.1:{plain}/health", timeout=10)
+        assert health.status_code == 200
+        status, mine = get(secure, certs.client(certs.alice), "/api/certificates")
+        assert status == 200 and [c["user"] for c in mine] == ["alice"]
+    finally:
+        thread.join(timeout=30)
+    assert not thread.is_alive(), "the server did not stop"
+    assert not _answers(secure) and not _answers(plain)
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
