@@ -54,6 +54,13 @@ class Settings:
     report_grace_s: int = 90  # after an abort, how long to wait for nodes' reports
     max_run_instances: int = 10_000  # node instances in one run
     agent_server_url: str = ""  # empty: http://<bridge gateway>:<server_port>, where nodes reach us
+    # HTTPS for users (docs/architecture.md, "Who is calling"): with a certificate and key the
+    # server also listens on tls_port; with client CAs, a registered certificate logs a user in.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_port: int = 8443
+    tls_client_ca_file: str = ""  # the CAs whose user certificates the site trusts (a bundle)
+    tls_allow_proxies: bool = False  # RFC 3820 proxy certificates of those users, too
     debug: bool = False
 
     @property
@@ -189,6 +196,12 @@ def _validated(settings: Settings) -> Settings:
         raise Invalid("setting report_grace_s: between 0 and 86400 seconds")
     if settings.lxd_pool_size_gib < 5:
         raise Invalid("setting lxd_pool_size_gib: at least 5 GiB is needed for the base image")
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise Invalid("settings tls_cert_file and tls_key_file: give both, or neither")
+    if settings.tls_client_ca_file and not settings.tls_cert_file:
+        raise Invalid("setting tls_client_ca_file: client certificates need tls_cert_file too")
+    if not 1 <= settings.tls_port <= 65535:
+        raise Invalid("setting tls_port: a TCP port, 1 to 65535")
     if not settings.database_url.startswith(("sqlite:///", "postgresql")):
         raise Invalid(
             f"setting database_url: {settings.database_url!r} is neither sqlite:/// nor postgresql"

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from stratuslab.accounts.authn import Authenticator
+from stratuslab.accounts.certificates import Certificates
 from stratuslab.accounts.credentials import Credentials
 from stratuslab.accounts.throttle import LoginThrottle
 from stratuslab.accounts.users import Accounts
@@ -67,12 +68,15 @@ class Services:
 
         self.accounts = Accounts(engine)
         self.credentials = Credentials(engine)
+        self.certificates = Certificates(engine)
         self.authn = Authenticator(
             accounts=self.accounts,
             credentials=self.credentials,
             throttle=LoginThrottle(engine),
+            certificates=self.certificates,
             site_token=token,
             site_user=settings.user,
+            allow_proxies=settings.tls_allow_proxies,
         )
         self.work = WorkQueue()
         values = ParameterValues()

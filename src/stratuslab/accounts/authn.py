@@ -6,7 +6,9 @@ What a request may present, in the order it is looked at:
   readable by root only), named after the site's user;
 - ``Authorization: Bearer <id>.<secret>``: an API key;
 - ``Authorization: Basic``: a user name and password, or an API key's id and secret;
-- SlipStream's session cookie, from ``POST /api/session``.
+- SlipStream's session cookie, from ``POST /api/session``;
+- a TLS client certificate (verified by TLS against the CAs the site trusts for users) whose
+  DN the user registered (``accounts/certificates.py``).
 
 A bearer token that is none of these may be a node instance's token, which only a run's own
 endpoints accept (``api/deps.py``). An administrator may act as another user by naming them in
@@ -23,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from stratuslab.accounts.certificates import Certificates
 from stratuslab.accounts.credentials import KEY_PREFIX, Credentials, split_key_token
 from stratuslab.accounts.secrets import digest, same, verify_password
 from stratuslab.accounts.throttle import LoginThrottle
@@ -45,6 +48,7 @@ class Presented:
     authorization: str = ""
     cookie: str = ""
     act_as: str = ""  # X-Stratus-User
+    peer_certificate: bytes = b""  # the verified TLS client certificate (DER), if any
 
 
 class Authenticator:
@@ -54,12 +58,16 @@ class Authenticator:
         accounts: Accounts,
         credentials: Credentials,
         throttle: LoginThrottle,
+        certificates: Certificates,
         site_token: str,
         site_user: str,
+        allow_proxies: bool = False,
     ) -> None:
         self.accounts = accounts
         self.credentials = credentials
         self.throttle = throttle
+        self.certificates = certificates
+        self.allow_proxies = allow_proxies
         self.site_token = site_token
         self.site_user = site_user
         self._basic: dict[str, tuple[str, float]] = {}  # digest(user:password) -> (user, until)
@@ -83,6 +91,8 @@ class Authenticator:
             found = self._by_basic(value)
         elif presented.cookie:
             found = self._by_session(presented.cookie)
+        elif presented.peer_certificate:
+            found = self._by_certificate(presented.peer_certificate)
         if found is None:
             return None
         return self._acting(found, presented.act_as)
@@ -156,6 +166,15 @@ class Authenticator:
         if found is None:
             raise Unauthorized("the session has ended", hint="log in again")
         return self._enabled(found[1])
+
+    def _by_certificate(self, der: bytes) -> Principal:
+        user = self.certificates.user_for(der, allow_proxies=self.allow_proxies)
+        if user is None:
+            raise Unauthorized(
+                "no user registered this certificate's DN",
+                hint="register it: stratus user cert add NAME DN (or log in another way)",
+            )
+        return self._enabled(user)
 
     def _enabled(self, user: str) -> Principal:
         principal = self.accounts.principal(user)

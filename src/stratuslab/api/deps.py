@@ -13,6 +13,7 @@ from fastapi import Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 
 from stratuslab.accounts.authn import COOKIE, Presented
+from stratuslab.api import tls
 from stratuslab.errors import Unauthorized
 from stratuslab.principal import Principal
 from stratuslab.services import Services as Services  # routes name it from here
@@ -35,6 +36,7 @@ def presented(
         authorization=authorization,
         cookie=request.cookies.get(COOKIE, "")[:512],
         act_as=x_stratus_user,
+        peer_certificate=tls.peer_certificate(request.scope),
     )
 
 
@@ -45,6 +47,7 @@ def presented_by(request: Request) -> Presented:
         authorization=headers.get("authorization", "")[:4096],
         cookie=request.cookies.get(COOKIE, "")[:512],
         act_as=headers.get("x-stratus-user", ""),
+        peer_certificate=tls.peer_certificate(request.scope),
     )
 
 

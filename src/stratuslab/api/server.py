@@ -7,17 +7,20 @@ stopped.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from stratuslab import __version__, build
+from stratuslab.api import tls
 from stratuslab.api.app import create_app
 from stratuslab.config import Settings
 from stratuslab.errors import BackendUnavailable
@@ -67,6 +70,9 @@ def serve(settings: Settings, *, host: str, port: int, idle_exit: float = 0) -> 
         proxy_headers=False,  # nothing here sits behind a proxy; one layer less per request
     )
     server = uvicorn.Server(config)
+    servers = [(server, sockets)]
+    if settings.tls_cert_file:
+        servers.append(https_server(app, settings, host=host))
     if idle_exit > 0:
         threading.Thread(
             target=_exit_when_idle, args=(app, server, activity), daemon=True, name="idle"
@@ -75,10 +81,50 @@ def serve(settings: Settings, *, host: str, port: int, idle_exit: float = 0) -> 
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{os.getpid()}\n")
     try:
-        server.run(sockets=sockets)
+        if len(servers) == 1:
+            server.run(sockets=sockets)
+        else:
+            asyncio.run(_serve_all(servers))
     finally:
         if pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
             pid_file.unlink()
+
+
+def https_server(
+    app: Any, settings: Settings, *, host: str
+) -> tuple[uvicorn.Server, list[socket.socket]]:
+    """The HTTPS listener for users (``tls_port``), beside the plain one: the same application,
+    with client certificates handed to it (``api/tls.py``)."""
+    made = tls.context(
+        cert_file=Path(settings.tls_cert_file),
+        key_file=Path(settings.tls_key_file),
+        client_ca_file=Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None,
+        allow_proxies=settings.tls_allow_proxies,
+    )
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        proxy_headers=False,
+        lifespan="off",  # the plain listener's server starts and stops the services
+        http=tls.protocol_class(),
+        ssl_context_factory=lambda _config, _default: made,
+    )
+    return uvicorn.Server(config), listening_sockets([host], settings.tls_port)
+
+
+async def _serve_all(servers: list[tuple[uvicorn.Server, list[socket.socket]]]) -> None:
+    """Several listeners in one loop; when one is told to exit (a signal, idleness), all are."""
+
+    async def together() -> None:
+        while not all(server.should_exit for server, _ in servers):
+            if any(server.should_exit for server, _ in servers):
+                for server, _ in servers:
+                    server.should_exit = True
+            await asyncio.sleep(0.2)
+
+    await asyncio.gather(*(server.serve(sockets=s) for server, s in servers), together())
 
 
 class Activity:

@@ -7,7 +7,7 @@ import sys
 import click
 
 from stratuslab import __version__
-from stratuslab.cli import cloud, image, instance, module, run, server
+from stratuslab.cli import cert, cloud, image, instance, module, run, server
 from stratuslab.cli.deploy import deploy
 from stratuslab.cli.runtime import Runtime
 from stratuslab.errors import EXIT_INTERNAL, EXIT_USAGE, StratusError
@@ -45,6 +45,7 @@ cli.add_command(server.group)
 cli.add_command(deploy)
 cli.add_command(run.group)
 cli.add_command(module.group)
+cli.add_command(cert.group)
 
 
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:
