@@ -103,3 +103,37 @@ def test_an_unknown_template_and_a_missing_password_are_clear_errors(api: TestCl
     assert odd.status_code == 404 and "no session template" in odd.json()["error"]["message"]
     _, partial = login(api, username="alice")
     assert partial.status_code == 422
+
+
+def test_an_expired_api_key_is_refused_in_every_form(api: TestClient) -> None:
+    from datetime import timedelta
+
+    from stratuslab.db.models import ApiKeyRecord, utcnow
+    from stratuslab.db.session import session_scope
+
+    add_user(api, "alice")
+    services = services_of(api)
+    key = services.credentials.create_key(caller=Principal.for_user("alice"), expires_days=1)
+    bearer = {"Authorization": f"Bearer {key['token']}"}
+    assert TestClient(api.app).get("/api/runs", headers=bearer).status_code == 200
+    with session_scope(services.engine) as session:
+        row = session.get(ApiKeyRecord, key["id"].removeprefix("credential/"))
+        assert row is not None
+        row.expires_at = utcnow() - timedelta(seconds=1)
+    assert TestClient(api.app).get("/api/runs", headers=bearer).status_code == 401
+    basic = TestClient(api.app).get("/api/runs", auth=(key["id"], key["secret"]))
+    assert basic.status_code == 401
+    bare = TestClient(api.app)
+    login = bare.post(
+        "/api/session",
+        json={
+            "sessionTemplate": {
+                "href": "session-template/api-key",
+                "key": key["id"],
+                "secret": key["secret"],
+            }
+        },
+    )
+    assert login.status_code == 401
+    (listed,) = services.credentials.list_keys(caller=Principal.for_user("alice"))
+    assert listed["state"] == "expired"
