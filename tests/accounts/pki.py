@@ -40,6 +40,21 @@ class Issued:
         return cert_file, key_file
 
 
+def _usage(*, signs_certificates: bool) -> x509.KeyUsage:
+    """A CA signs certificates; an end entity (or a proxy) signs and agrees keys in TLS."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=not signs_certificates,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def name(*parts: tuple[x509.ObjectIdentifier, str]) -> x509.Name:
     return x509.Name([x509.NameAttribute(oid, value) for oid, value in parts])
 
@@ -66,17 +81,7 @@ def ca(common_name: str) -> Issued:
         _builder(subject, subject, key)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _usage(signs_certificates=True),
             critical=True,
         )
         .sign(key, hashes.SHA256())
@@ -90,17 +95,7 @@ def issue(authority: Issued, subject: x509.Name, *, server: bool = False) -> Iss
         _builder(subject, authority.certificate.subject, key)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _usage(signs_certificates=False),
             critical=True,
         )
     )
@@ -131,17 +126,7 @@ def proxy(of: Issued, number: str = "1234567") -> Issued:
         _builder(subject, of.certificate.subject, key)
         .add_extension(x509.UnrecognizedExtension(PROXY_CERT_INFO, _INHERIT_ALL), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _usage(signs_certificates=False),
             critical=True,
         )
         .sign(of.key, hashes.SHA256())

@@ -29,6 +29,11 @@ def login(api: TestClient, **template: Any) -> Any:
     )
 
 
+def key_login(client: TestClient, key: dict[str, Any]) -> Any:
+    template = {"href": "session-template/api-key", "key": key["id"], "secret": key["secret"]}
+    return client.post("/api/session", json={"sessionTemplate": template})
+
+
 def test_a_password_login_sets_a_cookie_that_later_requests_carry(api: TestClient) -> None:
     add_user(api, "alice")
     client, answer = login(api, username="alice", password="correct horse")
@@ -51,16 +56,7 @@ def test_an_api_key_login_and_the_key_as_bearer_and_basic(api: TestClient) -> No
     alice = Principal.for_user("alice")
     key = services_of(api).credentials.create_key(caller=alice, name="ci")
     bare = TestClient(api.app)
-    answer = bare.post(
-        "/api/session",
-        json={
-            "sessionTemplate": {
-                "href": "session-template/api-key",
-                "key": key["id"],
-                "secret": key["secret"],
-            }
-        },
-    )
+    answer = key_login(bare, key)
     assert answer.status_code == 201 and bare.get("/api/runs").status_code == 200
     bearer = {"Authorization": f"Bearer {key['token']}"}
     assert TestClient(api.app).get("/api/runs", headers=bearer).status_code == 200
@@ -124,16 +120,7 @@ def test_an_expired_api_key_is_refused_in_every_form(api: TestClient) -> None:
     basic = TestClient(api.app).get("/api/runs", auth=(key["id"], key["secret"]))
     assert basic.status_code == 401
     bare = TestClient(api.app)
-    login = bare.post(
-        "/api/session",
-        json={
-            "sessionTemplate": {
-                "href": "session-template/api-key",
-                "key": key["id"],
-                "secret": key["secret"],
-            }
-        },
-    )
+    login = key_login(bare, key)
     assert login.status_code == 401
     (listed,) = services.credentials.list_keys(caller=Principal.for_user("alice"))
     assert listed["state"] == "expired"
