@@ -230,3 +230,13 @@ def test_two_users_taking_one_path_at_once_leave_it_to_one(modules: ModuleStore)
         outcomes = sorted(pool.map(take, [ALICE, BOB]))
     winner = modules.get("race/base", caller=ADMIN).owner
     assert winner in outcomes and len(set(outcomes) & {"NotFound", "Conflict"}) == 1
+
+
+def test_a_node_instance_reads_and_pushes_no_module(modules: ModuleStore) -> None:
+    node = Principal.for_node("run-1", "web.1")
+    modules.push([text("alice/base")], caller=ALICE)
+    with pytest.raises(NotFound):
+        modules.get("alice/base", caller=node)
+    with pytest.raises(Forbidden, match=r"web\.1 may not push modules"):
+        modules.push([text("free/base")], caller=node)
+    assert modules.list_modules(caller=node) == []

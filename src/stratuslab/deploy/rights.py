@@ -112,7 +112,7 @@ class Standing:
         if caller.sees_all:
             return True
         owners = {entry.owner for entry in (self.own, *self.above) if entry is not None}
-        return caller.user is not None and caller.user in owners
+        return bool(caller.user) and caller.user in owners
 
     def allowed(self, caller: Principal) -> frozenset[Right]:
         if caller.is_node:
@@ -132,7 +132,8 @@ class Standing:
         if need in allowed:
             return allowed
         governing = self.governing
-        assert governing is not None  # with no entry, every right is allowed
+        if governing is None:  # every user may take a path nobody holds; a node may not
+            raise Forbidden(f"{caller} may not {action} modules")
         if Right.READ not in allowed:
             if self.own is not None and need is not Right.EDIT:
                 raise no_module(self.path)  # the answer for a module nobody pushed
