@@ -319,6 +319,15 @@ class ApiClient:
         result: dict[str, Any] = self.request("GET", f"/api/modules/{quote(address.strip('/'))}")
         return result
 
+    def module_rights(self, path: str, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Owner, group and rights of a module path; with ``changes``, changed first."""
+        target = f"/api/module-rights/{quote(path.strip('/'))}"
+        if changes is None:
+            found: dict[str, Any] = self.request("GET", target)
+        else:
+            found = self.request("PUT", target, json_body=dict(changes))
+        return found
+
     def create_run(self, body: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", "/api/runs", json_body=dict(body))
         return result

@@ -28,6 +28,7 @@ from stratuslab.deploy.keys import check_value, initial_rows, parse_key
 from stratuslab.deploy.model import ApplicationModule
 from stratuslab.deploy.modules import ModuleStore, split_address
 from stratuslab.deploy.plan import Plan, resolve
+from stratuslab.deploy.rights import Right
 from stratuslab.deploy.states import ACTIVE, FINAL, KeepRunning, RunState
 from stratuslab.deploy.tx import run_topic, transaction
 from stratuslab.deploy.work import Work, WorkQueue
@@ -82,7 +83,9 @@ class RunService:
             raise Forbidden("only a user starts runs")
         self._check(request)
         path, version = split_address(request.module)
-        stored = self.modules.get(path, version)
+        # The caller must be allowed to run the application and to read every module it
+        # reaches (deploy/rights.py); a run of someone's public module is still the caller's.
+        stored = self.modules.get(path, version, caller=caller, need=Right.RUN)
         application = stored.parse()
         if not isinstance(application, ApplicationModule):
             raise Invalid(
@@ -101,7 +104,7 @@ class RunService:
         plan = resolve(
             application,
             stored.version,
-            self.modules.lookup,
+            self.modules.lookup_for(caller),
             given=request.given,
             multiplicities=request.multiplicity,
         )
