@@ -53,7 +53,9 @@ class Settings:
     token: str = ""  # empty: read from data_dir/api-token, which the local server writes
     report_grace_s: int = 90  # after an abort, how long to wait for nodes' reports
     max_run_instances: int = 10_000  # node instances in one run
-    agent_server_url: str = ""  # empty: http://<bridge gateway>:<server_port>, where nodes reach us
+    # Where nodes reach us, over TLS with the site certificate (cloud/sitecert.py); empty:
+    # https://<bridge gateway>:<server_port>.
+    agent_server_url: str = ""
     debug: bool = False
 
     @property
@@ -66,12 +68,18 @@ class Settings:
 
     @property
     def agent_url(self) -> str:
-        """Where node agents reach the server: the bridge's address, seen from the instances."""
-        return self.agent_server_url or f"http://{self.bridge_gateway}:{self.server_port}"
+        """Where node agents reach the server: the bridge's address, seen from the instances,
+        where the server listens with TLS (the loopback API stays plain HTTP)."""
+        return self.agent_server_url or f"https://{self.bridge_gateway}:{self.server_port}"
 
     @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The site CA and the server certificate nodes are told to trust (cloud/sitecert.py)."""
+        return self.data_dir / "tls"
 
     @property
     def token_file(self) -> Path:
@@ -192,6 +200,11 @@ def _validated(settings: Settings) -> Settings:
     if not settings.database_url.startswith(("sqlite:///", "postgresql")):
         raise Invalid(
             f"setting database_url: {settings.database_url!r} is neither sqlite:/// nor postgresql"
+        )
+    if settings.agent_server_url and not settings.agent_server_url.startswith("https://"):
+        raise Invalid(
+            f"setting agent_server_url: {settings.agent_server_url!r} must be an https:// URL",
+            hint="nodes send their token to it, and trust it by the site certificate only",
         )
     if not settings.lxd_endpoint:
         found = next((s for s in _LXD_SOCKETS if Path(s).exists()), _LXD_SOCKETS[0])
