@@ -13,8 +13,9 @@ directory ``bench/_propagation-app/``, removed afterwards):
    own duration, from spawn to exit, to show how much of it is Python start-up. The ss-get's
    output is checked to be the value. The tools run on the host, with the node's own token and
    configuration in the environment (``SLIPSTREAM_SERVICEURL``, ``SLIPSTREAM_DIID``,
-   ``SLIPSTREAM_NODE_INSTANCE_NAME``, ``STRATUS_NODE_TOKEN``; ``STRATUS_AGENT_CONF`` names a
-   file that does not exist, so nothing else is read), over loopback.
+   ``SLIPSTREAM_NODE_INSTANCE_NAME``, ``STRATUS_NODE_TOKEN``, ``STRATUS_SERVER_CA``;
+   ``STRATUS_AGENT_CONF`` names a file that does not exist, so nothing else is read), over
+   HTTPS to the server's listener for nodes (the bridge gateway), as nodes call it.
 2. HTTP level, in-process (no process start-up at all): a thread sends ``GET
    /run/<run>/probe.1:key?wait=30`` with the node token on a kept-alive ``http.client``
    connection; once sent (plus 10 ms for the server to start waiting), the main thread ``PUT``s
@@ -63,6 +64,9 @@ from common import (
     publish,
 )
 from common import run as run_command
+
+from stratuslab import config
+from stratuslab.cloud import sitecert
 
 ZIPAPP = "stratus-agent.pyz"
 APP_DIR = ROOT / "bench" / "_propagation-app"  # a module path may not start with "."
@@ -135,6 +139,11 @@ class Bench:
         self.deploying = False  # a deploy under way, its run id not known yet
         self.getter: subprocess.Popen[str] | None = None
         self.made_dir = False
+        # Where the tools call, as nodes do: the TLS listener, trusting the site CA only (read
+        # once the server has made it; "" for tools that speak plain HTTP).
+        self.settings = config.load()
+        self.agent_url = f"https://{self.settings.bridge_gateway}:{self.port}"
+        self.ca: str | None = None
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -232,12 +241,15 @@ class Bench:
     # -- process level --------------------------------------------------------------------
 
     def tool_env(self) -> dict[str, str]:
+        if self.ca is None:
+            self.ca = sitecert.read_ca(self.settings.tls_dir) or ""
         return {
             "PATH": "/usr/bin:/bin",
-            "SLIPSTREAM_SERVICEURL": self.server,
+            "SLIPSTREAM_SERVICEURL": self.agent_url if self.ca else self.server,
             "SLIPSTREAM_DIID": self.run_id,
             "SLIPSTREAM_NODE_INSTANCE_NAME": "probe.1",
             "STRATUS_NODE_TOKEN": self.token,
+            "STRATUS_SERVER_CA": self.ca,
             "STRATUS_AGENT_CONF": str(APP_DIR / "no-such-agent.conf"),
         }
 

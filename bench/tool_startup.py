@@ -21,7 +21,9 @@ need the node's own token: a new one is issued through ``NodeTokens.issue`` on t
 server's store, as the orchestrator does for each node instance it creates.
 
 Per trial and per installation, with the tools' configuration in the environment (server URL,
-run, ``probe.1``, token; ``STRATUS_AGENT_CONF`` names no file), over loopback:
+run, ``probe.1``, token; ``STRATUS_AGENT_CONF`` names no file): *before* over plain HTTP on
+loopback, *after* over HTTPS to the server's listener for nodes with the site CA, as nodes
+call it since the bridge is shared (so *after* includes what TLS costs):
 
 1. ``ss-set probe.1:key <value>`` alone: spawn to exit (the key unset before, untimed, and
    checked set after);
@@ -102,6 +104,7 @@ class Tools:
         self.python = python
         self.bench = Bench(f"http://127.0.0.1:{server.port}", python)
         self.bins = {variant: work / variant / "bin" for variant in VARIANTS}
+        self.site_ca = ""  # read once the server has made it
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -136,6 +139,7 @@ class Tools:
         if issued.returncode != 0:
             raise BenchError(f"issuing a node token failed:\n{issued.stderr}")
         self.bench.run_id, self.bench.token = driver.run_id, issued.stdout.strip()
+        self.site_ca = (self.server.work / "data" / "tls" / "site-ca.pem").read_text()
         log(f"run {driver.run_id} in Ready; tools act as {NODE_INSTANCE}")
 
     def install(self) -> dict[str, str]:
@@ -193,6 +197,7 @@ class Tools:
         """ss-set, spawn to exit, in seconds."""
         self.bench.unset(conn)
         self.bench.tools = self.bins[variant]
+        self.bench.ca = self.site_ca if variant == "after" else ""  # before spoke HTTP only
         began = time.perf_counter()
         setter = subprocess.run(
             [str(self.bins[variant] / "ss-set"), KEY, value],
@@ -214,6 +219,7 @@ class Tools:
     def propagation(self, conn: http.client.HTTPConnection, variant: str, value: str) -> float:
         """ss-set called -> the blocked ss-get exited, in seconds."""
         self.bench.tools = self.bins[variant]
+        self.bench.ca = self.site_ca if variant == "after" else ""  # before spoke HTTP only
         latency, _setter = self.bench.process_trial(conn, value)
         return latency
 

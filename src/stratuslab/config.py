@@ -53,11 +53,14 @@ class Settings:
     token: str = ""  # empty: read from data_dir/api-token, which the local server writes
     report_grace_s: int = 90  # after an abort, how long to wait for nodes' reports
     max_run_instances: int = 10_000  # node instances in one run
-    agent_server_url: str = ""  # empty: http://<bridge gateway>:<server_port>, where nodes reach us
+    # Where nodes reach us, over TLS with the site certificate (cloud/sitecert.py); empty:
+    # https://<bridge gateway>:<server_port>.
+    agent_server_url: str = ""
     # HTTPS for users (docs/architecture.md, "Who is calling"): with a certificate and key the
     # server also listens on tls_port; with client CAs, a registered certificate logs a user in.
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    tls_host: str = "0.0.0.0"  # users come from other machines  # noqa: S104
     tls_port: int = 8443
     tls_client_ca_file: str = ""  # the CAs whose user certificates the site trusts (a bundle)
     tls_allow_proxies: bool = False  # RFC 3820 proxy certificates of those users, too
@@ -73,12 +76,18 @@ class Settings:
 
     @property
     def agent_url(self) -> str:
-        """Where node agents reach the server: the bridge's address, seen from the instances."""
-        return self.agent_server_url or f"http://{self.bridge_gateway}:{self.server_port}"
+        """Where node agents reach the server: the bridge's address, seen from the instances,
+        where the server listens with TLS (the loopback API stays plain HTTP)."""
+        return self.agent_server_url or f"https://{self.bridge_gateway}:{self.server_port}"
 
     @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The site CA and the server certificate nodes are told to trust (cloud/sitecert.py)."""
+        return self.data_dir / "tls"
 
     @property
     def token_file(self) -> Path:
@@ -205,6 +214,11 @@ def _validated(settings: Settings) -> Settings:
     if not settings.database_url.startswith(("sqlite:///", "postgresql")):
         raise Invalid(
             f"setting database_url: {settings.database_url!r} is neither sqlite:/// nor postgresql"
+        )
+    if settings.agent_server_url and not settings.agent_server_url.startswith("https://"):
+        raise Invalid(
+            f"setting agent_server_url: {settings.agent_server_url!r} must be an https:// URL",
+            hint="nodes send their token to it, and trust it by the site certificate only",
         )
     if not settings.lxd_endpoint:
         found = next((s for s in _LXD_SOCKETS if Path(s).exists()), _LXD_SOCKETS[0])

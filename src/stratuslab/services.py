@@ -30,7 +30,7 @@ from stratuslab.accounts.certificates import Certificates
 from stratuslab.accounts.credentials import Credentials
 from stratuslab.accounts.throttle import LoginThrottle
 from stratuslab.accounts.users import Accounts
-from stratuslab.cloud import events
+from stratuslab.cloud import events, sitecert
 from stratuslab.cloud.clouds import ConnectorPool
 from stratuslab.cloud.instances import InstanceService
 from stratuslab.config import Settings
@@ -105,7 +105,9 @@ class Services:
             instances_for=self.instances_of,
             submit=self.submit,
             config=OrchestratorConfig(
-                agent_url=settings.agent_url, name_prefix=settings.instance_prefix
+                agent_url=settings.agent_url,
+                agent_ca=sitecert.ca_source(settings),
+                name_prefix=settings.instance_prefix,
             ),
         )
         self.supervisor = Supervisor(

@@ -25,7 +25,7 @@ from stratuslab.accounts.certificates import Certificates
 from stratuslab.accounts.users import Accounts
 from stratuslab.api import tls
 from stratuslab.api.app import create_app
-from stratuslab.api.server import listening_sockets, serve
+from stratuslab.api.server import listen, serve
 from stratuslab.config import Settings
 from stratuslab.db.session import engine_for
 from stratuslab.principal import SERVER, Principal
@@ -99,7 +99,7 @@ def https_server(
         ssl_context_factory=lambda _config, _default: made,
     )
     server = uvicorn.Server(config)
-    sockets = listening_sockets(["127.0.0.1"], 0)
+    sockets = [listen("127.0.0.1", 0)]
     port = sockets[0].getsockname()[1]
     thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
     thread.start()
@@ -200,6 +200,7 @@ def test_the_server_serves_https_for_users_beside_plain_http_and_stops_both(
     tuned = settings.with_overrides(
         token="test-token",
         server_port=plain,
+        tls_host="127.0.0.1",
         tls_port=secure,
         tls_cert_file=str(certs.server_files[0]),
         tls_key_file=str(certs.server_files[1]),

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from stratuslab.cloud import site
+from stratuslab.cloud import site, sitecert
+from stratuslab.cloud.connectors.lxd_api import LxdApi
+from stratuslab.cloud.connectors.lxd_nics import NIC_FILTERING
 from stratuslab.config import Settings
 
 pytestmark = pytest.mark.lxd
 
 
 def test_initialising_an_initialised_cloud_changes_nothing(settings: Settings) -> None:
+    sitecert.ensure(settings)  # this test's data directory is new; the host's LXD is not
     report = site.initialise(settings)
     assert dict(report.steps) == {
         "daemon": "running",
@@ -18,8 +21,22 @@ def test_initialising_an_initialised_cloud_changes_nothing(settings: Settings) -
         f"bridge {settings.lxd_bridge}": "present",
         f"storage pool {settings.lxd_pool}": "present",
         f"profile {settings.lxd_profile}": "present",
+        "site certificate": "present",
     }
     assert not report.changed
+
+
+def test_the_profile_nic_filters_spoofing_and_the_site_ca_is_made_once(settings: Settings) -> None:
+    report = site.initialise(settings)
+    assert dict(report.steps)["site certificate"] == "created"
+    api = LxdApi(settings.lxd_endpoint)
+    try:
+        eth0 = api.get(LxdApi.path("profiles", settings.lxd_profile))["devices"]["eth0"]
+    finally:
+        api.close()
+    assert {k: eth0.get(k) for k in NIC_FILTERING} == NIC_FILTERING
+    status = site.status(settings)["site_ca"]
+    assert status == {"present": True, "sha256": sitecert.ensure(settings).ca_sha256}
 
 
 def test_status_reports_daemon_bridge_pool_images_and_capacity(settings: Settings) -> None:

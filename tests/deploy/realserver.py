@@ -1,7 +1,9 @@
 """The real server on loopback, deploying on the localproc cloud: end to end without LXD.
 
 :class:`RealServer` serves the real application (``create_app``, real settings, SQLite in a
-temporary data directory) with uvicorn from a thread, on a free port of 127.0.0.1, and records
+temporary data directory) with the real server (``api/server.py``) from a thread: plain HTTP
+on a free port of 127.0.0.1 for the test, and HTTPS with the site certificate on another for
+the nodes, as the bridge listener is on a site; and it records
 the cloud ``local`` with the ``localproc`` connector: every node instance is a process tree in
 namespaces of its own that runs the real bootstrap, downloads the real agent zipapp from this
 server and runs the real agent. :class:`Api` is what a test does through the JSON API with the
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import socket
 import tarfile
 import threading
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ import uvicorn
 
 from stratuslab import config
 from stratuslab.api.app import create_app
-from stratuslab.cloud import clouds
+from stratuslab.api.server import Server, listen
+from stratuslab.cloud import clouds, sitecert
 from stratuslab.cloud.base import Instance
 from stratuslab.cloud.connectors.localproc import OVERLAID, PRIVATE, LocalProcConnector
 from stratuslab.db.session import dispose, engine_for
@@ -59,17 +61,18 @@ class RealServer:
         fake_apt = root / "fake-apt"
         fake_apt.write_text(FAKE_APT.format(calls=self.apt_calls))
         fake_apt.chmod(0o755)
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind(("127.0.0.1", 0))  # bound before the server starts: no race for it
-        self._socket.listen(256)
+        # Bound before the server starts: no race for the ports.
+        self._socket = listen("127.0.0.1", 0)
+        self._agent_socket = listen("127.0.0.1", 0)
         self.port = int(self._socket.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
+        self.agent_url = f"https://127.0.0.1:{self._agent_socket.getsockname()[1]}"
         self.settings = config.load(
             environment(root, STRATUS_DATABASE_URL=f"sqlite:///{root / 'data' / 'stratus.db'}")
         ).with_overrides(
             token=TOKEN,
             report_grace_s=report_grace_s,
-            agent_server_url=self.url,
+            agent_server_url=self.agent_url,
             instance_prefix="e2e",
         )
         # No apt-get for real here; and an agent whose server is gone gives up in 20 s, not 10 min.
@@ -82,13 +85,15 @@ class RealServer:
             options=self.cloud_options,
         )
         self.connector = LocalProcConnector(**self.cloud_options)
-        self._server = uvicorn.Server(
+        self.site = sitecert.ensure(self.settings)
+        self._server = Server(
             uvicorn.Config(
                 create_app(self.settings),
                 log_level="warning",
                 access_log=False,
                 timeout_graceful_shutdown=5,  # a long-poll still held is not waited for
-            )
+            ),
+            tls_listeners=[(self._agent_socket, self.site.server_context())],
         )
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
@@ -118,6 +123,7 @@ class RealServer:
         self._server.should_exit = True
         self._thread.join(30)
         self._socket.close()
+        self._agent_socket.close()
         self._destroy_all()
         dispose(self.settings.database_url)
 

@@ -1,8 +1,12 @@
 """Running the server: uvicorn in the foreground, optionally exiting when idle.
 
-A server the CLI starts on demand exits after ``idle_exit`` seconds with no request in flight
-and no background work, so that nothing lingers; one a site administrator starts runs until
-stopped.
+It listens twice, on one port: plain HTTP on ``server_host`` (loopback) for the CLI, whose
+requests prove the server's identity by the site token (``api/identity.py``), and HTTPS on the
+bridge gateway for the nodes, with the site certificate whose CA each node's user-data carries
+(``cloud/sitecert.py``): a neighbour on the bridge can neither pose as the server nor read a
+node's token. A server the CLI starts on demand exits after ``idle_exit`` seconds with no
+request in flight and no background work, so that nothing lingers; one a site administrator
+starts runs until stopped.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,42 +28,91 @@ from fastapi import FastAPI
 from stratuslab import __version__, build
 from stratuslab.api import tls
 from stratuslab.api.app import create_app
+from stratuslab.cloud import sitecert
 from stratuslab.config import Settings
-from stratuslab.errors import BackendUnavailable
+from stratuslab.errors import BackendUnavailable, Invalid
 
 log = logging.getLogger("stratuslab.server")
 
 
-def listening_sockets(hosts: list[str], port: int) -> list[socket.socket]:
-    """One listening socket per address. The first must bind; the others (the bridge, where
-    node agents call from) are skipped with a warning when this host does not have them."""
-    sockets = []
-    for index, host in enumerate(dict.fromkeys(hosts)):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            if index == 0:
-                raise BackendUnavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-            log.warning(
-                "not listening on %s:%s (%s): nodes cannot reach this server",
-                host,
-                port,
-                exc.strerror,
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (OSError when it cannot bind)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(2048)
+    return sock
+
+
+def listening_sockets(
+    settings: Settings, *, host: str, port: int
+) -> tuple[socket.socket, list[socket.socket]]:
+    """The plain socket for the CLI, which must bind, and the TLS one for the nodes on the
+    bridge gateway, skipped with a warning when this host does not have that address."""
+    if host == settings.bridge_gateway:
+        raise Invalid(
+            f"setting server_host: {host} is the bridge gateway, where nodes are served over TLS",
+            hint="keep the plain API on loopback (127.0.0.1)",
+        )
+    try:
+        plain = listen(host, port)
+    except OSError as exc:
+        raise BackendUnavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    try:
+        return plain, [listen(settings.bridge_gateway, port)]
+    except OSError as exc:
+        log.warning(
+            "not listening on %s:%s (%s): nodes cannot reach this server",
+            settings.bridge_gateway,
+            port,
+            exc.strerror,
+        )
+        return plain, []
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, with TLS listeners beside the plain ones, each with its own context
+    (the nodes' on the bridge, the users' on ``tls_port``): one application, one lifespan, one
+    graceful shutdown for all."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        tls_listeners: Sequence[tuple[socket.socket, ssl.SSLContext]] = (),
+    ) -> None:
+        super().__init__(config)
+        self.tls_listeners = list(tls_listeners)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if not self.started:
+            return
+        config, loop = self.config, asyncio.get_running_loop()
+
+        def protocol() -> asyncio.Protocol:
+            made: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
             )
-            continue
-        sock.listen(2048)
-        sockets.append(sock)
-    return sockets
+            return made
+
+        for sock, context in self.tls_listeners:
+            listener = await loop.create_server(
+                protocol, sock=sock, ssl=context, backlog=config.backlog
+            )
+            self.servers.append(listener)  # closed and waited for by shutdown, as uvicorn's
 
 
 def serve(settings: Settings, *, host: str, port: int, idle_exit: float = 0) -> None:
     # The build id of the code loaded now, before anything can change the files under us:
     # /health reports it, and a CLI of another build replaces this server.
     log.info("StratusLab %s, build %s, pid %d", __version__, build.running(), os.getpid())
-    sockets = listening_sockets([host, settings.bridge_gateway], port)
+    plain, for_nodes = listening_sockets(settings, host=host, port=port)
+    site = sitecert.ensure(settings)
     app = create_app(settings)
     activity = Activity(idle=idle_exit)
     app.state.activity = activity
@@ -68,11 +123,13 @@ def serve(settings: Settings, *, host: str, port: int, idle_exit: float = 0) -> 
         access_log=False,
         timeout_graceful_shutdown=10,
         proxy_headers=False,  # nothing here sits behind a proxy; one layer less per request
+        http=tls.protocol_class(),  # hands a TLS client certificate to the application
     )
-    server = uvicorn.Server(config)
-    servers = [(server, sockets)]
+    for_nodes_context = site.server_context()
+    listeners = [(sock, for_nodes_context) for sock in for_nodes]
     if settings.tls_cert_file:
-        servers.append(https_server(app, settings, host=host))
+        listeners.append(users_https(settings))
+    server = Server(config, tls_listeners=listeners)
     if idle_exit > 0:
         threading.Thread(
             target=_exit_when_idle, args=(app, server, activity), daemon=True, name="idle"
@@ -81,50 +138,26 @@ def serve(settings: Settings, *, host: str, port: int, idle_exit: float = 0) -> 
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{os.getpid()}\n")
     try:
-        if len(servers) == 1:
-            server.run(sockets=sockets)
-        else:
-            asyncio.run(_serve_all(servers))
+        server.run(sockets=[plain])
     finally:
         if pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
             pid_file.unlink()
 
 
-def https_server(
-    app: Any, settings: Settings, *, host: str
-) -> tuple[uvicorn.Server, list[socket.socket]]:
-    """The HTTPS listener for users (``tls_port``), beside the plain one: the same application,
-    with client certificates handed to it (``api/tls.py``)."""
+def users_https(settings: Settings) -> tuple[socket.socket, ssl.SSLContext]:
+    """The HTTPS listener for users (``tls_port``) and its context: the site's certificate for
+    users, and their client certificates verified (``api/tls.py``)."""
     made = tls.context(
         cert_file=Path(settings.tls_cert_file),
         key_file=Path(settings.tls_key_file),
         client_ca_file=Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None,
         allow_proxies=settings.tls_allow_proxies,
     )
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        proxy_headers=False,
-        lifespan="off",  # the plain listener's server starts and stops the services
-        http=tls.protocol_class(),
-        ssl_context_factory=lambda _config, _default: made,
-    )
-    return uvicorn.Server(config), listening_sockets([host], settings.tls_port)
-
-
-async def _serve_all(servers: list[tuple[uvicorn.Server, list[socket.socket]]]) -> None:
-    """Several listeners in one loop; when one is told to exit (a signal, idleness), all are."""
-
-    async def together() -> None:
-        while not all(server.should_exit for server, _ in servers):
-            if any(server.should_exit for server, _ in servers):
-                for server, _ in servers:
-                    server.should_exit = True
-            await asyncio.sleep(0.2)
-
-    await asyncio.gather(*(server.serve(sockets=s) for server, s in servers), together())
+    host, port = settings.tls_host, settings.tls_port
+    try:
+        return listen(host, port), made
+    except OSError as exc:
+        raise BackendUnavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
 class Activity:

@@ -101,6 +101,12 @@ def status(rt: Runtime, output: str) -> None:
         ),
         ("profile", _present(report["profile"], report["profile"]["name"])),
         (
+            "site CA",
+            f"SHA-256 {report['site_ca']['sha256']}"
+            if report["site_ca"]["present"]
+            else "missing (run `stratus cloud init`)",
+        ),
+        (
             "images",
             ", ".join(a for i in report["images"] for a in i["aliases"])
             or "none: stratus image build debian-12",

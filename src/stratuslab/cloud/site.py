@@ -1,5 +1,7 @@
 """The local cloud, as a site administrator installs it: an LXD daemon, a bridge with NAT, a
-loop-backed btrfs storage pool and a profile that puts instances on both.
+loop-backed btrfs storage pool, a profile that puts instances on both (its NIC filtered against
+spoofing, as every instance's is: ``connectors/lxd_nics.py``), and the site certificate nodes
+trust the server by (``sitecert.py``).
 
 Everything here is declarative and idempotent: :func:`initialise` compares what LXD has with
 what the settings ask for and changes only the difference, so running it twice changes nothing.
@@ -13,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from stratuslab import proc
+from stratuslab.cloud import sitecert
 from stratuslab.cloud.connectors.lxd_api import LxdApi
+from stratuslab.cloud.connectors.lxd_nics import NIC_FILTERING
 from stratuslab.config import Settings
 from stratuslab.errors import BackendUnavailable, Conflict, NotFound
 
@@ -53,6 +57,7 @@ def initialise(settings: Settings, *, on_step: Step | None = None) -> InitReport
         step(f"profile {settings.lxd_profile}", _ensure_profile(api, settings))
     finally:
         api.close()
+    step("site certificate", sitecert.ensure(settings).outcome)
     return report
 
 
@@ -132,6 +137,7 @@ def status(settings: Settings) -> dict[str, Any]:
                 "name": settings.lxd_profile,
                 "present": _exists(api, "profiles", settings.lxd_profile),
             },
+            "site_ca": _describe_ca(settings),
         }
         images = api.get("/1.0/images", recursion=1)
         report["images"] = [
@@ -217,7 +223,12 @@ def _ensure_pool(api: LxdApi, settings: Settings) -> str:
 def _ensure_profile(api: LxdApi, settings: Settings) -> str:
     devices = {
         "root": {"type": "disk", "path": "/", "pool": settings.lxd_pool},
-        "eth0": {"type": "nic", "name": "eth0", "network": settings.lxd_bridge},
+        "eth0": {
+            "type": "nic",
+            "name": "eth0",
+            "network": settings.lxd_bridge,
+            **NIC_FILTERING,
+        },
     }
     description = "StratusLab instances: root on the stratus pool, eth0 on the stratus bridge"
     path = LxdApi.path("profiles", settings.lxd_profile)
@@ -241,6 +252,13 @@ def _ensure_profile(api: LxdApi, settings: Settings) -> str:
         {"description": description, "config": current.get("config") or {}, "devices": devices},
     )
     return "updated"
+
+
+def _describe_ca(settings: Settings) -> dict[str, Any]:
+    pem = sitecert.read_ca(settings.tls_dir)
+    if pem is None:
+        return {"present": False}
+    return {"present": True, "sha256": sitecert.fingerprint(pem)}
 
 
 def _exists(api: LxdApi, collection: str, name: str) -> bool:

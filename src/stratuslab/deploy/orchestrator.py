@@ -44,7 +44,8 @@ _R = TypeVar("_R")
 
 @dataclass(frozen=True)
 class OrchestratorConfig:
-    agent_url: str  # where nodes reach the server
+    agent_url: str  # where nodes reach the server, over TLS
+    agent_ca: Callable[[], str]  # the site CA's certificate (PEM): the only one nodes trust
     name_prefix: str = "inst"
     parallel: int = 16  # instances created or destroyed at once per run
     teardown_attempts: int = 6  # then the run waits in Finalizing for `run terminate`
@@ -195,7 +196,11 @@ class Orchestrator:
             name=self.instance_name(run_id, node.node, node.idx),
             cloud=spec.cloud,
             user_data=bootstrap.user_data(
-                server=self.config.agent_url, run_id=run_id, node_instance=node.name, token=token
+                server=self.config.agent_url,
+                ca=self.config.agent_ca(),
+                run_id=run_id,
+                node_instance=node.name,
+                token=token,
             ),
             run_id=run_id,
             node_instance=node.name,

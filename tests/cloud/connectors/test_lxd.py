@@ -239,10 +239,65 @@ def test_create_uses_the_fingerprint_it_is_given_without_looking_it_up() -> None
     assert made.state == InstanceState.RUNNING
     assert created[0]["source"] == {"type": "image", "fingerprint": FINGERPRINT}
     assert requests == [
+        "GET /1.0/profiles/default",  # its NICs, to filter (see the test below)
         "POST /1.0/instances",
         "PUT /1.0/instances/box/state",
         "GET /1.0/instances/box",
     ]
+
+
+def test_every_instance_gets_the_profiles_bridged_nics_as_its_own_with_spoofing_filtered() -> None:
+    """Whatever profile it is given, the connector filters MAC, IPv4 and IPv6 spoofing on each
+    NIC on a bridge LXD manages; a NIC LXD cannot filter so is left to the profile."""
+    profile = {
+        "root": {"type": "disk", "path": "/", "pool": "stratus"},
+        "eth0": {"type": "nic", "name": "eth0", "network": "stratusbr0"},
+        "eth1": {"type": "nic", "name": "eth1", "nictype": "bridged", "parent": "stratusbr0"},
+        "eth2": {"type": "nic", "name": "eth2", "nictype": "bridged", "parent": "br-host"},
+        "eth3": {"type": "nic", "name": "eth3", "nictype": "macvlan", "parent": "enp1s0"},
+    }
+    networks = {
+        "stratusbr0": {"type": "bridge", "managed": True},
+        "br-host": {"type": "bridge", "managed": False},  # no DHCP of LXD's to reserve from
+    }
+    created: list[dict[str, object]] = []
+    profile_reads = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/1.0/profiles/stratus":
+            profile_reads.append(path)
+            return sync({"name": "stratus", "devices": profile})
+        if path.startswith("/1.0/networks/"):
+            return sync(networks[path.rsplit("/", 1)[1]])
+        if request.method == "POST" and path == "/1.0/instances":
+            created.append(json.loads(request.content))
+            return sync(None)
+        if request.method == "PUT":
+            return sync(None)
+        if path.startswith("/1.0/instances/"):
+            return sync(box(state=RUNNING_STATE))
+        return error("not found", 404)
+
+    connector = LxdConnector(
+        endpoint="unix:///x",
+        profile="stratus",
+        api=LxdApi("unix:///x", transport=httpx.MockTransport(handler)),
+    )
+    for name in ("box", "box2"):
+        connector.create(InstanceSpec(name=name, image=FINGERPRINT))
+    filtering = {
+        "security.mac_filtering": "true",
+        "security.ipv4_filtering": "true",
+        "security.ipv6_filtering": "true",
+    }
+    assert created[0]["profiles"] == ["stratus"]
+    assert created[0]["devices"] == {
+        "eth0": {**profile["eth0"], **filtering},
+        "eth1": {**profile["eth1"], **filtering},
+    }
+    assert created[1]["devices"] == created[0]["devices"]
+    assert profile_reads == ["/1.0/profiles/stratus"]  # once per connector
 
 
 def test_create_with_an_unknown_fingerprint_says_not_found() -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from stratuslab.cloud import sitecert
 from stratuslab.deploy import agent_bundle
 from tests.deploy.agent.fakeserver import FakeRun, FakeServer
 
@@ -70,7 +71,7 @@ def eventually(predicate: Callable[[], bool], timeout: float = 10) -> bool:
 class Node:
     """A node instance in a temporary directory: its agent zipapp, locations and environment."""
 
-    def __init__(self, root: Path, run: FakeRun, server_url: str) -> None:
+    def __init__(self, root: Path, run: FakeRun, server_url: str, ca: str) -> None:
         self.root = root
         self.tag = secrets.token_hex(6)
         self.agent = root / "opt" / agent_bundle.NAME
@@ -85,6 +86,7 @@ class Node:
                     "run": run.run_id,
                     "node_instance": run.instances[0],
                     "token": run.token,
+                    "ca": ca,
                 }
             )
         )
@@ -164,14 +166,20 @@ class Node:
             process.wait(10)
 
 
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> sitecert.SiteCertificate:
+    """A site CA and a server certificate for 127.0.0.1, which the fake server serves with."""
+    return sitecert.ensure_in(tmp_path_factory.mktemp("site") / "tls", names=["127.0.0.1"])
+
+
 @pytest.fixture
 def fake_run() -> FakeRun:
     return FakeRun()
 
 
 @pytest.fixture
-def server(fake_run: FakeRun) -> Iterator[FakeServer]:
-    server = FakeServer(fake_run)
+def server(fake_run: FakeRun, site: sitecert.SiteCertificate) -> Iterator[FakeServer]:
+    server = FakeServer(fake_run, site.server_context())
     try:
         yield server
     finally:
@@ -179,8 +187,10 @@ def server(fake_run: FakeRun) -> Iterator[FakeServer]:
 
 
 @pytest.fixture
-def node(tmp_path: Path, fake_run: FakeRun, server: FakeServer) -> Iterator[Node]:
-    node = Node(tmp_path, fake_run, server.url)
+def node(
+    tmp_path: Path, fake_run: FakeRun, server: FakeServer, site: sitecert.SiteCertificate
+) -> Iterator[Node]:
+    node = Node(tmp_path, fake_run, server.url, site.ca_pem)
     try:
         yield node
     finally:

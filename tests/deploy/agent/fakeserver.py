@@ -13,6 +13,7 @@ Parameters are not declared: any key can be set, and one never set answers 412.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -213,25 +214,29 @@ class _Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], run: FakeRun) -> None:
+    def __init__(self, address: tuple[str, int], run: FakeRun, tls: ssl.SSLContext) -> None:
         self.run = run
         self.stopping = False
         super().__init__(address, _Handler)
+        # The handshake happens in the request's own thread, on its first read.
+        self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
 
 class FakeServer:
-    """Serves a :class:`FakeRun` on 127.0.0.1 from a thread; :meth:`stop` and :meth:`start`
-    play a server that goes down and comes back on the same port."""
+    """Serves a :class:`FakeRun` on 127.0.0.1 from a thread, over TLS with the certificate of
+    ``tls`` (agents speak nothing else); :meth:`stop` and :meth:`start` play a server that goes
+    down and comes back on the same port."""
 
-    def __init__(self, run: FakeRun) -> None:
+    def __init__(self, run: FakeRun, tls: ssl.SSLContext) -> None:
         self.run = run
+        self.tls = tls
         self.port = 0
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.start()
 
     def start(self) -> None:
-        self._httpd = _HTTPServer(("127.0.0.1", self.port), self.run)
+        self._httpd = _HTTPServer(("127.0.0.1", self.port), self.run, self.tls)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -240,7 +245,7 @@ class FakeServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         """Stop answering: held long-polls are dropped, new connections refused."""

@@ -168,12 +168,12 @@ def test_an_unreachable_server_exits_4_after_retrying(node: Node) -> None:
     done = node.tool(
         "ss-get",
         "ready",
-        SLIPSTREAM_SERVICEURL=f"http://127.0.0.1:{port}",
+        SLIPSTREAM_SERVICEURL=f"https://127.0.0.1:{port}",
         STRATUS_AGENT_RETRY_FOR="1",
     )
     elapsed = time.monotonic() - started
     assert done.returncode == 4
-    assert done.stderr.startswith(f"ss-get: cannot reach http://127.0.0.1:{port}: ")
+    assert done.stderr.startswith(f"ss-get: cannot reach https://127.0.0.1:{port}: ")
     assert 0.5 < elapsed < 5
 
 
@@ -195,12 +195,12 @@ def test_a_tools_timeout_also_ends_retrying_a_server_that_is_down(
     started = time.monotonic()
     done = node.tool(
         *args,
-        SLIPSTREAM_SERVICEURL=f"http://127.0.0.1:{port}",
+        SLIPSTREAM_SERVICEURL=f"https://127.0.0.1:{port}",
         STRATUS_AGENT_RETRY_FOR="600",  # the agent's period: the tool's own must end it first
     )
     elapsed = time.monotonic() - started
     assert done.returncode == 4, done.stderr
-    assert done.stderr.startswith(f"{args[0]}: cannot reach http://127.0.0.1:{port}: ")
+    assert done.stderr.startswith(f"{args[0]}: cannot reach https://127.0.0.1:{port}: ")
     limit = NOBLOCK_RETRY_FOR if "--noblock" in args else 1
     assert limit - 0.5 < elapsed < limit + 4
 

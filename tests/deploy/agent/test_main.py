@@ -52,12 +52,70 @@ def test_run_starts_the_agent_loop(calls: list[tuple[str, object]]) -> None:
     assert calls == [("run", None)]
 
 
+CONFIGURED = {
+    "SLIPSTREAM_SERVICEURL": "https://10.210.0.1:8421",
+    "SLIPSTREAM_DIID": "run-1",
+    "SLIPSTREAM_NODE_INSTANCE_NAME": "web.1",
+    "STRATUS_NODE_TOKEN": "secret",
+    "STRATUS_SERVER_CA": "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n",
+}
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """A node configured through the environment, as its bootstrap's file would; the path of
+    the file, which does not exist."""
+    conf = str(tmp_path / "no-such.conf")
+    monkeypatch.setenv("STRATUS_AGENT_CONF", conf)
+    for name, value in CONFIGURED.items():
+        monkeypatch.setenv(name, value)
+    return conf
+
+
 def test_install_installs_and_says_what_it_did(
-    calls: list[tuple[str, object]], capsys: pytest.CaptureFixture[str]
+    configured: str,
+    calls: list[tuple[str, object]],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert dispatch.main(["stratus-agent.pyz", "install"]) == OK
     assert calls == [("install", None)]
     assert capsys.readouterr().out == "installed\n"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "STRATUS_SERVER_CA",
+            "",
+            "not configured: no ca in {conf} or the environment: without the site CA's "
+            "certificate this node trusts no server, and sends its token to none",
+        ),
+        (
+            "SLIPSTREAM_SERVICEURL",
+            "http://10.210.0.1:8421",
+            "the server http://10.210.0.1:8421 is not https://: this node sends its token only "
+            "over TLS, to the server its site CA vouches for",
+        ),
+    ],
+    ids=["no site CA", "plain http"],
+)
+def test_install_refuses_a_node_that_would_trust_any_server(
+    configured: str,
+    calls: list[tuple[str, object]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    message: str,
+) -> None:
+    """A user-data without the pin (or with a plain-HTTP server) starts nothing, and says why
+    in the bootstrap's output."""
+    monkeypatch.setenv(variable, value)
+    assert dispatch.main(["stratus-agent.pyz", "install"]) == USAGE
+    assert calls == []
+    error = capsys.readouterr().err
+    assert error == f"stratus-agent.pyz install: {message.format(conf=configured)}\n"
 
 
 def test_install_tools_needs_the_zipapp(

@@ -195,7 +195,7 @@ def test_missing_configuration_exits_2(node: Member) -> None:
     done = node.tool("ss-get", "ready", STRATUS_AGENT_CONF="/root/absent.conf")
     assert done.returncode == 2
     assert done.stderr == (
-        "ss-get: not configured: no server, run, node_instance, token in "
+        "ss-get: not configured: no server, run, node_instance, token, ca in "
         "/root/absent.conf or the environment\n"
     )
 

@@ -4,6 +4,8 @@ Tags live in the instance's ``user.stratus.*`` configuration keys. Contextualiza
 ``user.vendor-data`` (the ssh keys, as a ``#cloud-config``) and ``user.user-data`` (the user's
 script or cloud-config): the keys cloud-init reads on LXD, and the keys the base image's
 ``stratus-context`` service reads from ``/dev/lxd/sock`` where there is no cloud-init.
+Every bridged NIC an instance gets from its profile is given again as a device of its own,
+with LXD's spoofing filters on (``lxd_nics.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from stratuslab.cloud.base import Capacity, Connector, ExecResult, Image, Instance, InstanceSpec
 from stratuslab.cloud.connectors.lxd_api import OPERATION_TIMEOUT, LxdApi, answered
+from stratuslab.cloud.connectors.lxd_nics import filtered_nics
 from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import BackendError, Conflict, Invalid, NotFound
 
@@ -76,6 +79,7 @@ class LxdConnector(Connector):
         self.profile = profile
         self.api = api or LxdApi(endpoint, cert=cert, verify=verify)
         self._filtering: bool | None = None  # whether LXD filters listings: asked once
+        self._nics: dict[str, dict[str, str]] | None = None  # the profile's NICs, filtered
 
     # -- the contract ---------------------------------------------------------------------
 
@@ -100,6 +104,7 @@ class LxdConnector(Connector):
             "source": {"type": "image", "fingerprint": fingerprint},
             "profiles": [self.profile],
             "config": config,
+            "devices": self.ex_filtered_nics(),
         }
         try:
             self.api.post("/1.0/instances", body)
@@ -306,6 +311,14 @@ class LxdConnector(Connector):
 
     def close(self) -> None:
         self.api.close()
+
+    # -- extensions -----------------------------------------------------------------------
+
+    def ex_filtered_nics(self) -> dict[str, dict[str, str]]:
+        """The profile's NICs every instance gets as its own, spoofing filtered (read once)."""
+        if self._nics is None:
+            self._nics = filtered_nics(self.api, self.profile)
+        return self._nics or {}
 
     # -- helpers --------------------------------------------------------------------------
 

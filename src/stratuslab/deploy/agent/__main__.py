@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .exits import OK, USAGE
+from .exits import OK, USAGE, ToolError
 from .tools import TOOL_NAMES, TOOLS, run_tool
 
 
@@ -48,13 +48,20 @@ def _install(called_as: str, args: list[str]) -> int:
     import subprocess
     from pathlib import Path
 
+    from .config import load_config
     from .install import archive, install, install_tools
 
     try:
         if args == ["install"]:
+            # Refused before anything is started: a node that would not trust its server
+            # (no site CA, a server that is not https) says so in its bootstrap's output.
+            load_config(os.environ)
             print(install(os.environ))
         else:
             install_tools(Path(args[1]), archive())
+    except ToolError as exc:
+        print(f"{called_as} {args[0]}: {exc.message}", file=sys.stderr)
+        return exc.code
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"{called_as} {args[0]}: {exc}", file=sys.stderr)
         return 1

@@ -17,10 +17,11 @@ from .exits import (
 )
 from .logger import log
 from .protocol import MAX_VALUE, qualify
-from .wire import Answer, connect_to, exchange, quote, secure, split_url
+from .wire import Answer, connect_to, exchange, quote, secure, split_url, trusting
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing; mypy knows the name
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Mapping
     from typing import Any
 
@@ -87,6 +88,7 @@ class RunClient:
         scheme, host, port, prefix = split_url(config.server)
         self.config = config
         self._https = scheme == "https"
+        self._tls: ssl.SSLContext | None = None  # made on the first request: tools pay once
         self._host = host
         self._port = port
         self._prefix = prefix
@@ -290,11 +292,15 @@ class RunClient:
             if self._https:
                 import ssl
 
+                if self._tls is None:
+                    self._tls = trusting(self.config.ca)
                 try:
-                    connection = secure(connection, self._host)
+                    connection = secure(connection, self._host, self._tls)
                 except ssl.SSLCertVerificationError as exc:  # retrying cannot mend it
                     raise ToolError(
-                        UNREACHABLE, f"cannot trust {self.config.server}: {exc}"
+                        UNREACHABLE,
+                        f"cannot trust {self.config.server}: {exc.verify_message or exc}; "
+                        "it is not the server the site CA vouches for",
                     ) from exc
             return exchange(connection, self._host, method, target, headers, body)
         finally:

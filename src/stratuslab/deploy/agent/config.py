@@ -1,10 +1,12 @@
 """Which server, run and node instance this node is, and where the agent keeps things.
 
 Configuration: ``/etc/stratus/agent.conf``, JSON ``{"server", "run", "node_instance",
-"token"}``, overridden by ``SLIPSTREAM_SERVICEURL``, ``SLIPSTREAM_DIID``,
-``SLIPSTREAM_NODE_INSTANCE_NAME`` and ``STRATUS_NODE_TOKEN``. Every location and a few
-behaviours can be moved through the environment, so that tests run the agent unprivileged: the
-locations as ``LOCATIONS`` says, and
+"token", "ca"}``, overridden by ``SLIPSTREAM_SERVICEURL``, ``SLIPSTREAM_DIID``,
+``SLIPSTREAM_NODE_INSTANCE_NAME``, ``STRATUS_NODE_TOKEN`` and ``STRATUS_SERVER_CA``. The
+server is an ``https://`` URL and ``ca`` the site CA's certificate (PEM), the only one the
+agent trusts: a node shares its network with other users' nodes, and its token goes to no
+other server. Every location and a few behaviours can be moved through the environment, so
+that tests run the agent unprivileged: the locations as ``LOCATIONS`` says, and
 
     STRATUS_AGENT_CONF        the configuration file      (/etc/stratus/agent.conf)
     STRATUS_AGENT_SYSTEMD     1 or 0: use systemd or not  (whether /run/systemd/system exists)
@@ -30,6 +32,7 @@ CONFIG_OVERRIDES = {
     "run": "SLIPSTREAM_DIID",
     "node_instance": "SLIPSTREAM_NODE_INSTANCE_NAME",
     "token": "STRATUS_NODE_TOKEN",
+    "ca": "STRATUS_SERVER_CA",
 }
 # Where the agent keeps things on the node: attribute of Locations -> (variable, default).
 LOCATIONS = {
@@ -46,13 +49,16 @@ LOCATIONS = {
 class Config:
     """Which server, run and node instance this node is, and its token."""
 
-    __slots__ = ("node_instance", "path", "run", "server", "token")
+    __slots__ = ("ca", "node_instance", "path", "run", "server", "token")
 
-    def __init__(self, *, server: str, run: str, node_instance: str, token: str, path: str) -> None:
+    def __init__(
+        self, *, server: str, run: str, node_instance: str, token: str, ca: str, path: str
+    ) -> None:
         self.server = server
         self.run = run
         self.node_instance = node_instance
         self.token = token
+        self.ca = ca  # the site CA's certificate, PEM
         self.path = path  # the configuration file, handed on to recipes as STRATUS_AGENT_CONF
 
 
@@ -76,15 +82,28 @@ def load_config(environ: Mapping[str, str]) -> Config:
     for name, variable in CONFIG_OVERRIDES.items():
         values[name] = environ.get(variable) or values[name]
     missing = [name for name, value in values.items() if not value]
+    if missing == ["ca"]:
+        raise ToolError(
+            USAGE,
+            f"not configured: no ca in {path} or the environment: without the site CA's "
+            "certificate this node trusts no server, and sends its token to none",
+        )
     if missing:
         raise ToolError(
             USAGE, f"not configured: no {', '.join(missing)} in {path} or the environment"
+        )
+    if not values["server"].startswith("https://"):
+        raise ToolError(
+            USAGE,
+            f"the server {values['server']} is not https://: this node sends its token only "
+            "over TLS, to the server its site CA vouches for",
         )
     return Config(
         server=values["server"],
         run=values["run"],
         node_instance=values["node_instance"],
         token=values["token"],
+        ca=values["ca"],
         path=path,
     )
 

@@ -169,6 +169,7 @@ class Agent:
                 # Recipes run as root beside the file that holds it: giving them the token
                 # spares every ss-* call in a recipe reading (and parsing) that file.
                 "STRATUS_NODE_TOKEN": self.config.token,
+                "STRATUS_SERVER_CA": self.config.ca,
                 "PATH": ":".join(dict.fromkeys(part for part in path if part)),
             }
         )

@@ -16,6 +16,7 @@ from .exits import USAGE, ToolError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing; mypy knows the name
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Mapping
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
@@ -102,15 +103,32 @@ def connect_to(address: tuple[str, int], timeout: float) -> _socket.socket:
     raise error or OSError(f"cannot resolve {host}")
 
 
-def secure(connection: _socket.socket, host: str) -> _socket.socket:
-    """``connection`` wrapped in TLS, the server's certificate checked against ``host``."""
-    import socket
+def trusting(ca: str) -> ssl.SSLContext:
+    """A TLS client context that trusts the certificates ``ca`` (PEM) and nothing else: not the
+    system's authorities, not a certificate that does not name the host asked for."""
     import ssl
+
+    try:
+        context = ssl.create_default_context(cadata=ca)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ToolError(USAGE, f"the site CA is not a PEM certificate: {exc}") from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def secure(connection: _socket.socket, host: str, context: ssl.SSLContext) -> _socket.socket:
+    """``connection`` wrapped in TLS, the server's certificate checked by ``context`` and
+    against ``host``; ``ssl.SSLCertVerificationError`` for a server it does not trust."""
+    import socket
 
     timeout = connection.gettimeout()
     plain = socket.socket(fileno=connection.detach())  # ssl wraps only socket.socket
     plain.settimeout(timeout)
-    return ssl.create_default_context().wrap_socket(plain, server_hostname=host)
+    try:
+        return context.wrap_socket(plain, server_hostname=host)
+    except BaseException:
+        plain.close()
+        raise
 
 
 class _Reader:
