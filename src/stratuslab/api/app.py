@@ -15,6 +15,8 @@ from stratuslab import services as composition
 from stratuslab.api.limits import MAX_BODY, RequestLimits
 from stratuslab.api.routes import (
     agent,
+    apikeys,
+    groups,
     health,
     images,
     instances,
@@ -22,6 +24,8 @@ from stratuslab.api.routes import (
     runs,
     session,
     slipstream,
+    users,
+    whoami,
 )
 from stratuslab.config import Settings
 from stratuslab.errors import StratusError
@@ -49,6 +53,10 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(modules.router)
     app.include_router(agent.router)
     app.include_router(session.router)
+    app.include_router(users.router)
+    app.include_router(groups.router)
+    app.include_router(apikeys.router)
+    app.include_router(whoami.router)
     app.add_exception_handler(StratusError, _stratus_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_middleware(
