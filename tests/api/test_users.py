@@ -265,6 +265,8 @@ def test_whoami_says_who_and_how(api: TestClient) -> None:
     assert client.cookies.get(COOKIE)
     seen = client.get("/api/whoami").json()
     assert (seen["authenticated_by"], seen["session"]) == ("session", opened.json()["resource-id"])
+    empty_bearer = client.get("/api/whoami", headers={"Authorization": "Bearer "}).json()
+    assert empty_bearer["authenticated_by"] == "session"  # as the credentials were read
 
     acting = api.get("/api/whoami", headers={"X-Stratus-User": "bob"}).json()
     assert (acting["user"], acting["admin"], acting["acting_as"]) == ("bob", False, True)

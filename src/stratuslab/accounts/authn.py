@@ -92,7 +92,7 @@ class Authenticator:
         ``api-key``, ``password`` or ``session`` (with the session's id)."""
         scheme, _, value = presented.authorization.strip().partition(" ")
         scheme, value = scheme.lower(), value.strip()
-        if scheme == "bearer":
+        if scheme == "bearer" and value:  # the order of :meth:`user`
             return ("site-token" if same(value, self.site_token) else "api-key"), None
         if scheme == "basic":
             decoded = base64.b64decode(value, validate=True).decode(errors="replace")
