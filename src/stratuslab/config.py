@@ -39,6 +39,7 @@ class Settings:
     cache_dir: Path
     database_url: str
     user: str
+    credentials_file: Path  # the CLI's logins, one per server URL (mode 0600, see cli/credfile.py)
     instance_prefix: str = "inst"
     lxd_endpoint: str = ""
     lxd_bridge: str = "stratusbr0"
@@ -128,6 +129,10 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         values.pop("cache_dir", None)
         or ("/var/cache/stratuslab" if root else home / ".cache/stratuslab")
     )
+    # The user's own file, root's too: a login is a person's, not the site's.
+    credentials_file = Path(
+        values.pop("credentials_file", None) or home / ".config/stratuslab/credentials.toml"
+    )
     settings = Settings(
         config_file=config_file,
         data_dir=data_dir,
@@ -136,6 +141,7 @@ def load(environ: dict[str, str] | None = None) -> Settings:
             values.pop("database_url", None) or f"sqlite:///{data_dir / 'stratus.db'}"
         ),
         user=str(values.pop("user", None) or env.get("SUDO_USER") or getpass.getuser()),
+        credentials_file=credentials_file,
     )
     return _validated(replace(settings, **_coerced(values, config_file)))
 

@@ -97,6 +97,19 @@ class Authenticator:
             return None
         return self._acting(found, presented.act_as)
 
+    def method(self, presented: Presented) -> tuple[str, str | None]:
+        """How credentials that :meth:`user` accepted proved who they are: ``site-token``,
+        ``api-key``, ``password`` or ``session`` (with the session's id)."""
+        scheme, _, value = presented.authorization.strip().partition(" ")
+        scheme, value = scheme.lower(), value.strip()
+        if scheme == "bearer" and value:  # the order of :meth:`user`
+            return ("site-token" if same(value, self.site_token) else "api-key"), None
+        if scheme == "basic":
+            decoded = base64.b64decode(value, validate=True).decode(errors="replace")
+            return ("api-key" if decoded.startswith(KEY_PREFIX) else "password"), None
+        found = self.credentials.session_of(presented.cookie)
+        return "session", found[0] if found is not None else None
+
     def may_be_node_token(self, token: str) -> bool:
         """Whether a bearer token is neither the site token nor an API key (so, if anything, a
         node instance's token)."""

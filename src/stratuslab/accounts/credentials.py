@@ -81,10 +81,11 @@ class Credentials:
             view = _key_dict(row)
         return view | {"secret": secret, "token": key_token(key_id, secret)}
 
-    def list_keys(self, *, caller: Principal) -> list[dict[str, Any]]:
+    def list_keys(self, *, caller: Principal, all_owners: bool = False) -> list[dict[str, Any]]:
+        """The caller's keys; with ``all_owners``, an administrator's view of everyone's."""
         with session_scope(self.engine) as session:
             query = select(ApiKeyRecord).order_by(ApiKeyRecord.created_at)
-            if not caller.sees_all:
+            if not (all_owners and caller.sees_all):
                 query = query.where(ApiKeyRecord.user == (caller.user or ""))
             return [_key_dict(row) for row in session.scalars(query)]
 

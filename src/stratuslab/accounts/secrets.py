@@ -9,6 +9,7 @@ as safe to keep and costs a microsecond to check.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -23,9 +24,15 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # characters; argon2 takes any length, a request body should not
 _HASHER = PasswordHasher()
 _AT_ONCE = threading.BoundedSemaphore(4)  # argon2 verifications running together
-# Verified against when the account does not exist, so that the answer takes as long as for a
-# wrong password and does not tell which names exist.
-_DUMMY = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy() -> str:
+    """Verified against when the account does not exist, so that the answer takes as long as
+    for a wrong password and does not tell which names exist. Made on first need, not on
+    import: a hash costs 50 ms to a second on a busy machine, and most importers (the CLI,
+    `cloud init`) never verify a password."""
+    return _HASHER.hash(secrets.token_urlsafe(16))
 
 
 def check_password_rules(password: str) -> None:
@@ -48,7 +55,7 @@ def verify_password(stored: str | None, password: str) -> bool:
         return False
     with _AT_ONCE:
         try:
-            return _HASHER.verify(stored or _DUMMY, password) and stored is not None
+            return _HASHER.verify(stored or _dummy(), password) and stored is not None
         except (VerificationError, InvalidHashError):
             return False
 

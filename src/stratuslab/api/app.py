@@ -15,7 +15,9 @@ from stratuslab import services as composition
 from stratuslab.api.limits import MAX_BODY, RequestLimits
 from stratuslab.api.routes import (
     agent,
+    apikeys,
     certificates,
+    groups,
     health,
     images,
     instances,
@@ -23,6 +25,8 @@ from stratuslab.api.routes import (
     runs,
     session,
     slipstream,
+    users,
+    whoami,
 )
 from stratuslab.config import Settings
 from stratuslab.errors import StratusError
@@ -50,6 +54,10 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(modules.router)
     app.include_router(agent.router)
     app.include_router(session.router)
+    app.include_router(users.router)
+    app.include_router(groups.router)
+    app.include_router(apikeys.router)
+    app.include_router(whoami.router)
     app.include_router(certificates.router)
     app.add_exception_handler(StratusError, _stratus_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]

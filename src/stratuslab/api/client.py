@@ -2,101 +2,57 @@
 
 It is built on the standard library's ``http.client`` on purpose: the CLI pays for every import
 before its first request, and httpx alone costs ~60 ms there. The transport is taken in the
-constructor, so tests hand it one that calls the application in-process. The server's error
-bodies come back as the project's own errors, so the CLI reports a failure the same way
-whether it happened in the client or in the server.
+constructor (``api/transport.py``), so tests hand it one that calls the application
+in-process. The server's error bodies come back as the project's own errors, so the CLI
+reports a failure the same way whether it happened in the client or in the server.
+
+A client is made for one server URL and carries at most one credential:
+
+- ``token``: the site token, or an API key in its bearer form ``<id>.<secret>``;
+- ``cookie``: a session's cookie, from ``POST /api/session`` (``stratus login``) on this URL.
 
 The site token is sent only to a server that has proved it holds it (``api/identity.py``):
-before the first request that carries it, the client challenges ``/health``, once.
+before the first request that carries it, the client challenges ``/health``, once. An API key
+or a session is the user's own, which the server cannot prove it knows beforehand; they go to
+the URL they are given for. ``X-Stratus-User`` (``user``) goes only when the caller asked to
+act as someone: the server refuses it from anyone but an administrator.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
-from urllib.parse import quote, urlencode, urlsplit
+from typing import Any
+from urllib.parse import quote, urlencode
 
 from stratuslab.api import identity
+from stratuslab.api.client_accounts import SESSION_COOKIE, AccountResources
 from stratuslab.api.identity import ServerIdentity
-from stratuslab.errors import BackendError, BackendUnavailable, Invalid, Unauthorized, by_name
+from stratuslab.api.transport import HttpTransport as HttpTransport
+from stratuslab.api.transport import Response as Response
+from stratuslab.api.transport import Transport as Transport
+from stratuslab.errors import BackendError, BackendUnavailable, Unauthorized, by_name
+
+_API_KEY = re.compile(r"^[0-9a-f]{32}\.")  # accounts/credentials.py's bearer form of a key
 
 
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]  # names in lower case
-    body: Iterator[bytes]  # the body, line by line, as it arrives
-
-    def read(self) -> bytes:
-        return b"".join(self.body)
+def is_api_key(token: str) -> bool:
+    """Whether a bearer token is an API key (``<32 hex>.<secret>``) rather than a site token."""
+    return _API_KEY.match(token) is not None
 
 
-class Transport(Protocol):
-    def __call__(
-        self,
-        method: str,
-        target: str,
-        *,
-        headers: Mapping[str, str],
-        body: bytes | None,
-        timeout: float,
-    ) -> Response: ...
-
-
-class HttpTransport:
-    """HTTP/1.1 over TCP (or TLS for https://), one connection per request."""
-
-    def __init__(self, base_url: str) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise Invalid(f"server URL {base_url!r}: use http://host:port or https://host:port")
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname
-        self.port = parts.port or (443 if self.https else 80)
-        self.prefix = parts.path.rstrip("/")
-
-    def __call__(
-        self,
-        method: str,
-        target: str,
-        *,
-        headers: Mapping[str, str],
-        body: bytes | None,
-        timeout: float,
-    ) -> Response:
-        connection: http.client.HTTPConnection
-        if self.https:
-            import ssl
-
-            connection = http.client.HTTPSConnection(
-                self.host, self.port, timeout=timeout, context=ssl.create_default_context()
-            )
-        else:
-            connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        connection.request(method, self.prefix + target, body=body, headers=dict(headers))
-        answer = connection.getresponse()
-
-        def lines() -> Iterator[bytes]:
-            try:
-                yield from answer
-            finally:
-                connection.close()
-
-        return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, lines())
-
-
-class ApiClient:
+class ApiClient(AccountResources):
     identify_timeout = 10.0  # a server that takes longer to say who it is is as good as hung
 
     def __init__(
         self,
         base_url: str,
         *,
-        token: str,
+        token: str = "",
+        cookie: str = "",
         user: str | None = None,
         transport: Transport | None = None,
         timeout: float = 60.0,
@@ -105,10 +61,24 @@ class ApiClient:
         self.timeout = timeout
         self._transport = transport or HttpTransport(self.base_url)
         self._token = token
+        self._cookie = cookie
         self._headers = {"Accept": "application/json"}
         if user:
-            self._headers["X-Stratus-User"] = user
+            self._headers["X-Stratus-User"] = user  # act as them: for administrators only
         self.verified: ServerIdentity | None = None  # the server, once it proved it holds the token
+
+    @property
+    def credential(self) -> str:
+        """What this client sends: 'site token', 'API key', 'session' or 'nothing'."""
+        if self._token:
+            return "API key" if is_api_key(self._token) else "site token"
+        return "session" if self._cookie else "nothing"
+
+    @property
+    def _proof_token(self) -> str:
+        """The token a server must prove it holds before it is sent anything (none but the site
+        token is shared with the server beforehand)."""
+        return self._token if self.credential == "site token" else ""
 
     # -- who answers ----------------------------------------------------------------------
 
@@ -130,7 +100,7 @@ class ApiClient:
         except (OSError, http.client.HTTPException) as exc:
             raise self._failure(exc, "GET", "/health") from exc
         return identity.read_health(
-            self.base_url, response.status, data, token=self._token, nonce=challenge
+            self.base_url, response.status, data, token=self._proof_token, nonce=challenge
         )
 
     def verify(self) -> ServerIdentity:
@@ -153,7 +123,7 @@ class ApiClient:
         return found
 
     def unproven_hint(self) -> str:
-        if not self._token:
+        if not self._proof_token:
             return "there is no site token to check it with"
         return "check the token (setting `token`, STRATUS_TOKEN) and the server URL"
 
@@ -214,9 +184,11 @@ class ApiClient:
         target = path + ("?" + urlencode(query) if query else "")
         headers = dict(self._headers)
         if self._token:
-            if self.verified is None:
+            if self._proof_token and self.verified is None:
                 self.verify()
             headers["Authorization"] = f"Bearer {self._token}"
+        elif self._cookie:
+            headers["Cookie"] = f"{SESSION_COOKIE}={self._cookie}"
         body = None
         if json_body is not None:
             body = json.dumps(json_body).encode()

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from stratuslab.cli.output import emit_json, err, out, output_option, progress_lines, table
+from stratuslab.cli.passwords import read_password
 from stratuslab.cli.runtime import Runtime, pass_runtime
 
 
@@ -20,6 +21,11 @@ def group() -> None:
 @click.option("--bridge", help="name of the LXD bridge")
 @click.option("--pool", help="name of the btrfs storage pool")
 @click.option("--pool-size", type=int, help="size of the loop-backed pool, GiB")
+@click.option(
+    "--admin-password-stdin",
+    is_flag=True,
+    help="the first administrator's password, from stdin (else a random one is printed once)",
+)
 @output_option
 @pass_runtime
 def init(
@@ -28,9 +34,11 @@ def init(
     bridge: str | None,
     pool: str | None,
     pool_size: int | None,
+    admin_password_stdin: bool,
     output: str,
 ) -> None:
-    """Start LXD if needed, create the bridge, storage pool and profile, record the local cloud.
+    """Start LXD if needed, create the bridge, storage pool and profile, record the local cloud,
+    and make the first administrator (setting `user`) when there is none.
 
     Running it again changes nothing unless the settings changed.
     """
@@ -57,11 +65,27 @@ def init(
     )
     say(f"cloud {clouds.DEFAULT_CLOUD!r} in the store: {recorded}")
     report.steps.append((f"cloud {clouds.DEFAULT_CLOUD}", recorded))
-    changed = report.changed or recorded != "present"
+    admin, password = _first_admin(rt, from_stdin=admin_password_stdin)
+    say(f"administrator: {admin}")
+    report.steps.append(("administrator", admin))
+    changed = report.changed or recorded != "present" or admin.startswith("created")
     if output == "json":
-        emit_json({"changed": changed, "steps": dict(report.steps)})
-    else:
-        out.print("The local cloud is ready." + ("" if changed else " Nothing needed changing."))
+        made = {"name": rt.settings.user, "password": password} if password else None
+        emit_json({"changed": changed, "steps": dict(report.steps), "administrator": made})
+        return
+    out.print("The local cloud is ready." + ("" if changed else " Nothing needed changing."))
+    if password:
+        out.print(
+            f"The administrator {rt.settings.user} has the password: {password}",
+            markup=False,
+            highlight=False,
+        )
+        err.print(
+            "It is shown only now: it will not be shown again. Change it with "
+            "`stratus user passwd`.",
+            markup=False,
+            highlight=False,
+        )
 
 
 @group.command("status")
@@ -144,6 +168,36 @@ def list_clouds(rt: Runtime, output: str) -> None:
             ("NAME", "CONNECTOR", "OPTIONS"),
             ((c.name, c.connector, c.options) for c in found),
         )
+
+
+def _first_admin(rt: Runtime, *, from_stdin: bool) -> tuple[str, str | None]:
+    """Make the user named by the setting `user` an administrator if there is none yet: what
+    was done, and the password when it was made up here (to be printed, once)."""
+    import secrets
+
+    from stratuslab.accounts.users import Accounts
+    from stratuslab.errors import Conflict, Invalid
+    from stratuslab.principal import SERVER
+
+    accounts = Accounts(rt.engine)
+    if accounts.any_admin():
+        return ("present (the password given was not used)" if from_stdin else "present"), None
+    name = rt.settings.user
+    given = read_password(stdin=True, confirm=False) if from_stdin else None
+    password = given or secrets.token_urlsafe(18)
+    try:
+        accounts.add_user(name, caller=SERVER, admin=True, password=password)
+    except Conflict:
+        return (
+            f"none: the user {name} exists and is not one; "
+            "make one with `stratus user add NAME --admin` (the site token may)",
+            None,
+        )
+    except Invalid as exc:
+        if given is not None:
+            raise
+        return f"none: {exc.message}; make one with `stratus user add NAME --admin`", None
+    return f"created {name}", None if given else password
 
 
 def _present(part: dict[str, Any], text: str) -> str:

@@ -7,7 +7,19 @@ import sys
 import click
 
 from stratuslab import __version__
-from stratuslab.cli import cert, cloud, image, instance, module, run, server
+from stratuslab.cli import (
+    apikey,
+    cert,
+    cloud,
+    group,
+    image,
+    instance,
+    module,
+    run,
+    server,
+    session,
+    user,
+)
 from stratuslab.cli.deploy import deploy
 from stratuslab.cli.runtime import Runtime
 from stratuslab.errors import EXIT_INTERNAL, EXIT_USAGE, StratusError
@@ -29,12 +41,21 @@ Exit codes:
 @click.option(
     "--debug", is_flag=True, envvar="STRATUS_DEBUG", help="show tracebacks and backend detail"
 )
+@click.option(
+    "--user",
+    "act_as",
+    metavar="NAME",
+    envvar="STRATUS_USER",
+    help="act as this user (an administrator only; also STRATUS_USER)",
+)
 @click.version_option(__version__, prog_name="stratus")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, act_as: str | None) -> None:
     """StratusLab: start instances on the local cloud, build images, deploy applications."""
     if ctx.obj is None:  # tests hand in a runtime of their own
         ctx.obj = Runtime(debug=debug)
+    if act_as:
+        ctx.obj.act_as = act_as
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -45,6 +66,12 @@ cli.add_command(server.group)
 cli.add_command(deploy)
 cli.add_command(run.group)
 cli.add_command(module.group)
+cli.add_command(user.group)
+cli.add_command(group.group)
+cli.add_command(apikey.group)
+cli.add_command(session.login)
+cli.add_command(session.logout)
+cli.add_command(session.whoami)
 cli.add_command(cert.group)
 
 
