@@ -7,6 +7,7 @@ that whoever reads the error can tell what went wrong without re-running anythin
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import queue
@@ -78,8 +79,11 @@ def run(
     return result
 
 
-def spawn_detached(command: Sequence[str], *, log_file: Path) -> int:
-    """Start a long-lived daemon in its own session, its output going to ``log_file``.
+def spawn_detached(
+    command: Sequence[str], *, log_file: Path, env: Mapping[str, str] | None = None
+) -> int:
+    """Start a long-lived daemon in its own session, its output going to ``log_file``, in
+    ``env`` (this process's environment when None).
 
     Returns its process id. Used where there is no service manager to ask (no systemd).
     """
@@ -95,8 +99,26 @@ def spawn_detached(command: Sequence[str], *, log_file: Path) -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=None if env is None else dict(env),
         )
+    # Kept, and reaped once it has exited, so that a long-lived caller (a test run, a server
+    # restarting its successor) neither leaks the handle nor leaves a zombie.
+    _DETACHED[:] = [p for p in _DETACHED if p.poll() is None]
+    _DETACHED.append(child)
     return child.pid
+
+
+_DETACHED: list[Popen[bytes]] = []
+
+
+@atexit.register
+def _leave_detached() -> None:
+    """A daemon outlives the process that started it, by design: reap those that ended, and
+    let go of the others without Popen's warning that they still run."""
+    for child in _DETACHED:
+        if child.poll() is None:
+            child.returncode = 0  # not ours to wait for
+    _DETACHED.clear()
 
 
 def replace_process(command: Sequence[str]) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy
+import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
 from stratuslab.db.session import dispose
@@ -33,6 +35,19 @@ def store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
         yield url
     finally:
         dispose(url)
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop(admin, name)
         admin.dispose()
+
+
+def _drop(admin: sqlalchemy.Engine, name: str) -> None:
+    """Drop a test's database. FORCE ends the test's own connections, but not an autovacuum
+    worker that a busy machine started on it (a superuser's process): wait for that one."""
+    for attempt in range(40):
+        try:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError):
+            if attempt == 39:
+                raise
+            time.sleep(0.25)

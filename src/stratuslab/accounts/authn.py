@@ -201,6 +201,6 @@ class Authenticator:
         if not principal.admin:
             raise Forbidden("x-stratus-user: only an administrator acts as another user")
         check_name(act_as)
+        # As that user entirely: their groups, and their administrator flag if they have one.
         as_user = self.accounts.principal(act_as)
-        groups = as_user.groups if as_user is not None else frozenset()
-        return Principal.for_user(act_as, groups=groups)
+        return as_user if as_user is not None else Principal.for_user(act_as)

@@ -34,7 +34,13 @@ from stratuslab.api.identity import ServerIdentity
 from stratuslab.api.transport import HttpTransport as HttpTransport
 from stratuslab.api.transport import Response as Response
 from stratuslab.api.transport import Transport as Transport
-from stratuslab.errors import BackendError, BackendUnavailable, Unauthorized, by_name
+from stratuslab.errors import (
+    BackendError,
+    BackendUnavailable,
+    CommandFailed,
+    Unauthorized,
+    by_name,
+)
 
 _API_KEY = re.compile(r"^[0-9a-f]{32}\.")  # accounts/credentials.py's bearer form of a key
 
@@ -224,7 +230,10 @@ class ApiClient(AccountResources):
             raise BackendError(
                 f"the server answered {status}: {data[:200].decode(errors='replace')}"
             ) from None
-        raise by_name(error.get("type", ""))(error.get("message", "error"), hint=error.get("hint"))
+        kind = by_name(error.get("type", ""))
+        if issubclass(kind, CommandFailed):  # its constructor wants the command: not sent
+            kind = BackendError
+        raise kind(error.get("message", "error"), hint=error.get("hint"))
 
     # -- the resources --------------------------------------------------------------------
 

@@ -150,7 +150,10 @@ def _spawn(settings: Settings, idle_exit: float, wait: float) -> ServerState:
     ]
     if idle_exit > 0:
         command += ["--idle-exit", str(idle_exit)]
-    pid = proc.spawn_detached(command, log_file=log_file(settings))
+    # The server's site token is its token file's. A CLI's STRATUS_TOKEN (perhaps a user's API
+    # key) must not become the administrator credential of the server it starts.
+    env = {k: v for k, v in os.environ.items() if k != "STRATUS_TOKEN"}
+    pid = proc.spawn_detached(command, log_file=log_file(settings), env=env)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         with contextlib.suppress(StratusError):  # not answering yet
