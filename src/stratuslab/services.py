@@ -43,6 +43,7 @@ from stratuslab.deploy.params import Parameters, ParameterValues
 from stratuslab.deploy.reports import ReportStore
 from stratuslab.deploy.runs import RunService
 from stratuslab.deploy.scaling import Scaling
+from stratuslab.deploy.secrets import RunSecrets
 from stratuslab.deploy.supervisor import Supervisor
 from stratuslab.deploy.tokens import NodeTokens
 from stratuslab.deploy.work import WorkQueue
@@ -79,17 +80,19 @@ class Services:
             allow_proxies=settings.tls_allow_proxies,
         )
         self.work = WorkQueue()
-        values = ParameterValues()
+        secrets = RunSecrets(engine)  # what is redacted from what nodes send people
+        values = ParameterValues(secrets)
         self.modules = ModuleStore(engine)
         self.runs = RunService(
             engine,
             self.hub,
             modules=self.modules,
             work=self.work,
+            secrets=secrets,
             max_instances=settings.max_run_instances,
         )
         self.tokens = NodeTokens(engine)
-        self.logs = RunLogs(engine, self.hub)
+        self.logs = RunLogs(engine, self.hub, secrets=secrets)
         self.reports = ReportStore(engine, self.hub, folder=settings.reports_dir)
         self.control = RunControl(
             engine, self.hub, values=values, work=self.work, report_grace=settings.report_grace_s

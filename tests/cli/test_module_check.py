@@ -80,6 +80,21 @@ def test_an_uppercase_node_is_refused_at_check_time(
     assert result.err.startswith("error: apps/demo/module.yaml:5: nodes.Web: 'Web' is not a node")
 
 
+def test_a_password_type_is_checked_and_a_misspelt_one_refused(
+    repository: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = repository / "apps/db.yaml"
+    db.write_text(DB.replace("{description: the database password}", "{type: password}"))
+    assert check(capsys, "apps/demo", "--param", "web:greeting=hi").code == 0
+    db.write_text(DB.replace("{description: the database password}", "{type: pasword}"))
+    result = check(capsys, "apps/demo", "--param", "web:greeting=hi")
+    assert result.code == 65
+    assert result.err.startswith(
+        "error: apps/db.yaml:4: outputs.password.type: 'pasword' is not a parameter type "
+        "(string, password)"
+    )
+
+
 @pytest.mark.parametrize(
     "target",
     sorted(

@@ -120,7 +120,8 @@ def test_a_component_with_every_key() -> None:
         outputs:
           password:
             description: the application user's password
-          ready: {}
+            type: password
+          ready: {type: string}
         recipes:
           pre-install: |
             #!/bin/sh -e
@@ -143,14 +144,15 @@ def test_a_component_with_every_key() -> None:
         "empty": ParameterDef("empty"),
     }
     assert module.outputs == {
-        "password": ParameterDef("password", "the application user's password"),
+        "password": ParameterDef("password", "the application user's password", None, "password"),
         "ready": ParameterDef("ready"),
     }
+    assert module.outputs["password"].secret and not module.inputs["port"].secret
     assert module.recipes["pre-install"] == "#!/bin/sh -e\necho preparing\n"
     assert list(module.recipes) == [step for step in RECIPE_STEPS if step != "packages"]
     assert module.packages == ("postgresql", "libpq5:amd64", "nginx=1.22.1-9")
     assert module.lines["inputs.port.default"] == 6
-    assert module.lines["recipes.packages"] == 19
+    assert module.lines["recipes.packages"] == 20
 
 
 def test_an_application_with_every_key() -> None:
@@ -356,9 +358,15 @@ def test_errors_in_any_module(text: str, message: str) -> None:
         (C + "inputs:\n  p:\n    default:\n", "x.yaml:5: inputs.p.default: is empty"),
         (
             C + "inputs:\n  p:\n    defualt: x\n",
-            "x.yaml:5: unknown key 'defualt' in an input (known: default, description)",
+            "x.yaml:5: unknown key 'defualt' in an input (known: default, description, type)",
         ),
         (C + "outputs:\n  p:\n    default: x\n", "x.yaml:5: outputs.p.default: an output has no"),
+        (
+            C + "outputs:\n  p:\n    type: pasword\n",
+            "x.yaml:5: outputs.p.type: 'pasword' is not a parameter type (string, password)",
+        ),
+        (C + "inputs:\n  p:\n    type: true\n", "x.yaml:5: inputs.p.type: must be text, not"),
+        (C + "inputs:\n  p:\n    type: ''\n", "x.yaml:5: inputs.p.type: must not be empty"),
         (C + "recipes:\n  packages: nginx\n", "x.yaml:4: recipes.packages: must be a list, not"),
         (
             C + "recipes:\n  packages:\n    - nginx\n    - 'rm -rf'\n",

@@ -344,8 +344,10 @@ class ApiClient(AccountResources):
         result: dict[str, list[str]] = self.request("DELETE", path, params=params)
         return result["removed"]
 
-    def run_params(self, ref: str) -> dict[str, str | None]:
-        result: dict[str, str | None] = self.request("GET", f"/api/runs/{_seg(ref)}/params")
+    def run_params(self, ref: str, *, show_secrets: bool = False) -> dict[str, str | None]:
+        params = {"show_secrets": "true"} if show_secrets else None
+        path = f"/api/runs/{_seg(ref)}/params"
+        result: dict[str, str | None] = self.request("GET", path, params=params)
         return result
 
     def run_events(self, ref: str, *, after: int = 0) -> list[dict[str, Any]]:

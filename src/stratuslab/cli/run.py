@@ -97,11 +97,17 @@ def show(rt: Runtime, run_id: str, output: str) -> None:
 @group.command("params")
 @click.argument("run_id")
 @click.option("--node", help="only this node or node instance (web, web.2)")
+@click.option(
+    "--show-secrets",
+    is_flag=True,
+    help="show the values of secret parameters (type: password) instead of ********",
+)
 @output_option
 @pass_runtime
-def params(rt: Runtime, run_id: str, node: str | None, output: str) -> None:
-    """The run's runtime parameters."""
-    values = rt.client.run_params(run_id)
+def params(rt: Runtime, run_id: str, node: str | None, show_secrets: bool, output: str) -> None:
+    """The run's runtime parameters; secret ones are masked unless --show-secrets (the run's
+    owner only)."""
+    values = rt.client.run_params(run_id, show_secrets=show_secrets)
     if node:
         values = {
             k: v

@@ -178,7 +178,8 @@ def write(
     tx: Tx, run_id: str, items: Sequence[Write], sources: Mapping[str, Any] | None
 ) -> Answers | None:
     """Set values of one run, or None when the general way must: the run is over or aborted
-    (for a write that does not ignore it), a key does not exist or is a mapping's source."""
+    (for a write that does not ignore it), a key does not exist, is secret or is a mapping's
+    source."""
     if sources is None or any(item.key in sources for item in items):
         return None
     conn = tx.session.connection()
@@ -281,9 +282,11 @@ _SET_VALUES = (
     )
     .values(value=bindparam("b_value"), set_at=bindparam("b_at"))
 )
+# A secret key is not the common case: the general way remembers its value for redaction.
 _EXISTING = select(_PARAMS.c.key).where(
     _PARAMS.c.run_id == bindparam("b_run"),
     _PARAMS.c.key.in_(bindparam("b_keys", expanding=True)),
+    _PARAMS.c.secret.is_(False),
 )
 _INDEXES = select(_NODES.c.idx).where(
     _NODES.c.run_id == bindparam("b_run"), _NODES.c.node == bindparam("b_node")

@@ -11,7 +11,7 @@ to; that is all propagation is.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,6 +27,7 @@ from stratuslab.deploy.agent.protocol import (
     qualify,
 )
 from stratuslab.deploy.plan import NodePlan, Plan
+from stratuslab.deploy.secrets import of_plan
 from stratuslab.errors import Invalid
 
 MAX_KEY = 255  # characters in a full name, as the store keeps it
@@ -120,17 +121,36 @@ class Row:
     value: str | None
     kind: str  # standard, input, output, node, global
     description: str = ""
+    secret: bool = False  # never shown unasked (deploy/secrets.py)
 
 
 def instance_rows(
-    plan: Plan, node: str, index: int, *, given: Mapping[str, str], known: Known
+    plan: Plan,
+    node: str,
+    index: int,
+    *,
+    given: Mapping[str, str],
+    known: Known,
+    secrets: Collection[str] | None = None,
 ) -> list[Row]:
     """The parameters of one node instance: the standard ones, its inputs, its outputs.
 
     An input takes, first found: its deploy-time value (``given``), its mapping's literal, the
     value its mapped source holds now (``known``: nothing yet for a new run; what is set for an
-    instance added to a running one), its default."""
+    instance added to a running one), its default. ``secrets`` names what is secret, as
+    ``secrets.of_plan`` does (its answer when None), and may add keys secret now (a source
+    ``ss-random --secret`` set): an input mapped from one of those is secret too."""
     spec = plan.nodes[node]
+    secret = of_plan(plan) if secrets is None else secrets
+
+    def is_secret(name: str) -> bool:
+        source = spec.mappings.get(name)
+        return (
+            f"{node}:{name}" in secret
+            or f"{node}.{index}:{name}" in secret
+            or (source is not None and source.key() in secret)
+        )
+
     prefix = f"{node}.{index}:"
     fixed = {
         "nodename": node,
@@ -146,9 +166,13 @@ def instance_rows(
     ]
     for name, definition in spec.inputs.items():
         value = _input_value(spec, node, name, definition.default, given, known)
-        rows.append(Row(prefix + name, value, "input", definition.description))
+        rows.append(
+            Row(prefix + name, value, "input", definition.description, secret=is_secret(name))
+        )
     for name, definition in spec.outputs.items():
-        rows.append(Row(prefix + name, None, "output", definition.description))
+        rows.append(
+            Row(prefix + name, None, "output", definition.description, secret=is_secret(name))
+        )
     return rows
 
 
@@ -163,16 +187,20 @@ def initial_rows(plan: Plan, *, given: Mapping[str, str], tags: str) -> list[Row
         Row("ss:tags", tags, "global"),
     ]
     standard = {"state", "abort", "category", *RECIPE_GLOBALS}
+    secrets = of_plan(plan)
     for name in sorted(_mapped_globals(plan) | {k.removeprefix("ss:") for k in globals_}):
         if name not in standard:
-            rows.append(Row(f"ss:{name}", globals_.get(f"ss:{name}"), "global"))
+            secret = f"ss:{name}" in secrets
+            rows.append(Row(f"ss:{name}", globals_.get(f"ss:{name}"), "global", secret=secret))
     for node, spec in plan.nodes.items():
         rows.append(Row(f"{node}:multiplicity", str(spec.multiplicity), "node"))
         rows.append(
             Row(f"{node}:ids", ",".join(str(i) for i in range(1, spec.multiplicity + 1)), "node")
         )
         for index in range(1, spec.multiplicity + 1):
-            rows.extend(instance_rows(plan, node, index, given=given, known=globals_.get))
+            rows.extend(
+                instance_rows(plan, node, index, given=given, known=globals_.get, secrets=secrets)
+            )
     return rows
 
 

@@ -12,12 +12,20 @@ from typing import ClassVar, Literal, TypeAlias
 from stratuslab.deploy.agent.protocol import DEFAULT_CLOUD
 from stratuslab.deploy.yamlsource import Located
 
+# What a parameter holds: text, or a password, which is kept secret (``deploy/secrets.py``).
+PARAMETER_TYPES = ("string", "password")
+
 
 @dataclass(frozen=True)
 class ParameterDef:
     name: str
     description: str = ""
     default: str | None = None  # inputs only; None means required
+    type: str = "string"  # one of PARAMETER_TYPES
+
+    @property
+    def secret(self) -> bool:
+        return self.type == "password"
 
 
 @dataclass(frozen=True)

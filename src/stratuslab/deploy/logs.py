@@ -3,7 +3,8 @@
 A node sends what its recipes print; a recipe in a loop could print for ever, so each node
 instance keeps at most ``MAX_LINES_PER_NODE`` lines (the last one kept says the rest was
 dropped), a batch holds at most ``MAX_BATCH`` lines and a line at most ``MAX_LINE`` characters
-(longer ones are cut, marked with an ellipsis).
+(longer ones are cut, marked with an ellipsis). Every secret value of the run known when a
+line arrives is replaced by ``********`` before it is stored (``deploy/secrets.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from sqlalchemy.engine import Engine
 from stratuslab.db.models import NodeInstanceRecord, RunLogRecord, RunRecord
 from stratuslab.db.session import session_scope
 from stratuslab.deploy import access
+from stratuslab.deploy.agent.protocol import MAX_VALUE
+from stratuslab.deploy.secrets import RunSecrets
 from stratuslab.deploy.tx import logs_topic
 from stratuslab.errors import Forbidden, Invalid, NotFound, TooLarge
 from stratuslab.hub import Hub
@@ -33,9 +36,10 @@ _STREAMS = ("stdout", "stderr")
 
 
 class RunLogs:
-    def __init__(self, engine: Engine, hub: Hub) -> None:
+    def __init__(self, engine: Engine, hub: Hub, *, secrets: RunSecrets) -> None:
         self.engine = engine
         self.hub = hub
+        self.secrets = secrets
 
     def add(
         self,
@@ -53,6 +57,11 @@ class RunLogs:
         if len(lines) > MAX_BATCH:
             raise TooLarge(f"a log batch is at most {MAX_BATCH} lines, not {len(lines)}")
         rows = [_row(run_id, node_instance, number, line) for number, line in enumerate(lines)]
+        # Redacted, then cut: a cut through a secret would leave its start unmatched. What is
+        # past the cut by more than a value's length is never kept, so it is not looked at.
+        texts = self.secrets.redact_all(run_id, [row.text[: MAX_LINE + MAX_VALUE] for row in rows])
+        for row, text in zip(rows, texts, strict=True):
+            row.text = text if len(text) <= MAX_LINE else text[: MAX_LINE - 1] + "…"
         with session_scope(self.engine) as session:
             if not caller.is_node:
                 access.checked(session.get(RunRecord, run_id), run_id, caller)
@@ -114,9 +123,7 @@ def _row(run_id: str, node_instance: str, number: int, line: Mapping[str, Any]) 
     stream = str(line.get("stream", "stdout"))
     if stream not in _STREAMS:
         raise Invalid(f"{where}: stream is stdout or stderr, not {stream[:16]!r}")
-    text = str(line.get("text", "")).replace("\x00", "")
-    if len(text) > MAX_LINE:
-        text = text[: MAX_LINE - 1] + "…"
+    text = str(line.get("text", "")).replace("\x00", "")  # cut to MAX_LINE by the caller
     return RunLogRecord(
         run_id=run_id,
         node_instance=node_instance,

@@ -35,6 +35,7 @@ from stratuslab.deploy.agent.protocol import STANDARD_PARAMETERS as STANDARD_PAR
 # The values modules are read into, and how modules name each other, live in modules of their
 # own; they are importable from here too, where they have always been.
 from stratuslab.deploy.kinds import KINDS as KINDS
+from stratuslab.deploy.kinds import PARAMETER_TYPES as PARAMETER_TYPES
 from stratuslab.deploy.kinds import ApplicationModule as ApplicationModule
 from stratuslab.deploy.kinds import ComponentModule as ComponentModule
 from stratuslab.deploy.kinds import ImageModule as ImageModule
@@ -196,9 +197,10 @@ def _parameters(doc: Document, path: str, value: Any, *, inputs: bool) -> dict[s
                 join(where, "default"), "an output has no default: its component sets it"
             )
         doc.check_keys(
-            where, spec, ("default", "description"), "an input" if inputs else "an output"
+            where, spec, ("default", "description", "type"), "an input" if inputs else "an output"
         )
         description = _optional_text(doc, join(where, "description"), spec.get("description"))
+        kind = _type(doc, join(where, "type"), spec.get("type", "string"))
         default = None
         if "default" in spec:
             if spec["default"] is None:
@@ -209,8 +211,21 @@ def _parameters(doc: Document, path: str, value: Any, *, inputs: bool) -> dict[s
                     "the input required",
                 )
             default = _value(doc, join(where, "default"), spec["default"])
-        out[name] = ParameterDef(name, description, default)
+        out[name] = ParameterDef(name, description, default, kind)
     return out
+
+
+def _type(doc: Document, path: str, value: Any) -> str:
+    """A parameter's ``type``: ``string`` (the default) or ``password`` (kept secret)."""
+    kind = doc.text(path, value, empty=False)
+    if kind not in PARAMETER_TYPES:
+        shown = kind if len(kind) <= 40 else kind[:37] + "..."
+        raise doc.error(
+            path,
+            f"{shown!r} is not a parameter type ({', '.join(PARAMETER_TYPES)})",
+            hint="type: password keeps a value out of events, logs and listings",
+        )
+    return kind
 
 
 def _check_parameter_name(doc: Document, path: str, name: str) -> None:

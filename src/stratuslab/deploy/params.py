@@ -23,7 +23,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import anyio.to_thread
@@ -33,13 +33,22 @@ from sqlalchemy.engine import Engine
 from stratuslab.db.models import RunRecord, RuntimeParameterRecord
 from stratuslab.db.session import reading, session_scope
 from stratuslab.deploy import access, bulk, events
-from stratuslab.deploy.agent.protocol import MAX_WAIT
+from stratuslab.deploy.agent.protocol import MAX_WAIT, STANDARD_PARAMETERS
 from stratuslab.deploy.batches import GroupCommit
 from stratuslab.deploy.keys import Key, check_value, parse_key
 from stratuslab.deploy.plan import Plan
+from stratuslab.deploy.secrets import RunSecrets, shown
 from stratuslab.deploy.states import FINAL, RunState
 from stratuslab.deploy.tx import Tx, abort_topic, param_topic, transaction
-from stratuslab.errors import Conflict, Forbidden, NotFound, NotYetSet, RunAborted, StratusError
+from stratuslab.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    NotYetSet,
+    RunAborted,
+    StratusError,
+)
 from stratuslab.hub import Hub
 from stratuslab.principal import Principal
 
@@ -57,22 +66,29 @@ class Aborts(Protocol):
 class ParameterValues:
     """The one way to set a runtime parameter, inside a run transaction."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: RunSecrets) -> None:
         self._targets: OrderedDict[str, dict[str, list[tuple[str, str]]]] = OrderedDict()
         self._lock = threading.Lock()
+        self.secrets = secrets
 
-    def put(self, tx: Tx, run: RunRecord, key: str, value: str | None) -> bool:
-        """Set ``key`` (None unsets it) and every input mapped to it. False when the run has
-        no such parameter (nothing is set then)."""
+    def put(
+        self, tx: Tx, run: RunRecord, key: str, value: str | None, *, secret: bool = False
+    ) -> bool:
+        """Set ``key`` (None unsets it) and every input mapped to it; ``secret`` makes it
+        secret first. False when the run has no such parameter (nothing is set then). The
+        inputs a secret value is copied into are secret too."""
         if tx.session.new or tx.session.dirty:
             tx.session.flush()  # the statements below go past the session's own objects
         conn = tx.session.connection()
         if not bulk.set_value(conn, run.id, key, value):
             return False
+        hidden = self.secrets.stored(conn, run.id, key, value, mark=secret)
         tx.announce(param_topic(run.id, key), {"value": value})
         for node, name in self.targets(run).get(key, ()):
             keys = [f"{node}.{index}:{name}" for index in bulk.indexes_of(conn, run.id, node)]
             bulk.set_values(conn, run.id, keys, value)
+            if hidden:
+                self.secrets.mark(conn, run.id, keys)
             for target in keys:
                 tx.announce(param_topic(run.id, target), {"value": value})
         return True
@@ -109,6 +125,7 @@ class _Write:
     value: str
     caller: Principal
     ignore_abort: bool
+    secret: bool = False
 
 
 class Parameters:
@@ -192,10 +209,14 @@ class Parameters:
         *,
         caller: Principal,
         ignore_abort: bool = False,
+        secret: bool = False,
     ) -> None:
         """Set ``key`` as ``caller`` (an empty value unsets it), by the rules of the module
-        docstring. Writes arriving together are applied together (see ``batches``)."""
-        answer = self.writing(run_id, key, value, caller=caller, ignore_abort=ignore_abort).result()
+        docstring; ``secret`` makes it secret for good (``deploy/secrets.py``). Writes
+        arriving together are applied together (see ``batches``)."""
+        answer = self.writing(
+            run_id, key, value, caller=caller, ignore_abort=ignore_abort, secret=secret
+        ).result()
         if answer is not None:
             raise answer
 
@@ -207,6 +228,7 @@ class Parameters:
         *,
         caller: Principal,
         ignore_abort: bool = False,
+        secret: bool = False,
     ) -> Future[None]:
         """:meth:`write`, for a coroutine: the future is done once it is (or holds why it was
         refused)."""
@@ -214,9 +236,15 @@ class Parameters:
         check_value(str(parsed), value)
         if caller.is_node and caller.run_id != run_id:
             raise access.no_run(run_id)
-        return self._writes.submit(_Write(run_id, parsed, value, caller, ignore_abort))
+        if secret and parsed.scope == "instance" and parsed.name in STANDARD_PARAMETERS:
+            raise Invalid(
+                f"{parsed}: only a declared parameter (an output, an input, ss:name) is secret",
+                hint=f"{parsed.name} is shown to whoever looks at the run",
+            )
+        return self._writes.submit(_Write(run_id, parsed, value, caller, ignore_abort, secret))
 
     def _write_many(self, items: Sequence[_Write]) -> list[StratusError | None]:
+        items = [self._redacted(item) for item in items]
         answers: list[StratusError | None] = [None] * len(items)
         by_run: dict[str, list[int]] = {}
         for index, item in enumerate(items):
@@ -256,7 +284,7 @@ class Parameters:
             raise Conflict(f"{key} belongs to the server: it is not set by {caller}")
         if run.abort_reason is not None and not item.ignore_abort:
             raise RunAborted(run.abort_reason)
-        if self.values.put(tx, run, str(key), value or None):
+        if self.values.put(tx, run, str(key), value or None, secret=item.secret):
             if key.name == "statecustom" and key.node_instance:  # ss-display: shown live
                 tx.event(run.id, events.displayed(key.node_instance, value))
             return None
@@ -273,16 +301,30 @@ class Parameters:
         )
         return NotFound(refused, hint=hint)
 
-    def all(self, run_id: str, *, caller: Principal) -> dict[str, str | None]:
-        """Every parameter of the run with its value (None: not set), by name."""
+    def all(
+        self, run_id: str, *, caller: Principal, show_secrets: bool = False
+    ) -> dict[str, str | None]:
+        """Every parameter of the run with its value (None: not set), by name; a secret one
+        as ``********`` unless ``show_secrets``, which only the run's owner or an
+        administrator may ask (a node reads the one value it needs by its name)."""
+        if show_secrets and caller.is_node:
+            raise Forbidden(f"{caller} may not list secrets: ss-get the one value it needs")
         with session_scope(self.engine) as session:
             run = access.checked(session.get(RunRecord, run_id), run_id, caller)
             rows = session.execute(
-                select(RuntimeParameterRecord.key, RuntimeParameterRecord.value)
+                select(
+                    RuntimeParameterRecord.key,
+                    RuntimeParameterRecord.value,
+                    RuntimeParameterRecord.secret,
+                )
                 .where(RuntimeParameterRecord.run_id == run_id)
                 .order_by(RuntimeParameterRecord.key)
             ).all()
-            values: dict[str, str | None] = {key: value for key, value in rows}
+            values: dict[str, str | None] = {
+                key: shown(value, secret, show_secrets=show_secrets) for key, value, secret in rows
+            }
+            if not show_secrets:
+                values = self.values.secrets.redact_values(run_id, values)
             values["ss:state"] = run.state
             return values
 
@@ -298,6 +340,12 @@ class Parameters:
 
     # -- helpers --------------------------------------------------------------------------
 
+    def _redacted(self, item: _Write) -> _Write:
+        """ss-display text is shown to people: the run's secret values are masked in it."""
+        if item.key.name != "statecustom" or not item.value:
+            return item
+        return replace(item, value=self.values.secrets.redact(item.run_id, item.value))
+
     def _abort(self, tx: Tx, run: RunRecord, key: Key, value: str, caller: Principal) -> None:
         """A write of ``ss:abort`` or ``<node>.<i>:abort``: raising (or clearing) a flag."""
         own = caller.node_instance
@@ -308,6 +356,7 @@ class Parameters:
                 raise Forbidden(f"{key} is cleared only by its own node; an abort is final")
             self.values.put(tx, run, str(key), None)
             return
+        value = self.values.secrets.redact(run.id, value)  # a reason is shown to everyone
         where = key.node_instance or own
         reason = value if where is None or value.startswith(f"{where}:") else f"{where}: {value}"
         self.aborts.abort_in(tx, run, reason, node_instance=where)
@@ -317,7 +366,7 @@ def _common(item: _Write) -> bulk.Write | None:
     """The write as the common case (an existing key, no abort, nothing the server owns),
     or None when only the general way can judge it."""
     key = item.key
-    if key.is_abort or key.server_owned or key.computed:
+    if key.is_abort or key.server_owned or key.computed or item.secret:
         return None
     if not item.caller.is_node:
         return None  # a user's write: the general way checks that the run is theirs

@@ -62,10 +62,12 @@ class NodePlan:
             "max_provisioning_failures": self.max_provisioning_failures,
             "image": self.image,
             "inputs": {
-                n: {"description": p.description, "default": p.default}
+                n: {"description": p.description, "default": p.default, "type": p.type}
                 for n, p in self.inputs.items()
             },
-            "outputs": {n: {"description": p.description} for n, p in self.outputs.items()},
+            "outputs": {
+                n: {"description": p.description, "type": p.type} for n, p in self.outputs.items()
+            },
             "recipes": {
                 step: [{"module": module, "script": script} for module, script in scripts]
                 for step, scripts in self.recipes.items()
@@ -87,11 +89,15 @@ class NodePlan:
             cloud=data["cloud"],
             max_provisioning_failures=data["max_provisioning_failures"],
             image=data["image"],
+            # Plans recorded before parameters had a type hold text only.
             inputs={
-                n: ParameterDef(n, p["description"], p.get("default"))
+                n: ParameterDef(n, p["description"], p.get("default"), p.get("type", "string"))
                 for n, p in data["inputs"].items()
             },
-            outputs={n: ParameterDef(n, p["description"]) for n, p in data["outputs"].items()},
+            outputs={
+                n: ParameterDef(n, p["description"], None, p.get("type", "string"))
+                for n, p in data["outputs"].items()
+            },
             recipes={
                 step: tuple((r["module"], r["script"]) for r in scripts)
                 for step, scripts in data["recipes"].items()
@@ -306,7 +312,9 @@ def _add(
     old = same.get(name)
     if old is not None:  # a child may redescribe an inherited parameter or change its default
         default = old.default if parameter.default is None else parameter.default
-        parameter = ParameterDef(name, parameter.description or old.description, default)
+        # A child may make an inherited parameter a password, never a password plain text.
+        kind = "password" if old.secret else parameter.type
+        parameter = ParameterDef(name, parameter.description or old.description, default, kind)
     same[name] = parameter
     owner.setdefault(name, module.path)
 

@@ -23,12 +23,13 @@ from stratuslab.db.models import (
     RuntimeParameterRecord,
 )
 from stratuslab.db.session import session_scope
-from stratuslab.deploy import access, events
+from stratuslab.deploy import access, events, secrets
 from stratuslab.deploy.keys import check_value, initial_rows, parse_key
 from stratuslab.deploy.model import ApplicationModule
 from stratuslab.deploy.modules import ModuleStore, split_address
 from stratuslab.deploy.plan import Plan, resolve
 from stratuslab.deploy.rights import Right
+from stratuslab.deploy.secrets import RunSecrets
 from stratuslab.deploy.states import ACTIVE, FINAL, KeepRunning, RunState
 from stratuslab.deploy.tx import run_topic, transaction
 from stratuslab.deploy.work import Work, WorkQueue
@@ -63,12 +64,14 @@ class RunService:
         *,
         modules: ModuleStore,
         work: WorkQueue,
+        secrets: RunSecrets,
         max_instances: int = DEFAULT_MAX_INSTANCES,
     ) -> None:
         self.engine = engine
         self.hub = hub
         self.modules = modules
         self.work = work
+        self.secrets = secrets
         self.max_instances = max_instances
 
     # -- starting -------------------------------------------------------------------------
@@ -160,6 +163,7 @@ class RunService:
                         "kind": row.kind,
                         "description": row.description,
                         "set_at": now if row.value is not None else None,
+                        "secret": row.secret,
                     }
                     for row in initial_rows(plan, given=request.given, tags=tags)
                 ],
@@ -220,15 +224,21 @@ class RunService:
                 .where(NodeInstanceRecord.run_id == run_id)
                 .order_by(NodeInstanceRecord.node, NodeInstanceRecord.idx)
             ).all()
-            shown = {
-                key: value
-                for key, value in session.execute(
-                    select(RuntimeParameterRecord.key, RuntimeParameterRecord.value).where(
+            masked = {
+                key: secrets.shown(value, secret)
+                for key, value, secret in session.execute(
+                    select(
+                        RuntimeParameterRecord.key,
+                        RuntimeParameterRecord.value,
+                        RuntimeParameterRecord.secret,
+                    ).where(
                         RuntimeParameterRecord.run_id == run_id,
                         RuntimeParameterRecord.kind.in_(("standard", "global")),
                     )
                 )
             }
+            # A value a node built from a secret is shown redacted, as in every listing.
+            shown = self.secrets.redact_values(run_id, masked)
             return _run_dict(run, shown) | {
                 "nodes": [
                     {

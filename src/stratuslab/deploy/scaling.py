@@ -18,6 +18,7 @@ from stratuslab.deploy.control import RunControl
 from stratuslab.deploy.keys import instance_rows
 from stratuslab.deploy.params import Parameters
 from stratuslab.deploy.plan import Plan
+from stratuslab.deploy.secrets import of_plan, secret_keys
 from stratuslab.deploy.states import RunState
 from stratuslab.deploy.tx import Tx, transaction
 from stratuslab.deploy.work import Work
@@ -59,6 +60,7 @@ class Scaling:
             )
             indexes = range((last or 0) + 1, (last or 0) + 1 + count)
             known = self.params.known(tx, run_id)  # new inputs take what their sources hold now
+            hidden = of_plan(plan) | secret_keys(tx.session.connection(), run_id)
             now = utcnow()
             for index in indexes:
                 tx.session.add(
@@ -74,8 +76,11 @@ class Scaling:
                         kind=row.kind,
                         description=row.description,
                         set_at=now if row.value is not None else None,
+                        secret=row.secret,
                     )
-                    for row in instance_rows(plan, node, index, given=run.given, known=known.get)
+                    for row in instance_rows(
+                        plan, node, index, given=run.given, known=known.get, secrets=hidden
+                    )
                 )
             names = [f"{node}.{index}" for index in indexes]
             self.control.renumber(tx, run, node)

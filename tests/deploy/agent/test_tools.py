@@ -297,6 +297,26 @@ def test_ss_random_prints_and_sets_letters_and_digits(node: Member, fake_run: Ru
     assert default != node.tool("ss-random").stdout.strip()
 
 
+def test_ss_random_secret_keeps_the_value_from_listings_not_from_nodes(
+    real_api: Api, own_run: Run
+) -> None:
+    node = real_api.member(own_run.id, "web.1")
+    done = node.tool("ss-random", "--secret", "-s", "16", "ready")
+    value = done.stdout.strip()
+    assert (done.returncode, len(value)) == (0, 16), done.stderr
+    assert real_api.params(own_run.id)["web.1:ready"] == "********"
+    shown = real_api.http.get(f"/api/runs/{own_run.id}/params", params={"show_secrets": "true"})
+    assert shown.json()["web.1:ready"] == value
+    assert real_api.member(own_run.id, "db.2").tool("ss-get", "web:ready").stdout == value + "\n"
+    assert node.tool("ss-set", "--secret", "ready", "another-one").returncode == 0
+    assert real_api.params(own_run.id)["web.1:ready"] == "********"
+    missing = node.tool("ss-random", "--secret")
+    assert (missing.returncode, missing.stderr) == (
+        2,
+        "ss-random: --secret marks the KEY set: give one (ss-random --secret KEY)\n",
+    )
+
+
 def test_ss_display_sets_statecustom(node: Member, fake_run: Run) -> None:
     assert node.tool("ss-display", "loading", "data").returncode == 0
     assert fake_run.get("web.1:statecustom") == "loading data"

@@ -82,8 +82,12 @@ def terminate(
 
 
 @router.get("/{run_id}/params")
-def params(run_id: RunId, services: ServicesDep, user: UserDep) -> dict[str, str | None]:
-    return services.params.all(run_id, caller=user)
+def params(
+    run_id: RunId, services: ServicesDep, user: UserDep, show_secrets: bool = False
+) -> dict[str, str | None]:
+    """Every parameter and its value; a secret one as ``********``, unless the run's owner
+    (or an administrator) asks ``show_secrets=true``."""
+    return services.params.all(run_id, caller=user, show_secrets=show_secrets)
 
 
 @router.get("/{run_id}/events")

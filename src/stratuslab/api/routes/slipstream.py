@@ -106,6 +106,7 @@ def list_runs(
 async def get_run(run_id: str, services: ServicesDep, caller: CallerDep) -> Response:
     async def work() -> Response:
         view = await run_in_threadpool(partial(services.runs.view, run_id, caller=caller))
+        # Secret values are masked: the XML is a listing, whoever reads it (deploy/secrets.py).
         params = await run_in_threadpool(partial(services.params.all, run_id, caller=caller))
         plan = await run_in_threadpool(partial(services.runs.plan, run_id, caller=caller))
         clouds = sorted({node.cloud for node in plan.nodes.values()})
@@ -168,7 +169,7 @@ async def get_parameter(run_id: str, key: Key, request: Request) -> Response:
 @router.put("/{run_id}/{key}")
 async def set_parameter(run_id: str, key: Key, request: Request) -> Response:
     """Set ``key`` to the body (text; empty unsets it); ``ignoreabort=true`` on an aborted
-    run too."""
+    run too; ``secret=true`` makes it secret for good (``ss-random --secret``)."""
     services: Services = request.app.state.services
 
     caller = await run_caller(run_id, services, presented_by(request))
@@ -176,8 +177,9 @@ async def set_parameter(run_id: str, key: Key, request: Request) -> Response:
     async def work() -> Response:
         value = _utf8(await _body(request, MAX_TEXT * 4), f"the value of {key[:80]}")
         ignore_abort = _flag(request.query_params, "ignoreabort")
+        secret = _flag(request.query_params, "secret")
         written = services.params.writing(
-            run_id, key, value, caller=caller, ignore_abort=ignore_abort
+            run_id, key, value, caller=caller, ignore_abort=ignore_abort, secret=secret
         )
         await asyncio.wrap_future(written)  # no worker thread held meanwhile
         return Response(status_code=200)

@@ -146,15 +146,21 @@ class RunClient:
             return None
         return value
 
-    def set(self, key: str, value: str, *, ignore_abort: bool = False) -> None:
-        """Set ``key`` (an empty value unsets it)."""
+    def set(
+        self, key: str, value: str, *, ignore_abort: bool = False, secret: bool = False
+    ) -> None:
+        """Set ``key`` (an empty value unsets it); ``secret`` makes it secret on the server for
+        good (masked in listings, redacted from logs)."""
         if len(value) > MAX_VALUE:
             raise ToolError(INVALID, f"a value is at most {MAX_VALUE} characters ('{key}')")
+        query = self._abort_query(ignore_abort)
+        if secret:
+            query["secret"] = "true"  # noqa: S105 - a flag, not a password
         self._checked(
             "PUT",
             self._param_path(key),
             f"no parameter '{key}' in this run",
-            query=self._abort_query(ignore_abort),
+            query=query,
             body=value.encode("utf-8"),
             content_type="text/plain; charset=utf-8",
         )

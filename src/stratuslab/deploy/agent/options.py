@@ -149,3 +149,11 @@ def wait_options(parser: ToolParser) -> None:
 
 def ignore_abort_option(parser: ToolParser) -> None:
     parser.add_argument("--ignore-abort", action="store_true", help="work on an aborted run")
+
+
+def secret_option(parser: ToolParser) -> None:
+    parser.add_argument(
+        "--secret",
+        action="store_true",
+        help="keep the value secret: masked in listings, redacted from logs (for good)",
+    )

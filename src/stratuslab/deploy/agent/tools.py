@@ -14,7 +14,7 @@ import time
 
 from .client import RunClient, connect
 from .exits import NOT_SET, OK, TIMED_OUT, USAGE, ToolError
-from .options import KEY_HELP, ToolParser, ignore_abort_option, size, wait_options
+from .options import KEY_HELP, ToolParser, ignore_abort_option, secret_option, size, wait_options
 from .protocol import MAX_WAIT
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing; mypy knows the name
@@ -90,11 +90,14 @@ def ss_get(argv: list[str]) -> int:
 def ss_set(argv: list[str]) -> int:
     parser = ToolParser(prog="ss-set", description="Set a runtime parameter.")
     ignore_abort_option(parser)
+    secret_option(parser)
     parser.add_argument("key", help=KEY_HELP)
     parser.add_argument("value", help="the value (empty unsets it)")
     args = parser.parse_args(argv)
     client = connect(os.environ)
-    client.set(client.qualify(args.key), args.value, ignore_abort=args.ignore_abort)
+    client.set(
+        client.qualify(args.key), args.value, ignore_abort=args.ignore_abort, secret=args.secret
+    )
     return OK
 
 
@@ -121,12 +124,15 @@ def ss_abort(argv: list[str]) -> int:
 def ss_random(argv: list[str]) -> int:
     parser = ToolParser(prog="ss-random", description="Print random letters and digits.")
     parser.add_argument("-s", "--size", default="12", type=size, help="how many (default 12)")
+    secret_option(parser)
     parser.add_argument("key", nargs="?", help="also set this runtime parameter to them")
     args = parser.parse_args(argv)
+    if args.secret and not args.key:
+        raise ToolError(USAGE, "--secret marks the KEY set: give one (ss-random --secret KEY)")
     value = random_text(args.size)
     if args.key:
         client = connect(os.environ)
-        client.set(client.qualify(args.key), value)
+        client.set(client.qualify(args.key), value, secret=args.secret)
     print(value)
     return OK
 
