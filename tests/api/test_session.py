@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from stratuslab.accounts.authn import COOKIE
@@ -103,3 +104,173 @@ def test_an_unknown_template_and_a_missing_password_are_clear_errors(api: TestCl
     assert odd.status_code == 404 and "no session template" in odd.json()["error"]["message"]
     _, partial = login(api, username="alice")
     assert partial.status_code == 422
+
+
+# -- what SlipStream's clients read (slipstream/SlipStreamServer ssclj, slipstream-api) -------
+
+
+def test_a_login_answers_as_slipstreams_session_resource(api: TestClient) -> None:
+    """session.clj / util/response.clj: 201, Location the id, {status, message, resource-id};
+    auth/cookies.clj: the cookie's value is ``token=<token>``, for the whole site."""
+    add_user(api, "alice")
+    client, answer = login(api, username="alice", password="correct horse")
+    session_id = answer.json()["resource-id"]
+    assert answer.status_code == 201 and answer.headers["Location"] == session_id
+    assert answer.json() == {
+        "status": 201,
+        "message": f"created {session_id}",
+        "resource-id": session_id,
+    }
+    set_cookie = answer.headers["set-cookie"]
+    assert set_cookie.startswith(f"{COOKIE}=token=") and "Path=/" in set_cookie
+    assert "HttpOnly" in set_cookie and "Secure" not in set_cookie  # plain HTTP here
+    assert client.cookies.get(COOKIE, "").startswith("token=")
+
+    shown = client.get(f"/api/{session_id}").json()
+    assert shown["username"] == "alice" and shown["resourceURI"].endswith("/Session")
+    assert shown["sessionTemplate"] == {"href": "session-template/internal"}
+    assert shown["operations"] == [{"rel": "delete", "href": session_id}]
+
+
+def test_the_session_collection_holds_the_callers_current_session_or_none(
+    api: TestClient,
+) -> None:
+    """What Api.current_session reads (a PUT, CIMI's query): never a 401, so that
+    Api.is_authenticated can say False."""
+    add_user(api, "alice")
+    add_user(api, "bob")
+    alice, answer = login(api, username="alice", password="correct horse")
+    bob, _ = login(api, username="bob", password="correct horse")
+    for method in ("GET", "PUT"):
+        mine = alice.request(method, "/api/session").json()
+        assert mine["count"] == 1 and mine["id"] == "session"
+        assert [s["id"] for s in mine["sessions"]] == [answer.json()["resource-id"]]
+        assert mine["sessions"][0]["username"] == "alice"
+        assert mine["operations"] == [{"rel": "add", "href": "session"}]
+    assert bob.get("/api/session").json()["sessions"][0]["username"] == "bob"
+    nobody = TestClient(api.app).put("/api/session")
+    assert nobody.status_code == 200 and nobody.json()["count"] == 0
+    assert nobody.json()["sessions"] == []
+
+
+def test_logout_revokes_the_cookie_and_the_old_cookie_then_gets_a_401(api: TestClient) -> None:
+    add_user(api, "alice")
+    client, answer = login(api, username="alice", password="correct horse")
+    session_id = answer.json()["resource-id"]
+    token = answer.cookies[COOKIE]
+    out = client.delete(f"/api/{session_id}")
+    assert out.status_code == 200
+    assert out.json() == {
+        "status": 200,
+        "message": f"{session_id} deleted",
+        "resource-id": session_id,
+    }
+    assert out.headers["set-cookie"].startswith(f"{COOKIE}=INVALID; Path=/; Max-Age=0")
+    assert client.cookies.get(COOKIE) is None  # the client forgot it
+    kept = TestClient(api.app, cookies={COOKIE: token})  # a client that kept it anyway
+    for refused in (kept.get("/api/runs"), kept.get("/run"), kept.get(f"/api/{session_id}")):
+        assert refused.status_code == 401
+    assert kept.get("/api/runs").json()["error"]["hint"] == "log in again"
+    assert kept.get("/api/session").json()["count"] == 0
+
+
+def test_an_api_key_login_takes_the_key_with_or_without_its_prefix(api: TestClient) -> None:
+    """session_api_key.clj: the key is a credential id, ``credential/`` optional."""
+    add_user(api, "alice")
+    key = services_of(api).credentials.create_key(caller=Principal.for_user("alice"))
+    for given in (key["id"], key["id"].removeprefix("credential/")):
+        client, answer = login(
+            api, href="session-template/api-key", key=given, secret=key["secret"]
+        )
+        assert answer.status_code == 201, answer.text
+        assert client.get("/api/session").json()["sessions"][0]["method"] == "api-key"
+
+
+def test_the_cloud_entry_point_names_the_collections_served(api: TestClient) -> None:
+    bare = TestClient(api.app)  # a client reads it before it logs in
+    entry = bare.get("/api/cloud-entry-point")
+    assert entry.status_code == 200
+    body = entry.json()
+    assert body["id"] == "cloud-entry-point"
+    assert body["resourceURI"] == "http://schemas.dmtf.org/cimi/2/CloudEntryPoint"
+    assert body["baseURI"] == "http://testserver/api/"
+    assert body["sessions"] == {"href": "session"}
+    assert body["sessionTemplates"] == {"href": "session-template"}
+    assert body["events"] == {"href": "event"}
+    for name, link in body.items():  # every collection named is served
+        if isinstance(link, dict) and "href" in link:
+            assert bare.put(f"/api/{link['href']}").status_code in (200, 401), name
+
+
+def test_the_session_templates_are_the_two_ways_to_log_in(api: TestClient) -> None:
+    bare = TestClient(api.app)
+    listing = bare.get("/api/session-template").json()
+    assert listing["count"] == 2
+    assert [t["id"] for t in listing["sessionTemplates"]] == [
+        "session-template/internal",
+        "session-template/api-key",
+    ]
+    internal = bare.get("/api/session-template/internal").json()
+    assert (internal["method"], internal["username"], internal["password"]) == (
+        "internal",
+        "username",
+        "password",
+    )
+    assert bare.get("/api/session-template/oidc").status_code == 404
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"sessionTemplate": "session-template/internal"}',
+        b'{"sessionTemplate": {"username": "alice", "password": "x"}}',
+        b'{"sessionTemplate": {"href": 42}}',
+        b'{"sessionTemplate": {"href": "session-template/internal", "username": ["a"]}}',
+        b'{"sessionTemplate": {"href": "session-template/internal", "username": "'
+        + b"a" * 65
+        + b'", "password": "x"}}',
+        b'{"sessionTemplate": {"href": "session-template/api-key", "key": "k"}}',
+        b"\xff\xfe{}",
+    ],
+)
+def test_a_malformed_session_template_is_a_422_in_slipstreams_shape(
+    api: TestClient, body: bytes
+) -> None:
+    answer = TestClient(api.app).post(
+        "/api/session", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 422, answer.text
+    error = answer.json()
+    assert error["status"] == 422 and error["message"]  # what Api reads of an error
+    assert error["error"]["type"] == "Invalid"
+
+
+def test_an_unknown_template_is_not_found_even_with_odd_characters(api: TestClient) -> None:
+    for href in ("session-template/oidc", "\u00e9\u0000", "x" * 128):
+        answer = TestClient(api.app).post("/api/session", json={"sessionTemplate": {"href": href}})
+        assert answer.status_code == 404 and answer.json()["status"] == 404
+
+
+def test_an_oversized_login_is_refused_before_it_is_read(api: TestClient) -> None:
+    huge = b'{"sessionTemplate": {"href": "session-template/internal", "x": "' + b"a" * 70_000
+    answer = TestClient(api.app).post(
+        "/api/session", content=huge + b'"}}', headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 413 and "over 65536 bytes" in answer.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "cookie", ["x" * 5000, "token=" + "y" * 600, "token=", '"token=a;b"', "\u00e9" * 40]
+)
+def test_a_cookie_of_any_length_or_shape_is_a_401_never_a_5xx(api: TestClient, cookie: str) -> None:
+    odd = TestClient(api.app, headers={"Cookie": f"{COOKIE}={cookie}".encode()})
+    refused = odd.get("/api/runs")
+    assert refused.status_code == 401 and refused.json()["error"]["type"] == "Unauthorized"
+    assert odd.get("/run").status_code == 401
+    assert odd.get("/api/session").json()["count"] == 0

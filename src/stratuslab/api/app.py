@@ -15,6 +15,8 @@ from stratuslab import services as composition
 from stratuslab.api.limits import MAX_BODY, RequestLimits
 from stratuslab.api.routes import (
     agent,
+    entry_point,
+    event,
     health,
     images,
     instances,
@@ -49,6 +51,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(modules.router)
     app.include_router(agent.router)
     app.include_router(session.router)
+    app.include_router(entry_point.router)
+    app.include_router(event.router)
     app.add_exception_handler(StratusError, _stratus_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_middleware(
