@@ -159,8 +159,8 @@ def _event(run_id: str, event: dict[str, Any]) -> dict[str, Any]:
     if kind is EventKind.STATE:
         said = str(event["fields"]["state"])
     else:
-        where = event["node_instance"]
-        said = f"{where}: {event['message']}" if where else str(event["message"])
+        where, message = event["node_instance"], str(event["message"])
+        said = f"{where}: {message}" if where and not message.startswith(f"{where}:") else message
     return {
         "id": f"event/{event['id']}",
         "resourceURI": f"{SLIPSTREAM_SCHEMA}Event",
