@@ -168,7 +168,12 @@ def test_logout_revokes_the_cookie_and_the_old_cookie_then_gets_a_401(api: TestC
     assert out.headers["set-cookie"].startswith(f"{COOKIE}=INVALID; Path=/; Max-Age=0")
     assert client.cookies.get(COOKIE) is None  # the client forgot it
     kept = TestClient(api.app, cookies={COOKIE: token})  # a client that kept it anyway
-    for refused in (kept.get("/api/runs"), kept.get("/run"), kept.get(f"/api/{session_id}")):
+    for refused in (
+        kept.get("/api/runs"),
+        kept.get("/run"),
+        kept.get("/run/0b9f3c1e-0000-4000-8000-000000000000/ss:state"),
+        kept.get(f"/api/{session_id}"),
+    ):
         assert refused.status_code == 401
     assert kept.get("/api/runs").json()["error"]["hint"] == "log in again"
     assert kept.get("/api/session").json()["count"] == 0

@@ -162,3 +162,14 @@ def test_deploy_scale_and_terminate_through_the_start_form(
         api.deploy("tools", cloud={"web": "nowhere"})
     assert "no cloud 'nowhere' at this site" in refused.value.reason
     wait_until(lambda: real_api.machines(str(run)) == [], what="the run's machines destroyed")
+
+
+def test_a_cookie_of_absurd_length_is_a_401_from_the_real_server(real_server: RealServer) -> None:
+    """Through uvicorn's own HTTP parser, which an in-process client skips."""
+    for size in (600, 60_000, 200_000):
+        cookie = {"com.sixsq.slipstream.cookie": "token=" + "a" * size}
+        for path in ("/api/runs", "/run", "/run/0b9f3c1e/ss:state"):
+            answer = requests.get(real_server.url + path, cookies=cookie, timeout=30)
+            assert answer.status_code == 401, (size, path, answer.text[:200])
+        listing = requests.put(real_server.url + "/api/session", cookies=cookie, timeout=30)
+        assert listing.status_code == 200 and listing.json()["count"] == 0
