@@ -209,6 +209,8 @@ def test_an_api_key_login_takes_the_key_with_or_without_its_prefix(api: TestClie
         + b'", "password": "x"}}',
         b'{"sessionTemplate": {"href": "session-template/api-key", "key": "k"}}',
         b"\xff\xfe{}",
+        b"\xc3\x28",  # not UTF-8
+        b'{"sessionTemplate": {"href": "\xc3\x28"}}',
     ],
 )
 def test_a_malformed_session_template_is_a_422_in_slipstreams_shape(

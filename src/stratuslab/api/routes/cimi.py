@@ -18,6 +18,7 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from stratuslab.errors import Invalid, StratusError, TooLarge
 
@@ -41,6 +42,10 @@ class CimiRoute(APIRoute):
                 return cimi_error(exc)
             except RequestValidationError as exc:
                 return cimi_error(Invalid(_first_problem(exc)))
+            except HTTPException as exc:  # FastAPI's own, for a body it could not decode
+                if exc.status_code != 400:
+                    raise
+                return cimi_error(Invalid("the body is not JSON text in UTF-8"))
 
         return cimi
 
