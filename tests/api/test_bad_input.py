@@ -468,7 +468,7 @@ def test_watching_an_instance_that_does_not_exist_is_not_found(deploy_api: TestC
     ("form", "reason"),
     [
         ("type=Run", "run type 'Run': only Orchestration (an application) is supported"),
-        ("parameter--node--web--cloudservice=aws", "set it in the application module"),
+        ("parameter--node--web--cloudservice=aws", "no cloud 'aws' at this site"),
     ],
 )
 def test_a_start_asking_what_is_not_supported_is_refused_not_a_server_error(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from stratuslab.accounts.authn import COOKIE
@@ -124,3 +125,147 @@ def test_an_expired_api_key_is_refused_in_every_form(api: TestClient) -> None:
     assert login.status_code == 401
     (listed,) = services.credentials.list_keys(caller=Principal.for_user("alice"))
     assert listed["state"] == "expired"
+
+
+# -- what SlipStream's clients read (slipstream/SlipStreamServer ssclj, slipstream-api) -------
+
+
+def test_a_login_answers_as_slipstreams_session_resource(api: TestClient) -> None:
+    """session.clj / util/response.clj: 201, Location the id, {status, message, resource-id};
+    auth/cookies.clj: the cookie's value is ``token=<token>``, for the whole site."""
+    add_user(api, "alice")
+    client, answer = login(api, username="alice", password="correct horse")
+    session_id = answer.json()["resource-id"]
+    assert answer.status_code == 201 and answer.headers["Location"] == session_id
+    assert answer.json() == {
+        "status": 201,
+        "message": f"created {session_id}",
+        "resource-id": session_id,
+    }
+    set_cookie = answer.headers["set-cookie"]
+    assert set_cookie.startswith(f"{COOKIE}=token=") and "Path=/" in set_cookie
+    assert "HttpOnly" in set_cookie and "Secure" not in set_cookie  # plain HTTP here
+    assert client.cookies.get(COOKIE, "").startswith("token=")
+
+    shown = client.get(f"/api/{session_id}").json()
+    assert shown["username"] == "alice" and shown["resourceURI"].endswith("/Session")
+    assert shown["sessionTemplate"] == {"href": "session-template/internal"}
+    assert shown["operations"] == [{"rel": "delete", "href": session_id}]
+
+
+def test_the_session_collection_holds_the_callers_current_session_or_none(
+    api: TestClient,
+) -> None:
+    """What Api.current_session reads (a PUT, CIMI's query): never a 401, so that
+    Api.is_authenticated can say False."""
+    add_user(api, "alice")
+    add_user(api, "bob")
+    alice, answer = login(api, username="alice", password="correct horse")
+    bob, _ = login(api, username="bob", password="correct horse")
+    for method in ("GET", "PUT"):
+        mine = alice.request(method, "/api/session").json()
+        assert mine["count"] == 1 and mine["id"] == "session"
+        assert [s["id"] for s in mine["sessions"]] == [answer.json()["resource-id"]]
+        assert mine["sessions"][0]["username"] == "alice"
+        assert mine["operations"] == [{"rel": "add", "href": "session"}]
+    assert bob.get("/api/session").json()["sessions"][0]["username"] == "bob"
+    nobody = TestClient(api.app).put("/api/session")
+    assert nobody.status_code == 200 and nobody.json()["count"] == 0
+    assert nobody.json()["sessions"] == []
+
+
+def test_logout_revokes_the_cookie_and_the_old_cookie_then_gets_a_401(api: TestClient) -> None:
+    add_user(api, "alice")
+    client, answer = login(api, username="alice", password="correct horse")
+    session_id = answer.json()["resource-id"]
+    token = answer.cookies[COOKIE]
+    out = client.delete(f"/api/{session_id}")
+    assert out.status_code == 200
+    assert out.json() == {
+        "status": 200,
+        "message": f"{session_id} deleted",
+        "resource-id": session_id,
+    }
+    assert out.headers["set-cookie"].startswith(f"{COOKIE}=INVALID; Path=/; Max-Age=0")
+    assert client.cookies.get(COOKIE) is None  # the client forgot it
+    kept = TestClient(api.app, cookies={COOKIE: token})  # a client that kept it anyway
+    for refused in (
+        kept.get("/api/runs"),
+        kept.get("/run"),
+        kept.get("/run/0b9f3c1e-0000-4000-8000-000000000000/ss:state"),
+        kept.get(f"/api/{session_id}"),
+    ):
+        assert refused.status_code == 401
+    assert kept.get("/api/runs").json()["error"]["hint"] == "log in again"
+    assert kept.get("/api/session").json()["count"] == 0
+
+
+def test_an_api_key_login_takes_the_key_with_or_without_its_prefix(api: TestClient) -> None:
+    """session_api_key.clj: the key is a credential id, ``credential/`` optional."""
+    add_user(api, "alice")
+    key = services_of(api).credentials.create_key(caller=Principal.for_user("alice"))
+    for given in (key["id"], key["id"].removeprefix("credential/")):
+        client, answer = login(
+            api, href="session-template/api-key", key=given, secret=key["secret"]
+        )
+        assert answer.status_code == 201, answer.text
+        assert client.get("/api/session").json()["sessions"][0]["method"] == "api-key"
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"sessionTemplate": "session-template/internal"}',
+        b'{"sessionTemplate": {"username": "alice", "password": "x"}}',
+        b'{"sessionTemplate": {"href": 42}}',
+        b'{"sessionTemplate": {"href": "session-template/internal", "username": ["a"]}}',
+        b'{"sessionTemplate": {"href": "session-template/internal", "username": "'
+        + b"a" * 65
+        + b'", "password": "x"}}',
+        b'{"sessionTemplate": {"href": "session-template/api-key", "key": "k"}}',
+        b"\xff\xfe{}",
+        b"\xc3\x28",  # not UTF-8
+        b'{"sessionTemplate": {"href": "\xc3\x28"}}',
+    ],
+)
+def test_a_malformed_session_template_is_a_422_in_slipstreams_shape(
+    api: TestClient, body: bytes
+) -> None:
+    answer = TestClient(api.app).post(
+        "/api/session", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 422, answer.text
+    error = answer.json()
+    assert error["status"] == 422 and error["message"]  # what Api reads of an error
+    assert error["error"]["type"] == "Invalid"
+
+
+def test_an_unknown_template_is_not_found_even_with_odd_characters(api: TestClient) -> None:
+    for href in ("session-template/oidc", "\u00e9\u0000", "x" * 128):
+        answer = TestClient(api.app).post("/api/session", json={"sessionTemplate": {"href": href}})
+        assert answer.status_code == 404 and answer.json()["status"] == 404
+
+
+def test_an_oversized_login_is_refused_before_it_is_read(api: TestClient) -> None:
+    huge = b'{"sessionTemplate": {"href": "session-template/internal", "x": "' + b"a" * 70_000
+    answer = TestClient(api.app).post(
+        "/api/session", content=huge + b'"}}', headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 413 and "over 65536 bytes" in answer.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "cookie", ["x" * 5000, "token=" + "y" * 600, "token=", '"token=a;b"', "\u00e9" * 40]
+)
+def test_a_cookie_of_any_length_or_shape_is_a_401_never_a_5xx(api: TestClient, cookie: str) -> None:
+    odd = TestClient(api.app, headers={"Cookie": f"{COOKIE}={cookie}".encode()})
+    refused = odd.get("/api/runs")
+    assert refused.status_code == 401 and refused.json()["error"]["type"] == "Unauthorized"
+    assert odd.get("/run").status_code == 401
+    assert odd.get("/api/session").json()["count"] == 0

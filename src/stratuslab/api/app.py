@@ -17,6 +17,8 @@ from stratuslab.api.routes import (
     agent,
     apikeys,
     certificates,
+    entry_point,
+    event,
     groups,
     health,
     images,
@@ -59,6 +61,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(apikeys.router)
     app.include_router(whoami.router)
     app.include_router(certificates.router)
+    app.include_router(entry_point.router)
+    app.include_router(event.router)
     app.add_exception_handler(StratusError, _stratus_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_middleware(

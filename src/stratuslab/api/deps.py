@@ -18,6 +18,8 @@ from stratuslab.errors import Unauthorized
 from stratuslab.principal import Principal
 from stratuslab.services import Services as Services  # routes name it from here
 
+COOKIE_TOKEN = "token="  # noqa: S105 - not a secret: the prefix of SlipStream's cookie value
+
 
 def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
@@ -27,6 +29,13 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+def session_cookie(request: Request) -> str:
+    """The session token a request's SlipStream cookie carries. SlipStream's server set the
+    cookie's value as ``token=<token>`` and its clients send it back as they got it; a bare
+    token is taken too."""
+    return request.cookies.get(COOKIE, "")[:512].removeprefix(COOKIE_TOKEN)
+
+
 def presented(
     request: Request,
     authorization: Annotated[str, Header(max_length=4096)] = "",
@@ -34,7 +43,7 @@ def presented(
 ) -> Presented:
     return Presented(
         authorization=authorization,
-        cookie=request.cookies.get(COOKIE, "")[:512],
+        cookie=session_cookie(request),
         act_as=x_stratus_user,
         peer_certificate=tls.peer_certificate(request.scope),
     )
@@ -45,7 +54,7 @@ def presented_by(request: Request) -> Presented:
     headers = request.headers
     return Presented(
         authorization=headers.get("authorization", "")[:4096],
-        cookie=request.cookies.get(COOKIE, "")[:512],
+        cookie=session_cookie(request),
         act_as=headers.get("x-stratus-user", ""),
         peer_certificate=tls.peer_certificate(request.scope),
     )

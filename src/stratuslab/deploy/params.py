@@ -10,7 +10,8 @@ through :meth:`Parameters.write`, which applies the rules first:
   ``vmstate``, ``nodename``, ``id``, ``cloudservice``, ``image.id``, ``<node>:ids``,
   ``<node>:multiplicity``, ``ss:state``, ``ss:category``) is written by the server only
   (409, as SlipStream answered); ``ss:abort`` and ``<node>.<i>:abort`` change only by
-  aborting the run, and a node raises or clears only its own flag (403);
+  aborting the run, and a node raises or clears only its own flag (403); clearing a flag
+  nobody raised does nothing, and ``ss:abort`` once raised stays so (409: an abort is final);
 - a node setting a parameter nobody declared (an instance key, or an ``ss:`` global beyond
   those every run has) is a broken recipe: the run aborts, naming it;
 - once the run is final nothing changes; once it is aborted, writes fail fast (409) unless
@@ -352,10 +353,15 @@ class Parameters:
         if caller.is_node and key.scope == "instance" and key.node_instance != own:
             raise Forbidden(f"{caller} may not raise or clear the abort flag of {key.node}")
         if not value:  # ss-abort --cancel: the node's own flag only; a run once aborted stays so
-            if key.scope != "instance" or not caller.is_node:
-                raise Forbidden(f"{key} is cleared only by its own node; an abort is final")
-            self.values.put(tx, run, str(key), None)
-            return
+            if key.scope == "instance" and caller.is_node:
+                self.values.put(tx, run, str(key), None)
+                return
+            if run.abort_reason is None:
+                return  # nothing raised, nothing to clear (SlipStream's cancel clears ss:abort)
+            raise Conflict(
+                f"{key} stays raised: an abort is final ({run.abort_reason[:200]})",
+                hint="a node clears only its own flag (ss-abort --cancel)",
+            )
         value = self.values.secrets.redact(run.id, value)  # a reason is shown to everyone
         where = key.node_instance or own
         reason = value if where is None or value.startswith(f"{where}:") else f"{where}: {value}"

@@ -23,7 +23,7 @@ from stratuslab.db.models import (
     RuntimeParameterRecord,
 )
 from stratuslab.db.session import session_scope
-from stratuslab.deploy import access, events, secrets
+from stratuslab.deploy import access, events, overrides, secrets
 from stratuslab.deploy.keys import check_value, initial_rows, parse_key
 from stratuslab.deploy.model import ApplicationModule
 from stratuslab.deploy.modules import ModuleStore, split_address
@@ -54,6 +54,8 @@ class RunRequest:
     tags: Sequence[str] = ()
     timeout_s: float | None = None
     mutable: bool = False
+    clouds: Mapping[str, str] = field(default_factory=dict)  # node -> cloud, over the module's
+    max_provisioning_failures: Mapping[str, int] = field(default_factory=dict)  # node -> count
 
 
 class RunService:
@@ -94,6 +96,12 @@ class RunService:
             raise Invalid(
                 f"{path} is a {stored.kind}: deploy an application", hint="see docs/modules.md"
             )
+        application = overrides.apply(
+            application,
+            self.engine,
+            clouds=request.clouds,
+            max_provisioning_failures=request.max_provisioning_failures,
+        )
         counts = {
             name: request.multiplicity.get(name, node.multiplicity)
             for name, node in application.nodes.items()

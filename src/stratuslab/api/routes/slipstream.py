@@ -44,6 +44,7 @@ from stratuslab.errors import (
 router = APIRouter(prefix="/run", tags=["slipstream"])
 MAX_FORM = 256 * 1024  # bytes of a form body: a start names a module and some parameters
 Key = Annotated[str, "a runtime parameter name"]
+TRUE = ("on", "true", "yes")  # a checkbox's "on", ss-execute --scalable's "true"
 
 
 async def _text(work: Callable[[], Awaitable[Response]]) -> Response:
@@ -240,19 +241,29 @@ def _text_param(query: Mapping[str, str], name: str, limit: int = MAX_TEXT) -> s
     return value
 
 
-@router.delete("/{run_id}/{node}")
-async def remove_instances(
-    run_id: str, node: str, request: Request, services: ServicesDep, caller: CallerDep
+@router.delete("/{run_id}/{key}")
+async def delete_in_run(
+    run_id: str, key: Key, request: Request, services: ServicesDep, caller: CallerDep
 ) -> Response:
-    """Remove the instances ``ids=1,3`` of ``node`` from a scalable run."""
+    """``<node>.<i>:<name>`` (any key holding a ``:``, ``ss:abort`` too): clear that runtime
+    parameter, as a ``PUT`` of an empty value would (``ss-abort --cancel`` of SlipStream's
+    client clears so); ``ignoreabort=true`` on an aborted run too. ``<node>`` with the form
+    field ``ids=1,3``: remove those instances from a scalable run."""
 
     async def work() -> Response:
+        if ":" in key:
+            ignore_abort = _flag(request.query_params, "ignoreabort")
+            cleared = services.params.writing(
+                run_id, key, "", caller=caller, ignore_abort=ignore_abort
+            )
+            await asyncio.wrap_future(cleared)  # no worker thread held meanwhile
+            return Response(status_code=204)
         if caller.is_node:
             raise Forbidden("only the run's owner removes instances")
         form = await _form(request)
         ids = instance_numbers(form.get("ids") or request.query_params.get("ids", ""))
         await run_in_threadpool(
-            partial(services.scaling.remove_instances, run_id, node, ids, caller=caller)
+            partial(services.scaling.remove_instances, run_id, key, ids, caller=caller)
         )
         return Response(status_code=204)
 
@@ -312,6 +323,8 @@ def _run_request(form: dict[str, str]) -> RunRequest:
         raise NotSupported(f"run type {kind!r}: only Orchestration (an application) is supported")
     given: dict[str, str] = {}
     multiplicity: dict[str, int] = {}
+    clouds: dict[str, str] = {}
+    max_failures: dict[str, int] = {}
     for field, value in form.items():
         if not field.startswith("parameter--"):
             continue
@@ -320,8 +333,10 @@ def _run_request(form: dict[str, str]) -> RunRequest:
             node, name = parts[2], parts[3]
             if name == "multiplicity":
                 multiplicity[node] = _int(field, value)
-            elif name in ("cloudservice", "max-provisioning-failures"):
-                raise NotSupported(f"{field}: set it in the application module")
+            elif name == "cloudservice":
+                clouds[node] = value
+            elif name == "max-provisioning-failures":
+                max_failures[node] = _int(field, value)
             else:
                 given[f"{node}:{name}"] = value
         elif len(parts) == 2:
@@ -337,7 +352,9 @@ def _run_request(form: dict[str, str]) -> RunRequest:
         multiplicity=multiplicity,
         keep_running=parse_keep_running(form.get("keep-running", "on-success")),
         tags=[t for t in form.get("tags", "").split(",") if t],
-        mutable=form.get("mutable") == "on",
+        mutable=form.get("mutable", "").lower() in TRUE,
+        clouds=clouds,
+        max_provisioning_failures=max_failures,
     )
 
 
