@@ -25,7 +25,7 @@ from stratuslab.cloud.clouds import ConnectorPool
 from stratuslab.cloud.connectors.fake import FakeConnector
 from stratuslab.cloud.instances import InstanceService
 from stratuslab.config import Settings
-from stratuslab.db.session import engine_for
+from stratuslab.db.session import dispose, engine_for
 from tests.support import CliResult, cli_on, environment
 
 
@@ -54,9 +54,12 @@ def _no_unannounced_processes(
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> str:
-    """The store's URL: a SQLite file here; tests/api runs on PostgreSQL as well."""
-    return f"sqlite:///{tmp_path / 'data' / 'stratus.db'}"
+def store(tmp_path: Path) -> Iterator[str]:
+    """The store's URL: a SQLite file here; tests/api runs on PostgreSQL as well. Its engine's
+    pooled connections are closed after the test (three descriptors each, test after test)."""
+    url = f"sqlite:///{tmp_path / 'data' / 'stratus.db'}"
+    yield url
+    dispose(url)
 
 
 @pytest.fixture

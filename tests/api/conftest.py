@@ -19,7 +19,9 @@ from stratuslab.db.session import dispose
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/data/stratus.db"
+        url = f"sqlite:///{tmp_path}/data/stratus.db"
+        yield url
+        dispose(url)  # its pooled connections hold three descriptors each, test after test
         return
     admin_url = os.environ.get("STRATUS_TEST_POSTGRES_URL")
     if not admin_url:

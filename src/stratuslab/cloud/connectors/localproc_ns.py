@@ -201,9 +201,11 @@ def _read_line(fd: int, timeout: float) -> str:
     """The first line written on ``fd`` (stripped), '' at end of file or after ``timeout``."""
     deadline = time.monotonic() + timeout
     data = b""
+    waiting = select.poll()  # not select(), which fails on a descriptor numbered past 1023
+    waiting.register(fd, select.POLLIN)
     while b"\n" not in data:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
+        if left <= 0 or not waiting.poll(left * 1000):
             break
         chunk = os.read(fd, 4096)
         if not chunk:
