@@ -6,12 +6,13 @@ else constructs the engine's parts. What depends on what, read top to bottom:
 
     store, hub, connector pool, worker pool
     accounts, credentials, authentication   who is calling
-    instances (per owner)            the cloud layer
+    quotas (reservations), accounting       what users may hold, and what they used
+    instances (per owner, quotas)    the cloud layer
     work queue, parameter values     the seams between the engine's parts
-    modules, runs, tokens, logs, reports
+    modules, runs (quotas), tokens, logs, reports
     run control     (values, work)   the state machine
     parameters      (values, control)
-    scaling         (control, parameters)
+    scaling         (control, parameters, quotas)
     orchestrator    (runs, control, tokens, instances)
     supervisor      (control, orchestrator, work)
 """
@@ -32,6 +33,8 @@ from stratuslab.accounts.users import Accounts
 from stratuslab.cloud import events
 from stratuslab.cloud.clouds import ConnectorPool
 from stratuslab.cloud.instances import InstanceService
+from stratuslab.cloud.quotas import Quotas
+from stratuslab.cloud.usage import Accounting
 from stratuslab.config import Settings
 from stratuslab.deploy.claims import Claims
 from stratuslab.deploy.control import RunControl
@@ -40,6 +43,7 @@ from stratuslab.deploy.modules import ModuleStore
 from stratuslab.deploy.orchestrator import Orchestrator, OrchestratorConfig
 from stratuslab.deploy.params import Parameters, ParameterValues
 from stratuslab.deploy.reports import ReportStore
+from stratuslab.deploy.reservations import held_by_runs
 from stratuslab.deploy.runs import RunService
 from stratuslab.deploy.scaling import Scaling
 from stratuslab.deploy.supervisor import Supervisor
@@ -74,6 +78,8 @@ class Services:
             site_token=token,
             site_user=settings.user,
         )
+        self.quotas = Quotas(engine, reserved=held_by_runs)  # what runs hold counts too
+        self.accounting = Accounting(engine)
         self.work = WorkQueue()
         values = ParameterValues()
         self.modules = ModuleStore(engine)
@@ -83,6 +89,7 @@ class Services:
             modules=self.modules,
             work=self.work,
             max_instances=settings.max_run_instances,
+            quotas=self.quotas,
         )
         self.tokens = NodeTokens(engine)
         self.logs = RunLogs(engine, self.hub)
@@ -91,7 +98,9 @@ class Services:
             engine, self.hub, values=values, work=self.work, report_grace=settings.report_grace_s
         )
         self.params = Parameters(engine, self.hub, values=values, aborts=self.control)
-        self.scaling = Scaling(self.control, self.params, max_instances=settings.max_run_instances)
+        self.scaling = Scaling(
+            self.control, self.params, max_instances=settings.max_run_instances, quotas=self.quotas
+        )
         self.orchestrator = Orchestrator(
             engine,
             runs=self.runs,
@@ -132,6 +141,7 @@ class Services:
             name_prefix=self.settings.instance_prefix,
             on_event=events.publisher(self.hub),  # /api/instances/watch hears every change
             sees_all=sees_all,
+            quotas=self.quotas,
         )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:

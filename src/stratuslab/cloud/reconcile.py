@@ -15,7 +15,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.engine import Engine
 
-from stratuslab.cloud import events, records
+from stratuslab.cloud import events, records, usage
 from stratuslab.cloud.base import Instance
 from stratuslab.cloud.records import InstanceView
 from stratuslab.cloud.types import InstanceState
@@ -81,5 +81,6 @@ def apply_listing(engine: Engine, cloud: str, listing: Sequence[Instance]) -> Re
                 report.updated.append(instance_id)
                 changed.append((found, what))
         session.flush()
+        usage.follow(session, [row.id for row, _ in changed], at=now)
         report.changes.extend((records.view_of(row), what) for row, what in changed)
     return report
