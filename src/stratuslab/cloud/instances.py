@@ -323,7 +323,9 @@ class InstanceService:
     def reconcile(self, cloud: str) -> ReconcileReport:
         """Bring the store in line with the backend (see :mod:`stratuslab.cloud.reconcile`)
         and tell each change: ``vanished``, ``recovered``, ``reappeared`` or ``changed``."""
-        report = apply_listing(self.engine, cloud, self._connector(cloud).list_instances())
+        listed_at = utcnow()  # what changes after this, the listing cannot speak for
+        listing = self._connector(cloud).list_instances()
+        report = apply_listing(self.engine, cloud, listing, listed_at=listed_at)
         for view, what in report.changes:
             self.tell(view, what)
         return report
