@@ -19,9 +19,11 @@ from stratuslab.api.routes import (
     images,
     instances,
     modules,
+    quotas,
     runs,
     session,
     slipstream,
+    usage,
 )
 from stratuslab.config import Settings
 from stratuslab.errors import StratusError
@@ -49,6 +51,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(modules.router)
     app.include_router(agent.router)
     app.include_router(session.router)
+    app.include_router(quotas.router)
+    app.include_router(usage.router)
     app.add_exception_handler(StratusError, _stratus_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_middleware(

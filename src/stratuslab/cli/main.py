@@ -7,15 +7,16 @@ import sys
 import click
 
 from stratuslab import __version__
-from stratuslab.cli import cloud, image, instance, module, run, server
+from stratuslab.cli import cloud, image, instance, module, quota, run, server
 from stratuslab.cli.deploy import deploy
 from stratuslab.cli.runtime import Runtime
+from stratuslab.cli.usage import usage
 from stratuslab.errors import EXIT_INTERNAL, EXIT_USAGE, StratusError
 
 EXIT_CODES = """\b
 Exit codes:
   0 success          1 run aborted        2 run timed out       64 usage error
-  65 invalid input   66 not found         67 conflict           68 not enough capacity
+  65 invalid input   66 not found         67 conflict           68 over capacity or quota
   69 backend or server not running        70 backend error      71 not supported
   74 internal error (a bug: please report it)                   77 not authorised
 """
@@ -45,6 +46,8 @@ cli.add_command(server.group)
 cli.add_command(deploy)
 cli.add_command(run.group)
 cli.add_command(module.group)
+cli.add_command(quota.group)
+cli.add_command(usage)
 
 
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:
