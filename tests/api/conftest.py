@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -33,6 +34,22 @@ def store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
         yield url
     finally:
         dispose(url)
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+        try:
+            _drop(admin, name)
+        finally:
+            admin.dispose()
+
+
+def _drop(admin: sqlalchemy.Engine, name: str) -> None:
+    """Drop a test database. FORCE ends our own connections to it, but a role such as
+    autovacuum's it may not end ("must be a member of the role whose process is being
+    terminated"): that one ends by itself in moments, so try again."""
+    for attempt in range(10):
+        try:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except sqlalchemy.exc.ProgrammingError:
+            if attempt == 9:
+                raise
+            time.sleep(0.5)
