@@ -6,12 +6,13 @@ else constructs the engine's parts. What depends on what, read top to bottom:
 
     store, hub, connector pool, worker pool
     accounts, credentials, authentication   who is calling
-    instances (per owner)            the cloud layer
+    quotas (reservations), accounting       what users may hold, and what they used
+    instances (per owner, quotas)    the cloud layer
     work queue, parameter values     the seams between the engine's parts
-    modules, runs, tokens, logs, reports
+    modules, runs (quotas), tokens, logs, reports
     run control     (values, work)   the state machine
     parameters      (values, control)
-    scaling         (control, parameters)
+    scaling         (control, parameters, quotas)
     orchestrator    (runs, control, tokens, instances)
     supervisor      (control, orchestrator, work)
 """
@@ -33,6 +34,8 @@ from stratuslab.accounts.users import Accounts
 from stratuslab.cloud import events, sitecert
 from stratuslab.cloud.clouds import ConnectorPool
 from stratuslab.cloud.instances import InstanceService
+from stratuslab.cloud.quotas import Quotas
+from stratuslab.cloud.usage import Accounting
 from stratuslab.config import Settings
 from stratuslab.deploy.claims import Claims
 from stratuslab.deploy.control import RunControl
@@ -41,6 +44,7 @@ from stratuslab.deploy.modules import ModuleStore
 from stratuslab.deploy.orchestrator import Orchestrator, OrchestratorConfig
 from stratuslab.deploy.params import Parameters, ParameterValues
 from stratuslab.deploy.reports import ReportStore
+from stratuslab.deploy.reservations import held_by_runs
 from stratuslab.deploy.runs import RunService
 from stratuslab.deploy.scaling import Scaling
 from stratuslab.deploy.secrets import RunSecrets
@@ -79,6 +83,8 @@ class Services:
             site_user=settings.user,
             allow_proxies=settings.tls_allow_proxies,
         )
+        self.quotas = Quotas(engine, reserved=held_by_runs)  # what runs hold counts too
+        self.accounting = Accounting(engine)
         self.work = WorkQueue()
         secrets = RunSecrets(engine)  # what is redacted from what nodes send people
         values = ParameterValues(secrets)
@@ -90,6 +96,7 @@ class Services:
             work=self.work,
             secrets=secrets,
             max_instances=settings.max_run_instances,
+            quotas=self.quotas,
         )
         self.tokens = NodeTokens(engine)
         self.logs = RunLogs(engine, self.hub, secrets=secrets)
@@ -98,7 +105,9 @@ class Services:
             engine, self.hub, values=values, work=self.work, report_grace=settings.report_grace_s
         )
         self.params = Parameters(engine, self.hub, values=values, aborts=self.control)
-        self.scaling = Scaling(self.control, self.params, max_instances=settings.max_run_instances)
+        self.scaling = Scaling(
+            self.control, self.params, max_instances=settings.max_run_instances, quotas=self.quotas
+        )
         self.orchestrator = Orchestrator(
             engine,
             runs=self.runs,
@@ -141,6 +150,7 @@ class Services:
             name_prefix=self.settings.instance_prefix,
             on_event=events.publisher(self.hub),  # /api/instances/watch hears every change
             sees_all=sees_all,
+            quotas=self.quotas,
         )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:

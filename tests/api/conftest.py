@@ -37,13 +37,16 @@ def store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
         yield url
     finally:
         dispose(url)
-        _drop(admin, name)
-        admin.dispose()
+        try:
+            _drop(admin, name)
+        finally:
+            admin.dispose()
 
 
 def _drop(admin: sqlalchemy.Engine, name: str) -> None:
-    """Drop a test's database. FORCE ends the test's own connections, but not an autovacuum
-    worker that a busy machine started on it (a superuser's process): wait for that one."""
+    """Drop a test database. FORCE ends our own connections to it, but a role such as
+    autovacuum's it may not end ("must be a member of the role whose process is being
+    terminated"): that one ends by itself in moments, so try again."""
     for attempt in range(40):
         try:
             with admin.connect() as connection:

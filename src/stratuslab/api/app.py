@@ -24,9 +24,11 @@ from stratuslab.api.routes import (
     images,
     instances,
     modules,
+    quotas,
     runs,
     session,
     slipstream,
+    usage,
     users,
     whoami,
 )
@@ -63,6 +65,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(certificates.router)
     app.include_router(entry_point.router)
     app.include_router(event.router)
+    app.include_router(quotas.router)
+    app.include_router(usage.router)
     app.add_exception_handler(StratusError, _stratus_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_middleware(

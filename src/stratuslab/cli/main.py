@@ -15,6 +15,7 @@ from stratuslab.cli import (
     image,
     instance,
     module,
+    quota,
     run,
     server,
     session,
@@ -22,12 +23,13 @@ from stratuslab.cli import (
 )
 from stratuslab.cli.deploy import deploy
 from stratuslab.cli.runtime import Runtime
+from stratuslab.cli.usage import usage
 from stratuslab.errors import EXIT_INTERNAL, EXIT_USAGE, StratusError
 
 EXIT_CODES = """\b
 Exit codes:
   0 success          1 run aborted        2 run timed out       64 usage error
-  65 invalid input   66 not found         67 conflict           68 not enough capacity
+  65 invalid input   66 not found         67 conflict           68 over capacity or quota
   69 backend or server not running        70 backend error      71 not supported
   74 internal error (a bug: please report it)                   77 not authorised
 """
@@ -73,6 +75,8 @@ cli.add_command(session.login)
 cli.add_command(session.logout)
 cli.add_command(session.whoami)
 cli.add_command(cert.group)
+cli.add_command(quota.group)
+cli.add_command(usage)
 
 
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:

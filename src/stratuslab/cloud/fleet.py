@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
 
-from stratuslab.cloud import events, records
+from stratuslab.cloud import events, records, usage
 from stratuslab.cloud.base import Connector, Instance, InstanceSpec
 from stratuslab.cloud.records import InstanceView
 from stratuslab.cloud.types import InstanceState
@@ -123,6 +123,7 @@ def kill_many(
             rows = list(session.scalars(select(InstanceRecord).where(InstanceRecord.id.in_(ids))))
             for row in rows:
                 records.mark_gone(row)
+            usage.follow(session, ids)
             views = [records.view_of(row) for row in rows]
         for view in views:
             service.tell(view, events.GONE)
@@ -226,6 +227,7 @@ def _record(
             connection.execute(_STARTED, started)
         if failed:
             connection.execute(_FAILED, failed)
+        usage.follow(session, [view.id for _, view, _ in arrived], at=now)
     for view, what in told:
         service.tell(view, what)
 

@@ -20,12 +20,13 @@ from typing import cast
 from sqlalchemy import Table, insert, select
 from sqlalchemy.engine import Engine
 
-from stratuslab.cloud import admission, events, fleet, machines, records
+from stratuslab.cloud import admission, events, fleet, machines, records, usage
 from stratuslab.cloud.admission import Admitted, RunRequest
 from stratuslab.cloud.base import Connector, ExecResult, Image, Instance
 from stratuslab.cloud.clouds import DEFAULT_CLOUD, all_clouds
 from stratuslab.cloud.events import Event
 from stratuslab.cloud.fleet import Outcome
+from stratuslab.cloud.quotas import Quotas, charged
 from stratuslab.cloud.reconcile import ReconcileReport, apply_listing
 from stratuslab.cloud.records import InstanceView
 from stratuslab.cloud.types import InstanceState
@@ -55,7 +56,10 @@ class InstanceService:
     """Runs, lists, stops, starts and kills instances for one user, on the recorded clouds.
 
     ``on_event`` is told every change the service makes, after it is committed (see
-    :mod:`stratuslab.cloud.events`); without it, changes are made and told to no one.
+    :mod:`stratuslab.cloud.events`); without it, changes are made and told to no one. With
+    ``quotas``, what it records for the owner is checked against their quotas in the
+    transaction that records it (instances made for a run's node instances are not: the run
+    reserved them when it was started or scaled).
     """
 
     def __init__(
@@ -67,8 +71,10 @@ class InstanceService:
         name_prefix: str = "inst",
         on_event: Event | None = None,
         sees_all: bool = False,
+        quotas: Quotas | None = None,
     ) -> None:
         self.engine = engine
+        self.quotas = quotas
         self.owner = owner  # who what it creates belongs to
         self.sees_all = sees_all  # an administrator or the server: every owner's instances
         self.name_prefix = name_prefix
@@ -107,8 +113,12 @@ class InstanceService:
         ``CapacityExceeded``, ``BackendError`` when the cloud does not answer in time). Each
         cloud's images and capacity are read once for the batch, and memory and disk are
         checked for the batch's total on each cloud: when it does not fit, every request of
-        that cloud is refused. Errors other than ``StratusError`` (bugs) are raised.
+        that cloud is refused. Over the owner's quota, every request of the batch not made for
+        a run is refused (``CapacityExceeded``, saying what is over and by how much). Errors
+        other than ``StratusError`` (bugs) are raised.
         """
+        if self.quotas is not None:
+            requests = self.quotas.sized(self.owner, requests)
         outcomes = admission.admit_batch(
             self.engine, self._connector, requests, name_prefix=self.name_prefix
         )
@@ -119,6 +129,9 @@ class InstanceService:
                 answer.append(outcome)
                 continue
             item, views = outcome.checked, next(recorded)
+            if isinstance(views, StratusError):
+                answer.append(views)
+                continue
             answer.append(
                 Prepared(
                     item.request, views, item.ssh_keys, item.user_data, outcome.image.fingerprint
@@ -310,7 +323,9 @@ class InstanceService:
     def reconcile(self, cloud: str) -> ReconcileReport:
         """Bring the store in line with the backend (see :mod:`stratuslab.cloud.reconcile`)
         and tell each change: ``vanished``, ``recovered``, ``reappeared`` or ``changed``."""
-        report = apply_listing(self.engine, cloud, self._connector(cloud).list_instances())
+        listed_at = utcnow()  # what changes after this, the listing cannot speak for
+        listing = self._connector(cloud).list_instances()
+        report = apply_listing(self.engine, cloud, listing, listed_at=listed_at)
         for view, what in report.changes:
             self.tell(view, what)
         return report
@@ -333,6 +348,7 @@ class InstanceService:
             name_prefix=self.name_prefix,
             on_event=both,
             sees_all=self.sees_all,
+            quotas=self.quotas,
         )
 
     @property
@@ -349,9 +365,11 @@ class InstanceService:
             except Exception:  # the change is committed: a sink's failure must not undo it
                 log.exception("telling %s %s failed", view.id, what)
 
-    def _record(self, batch: Sequence[Admitted]) -> list[list[InstanceView]]:
+    def _record(self, batch: Sequence[Admitted]) -> list[list[InstanceView] | StratusError]:
         """Record each admitted request's instances as pending, all in one transaction (one
-        statement: a run's thousands of node instances are recorded at once)."""
+        statement: a run's thousands of node instances are recorded at once), after checking
+        in it those not made for a run against the owner's quotas: refused together, they are
+        not recorded."""
         if not batch:
             return []
         groups = [
@@ -369,16 +387,23 @@ class InstanceService:
             for admitted in batch
         ]
         with session_scope(self.engine) as session:
-            session.connection().execute(
-                insert(cast(Table, InstanceRecord.__table__)),
-                [values for group in groups for values in group],
-            )
-        return [[records.view_of_values(values) for values in group] for group in groups]
+            refusal = self.quotas.refusal(session, self.owner, batch) if self.quotas else None
+            refused = [refusal is not None and charged(a) for a in batch]
+            kept = [v for group, no in zip(groups, refused, strict=True) if not no for v in group]
+            if kept:
+                session.connection().execute(insert(cast(Table, InstanceRecord.__table__)), kept)
+        return [
+            refusal if no and refusal is not None else [records.view_of_values(v) for v in group]
+            for group, no in zip(groups, refused, strict=True)
+        ]
 
     def _record_swept(self, cloud: str, instance: Instance) -> InstanceView | None:
         with session_scope(self.engine) as session:
             row = records.swept(session, cloud, instance)
-            return records.view_of(row) if row is not None else None
+            if row is None:
+                return None
+            usage.follow(session, [row.id])
+            return records.view_of(row)
 
     def tags_of(self, view: InstanceView, request: RunRequest) -> dict[str, str]:
         tags = {"id": view.id, "owner": self.owner, "image": view.image, **request.tags}
@@ -397,12 +422,14 @@ class InstanceService:
             changed = records.apply(row, instance)
             if started:
                 row.started_at = utcnow()
+            usage.follow(session, [row.id])
             return records.view_of(row), changed
 
     def _mark_gone(self, instance_id: str, *, error: str | None = None) -> InstanceView:
         with session_scope(self.engine) as session:
             row = session.get_one(InstanceRecord, instance_id)
             records.mark_gone(row, error=error)
+            usage.follow(session, [row.id])
             return records.view_of(row)
 
     def _live(self, ref: str) -> InstanceView:

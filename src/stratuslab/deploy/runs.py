@@ -16,6 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select
 from sqlalchemy.engine import Engine
 
+from stratuslab.cloud.quotas import Quotas
 from stratuslab.db.models import (
     NodeInstanceRecord,
     RunEventRecord,
@@ -23,7 +24,7 @@ from stratuslab.db.models import (
     RuntimeParameterRecord,
 )
 from stratuslab.db.session import session_scope
-from stratuslab.deploy import access, events, overrides, secrets
+from stratuslab.deploy import access, events, overrides, reservations, secrets
 from stratuslab.deploy.keys import check_value, initial_rows, parse_key
 from stratuslab.deploy.model import ApplicationModule
 from stratuslab.deploy.modules import ModuleStore, split_address
@@ -68,8 +69,10 @@ class RunService:
         work: WorkQueue,
         secrets: RunSecrets,
         max_instances: int = DEFAULT_MAX_INSTANCES,
+        quotas: Quotas | None = None,
     ) -> None:
         self.engine = engine
+        self.quotas = quotas
         self.hub = hub
         self.modules = modules
         self.work = work
@@ -81,7 +84,9 @@ class RunService:
     def create(self, request: RunRequest, *, caller: Principal) -> dict[str, Any]:
         """Check the application against its modules and record a run in Initializing, owned by
         ``caller``, with every runtime parameter it starts with; its provisioning is asked for
-        once recorded."""
+        once recorded. A run over its owner's quota (every node instance at the size the plan
+        asks) is refused (``CapacityExceeded``) with nothing recorded; once recorded, it holds
+        its node instances against the quota (``deploy/reservations.py``)."""
         access.users_only(caller, "start runs")
         owner = caller.user or ""
         if not owner:
@@ -123,6 +128,8 @@ class RunService:
         now = datetime.now(UTC)
         tags = ",".join(request.tags)
         with transaction(self.engine, self.hub) as tx:
+            if self.quotas is not None:  # checked and recorded under the owner's lock
+                self.quotas.enforce(tx.session, owner, reservations.demand_of(plan))
             tx.session.add(
                 RunRecord(
                     id=run_id,

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from stratuslab.cloud.quotas import Quotas
 from stratuslab.db.models import NodeInstanceRecord, RunRecord, RuntimeParameterRecord, utcnow
-from stratuslab.deploy import access, events
+from stratuslab.deploy import access, events, reservations
 from stratuslab.deploy.control import RunControl
 from stratuslab.deploy.keys import instance_rows
 from stratuslab.deploy.params import Parameters
@@ -29,15 +30,24 @@ MAX_ADD = 1000  # instances added by one action
 
 
 class Scaling:
-    def __init__(self, control: RunControl, params: Parameters, *, max_instances: int) -> None:
+    def __init__(
+        self,
+        control: RunControl,
+        params: Parameters,
+        *,
+        max_instances: int,
+        quotas: Quotas | None = None,
+    ) -> None:
         self.control = control
         self.params = params
         self.max_instances = max_instances
+        self.quotas = quotas
 
     def add_instances(self, run_id: str, node: str, count: int, *, caller: Principal) -> list[str]:
         """Add ``count`` instances of ``node`` to a scalable run in Ready. The run goes back to
         Provisioning: the new instances are made and run their recipes, the others run
-        on-vm-add. Returns the new node instances' names."""
+        on-vm-add. Returns the new node instances' names. Over the run owner's quota, nothing
+        is added (``CapacityExceeded``)."""
         if not 1 <= count <= MAX_ADD:
             raise Invalid(f"add between 1 and {MAX_ADD} instances at a time, not {count}")
         with transaction(self.control.engine, self.control.hub) as tx:
@@ -53,6 +63,10 @@ class Scaling:
                     f"the run has {total} node instances: this site allows at most "
                     f"{self.max_instances} in one run"
                 )
+            if self.quotas is not None:
+                spec = plan.nodes[node]
+                demand = {spec.cloud: reservations.charge_of_node(spec, count)}
+                self.quotas.enforce(tx.session, run.owner, demand)
             last = tx.session.scalar(
                 select(func.max(NodeInstanceRecord.idx)).where(
                     NodeInstanceRecord.run_id == run_id, NodeInstanceRecord.node == node

@@ -1,0 +1,84 @@
+"""What runs reserve against their owners' quotas.
+
+A run holds its node instances from the moment it is recorded, not only once their machines
+exist: fifty runs started at once would otherwise all pass the check before any of them had a
+machine. A node instance counts through its machine once that is recorded (an instance that is
+not gone); before that, and while it is being made again after a crash, it counts here, at the
+size its plan asks. A removed node instance, or one whose provisioning failed, holds nothing;
+nor does a run that is finalizing or over, which makes no more machines.
+
+The plan carries no size per node yet: every node instance is asked without one, so it is
+charged (and, under a vCPU or memory quota, given) the default size of
+:mod:`stratuslab.cloud.holdings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from sqlalchemy import and_, exists, func, select
+from sqlalchemy.orm import Session
+
+from stratuslab.cloud.holdings import Amount, Holding, charge_of
+from stratuslab.cloud.types import InstanceState
+from stratuslab.db.models import InstanceRecord, NodeInstanceRecord, RunRecord
+from stratuslab.deploy.plan import NodePlan, Plan
+from stratuslab.deploy.states import FINAL, RunState
+
+_MAKING = ("pending", "creating")  # node_instances.provisioning before the machine runs
+_NO_MORE = [s.value for s in FINAL | {RunState.FINALIZING}]
+
+
+def charge_of_node(spec: NodePlan, count: int) -> Amount:
+    """What ``count`` instances of a node hold: the plan asks no size, so the default."""
+    return charge_of(None, None, count)
+
+
+def demand_of(plan: Plan) -> dict[str, Amount]:
+    """What a run of ``plan`` asks, per cloud."""
+    demand: dict[str, Amount] = {}
+    for spec in plan.nodes.values():
+        demand[spec.cloud] = demand.get(spec.cloud, Amount()) + charge_of_node(
+            spec, spec.multiplicity
+        )
+    return demand
+
+
+def held_by_runs(session: Session, owners: Collection[str]) -> list[Holding]:
+    """What ``owners``' runs reserve beyond their recorded machines (see the module's
+    docstring), per run's node and cloud. One grouped query, then each such run's plan."""
+    if not owners:
+        return []
+    machine = exists().where(
+        and_(
+            InstanceRecord.run_id == NodeInstanceRecord.run_id,
+            InstanceRecord.node_instance == NodeInstanceRecord.name,
+            InstanceRecord.state != InstanceState.GONE.value,
+        )
+    )
+    rows = session.execute(
+        select(RunRecord.id, RunRecord.owner, NodeInstanceRecord.node, func.count())
+        .join(NodeInstanceRecord, NodeInstanceRecord.run_id == RunRecord.id)
+        .where(
+            RunRecord.owner.in_(sorted(owners)),
+            RunRecord.state.not_in(_NO_MORE),
+            NodeInstanceRecord.removed.is_(False),
+            NodeInstanceRecord.provisioning.in_(_MAKING),
+            ~machine,
+        )
+        .group_by(RunRecord.id, RunRecord.owner, NodeInstanceRecord.node)
+    ).all()
+    if not rows:
+        return []
+    plans: dict[str, dict[str, Any]] = {
+        run_id: plan
+        for run_id, plan in session.execute(
+            select(RunRecord.id, RunRecord.plan).where(RunRecord.id.in_({r[0] for r in rows}))
+        )
+    }
+    found = []
+    for run_id, owner, node, count in rows:
+        spec = NodePlan.from_dict(plans[run_id]["nodes"][node])
+        found.append(Holding(owner, spec.cloud, charge_of_node(spec, int(count))))
+    return found
