@@ -36,9 +36,10 @@ from stratuslab.api.app import create_app
 from stratuslab.cloud import clouds
 from stratuslab.cloud.connectors.fake import FakeConnector
 from stratuslab.db.session import dispose, engine_for
-from stratuslab.principal import SERVER, Principal
+from stratuslab.principal import SERVER
 from stratuslab.services import Services
-from tests.deploy.support import APP, BASE, DB, WEB, Node, nodes, wait_until
+from tests.api.owners import PASSWORD, Owner, accounts, client, settled, snapshot
+from tests.deploy.support import wait_until
 from tests.support import environment
 
 STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -68,19 +69,6 @@ def database(kind: str, root: Path) -> Iterator[str]:
         admin.dispose()
 
 
-def modules(owner_folder: str) -> list[dict[str, str]]:
-    """The small application of ``tests/deploy/support.py``, under a folder of one's own."""
-    texts = {"base": BASE, "db": DB, "web": WEB, "demo": APP}
-    return [
-        {
-            "path": f"{owner_folder}/{name}",
-            "file": f"{owner_folder}/{name}.yaml",
-            "text": text.replace("apps/", f"{owner_folder}/"),
-        }
-        for name, text in texts.items()
-    ]
-
-
 @dataclass
 class World:
     """What each test works on: alice's things, bob's, and who may ask for them."""
@@ -88,57 +76,15 @@ class World:
     services: Services
     fake: FakeConnector
     site: TestClient  # the site token: the host-local administrator ("operator")
-    alice: TestClient
-    bob: TestClient
+    alice: Owner
+    bob: Owner
     ada: TestClient  # an administrator's account
     bob_key: dict[str, Any]
-    run_id: str  # alice's run (mutable, in Provisioning, every machine running)
-    members: dict[str, Node]  # its node instances, with their tokens
-    ref: str  # alice's own instance, by id
-    name: str  # ... and by name
-    machine: str  # the instance of her run's db.1
-    bob_run: str
-    bob_ref: str
     names: dict[str, str] = field(default_factory=dict)  # placeholder -> alice's value
     ghosts: dict[str, str] = field(default_factory=dict)  # placeholder -> nobody's
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything of alice's, as the server itself sees it."""
-        caller, run = SERVER, self.run_id
-        view = self.services.runs.view(run, caller=caller)
-        listed = self.services.instances(caller).list_instances(all_owners=True, include_gone=True)
-        return {
-            "run": view,
-            "params": self.services.params.all(run, caller=caller),
-            "events": self.services.runs.events(run, caller=caller, after=0),
-            "logs": self.services.logs.read(run, caller=caller),
-            "reports": self.services.reports.of_run(run, caller=caller),
-            "instances": sorted((v.id, v.state, v.owner) for v in listed if v.owner == "alice"),
-            "machines": sorted((i.name, str(i.state)) for i in self.fake.list_instances()),
-        }
-
-
-def _client(app: Any, token: str) -> TestClient:
-    return TestClient(app, headers={"Authorization": f"Bearer {token}"})
-
-
-def _instance(client: TestClient, name: str) -> str:
-    answer = client.post("/api/instances", json={"image": "debian-12", "name": name})
-    assert answer.status_code == 202, answer.text
-    ref: str = answer.json()["instances"][0]["id"]
-    wait_until(lambda: client.get(f"/api/instances/{ref}").json()["state"] == "running")
-    return ref
-
-
-def _run(client: TestClient, fake: FakeConnector, folder: str) -> tuple[str, dict[str, Node]]:
-    pushed = client.post("/api/modules", json={"modules": modules(folder)})
-    assert pushed.status_code == 201, pushed.text
-    started = client.post(
-        "/api/runs", json={"module": f"{folder}/demo", "keep_running": "never", "mutable": True}
-    )
-    assert started.status_code == 201, started.text
-    run_id: str = started.json()["id"]
-    return run_id, nodes(client, fake, run_id, 3)
+        return snapshot(self.services, self.fake, self.alice)
 
 
 @pytest.fixture(scope="module", params=STORES)
@@ -157,7 +103,7 @@ def world(
         fake = FakeConnector(namespace=namespace)
         app = create_app(settings)
         try:
-            with _client(app, "test-token") as site:
+            with client(app, "test-token") as site:
                 yield _world(app, site, fake)
         finally:
             FakeConnector.ex_reset(namespace)
@@ -165,63 +111,34 @@ def world(
 
 def _world(app: Any, site: TestClient, fake: FakeConnector) -> World:
     services: Services = app.state.services
-    keys = {}
-    for name in ("alice", "bob", "ada"):
-        services.accounts.add_user(name, caller=SERVER, admin=name == "ada", password="pw-" * 4)
-        keys[name] = services.credentials.create_key(caller=Principal.for_user(name))
-    alice, bob, ada = (_client(app, keys[n]["token"]) for n in ("alice", "bob", "ada"))
-
-    ref = _instance(alice, "alice-box")
-    run_id, members = _run(alice, fake, "alice")
-    db = members["db.1"]
-    assert db.set("db.1:password", "s3cret").status_code == 200
-    assert members["web.1"].set("web.1:statecustom", "installing").status_code == 200
-    line = {"node_instance": "db.1", "lines": [{"text": "alice's recipe says hello"}]}
-    assert alice.post(f"/api/runs/{run_id}/logs", json=line, headers=db.headers).status_code == 204
-    report = gzip.compress(b"alice's report")
-    sent = alice.put(f"/api/runs/{run_id}/reports/db.1", content=report, headers=db.headers)
-    assert sent.status_code == 201, sent.text
-    machine = next(
-        v["id"]
-        for v in alice.get("/api/instances").json()
-        if v["run_id"] == run_id and v["node_instance"] == "db.1"
-    )
-    bob_ref = _instance(bob, "bob-box")
-    bob_run, _ = _run(bob, fake, "bob")
-
+    keys = accounts(services)
+    alice = settled("alice", client(app, keys["alice"]["token"]), fake)
+    bob = settled("bob", client(app, keys["bob"]["token"]), fake)
     ghost_run = str(uuid.uuid4())
-    found = World(
+    return World(
         services=services,
         fake=fake,
         site=site,
         alice=alice,
         bob=bob,
-        ada=ada,
+        ada=client(app, keys["ada"]["token"]),
         bob_key=keys["bob"],
-        run_id=run_id,
-        members=members,
-        ref=ref,
-        name="alice-box",
-        machine=machine,
-        bob_run=bob_run,
-        bob_ref=bob_ref,
+        # The order of replacement matters: the prefix is a part of the run id.
+        names={
+            "run": alice.run_id,
+            "prefix": alice.run_id[:8],
+            "machine": alice.machine,
+            "ref": alice.ref,
+            "name": alice.box,
+        },
+        ghosts={
+            "run": ghost_run,
+            "prefix": ghost_run[:8],
+            "machine": f"i-{secrets.token_hex(5)}",
+            "ref": f"i-{secrets.token_hex(5)}",
+            "name": "nobodys-box",
+        },
     )
-    # The order of replacement matters: the prefix is a part of the run id.
-    found.names = {
-        "run": run_id,
-        "prefix": run_id[:8],
-        "machine": machine,
-        "ref": ref,
-        "name": "alice-box",
-    }
-    found.ghosts = {
-        "run": ghost_run,
-        "prefix": ghost_run[:8],
-        "machine": f"i-{secrets.token_hex(5)}",
-        "ref": f"i-{secrets.token_hex(5)}",
-        "name": "nobodys-box",
-    }
-    return found
 
 
 # -- the attempts -----------------------------------------------------------------------
@@ -325,9 +242,11 @@ def unhinted(text: str, world: World) -> str:
 def test_bob_is_told_alices_things_do_not_exist(world: World, what: str) -> None:
     attempt = ATTEMPTS[what]
     before = world.snapshot()
-    answer = attempt.send(world.bob, world.names)
-    nobodys = attempt.send(world.bob, world.ghosts)
+    answer = attempt.send(world.bob.http, world.names)
+    nobodys = attempt.send(world.bob.http, world.ghosts)
     assert answer.status_code == 404, answer.text
+    thing = "no instance" if attempt.path.startswith("/api/instances") else "no run"
+    assert thing in answer.text  # refused by the service, not a route that is not there
     # Word for word what a thing nobody has gets: no hint that hers is there.
     assert (nobodys.status_code, unhinted(answer.text, world)) == (404, nobodys.text)
     assert world.snapshot() == before
@@ -335,57 +254,59 @@ def test_bob_is_told_alices_things_do_not_exist(world: World, what: str) -> None
 
 @pytest.mark.parametrize("everyone", [False, True], ids=["own", "all=true"])
 def test_bob_lists_only_his_own_runs(world: World, everyone: bool) -> None:
-    listed = world.bob.get("/api/runs", params={"all": everyone, "limit": 500}).json()
-    assert [r["id"] for r in listed] == [world.bob_run]
-    xml = ET.fromstring(world.bob.get("/run", params={"all": everyone}).content)
-    assert [item.get("uuid") for item in xml] == [world.bob_run]
+    listed = world.bob.http.get("/api/runs", params={"all": everyone, "limit": 500}).json()
+    assert [r["id"] for r in listed] == [world.bob.run_id]
+    xml = ET.fromstring(world.bob.http.get("/run", params={"all": everyone}).content)
+    assert [item.get("uuid") for item in xml] == [world.bob.run_id]
     assert {item.get("username") for item in xml} == {"bob"}
 
 
 @pytest.mark.parametrize("everyone", [False, True], ids=["own", "all=true"])
 def test_bob_lists_only_his_own_instances(world: World, everyone: bool) -> None:
-    listed = world.bob.get("/api/instances", params={"all": everyone, "gone": True}).json()
+    listed = world.bob.http.get("/api/instances", params={"all": everyone, "gone": True}).json()
     assert {v["owner"] for v in listed} == {"bob"}
-    assert world.bob_ref in {v["id"] for v in listed}
-    assert {world.ref, world.machine}.isdisjoint(v["id"] for v in listed)
+    assert world.bob.ref in {v["id"] for v in listed}
+    assert {world.alice.ref, world.alice.machine}.isdisjoint(v["id"] for v in listed)
 
 
 def test_an_administrator_lists_everyones_only_when_asking(world: World) -> None:
     mine = world.ada.get("/api/runs").json()
     assert mine == []  # ada has no run of her own
     every = {r["id"]: r["owner"] for r in world.ada.get("/api/runs", params={"all": True}).json()}
-    assert every == {world.run_id: "alice", world.bob_run: "bob"}
+    assert every == {world.alice.run_id: "alice", world.bob.run_id: "bob"}
     owners = {v["owner"] for v in world.ada.get("/api/instances", params={"all": True}).json()}
     assert owners == {"alice", "bob"}
 
 
 def test_bob_may_not_act_as_alice(world: World) -> None:
     before = world.snapshot()
-    answer = world.bob.get(f"/api/runs/{world.run_id}", headers={"X-Stratus-User": "alice"})
+    answer = world.bob.http.get(
+        f"/api/runs/{world.alice.run_id}", headers={"X-Stratus-User": "alice"}
+    )
     assert answer.status_code == 403
     assert answer.json()["error"]["message"] == (
         "x-stratus-user: only an administrator acts as another user"
     )
-    listed = world.bob.get("/api/instances", headers={"X-Stratus-User": "alice"})
+    listed = world.bob.http.get("/api/instances", headers={"X-Stratus-User": "alice"})
     assert listed.status_code == 403
     assert world.snapshot() == before
 
 
 @pytest.mark.parametrize("credential", ["session cookie", "basic password", "basic key"])
 def test_bob_is_refused_whatever_credential_he_presents(world: World, credential: str) -> None:
-    client = TestClient(world.bob.app)  # no bearer token
+    bare = TestClient(world.bob.http.app)  # no bearer token
     if credential == "session cookie":
-        login = {"href": "session-template/internal", "username": "bob", "password": "pw-" * 4}
-        opened = client.post("/api/session", json={"sessionTemplate": login})
-        assert opened.status_code == 201 and client.cookies.get(COOKIE)
+        login = {"href": "session-template/internal", "username": "bob", "password": PASSWORD}
+        opened = bare.post("/api/session", json={"sessionTemplate": login})
+        assert opened.status_code == 201 and bare.cookies.get(COOKIE)
     elif credential == "basic password":
-        client.auth = ("bob", "pw-" * 4)
+        bare.auth = ("bob", PASSWORD)
     else:
-        client.auth = (world.bob_key["id"], world.bob_key["secret"])
-    assert client.get("/api/runs").status_code == 200  # he is logged in
+        bare.auth = (world.bob_key["id"], world.bob_key["secret"])
+    assert bare.get("/api/runs").status_code == 200  # he is logged in
     before = world.snapshot()
     for what in ("read her run's parameters", "set db.1:password", "read her instance"):
-        answer = ATTEMPTS[what].send(client, world.names)
+        answer = ATTEMPTS[what].send(bare, world.names)
         assert answer.status_code == 404, (what, answer.text)
     assert world.snapshot() == before
 
@@ -413,6 +334,8 @@ def test_a_user_name_that_is_no_name_is_refused_and_never_stored(world: World, n
     login = {"href": "session-template/internal", "username": name, "password": "whatever"}
     opened = TestClient(world.site.app).post("/api/session", json={"sessionTemplate": login})
     assert opened.status_code in (401, 422)
+    basic = TestClient(world.site.app).get("/api/runs", auth=(name, "whatever"))
+    assert basic.status_code in (401, 422)  # 422: a header over 4096 characters
     owners = {r["owner"] for r in world.site.get("/api/runs", params={"all": True}).json()}
     owners |= {v["owner"] for v in world.site.get("/api/instances", params={"all": True}).json()}
     assert owners == {"alice", "bob"}
@@ -424,28 +347,30 @@ def test_a_user_name_that_is_no_name_is_refused_and_never_stored(world: World, n
 @pytest.mark.parametrize("who", ["alice", "ada", "site token"])
 @pytest.mark.parametrize("what", READS)
 def test_the_owner_and_an_administrator_still_can(world: World, what: str, who: str) -> None:
-    client = {"alice": world.alice, "ada": world.ada, "site token": world.site}[who]
+    client = {"alice": world.alice.http, "ada": world.ada, "site token": world.site}[who]
     answer = ATTEMPTS[what].send(client, world.names)
     assert answer.status_code == 200, answer.text
     if what == "read db.1:password":
-        assert answer.text == "s3cret"
+        assert answer.text == "alice's secret"
     if what == "download her node's report":
         assert gzip.decompress(answer.content) == b"alice's report"
 
 
 def test_alice_stops_starts_and_deletes_her_instance(world: World) -> None:
     for action, state in (("stop", "stopped"), ("start", "running")):
-        answer = world.alice.post(f"/api/instances/{world.ref}/{action}")
+        answer = world.alice.http.post(f"/api/instances/{world.alice.ref}/{action}")
         assert answer.status_code == 200 and answer.json()["state"] == state
-    assert world.alice.delete(f"/api/instances/{world.ref}").status_code == 200
-    assert world.alice.get(f"/api/instances/{world.ref}").json()["state"] == "gone"
+    assert world.alice.http.delete(f"/api/instances/{world.alice.ref}").status_code == 200
+    assert world.alice.http.get(f"/api/instances/{world.alice.ref}").json()["state"] == "gone"
 
 
 def test_an_administrator_terminates_alices_run(world: World) -> None:
-    answer = world.ada.delete(f"/api/runs/{world.run_id}")
+    answer = world.ada.delete(f"/api/runs/{world.alice.run_id}")
     assert answer.status_code == 200, answer.text
     wait_until(
-        lambda: world.alice.get(f"/api/runs/{world.run_id}").json()["state"] == "Cancelled",
+        lambda: (
+            world.alice.http.get(f"/api/runs/{world.alice.run_id}").json()["state"] == "Cancelled"
+        ),
         what="alice's run to be cancelled",
     )
-    assert world.fake.list_instances(tags={"run": world.run_id}) == []
+    assert world.fake.list_instances(tags={"run": world.alice.run_id}) == []
