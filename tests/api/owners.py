@@ -4,7 +4,7 @@ Real accounts (``services.accounts``) with API keys presented as ``Authorization
 owning an instance and a live run of the small application of ``tests/deploy/support.py``,
 pushed under a folder of their own, whose nodes have set a password, printed a line and sent a
 report. ``snapshot`` is everything of one owner's, as the server itself sees it, so that a test
-can show that another user's requests changed nothing.
+can show that another user's requests changed nothing (their login session still open too).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class Owner:
     ref: str  # an instance of the owner's own, by id
     box: str  # ... by name
     machine: str  # the instance of the run's db.1
+    session: str  # a login session of theirs, by id (without its ``session/`` prefix)
 
 
 def settled(name: str, http: TestClient, fake: FakeConnector) -> Owner:
@@ -91,7 +92,10 @@ def settled(name: str, http: TestClient, fake: FakeConnector) -> Owner:
         for v in http.get("/api/instances").json()
         if v["run_id"] == run_id and v["node_instance"] == "db.1"
     )
-    return Owner(name, http, run_id, members, ref, box, machine)
+    services: Services = http.app.state.services  # type: ignore[attr-defined]
+    session = services.credentials.open_session(name, method="internal")[0]
+    session = session.removeprefix("session/")
+    return Owner(name, http, run_id, members, ref, box, machine, session)
 
 
 def snapshot(services: Services, fake: FakeConnector, owner: Owner) -> dict[str, Any]:
@@ -105,6 +109,7 @@ def snapshot(services: Services, fake: FakeConnector, owner: Owner) -> dict[str,
         "events": services.runs.events(run, caller=SERVER, after=0),
         "logs": services.logs.read(run, caller=SERVER),
         "reports": services.reports.of_run(run, caller=SERVER),
+        "session": services.credentials.show_session(owner.session, caller=SERVER),
         "instances": sorted((v.id, v.state) for v in listed if v.owner == owner.name),
         "machines": sorted(
             (i.tags.get("id", ""), str(i.state))
