@@ -36,7 +36,7 @@ from stratuslab.api.app import create_app
 from stratuslab.cloud import clouds
 from stratuslab.cloud.connectors.fake import FakeConnector
 from stratuslab.db.session import dispose, engine_for
-from stratuslab.principal import SERVER
+from stratuslab.principal import SERVER, Principal
 from stratuslab.services import Services
 from tests.api.owners import PASSWORD, Owner, accounts, client, settled, snapshot
 from tests.deploy.support import wait_until
@@ -309,6 +309,14 @@ def test_bob_is_refused_whatever_credential_he_presents(world: World, credential
         answer = ATTEMPTS[what].send(bare, world.names)
         assert answer.status_code == 404, (what, answer.text)
     assert world.snapshot() == before
+
+
+def test_the_use_of_a_key_is_recorded(world: World) -> None:
+    """Keys are checked by a read that waits for no writer; their last use is still kept, to
+    the minute."""
+    assert world.bob.http.get("/api/runs").status_code == 200
+    (key,) = world.services.credentials.list_keys(caller=Principal.for_user("bob"))
+    assert key["last_used_at"] is not None and key["state"] == "live"
 
 
 # -- user names are bounded wherever they enter ------------------------------------------
