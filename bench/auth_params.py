@@ -2,58 +2,47 @@
 every request, beside the site token (the "before authentication" baseline), on SQLite and
 PostgreSQL.
 
-For each store, a separate server process with its own temporary store and a recorded fake
-cloud (``control_plane.Server``: no LXD, no machines). Alice is a real account (made on the
-server's store with ``Accounts.add_user``), with an API key (``Credentials.create_key``) and a
-session (``POST /api/session`` with her password, SlipStream's login; its cookie). She pushes
-``bench/probe`` (one node ``probe``, a component with outputs ``k0``..``k<W-1>`` for the
-workers and ``p0``..``p<P-1>`` that nobody sets) and starts a run of it, which waits in
-Provisioning (nobody completes). Then, over loopback:
+For each store, a server process of its own with a temporary store and a recorded fake cloud
+(``control_plane.Server``: no LXD, no machines). Alice is a real account (``Accounts.add_user``
+on the server's store) with an API key (``Credentials.create_key``) and a session (``POST
+/api/session`` with her password, SlipStream's login). She pushes ``bench/probe`` (one node
+``probe``, a component with outputs ``k0``..``k<W-1>`` for the workers and ``p0``..``p<P-1>``
+that nobody sets) and starts a run of it, which waits in Provisioning. Then, over loopback:
 
-- ``--polls`` (200) threads each hold a long-poll ``GET /run/<run>/probe.1:p<i>?wait=60`` with
-  alice's API key, asked again when it answers 412; the measuring starts once all of them are
-  sent and held (and 0.5 s more), and stops if one answers anything else;
+- ``--polls`` (200) threads each hold ``GET /run/<run>/probe.1:p<i>?wait=60`` with alice's API
+  key, asked again on its 412; measuring starts once all are sent (and 0.5 s more) and fails if
+  one answers anything else;
 - ``--workers`` (8) threads, each with a kept-alive ``http.client`` connection and a key of its
-  own, loop ``PUT /run/<run>/probe.1:k<w>`` (a new value) then ``GET`` of it (no wait, checked
-  to be the value), for ``--seconds`` (4) per credential and round, with each credential:
+  own, loop ``PUT /run/<run>/probe.1:k<w>`` (a new value) then its ``GET`` (no wait, checked),
+  for ``--seconds`` (4) a turn, with each credential in turn, ``--rounds`` (2) times (the order
+  reversed every other round; the first second of a turn not counted): the *site token* (the
+  host-local administrator: a constant-time comparison, no store read; how every request was
+  authenticated before accounts existed), alice's *API key* as bearer (the key and the account
+  read on every request), her *session cookie* (the session and the account read), and for
+  reference a *node token* (an agent's: one indexed read with the run's state; a node's writes
+  take the batched path, so it is not a user's request).
 
-  1. *site token* (``Authorization: Bearer <site token>``): the host-local administrator, a
-     constant-time comparison and no store read; every request was authenticated this way
-     before accounts existed, so this is the baseline;
-  2. *API key* (``Authorization: Bearer <id>.<secret>``): the key read and checked (SHA-256)
-     and the account read, on every request;
-  3. *session cookie* (``com.sixsq.slipstream.cookie``): the session read and the account read,
-     on every request;
-  4. *node token*, for reference (what agents present; a node's writes take the batched path,
-     so it is not a user's request): one indexed read with the run's state.
-
-  The credentials take turns, ``--rounds`` (2) times, so that the machine's noise falls on all
-  alike; the first second of each turn is not counted.
-
-Reported per store and credential: requests per second (completed GETs and PUTs over the
-counted seconds), p50/p99 of each GET and PUT in ms, the p99 of all, the server's CPU time per
-request, and the ratio of requests per second to the site token's. Why this is fair: the same
-run, keys, server process and client threads for every credential, in alternation; only the
-credential differs. The client runs on the same 2-CPU machine as the server, which is what
-bounds the absolute figures: read the ratios.
+Reported per store and credential: requests per second (GETs and PUTs completed in the counted
+seconds) and their ratio to the site token's, GET and PUT p50/p99 in ms, the p99 of all, the
+server's CPU time per request. Why this is fair: the same run, keys, server and client threads
+for every credential, in alternation; only the credential differs. The client shares the
+2-CPU machine with the server, which bounds the absolute figures: read the ratios.
 
 The servers are stopped, the PostgreSQL database dropped and the temporary directories
-(``bench/.auth-<prefix>-<store>``) removed in ``finally:``, even on Ctrl-C. Run from the
-project root: ``.venv/bin/python bench/auth_params.py [--stores sqlite,postgresql]
-[--postgres-url URL] [--polls 200] [--workers 8] [--seconds 4] [--rounds 2] [--json-only]``
-(PostgreSQL: ``--postgres-url`` or ``STRATUS_TEST_POSTGRES_URL``, a URL whose user may create
-databases). Results go to stdout and bench/results/auth_params-<timestamp>.json.
+(``bench/.auth-<prefix>-<store>``) removed in ``finally:``, even on Ctrl-C. From the project
+root: ``.venv/bin/python bench/auth_params.py [--stores sqlite,postgresql] [--postgres-url URL]
+[--polls 200] [--workers 8] [--seconds 4] [--rounds 2] [--json-only]`` (``--postgres-url``
+defaults to ``STRATUS_TEST_POSTGRES_URL``; its user must be able to create databases). Results
+go to stdout and bench/results/auth_params-<timestamp>.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -63,86 +52,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import control_plane
+from auth_world import REQUEST_TIMEOUT, Http, prepare
 from common import ROOT, BenchError, guarded, log, percentile, publish
 from control_plane import Server, cpu_seconds
 
 control_plane.PYTHON = sys.executable  # the servers run under the Python that runs this script
-PASSWORD = "bench password, long enough"
-REQUEST_TIMEOUT = 30.0
 POLL_WAIT = 60  # seconds one long-poll is held (the server's bound)
 HELD_TIMEOUT = 60.0  # for every long-poll to be sent
 WARMUP = 1.0  # seconds of each turn not counted
 CREDENTIALS = ("site token", "API key", "session cookie", "node token")
-ALICE = """
-import json, sys
-from stratuslab import config
-from stratuslab.db.session import engine_for
-from stratuslab.accounts.users import Accounts
-from stratuslab.accounts.credentials import Credentials
-from stratuslab.principal import SERVER, Principal
-engine = engine_for(config.load().database_url)
-Accounts(engine).add_user("alice", caller=SERVER, password=sys.argv[1])
-print(json.dumps(Credentials(engine).create_key(caller=Principal.for_user("alice"), name="bench")))
-"""
-NODE_TOKEN = """
-import sys
-from stratuslab import config
-from stratuslab.db.session import engine_for
-from stratuslab.deploy.tokens import NodeTokens
-print(NodeTokens(engine_for(config.load().database_url)).issue(sys.argv[1], "probe.1"))
-"""
-
-
-def snippet(server: Server, code: str, *args: str) -> str:
-    """Run ``code`` on the server's store (its environment), and what it printed."""
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        env=server.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"a snippet on the server's store failed:\n{done.stderr}")
-    return done.stdout.strip()
-
-
-class Http:
-    """One kept-alive connection, sending one credential's headers."""
-
-    def __init__(
-        self, port: int, headers: dict[str, str], timeout: float = REQUEST_TIMEOUT
-    ) -> None:
-        self.port, self.headers = port, headers
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-
-    def request(
-        self, method: str, path: str, body: bytes | None = None, extra: dict[str, str] | None = None
-    ) -> tuple[int, str, http.client.HTTPResponse]:
-        headers = {**self.headers, **(extra or {})}
-        if body is None and method in ("POST", "PUT"):
-            body = b""
-        for attempt in (1, 2):  # once more on a kept-alive connection the server closed
-            try:
-                self.conn.request(method, path, body=body, headers=headers)
-                resp = self.conn.getresponse()
-                return resp.status, resp.read().decode(), resp
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self.conn.close()
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def json(self, method: str, path: str, body: Any, expect: int) -> Any:
-        data = json.dumps(body).encode()
-        status, text, _ = self.request(method, path, data, {"Content-Type": "application/json"})
-        if status != expect:
-            raise BenchError(f"{method} {path} answered {status}: {text[:2000]}")
-        return json.loads(text) if text else None
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 class Store:
@@ -155,55 +73,7 @@ class Store:
         self.failed: list[str] = []  # what a long-poll answered, if not 412
 
     def prepare(self) -> None:
-        pid = self.server.start()
-        key = json.loads(snippet(self.server, ALICE, PASSWORD))
-        bearer = {"Authorization": f"Bearer {key['token']}"}
-        alice = Http(self.server.port, bearer)
-        try:
-            login = {"href": "session-template/internal", "username": "alice"}
-            body = {"sessionTemplate": {**login, "password": PASSWORD}}
-            bare = Http(self.server.port, {})
-            status, text, resp = bare.request(
-                "POST",
-                "/api/session",
-                json.dumps(body).encode(),
-                {"Content-Type": "application/json"},
-            )
-            bare.close()
-            cookie = (resp.getheader("set-cookie") or "").split(";", 1)[0]
-            if status != 201 or not cookie:
-                raise BenchError(f"alice's login answered {status}: {text[:500]}")
-            outputs = [f"k{w}" for w in range(self.workers)] + [f"p{i}" for i in range(self.polls)]
-            component = "kind: component\nparent: base\noutputs:\n" + "".join(
-                f"  {name}: {{}}\n" for name in outputs
-            )
-            modules = [
-                {"path": "bench/base", "file": "bench/base.yaml", "text": BASE},
-                {"path": "bench/probe-c", "file": "bench/probe-c.yaml", "text": component},
-                {"path": "bench/probe", "file": "bench/probe/module.yaml", "text": APP},
-            ]
-            alice.json("POST", "/api/modules", {"modules": modules}, expect=201)
-            body = {"module": "bench/probe", "keep_running": "never", "timeout_s": 86400}
-            self.run_id = alice.json("POST", "/api/runs", body, expect=201)["id"]
-            deadline = time.monotonic() + 60
-            while True:
-                status, text, _ = alice.request("GET", f"/api/runs/{self.run_id}")
-                view = json.loads(text)
-                if [n["provisioning"] for n in view["nodes"]] == ["ready"]:
-                    break
-                if time.monotonic() > deadline:
-                    raise BenchError(f"probe.1 was not provisioned in 60 s: {text[:500]}")
-                time.sleep(0.1)
-        finally:
-            alice.close()
-        token = snippet(self.server, NODE_TOKEN, self.run_id)
-        self.headers = {
-            "site token": {"Authorization": f"Bearer {self.server.token}"},
-            "API key": bearer,
-            "session cookie": {"Cookie": cookie},
-            "node token": {"Authorization": f"Bearer {token}"},
-        }
-        log(f"server {pid} on port {self.server.port}: run {self.run_id} of alice's")
+        self.run_id, self.headers = prepare(self.server, self.workers, self.polls)
 
     @contextmanager
     def long_polls(self) -> Iterator[None]:
@@ -237,15 +107,14 @@ class Store:
                     failed.append(f"p{index} answered {resp.status}: {text[:200]}")
                     return
 
-        threads = [threading.Thread(target=poll, args=(i,), daemon=True) for i in range(self.polls)]
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + HELD_TIMEOUT
-        for _ in range(self.polls):
-            if not held.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                raise BenchError(f"not every long-poll was sent in {HELD_TIMEOUT:.0f} s")
-        time.sleep(0.5)  # the server takes them up and waits
+        for index in range(self.polls):
+            threading.Thread(target=poll, args=(index,), daemon=True).start()
         try:
+            deadline = time.monotonic() + HELD_TIMEOUT
+            for _ in range(self.polls):
+                if not held.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    raise BenchError(f"not every long-poll was sent in {HELD_TIMEOUT:.0f} s")
+            time.sleep(0.5)  # the server takes them up and waits
             yield
         finally:
             stop.set()
@@ -303,10 +172,6 @@ class Store:
         return {"samples": samples, "seconds": seconds, "cpu": cpu}
 
 
-BASE = "kind: image\nimages:\n  local: debian-12\n"
-APP = "kind: application\nnodes:\n  probe:\n    component: bench/probe-c\n"
-
-
 def figures(turns: list[dict[str, Any]]) -> dict[str, Any]:
     gets = [s for t in turns for s in t["samples"]["GET"]]
     puts = [s for t in turns for s in t["samples"]["PUT"]]
@@ -342,24 +207,6 @@ def measure_store(store: Store, seconds: float, rounds: int) -> dict[str, Any]:
     return found
 
 
-@contextmanager
-def postgres_database(admin_url: str, name: str) -> Iterator[str]:
-    import sqlalchemy
-    from sqlalchemy.engine import make_url
-
-    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
-
-
 def measure(args: argparse.Namespace, prefix: str, cleanups: list[Callable[[], None]]) -> Any:
     results: dict[str, Any] = {}
     for kind in args.stores:
@@ -389,11 +236,27 @@ def measure(args: argparse.Namespace, prefix: str, cleanups: list[Callable[[], N
 
 @contextmanager
 def store_url(kind: str, args: argparse.Namespace, prefix: str) -> Iterator[str | None]:
+    """The server's store: its default SQLite, or a PostgreSQL database of its own."""
     if kind == "sqlite":
-        yield None  # the server's default: SQLite in its data directory
+        yield None
         return
-    with postgres_database(args.postgres_url, f"bench_{prefix.replace('-', '_')}") as url:
-        yield url
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    name = f"bench_{prefix.replace('-', '_')}"
+    admin = sqlalchemy.create_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield (
+                make_url(args.postgres_url).set(database=name).render_as_string(hide_password=False)
+            )
+        finally:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
 
 
 def table(results: dict[str, Any]) -> str:
