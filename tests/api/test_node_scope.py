@@ -139,6 +139,24 @@ def test_writes_arriving_together_are_judged_one_by_one(
     assert (found["web.2:greeting"], found["db.1:password"]) == ("hello", "s3cret")
 
 
+@pytest.mark.parametrize("request_name", ["complete", "plan", "logs", "report"])
+def test_a_node_may_not_speak_for_another(
+    deploy_api: TestClient, fake: FakeConnector, request_name: str
+) -> None:
+    """Its completions, its plan, its recipes' output and its report are a node's own."""
+    run_id, members = started(deploy_api, fake)
+    before = deploy_api.get(f"/api/runs/{run_id}").json()
+    events = deploy_api.get(f"/api/runs/{run_id}/events").json()
+    posing = Node(deploy_api, run_id, "web.1", members["db.1"].headers["Authorization"][7:])
+    answer = node_requests(posing)[request_name]()
+    assert answer.status_code == 403, answer.text
+    assert "db.1 may not" in answer.text and "web.1" in answer.text
+    assert deploy_api.get(f"/api/runs/{run_id}").json() == before
+    assert deploy_api.get(f"/api/runs/{run_id}/events").json() == events
+    assert deploy_api.get(f"/api/runs/{run_id}/logs").json() == []
+    assert deploy_api.get(f"/api/runs/{run_id}/reports").json() == []
+
+
 # -- aborts name who raised them ----------------------------------------------------------
 
 
