@@ -1,4 +1,5 @@
-"""Fuzzing the API: whatever a client sends, no answer is a 5xx and none hangs.
+"""Fuzzing the API: whatever a client sends, no answer is a 5xx and none hangs, and no user
+reaches another's things.
 
 Schemathesis generates requests from the application's own OpenAPI description, valid ones and
 ones that break it, and they are sent in-process (the ``deploy_api`` client, on the fake cloud
@@ -7,14 +8,23 @@ names that exist (a live run, its nodes, a module, an instance), so that request
 such run" into the code that works on one. The bodies of SlipStream's ``/run`` resource (forms,
 text values) are not in the OpenAPI description: strategies of our own cover them.
 
+Then the same with three credentials of real accounts: bob, then alice, each with their own
+names swapped in or the other's, then ada, an administrator. A user's request that names the
+other's run, instance or session is answered as one naming a thing nobody has (404, or word for
+word what nobody's gets), no answer to a user holds what is the other's, and after each user's
+turn the other's run, parameters, events, logs, reports, instances and session are as they were.
+
 Bounded and deterministic: a few examples per operation, ``derandomize``, no example database;
-streams are asked for a tiny timeout and long-polls for none, so nothing waits.
+streams are asked for a tiny timeout and long-polls for none, so nothing waits. Each test
+prints how many requests it sent (``pytest -s``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import secrets
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -28,6 +38,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from stratuslab.cloud.connectors.fake import FakeConnector
+from tests.api.owners import Owner, accounts, client, settled, snapshot
 from tests.deploy.support import Node, nodes, push_app, start_run
 
 pytestmark = pytest.mark.usefixtures("fake")
@@ -79,7 +90,14 @@ def live(deploy_api: TestClient, fake: FakeConnector) -> Live:
     return Live(deploy_api, fake)
 
 
-def send(client: TestClient, case: schemathesis.Case, token: str) -> httpx.Response:
+class Tally:
+    """How many requests a test sent."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+
+def send(client: TestClient, case: schemathesis.Case, token: str, tally: Tally) -> httpx.Response:
     """The case as the test client sends it (schemathesis speaks requests' arguments)."""
     kwargs = case.as_transport_kwargs(
         base_url="http://testserver", headers={"Authorization": token}
@@ -89,17 +107,19 @@ def send(client: TestClient, case: schemathesis.Case, token: str) -> httpx.Respo
         body["json"] = kwargs["json"]
     elif "data" in kwargs:
         body["content"] = kwargs["data"]
+    tally.sent += 1
     return client.request(
         kwargs["method"], kwargs["url"], headers=kwargs["headers"], params=kwargs["params"], **body
     )
 
 
-def tame(case: schemathesis.Case, live: Live, swap: bool) -> None:
-    """Point some cases at what exists, and keep every case from waiting."""
-    if swap and case.path_parameters:
+def tame(case: schemathesis.Case, names: Mapping[str, str] | None) -> None:
+    """Point some cases at what exists (``names``: path parameter -> value), and keep every
+    case from waiting."""
+    if names and case.path_parameters:
         for name in case.path_parameters:
-            if name in live.names:
-                case.path_parameters[name] = live.names[name]
+            if name in names:
+                case.path_parameters[name] = names[name]
     if case.query is not None:
         if case.operation.path in STREAMS:
             case.query["timeout"] = 0.05  # the server's own bound is tested in test_bad_input
@@ -122,10 +142,20 @@ def breakable(operation: dict[str, Any]) -> bool:
     return False
 
 
-def test_no_request_the_openapi_description_allows_or_breaks_gets_a_5xx(
-    deploy_api: TestClient, live: Live
+Judge = Callable[[schemathesis.Case, str, str, httpx.Response], None]
+
+
+def fuzz(
+    client: TestClient,
+    tokens: Sequence[str],
+    swaps: Mapping[str, Mapping[str, str] | None],
+    tally: Tally,
+    judge: Judge | None = None,
 ) -> None:
-    schema = schemathesis.openapi.from_dict(deploy_api.app.openapi())  # type: ignore[attr-defined]
+    """Every operation of the OpenAPI description, a few examples each, as one of ``tokens``
+    with the path parameters of one of ``swaps`` (or none): no 5xx, and whatever ``judge``
+    (case, swap, token, answer) asserts."""
+    schema = schemathesis.openapi.from_dict(client.app.openapi())  # type: ignore[attr-defined]
     operations = sorted(
         (result.ok() for result in schema.get_all_operations()),
         key=lambda op: (op.method.upper() == "DELETE", op.path, op.method),  # ends last
@@ -139,19 +169,128 @@ def test_no_request_the_openapi_description_allows_or_breaks_gets_a_5xx(
             @bounded(EXAMPLES)
             @given(
                 case=operation.as_strategy(generation_mode=mode),
-                swap=st.booleans(),
-                token=st.sampled_from(live.tokens),
+                swap=st.sampled_from(sorted(swaps)),
+                token=st.sampled_from(list(tokens)),
             )
-            def check(case: schemathesis.Case, swap: bool, token: str) -> None:
-                tame(case, live, swap)
+            def check(case: schemathesis.Case, swap: str, token: str) -> None:
+                tame(case, swaps[swap])
                 note(case.as_curl_command())
                 try:
-                    response = send(deploy_api, case, token)
+                    response = send(client, case, token, tally)
                 except httpx.InvalidURL:
                     reject()  # a URL past what clients send (httpx stops at 64 KiB of query)
                 case.validate_response(response, checks=[not_a_server_error])
+                if judge is not None:
+                    judge(case, swap, token, response)
 
             check()
+
+
+def test_no_request_the_openapi_description_allows_or_breaks_gets_a_5xx(
+    deploy_api: TestClient, live: Live
+) -> None:
+    tally = Tally()
+    fuzz(deploy_api, live.tokens, {"live": live.names, "none": None}, tally)
+    print(f"\nfuzzing with the site token and a node's: {tally.sent} requests")
+
+
+# -- two users and an administrator ------------------------------------------------------
+
+NAMED = ("run_id", "ref", "session_id")  # path parameters that name one owner's thing
+
+
+def names_of(owner: Owner, whose: str) -> dict[str, Mapping[str, str]]:
+    """The swaps naming ``owner``'s things: a parameter of theirs, or a completion of theirs
+    (``POST /run/<run>/<key>``), as ``whose`` (own, other, alice, bob)."""
+    names = {
+        "run_id": owner.run_id,
+        "node": "web",
+        "node_instance": "db.1",
+        "address": f"{owner.name}/demo",
+        "key": "db.1:password",
+        "ref": owner.ref,
+        "session_id": owner.session,
+    }
+    return {whose: names, f"{whose}:complete": {**names, "key": "db.1:complete"}}
+
+
+class Crossing:
+    """Judges the answers to ``caller``'s requests: nothing of ``other``'s is reachable."""
+
+    def __init__(self, client: TestClient, other: Owner, tally: Tally) -> None:
+        self.client, self.other, self.tally = client, other, tally
+        self.theirs = {
+            other.run_id: str(uuid.uuid4()),
+            other.ref: f"i-{secrets.token_hex(5)}",
+            other.machine: f"i-{secrets.token_hex(5)}",
+            other.session: str(uuid.uuid4()),
+        }
+        # What no answer to the caller may hold (beyond echoing a name the request gave).
+        self.secrets = [*self.theirs, f"{other.name}'s secret", f"{other.name}'s recipe"]
+        self.refused = 0
+
+    def __call__(
+        self, case: schemathesis.Case, swap: str, token: str, response: httpx.Response
+    ) -> None:
+        named = swap.startswith("other") and bool(set(NAMED) & set(case.path_parameters or {}))
+        if response.status_code < 400:
+            assert not named, f"{self.other.name}'s thing reached: {response.status_code}"
+            leaked = [text for text in self.secrets if text in response.text]
+            assert not leaked, f"the answer holds {self.other.name}'s {leaked}"
+            return
+        if not named:
+            return
+        self.refused += 1
+        if response.status_code == 404:
+            return
+        # Refused otherwise (a malformed request): exactly as a request naming nobody's thing.
+        params = case.path_parameters or {}
+        kept = dict(params)
+        for name in NAMED:
+            if name in params:
+                params[name] = self.theirs.get(params[name], params[name])
+        try:
+            nobodys = send(self.client, case, token, self.tally)
+        finally:
+            params.update(kept)
+        assert (response.status_code, self.unhinted(response.text)) == (
+            nobodys.status_code,
+            nobodys.text,
+        )
+
+    def unhinted(self, text: str) -> str:
+        for theirs, nobodys in self.theirs.items():
+            text = text.replace(theirs, nobodys)
+        return text
+
+
+def test_fuzzing_as_two_users_and_an_administrator_crosses_no_owner(
+    deploy_api: TestClient, fake: FakeConnector
+) -> None:
+    services = deploy_api.app.state.services  # type: ignore[attr-defined]
+    keys = accounts(services)
+    alice = settled("alice", client(deploy_api.app, keys["alice"]["token"]), fake)
+    bob = settled("bob", client(deploy_api.app, keys["bob"]["token"]), fake)
+    tally = Tally()
+    counts = {}
+    for caller, other in ((bob, alice), (alice, bob)):
+        before = snapshot(services, fake, other)
+        crossing = Crossing(deploy_api, other, tally)
+        swaps = {**names_of(caller, "own"), **names_of(other, "other"), "none": None}
+        started_at = tally.sent
+        fuzz(deploy_api, [f"Bearer {keys[caller.name]['token']}"], swaps, tally, crossing)
+        counts[caller.name] = (tally.sent - started_at, crossing.refused)
+        assert snapshot(services, fake, other) == before
+        assert crossing.refused > 0  # the other's names were tried
+    started_at = tally.sent
+    swaps = {**names_of(alice, "alice"), **names_of(bob, "bob"), "none": None}
+    fuzz(deploy_api, [f"Bearer {keys['ada']['token']}"], swaps, tally)
+    print(
+        f"\nfuzzing as two users and an administrator: {tally.sent} requests "
+        f"(bob {counts['bob'][0]}, {counts['bob'][1]} naming alice's things; "
+        f"alice {counts['alice'][0]}, {counts['alice'][1]} naming bob's; "
+        f"ada {tally.sent - started_at})"
+    )
 
 
 # -- /run, whose bodies OpenAPI does not describe ---------------------------------------

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.engine import Engine
 
 from stratuslab.accounts.secrets import digest, new_secret, same
 from stratuslab.db.models import ApiKeyRecord, SessionRecord, UserRecord, utcnow
-from stratuslab.db.session import session_scope
+from stratuslab.db.session import reading, session_scope
 from stratuslab.errors import Forbidden, Invalid, NotFound
 from stratuslab.principal import Principal
 
@@ -105,15 +105,20 @@ class Credentials:
         if len(key_id) != 32 or len(secret) > 256:
             return None
         now = utcnow()
-        with session_scope(self.engine) as session:
-            row = session.get(ApiKeyRecord, key_id)
-            if row is None or not same(row.secret_hash, digest(secret)):
-                return None
-            if row.revoked_at is not None or _past(row.expires_at, now):
-                return None
-            if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
-                row.last_used_at = now  # to the minute: a write per request would cost
-            return row.user
+        # A read that waits for no writer (every request of a key holder makes it); the write
+        # of last_used_at, to the minute, only when it is due.
+        with reading(self.engine) as conn:
+            row = conn.execute(_KEY_BY_ID, {"b_id": key_id}).one_or_none()
+        if row is None or not same(row.secret_hash, digest(secret)):
+            return None
+        if row.revoked_at is not None or _past(row.expires_at, now):
+            return None
+        if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
+            with session_scope(self.engine) as session:
+                session.execute(
+                    update(ApiKeyRecord).where(ApiKeyRecord.id == key_id).values(last_used_at=now)
+                )
+        return str(row.user)
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -137,13 +142,11 @@ class Credentials:
         """(session id, user) of a live session cookie."""
         if not token or len(token) > 256:
             return None
-        with session_scope(self.engine) as session:
-            row = session.scalar(
-                select(SessionRecord).where(SessionRecord.token_hash == digest(token))
-            )
-            if row is None or row.revoked_at is not None or _past(row.expires_at, utcnow()):
-                return None
-            return SESSION_PREFIX + row.id, row.user
+        with reading(self.engine) as conn:
+            row = conn.execute(_SESSION_BY_TOKEN, {"b_digest": digest(token)}).one_or_none()
+        if row is None or row.revoked_at is not None or _past(row.expires_at, utcnow()):
+            return None
+        return SESSION_PREFIX + row.id, row.user
 
     def show_session(self, session_id: str, *, caller: Principal) -> dict[str, Any] | None:
         bare = session_id.removeprefix(SESSION_PREFIX)
@@ -189,6 +192,16 @@ def _person(caller: Principal, what: str) -> str:
     if caller.is_node or not caller.user:
         raise Forbidden(f"only a user may {what}")
     return caller.user
+
+
+_KEYS = cast(Table, ApiKeyRecord.__table__)
+_KEY_BY_ID = select(
+    _KEYS.c.user, _KEYS.c.secret_hash, _KEYS.c.revoked_at, _KEYS.c.expires_at, _KEYS.c.last_used_at
+).where(_KEYS.c.id == bindparam("b_id"))
+_SESSIONS = cast(Table, SessionRecord.__table__)
+_SESSION_BY_TOKEN = select(
+    _SESSIONS.c.id, _SESSIONS.c.user, _SESSIONS.c.revoked_at, _SESSIONS.c.expires_at
+).where(_SESSIONS.c.token_hash == bindparam("b_digest"))
 
 
 def _past(at: datetime | None, now: datetime) -> bool:

@@ -9,15 +9,15 @@ disabled user's credentials stop working at once: every request resolves the pri
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from stratuslab.accounts.secrets import hash_password
 from stratuslab.db.models import GroupMemberRecord, GroupRecord, UserRecord
-from stratuslab.db.session import session_scope
+from stratuslab.db.session import reading, session_scope
 from stratuslab.errors import Conflict, Forbidden, Invalid, NotFound
 from stratuslab.principal import Principal
 
@@ -97,12 +97,12 @@ class Accounts:
     def principal(self, name: str) -> Principal | None:
         """What an enabled user is as a caller (their groups, whether administrator); None for
         a user that does not exist or is disabled."""
-        with session_scope(self.engine) as session:
-            row = session.get(UserRecord, name)
+        with reading(self.engine) as conn:  # every request makes it: it waits for no writer
+            row = conn.execute(_USER, {"b_name": name}).one_or_none()
             if row is None or row.disabled:
                 return None
-            groups = frozenset(_groups_of(session, name))
-            return Principal.for_user(name, admin=row.admin, groups=groups)
+            groups = frozenset(conn.execute(_GROUPS_OF, {"b_name": name}).scalars())
+        return Principal.for_user(name, admin=row.admin, groups=groups)
 
     def any_admin(self) -> bool:
         with session_scope(self.engine) as session:
@@ -183,6 +183,12 @@ def _group(session: Any, name: str) -> GroupRecord:
     if row is None:
         raise NotFound(f"no group {name[:70]!r}", hint="see `stratus group list`")
     return row  # type: ignore[no-any-return]
+
+
+_USERS = cast(Table, UserRecord.__table__)
+_MEMBERS = cast(Table, GroupMemberRecord.__table__)
+_USER = select(_USERS.c.admin, _USERS.c.disabled).where(_USERS.c.name == bindparam("b_name"))
+_GROUPS_OF = select(_MEMBERS.c.group).where(_MEMBERS.c.user == bindparam("b_name"))
 
 
 def _groups_of(session: Any, user: str) -> list[str]:

@@ -165,8 +165,8 @@ def provision(
 
 @dataclass(frozen=True)
 class Write:
-    """A parameter write already judged by the rules, for the common case: an existing
-    output or input, set by whoever may set it."""
+    """A node's parameter write already judged by the rules, for the common case: an existing
+    parameter of its own node instance (an output, its statecustom) or a run global."""
 
     key: str
     value: str
@@ -178,7 +178,8 @@ def write(
     tx: Tx, run_id: str, items: Sequence[Write], sources: Mapping[str, Any] | None
 ) -> Answers | None:
     """Set values of one run, or None when the general way must: the run is over or aborted
-    (for a write that does not ignore it), a key does not exist, is secret or is a mapping's
+    (for a write that does not ignore it), a key does not exist, is secret, is an input or is a
+    mapping's
     source."""
     if sources is None or any(item.key in sources for item in items):
         return None
@@ -189,8 +190,9 @@ def write(
     if run.abort_reason is not None and not all(item.ignore_abort for item in items):
         return None
     keys = list(dict.fromkeys(item.key for item in items))
-    if len(list(conn.execute(_EXISTING, {"b_run": run_id, "b_keys": keys}))) != len(keys):
-        return None
+    kinds = [row.kind for row in conn.execute(_EXISTING, {"b_run": run_id, "b_keys": keys})]
+    if len(kinds) != len(keys) or "input" in kinds:
+        return None  # a key nobody declared, or an input (its mapping sets it): judged there
     now = utcnow()
     conn.execute(
         _SET_VALUE,
@@ -283,7 +285,7 @@ _SET_VALUES = (
     .values(value=bindparam("b_value"), set_at=bindparam("b_at"))
 )
 # A secret key is not the common case: the general way remembers its value for redaction.
-_EXISTING = select(_PARAMS.c.key).where(
+_EXISTING = select(_PARAMS.c.key, _PARAMS.c.kind).where(
     _PARAMS.c.run_id == bindparam("b_run"),
     _PARAMS.c.key.in_(bindparam("b_keys", expanding=True)),
     _PARAMS.c.secret.is_(False),

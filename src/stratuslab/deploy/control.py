@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.engine import Engine
 
 from stratuslab.db.models import NodeInstanceRecord, RunRecord, utcnow
+from stratuslab.db.session import reading
 from stratuslab.deploy import access, bulk, events
 from stratuslab.deploy.batches import GroupCommit
 from stratuslab.deploy.bulk import HAS_MACHINE, READY, Completion, Provisioned
@@ -82,8 +83,12 @@ class RunControl:
     ) -> Future[None]:
         """:meth:`complete`, for a coroutine: the future is done once it is (or holds why it
         was refused)."""
-        if caller.is_node and (caller.run_id, caller.node_instance) != (run_id, node_instance):
-            raise Forbidden(f"{caller} may not complete for {node_instance}")
+        if caller.is_node:
+            if (caller.run_id, caller.node_instance) != (run_id, node_instance):
+                raise Forbidden(f"{caller} may not complete for {node_instance}")
+        else:  # a person: the run must be theirs (a node's token is valid for its run only)
+            with reading(self.engine) as conn:
+                access.checked(bulk.read_run(conn, run_id), run_id, caller)
         return self._completions.submit(Completion(run_id, node_instance, state))
 
     def _complete_many(self, items: Sequence[Completion]) -> Answers:

@@ -6,12 +6,16 @@ stores the value, announces it to whoever waits for it, and pushes it into every
 to it. The server's own facts (hostnames, ids, abort flags) go through it; nodes and users go
 through :meth:`Parameters.write`, which applies the rules first:
 
+- a node writes only what is its own: its node instance's declared outputs, its
+  ``statecustom`` (ss-display), ``url.service`` and abort flag, and the run's globals; any key
+  of another node instance or node, and its own inputs (their mapping sets them), are refused
+  (403, naming the key);
 - what the server states (``state``, ``complete``, ``hostname``, ``instanceid``, ``url.ssh``,
   ``vmstate``, ``nodename``, ``id``, ``cloudservice``, ``image.id``, ``<node>:ids``,
   ``<node>:multiplicity``, ``ss:state``, ``ss:category``) is written by the server only
   (409, as SlipStream answered); ``ss:abort`` and ``<node>.<i>:abort`` change only by
-  aborting the run, and a node raises or clears only its own flag (403); clearing a flag
-  nobody raised does nothing, and ``ss:abort`` once raised stays so (409: an abort is final);
+  aborting the run, and an abort a node raises names that node; clearing a flag nobody raised
+  does nothing, and ``ss:abort`` once raised stays so (409: an abort is final);
 - a node setting a parameter nobody declared (an instance key, or an ``ss:`` global beyond
   those every run has) is a broken recipe: the run aborts, naming it;
 - once the run is final nothing changes; once it is aborted, writes fail fast (409) unless
@@ -235,8 +239,10 @@ class Parameters:
         refused)."""
         parsed = self.key(key, caller)
         check_value(str(parsed), value)
-        if caller.is_node and caller.run_id != run_id:
-            raise access.no_run(run_id)
+        if caller.is_node:
+            if caller.run_id != run_id:
+                raise access.no_run(run_id)
+            _own(parsed, caller)
         if secret and parsed.scope == "instance" and parsed.name in STANDARD_PARAMETERS:
             raise Invalid(
                 f"{parsed}: only a declared parameter (an output, an input, ss:name) is secret",
@@ -285,6 +291,11 @@ class Parameters:
             raise Conflict(f"{key} belongs to the server: it is not set by {caller}")
         if run.abort_reason is not None and not item.ignore_abort:
             raise RunAborted(run.abort_reason)
+        if caller.is_node and key.scope == "instance" and _kind(tx, run.id, key) == "input":
+            raise Forbidden(
+                f"{caller} may not set {key}: an input takes its value from its mapping",
+                hint="set an output of the node instead, or the input at deploy time",
+            )
         if self.values.put(tx, run, str(key), value or None, secret=item.secret):
             if key.name == "statecustom" and key.node_instance:  # ss-display: shown live
                 tx.event(run.id, events.displayed(key.node_instance, value))
@@ -348,10 +359,9 @@ class Parameters:
         return replace(item, value=self.values.secrets.redact(item.run_id, item.value))
 
     def _abort(self, tx: Tx, run: RunRecord, key: Key, value: str, caller: Principal) -> None:
-        """A write of ``ss:abort`` or ``<node>.<i>:abort``: raising (or clearing) a flag."""
+        """A write of ``ss:abort`` or ``<node>.<i>:abort``: raising (or clearing) a flag. A
+        node reaches only its own flag (``_own``), so the abort it raises names it."""
         own = caller.node_instance
-        if caller.is_node and key.scope == "instance" and key.node_instance != own:
-            raise Forbidden(f"{caller} may not raise or clear the abort flag of {key.node}")
         if not value:  # ss-abort --cancel: the node's own flag only; a run once aborted stays so
             if key.scope == "instance" and caller.is_node:
                 self.values.put(tx, run, str(key), None)
@@ -366,6 +376,31 @@ class Parameters:
         where = key.node_instance or own
         reason = value if where is None or value.startswith(f"{where}:") else f"{where}: {value}"
         self.aborts.abort_in(tx, run, reason, node_instance=where)
+
+
+def _own(key: Key, caller: Principal) -> None:
+    """Refuse a node's write of a key of another node instance (or of another node's
+    ``<node>:ids``): a node sets only its own parameters and the run's globals."""
+    own = caller.node_instance or ""
+    if key.scope == "global":
+        return
+    if key.scope == "instance" and key.node_instance == own:
+        return
+    if key.scope == "node" and key.node == own.rpartition(".")[0]:
+        return  # its node's ids and multiplicity: the server's (409, as SlipStream answers)
+    raise Forbidden(
+        f"{caller} may not set {key}: a node sets only its own parameters and the run's",
+        hint=f"{own} may set its outputs, statecustom, url.service and abort, and ss: globals",
+    )
+
+
+def _kind(tx: Tx, run_id: str, key: Key) -> str | None:
+    """What the parameter is (input, output, standard, ...), None if the run has no such key."""
+    return tx.session.scalar(
+        select(RuntimeParameterRecord.kind).where(
+            RuntimeParameterRecord.run_id == run_id, RuntimeParameterRecord.key == str(key)
+        )
+    )
 
 
 def _common(item: _Write) -> bulk.Write | None:

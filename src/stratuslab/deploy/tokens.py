@@ -3,7 +3,9 @@
 A token is valid for one node instance of one run; only its SHA-256 is kept (found through an
 index, so that checking one costs the same in a run of ten node instances or ten thousand).
 Removing a node instance from a run, or losing its machine, revokes its token: whatever its
-agent still sends no longer counts.
+agent still sends no longer counts. A token expires when its run reaches a final state (Done,
+Aborted, Cancelled); the agent's last requests (its report in SendingReports, its completions,
+its last lines of output) come before, and it leaves once the run is in Finalizing.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.engine import Engine
 
-from stratuslab.db.models import NodeInstanceRecord
+from stratuslab.db.models import NodeInstanceRecord, RunRecord
 from stratuslab.db.session import reading, session_scope
-from stratuslab.errors import NotFound
+from stratuslab.deploy.states import FINAL, RunState
+from stratuslab.errors import NotFound, Unauthorized
 from stratuslab.principal import Principal
 
 
@@ -51,12 +54,21 @@ class NodeTokens:
         return tokens
 
     def principal(self, run_id: str, token: str) -> Principal | None:
-        """The node instance ``token`` proves, if it is valid for ``run_id``."""
+        """The node instance ``token`` proves, if it is valid for ``run_id`` (None if not: a
+        token of another run, or revoked). Raises ``Unauthorized`` once the run is over."""
         if not token or len(token) > 256:
             return None
         with reading(self.engine) as conn:
-            name = conn.execute(_BY_TOKEN, {"b_run": run_id, "b_digest": digest(token)}).scalar()
-        return Principal.for_node(run_id, name) if name is not None else None
+            found = conn.execute(
+                _BY_TOKEN, {"b_run": run_id, "b_digest": digest(token)}
+            ).one_or_none()
+        if found is None:
+            return None
+        if RunState(found.state) in FINAL:
+            raise Unauthorized(
+                f"the run is over ({found.state}): the token of {found.name} no longer works"
+            )
+        return Principal.for_node(run_id, found.name)
 
 
 _NODES = cast(Table, NodeInstanceRecord.__table__)
@@ -65,8 +77,11 @@ _SET_TOKEN = (
     .where(_NODES.c.run_id == bindparam("b_run"), _NODES.c.name == bindparam("b_name"))
     .values(token_hash=bindparam("b_digest"))
 )
-_BY_TOKEN = select(_NODES.c.name).where(
-    _NODES.c.run_id == bindparam("b_run"), _NODES.c.token_hash == bindparam("b_digest")
+_RUNS = cast(Table, RunRecord.__table__)
+_BY_TOKEN = (
+    select(_NODES.c.name, _RUNS.c.state)
+    .join(_RUNS, _RUNS.c.id == _NODES.c.run_id)
+    .where(_NODES.c.run_id == bindparam("b_run"), _NODES.c.token_hash == bindparam("b_digest"))
 )
 
 

@@ -93,18 +93,18 @@ def test_ss_set_then_ss_get_round_trip(node: Member, fake_run: Run) -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "stored"),
+    ("member", "key", "stored"),
     [
-        ("ready", "web.1:ready"),
-        ("db:ready", "db.1:ready"),
-        ("db.2:ready", "db.2:ready"),
-        ("ss:tags", "ss:tags"),
+        ("web.1", "ready", "web.1:ready"),
+        ("db.1", "db:ready", "db.1:ready"),  # a node sets only its own: db.1 sets db:ready
+        ("db.2", "db.2:ready", "db.2:ready"),
+        ("web.1", "ss:tags", "ss:tags"),
     ],
 )
 def test_keys_are_qualified_as_slipstream_did(
-    node: Member, fake_run: Run, key: str, stored: str
+    real_api: Api, fake_run: Run, member: str, key: str, stored: str
 ) -> None:
-    assert node.tool("ss-set", key, "v").returncode == 0
+    assert real_api.member(fake_run.id, member).tool("ss-set", key, "v").returncode == 0
     assert fake_run.get(stored) == "v"
     assert [k for k in KEYS if fake_run.get(k)] == [stored]  # that one, and no other
 
@@ -115,8 +115,12 @@ def test_node_level_keys_stay_the_nodes(node: Member) -> None:
 
 
 def test_the_environment_overrides_the_configuration_file(node: Member, fake_run: Run) -> None:
-    assert node.tool("ss-set", "ready", "v", SLIPSTREAM_NODE_INSTANCE_NAME="db.2").returncode == 0
-    assert fake_run.get("db.2:ready") == "v"
+    fake_run.set("db.2:ready", "v")
+    done = node.tool("ss-get", "ready", SLIPSTREAM_NODE_INSTANCE_NAME="db.2")
+    assert (done.returncode, done.stdout) == (0, "v\n")  # db.2:ready, not web.1:ready
+    # Writing is another matter: web.1's token sets only web.1's parameters.
+    done = node.tool("ss-set", "ready", "v", SLIPSTREAM_NODE_INSTANCE_NAME="db.2")
+    assert done.returncode == 6 and "web.1 may not set db.2:ready" in done.stderr
     assert fake_run.get("web.1:ready") == ""
 
 
@@ -240,7 +244,7 @@ def test_a_forbidden_request_exits_6(node: Member, fake_run: Run) -> None:
     done = node.tool("ss-set", "db.1:abort", "true")  # only db.1 raises its own flag
     assert (done.returncode, done.stderr) == (
         6,
-        "ss-set: web.1 may not raise or clear the abort flag of db\n",
+        "ss-set: web.1 may not set db.1:abort: a node sets only its own parameters and the run's\n",
     )
     assert fake_run.get("ss:abort") == ""
 
@@ -285,8 +289,10 @@ def test_ss_get_all_waits_like_ss_get(node: Member, fake_run: Run) -> None:
     assert node.tool("ss-get-all", "--timeout", "1", "db", "ready").returncode == 9
 
 
-def test_ss_random_prints_and_sets_letters_and_digits(node: Member, fake_run: Run) -> None:
-    done = node.tool("ss-random", "-s", "20", "db.1:password")
+def test_ss_random_prints_and_sets_letters_and_digits(
+    real_api: Api, node: Member, fake_run: Run
+) -> None:
+    done = real_api.member(fake_run.id, "db.1").tool("ss-random", "-s", "20", "db.1:password")
     value = done.stdout.strip()
     assert done.returncode == 0
     assert len(value) == 20
