@@ -3,56 +3,15 @@ site with several servers uses. Each PostgreSQL test gets a database of its own.
 
 from __future__ import annotations
 
-import os
-import secrets
-import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-import sqlalchemy
-import sqlalchemy.exc
-from sqlalchemy.engine import make_url
 
-from stratuslab.db.session import dispose
+from tests.api.stores import database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/data/stratus.db"
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database(request.param, tmp_path) as url:
         yield url
-        dispose(url)  # its pooled connections hold three descriptors each, test after test
-        return
-    admin_url = os.environ.get("STRATUS_TEST_POSTGRES_URL")
-    if not admin_url:
-        pytest.fail(
-            "STRATUS_TEST_POSTGRES_URL is not set: `make test` sets it; `make unit` skips these"
-        )
-    name = f"stratus_test_{secrets.token_hex(4)}"
-    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        dispose(url)
-        try:
-            _drop(admin, name)
-        finally:
-            admin.dispose()
-
-
-def _drop(admin: sqlalchemy.Engine, name: str) -> None:
-    """Drop a test database. FORCE ends our own connections to it, but a role such as
-    autovacuum's it may not end ("must be a member of the role whose process is being
-    terminated"): that one ends by itself in moments, so try again."""
-    for attempt in range(40):
-        try:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            return
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError):
-            if attempt == 39:
-                raise
-            time.sleep(0.25)

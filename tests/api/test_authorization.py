@@ -15,58 +15,31 @@ attempts change nothing (that is what they prove), and what does change things c
 from __future__ import annotations
 
 import gzip
-import os
 import secrets
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
 import pytest
-import sqlalchemy
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import make_url
 
 from stratuslab import config
 from stratuslab.accounts.authn import COOKIE
 from stratuslab.api.app import create_app
 from stratuslab.cloud import clouds
 from stratuslab.cloud.connectors.fake import FakeConnector
-from stratuslab.db.session import dispose, engine_for
+from stratuslab.db.session import engine_for
 from stratuslab.principal import SERVER, Principal
 from stratuslab.services import Services
 from tests.api.owners import PASSWORD, Owner, accounts, client, settled, snapshot
+from tests.api.stores import database
 from tests.deploy.support import wait_until
 from tests.support import environment
 
 STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-@contextmanager
-def database(kind: str, root: Path) -> Iterator[str]:
-    """A store of its own for one module's world (tests/api/conftest.py does it per test)."""
-    if kind == "sqlite":
-        yield f"sqlite:///{root}/data/stratus.db"
-        return
-    admin_url = os.environ.get("STRATUS_TEST_POSTGRES_URL")
-    if not admin_url:
-        pytest.fail("STRATUS_TEST_POSTGRES_URL is not set: `make test` sets it")
-    name = f"stratus_test_{secrets.token_hex(4)}"
-    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        dispose(url)
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @dataclass

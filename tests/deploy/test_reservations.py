@@ -41,7 +41,7 @@ def idle(settings: Settings, fake: FakeConnector) -> Iterator[Services]:
         ModuleText("apps/web", "apps/web.yaml", WEB),
         ModuleText("apps/demo", "apps/demo/module.yaml", APP),  # db.1, web.1, web.2
     ]
-    services.modules.push(texts, owner="alice")
+    services.modules.push(texts, caller=Principal.for_user("alice"))
     try:
         yield services
     finally:
