@@ -21,9 +21,12 @@ from .wire import Answer, connect_to, exchange, quote, secure, split_url, trusti
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing; mypy knows the name
 if TYPE_CHECKING:
-    import ssl
+    import _socket
+    import _ssl
     from collections.abc import Mapping
     from typing import Any
+
+    from .wire import Secured
 
 RETRIED_STATUSES = (502, 503, 504)
 
@@ -88,7 +91,7 @@ class RunClient:
         scheme, host, port, prefix = split_url(config.server)
         self.config = config
         self._https = scheme == "https"
-        self._tls: ssl.SSLContext | None = None  # made on the first request: tools pay once
+        self._tls: _ssl._SSLContext | None = None  # made on the first request: tools pay once
         self._host = host
         self._port = port
         self._prefix = prefix
@@ -292,17 +295,18 @@ class RunClient:
         connect_timeout: float,
     ) -> Answer:
         address = (self._host, self._port or (443 if self._https else 80))
-        connection = connect_to(address, connect_timeout)
+        raw = connect_to(address, connect_timeout)
+        connection: _socket.socket | Secured = raw
         try:
-            connection.settimeout(timeout)
+            raw.settimeout(timeout)
             if self._https:
-                import ssl
+                import _ssl
 
                 if self._tls is None:
                     self._tls = trusting(self.config.ca)
                 try:
-                    connection = secure(connection, self._host, self._tls)
-                except ssl.SSLCertVerificationError as exc:  # retrying cannot mend it
+                    connection = secure(raw, self._host, self._tls)
+                except _ssl.SSLCertVerificationError as exc:  # retrying cannot mend it
                     raise ToolError(
                         UNREACHABLE,
                         f"cannot trust {self.config.server}: {exc.verify_message or exc}; "
@@ -311,6 +315,7 @@ class RunClient:
             return exchange(connection, self._host, method, target, headers, body)
         finally:
             connection.close()
+            raw.close()  # detached once secured: closing it then does nothing
 
     def _checked(self, method: str, path: str, not_found: str, **request: Any) -> Answer:
         """:meth:`request`, raising the :func:`refusal` of an answer that is not a success."""

@@ -3,9 +3,9 @@
 Written out rather than done with http.client, whose import (it pulls in the email package)
 would double the start-up time of every ss-* tool. For the same reason it speaks to ``_socket``,
 not ``socket``: ``socket.py`` imports selectors, enum and collections, ~10 ms of every call,
-for nothing a plain connection needs (``ssl``, for https only, brings it back). urllib.parse is
-imported only for text that needs it. The server is our own: it answers with a Content-Length,
-or chunked, and a connection is never reused.
+for nothing a plain connection needs (and TLS is done with ``_ssl``, see :func:`trusting`).
+urllib.parse is imported only for text that needs it. The server is our own: it answers with
+a Content-Length, or chunked, and a connection is never reused.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from .exits import USAGE, ToolError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing; mypy knows the name
 if TYPE_CHECKING:
-    import ssl
+    import _ssl
     from collections.abc import Mapping
+    from typing import Any
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
 
@@ -103,32 +104,85 @@ def connect_to(address: tuple[str, int], timeout: float) -> _socket.socket:
     raise error or OSError(f"cannot resolve {host}")
 
 
-def trusting(ca: str) -> ssl.SSLContext:
+def trusting(ca: str) -> _ssl._SSLContext:
     """A TLS client context that trusts the certificates ``ca`` (PEM) and nothing else: not the
-    system's authorities, not a certificate that does not name the host asked for."""
-    import ssl
+    system's authorities, not a certificate that does not name the host asked for.
+
+    Made with ``_ssl``, not ``ssl``: importing ``ssl.py`` (socket, enum, base64, ...) costs
+    ~20 ms of every tool call, four times what the TLS itself costs; the C context it wraps is
+    the same, with the settings ``ssl.create_default_context`` gives it (the C defaults for a
+    client are those options, hostname checking and a required certificate)."""
+    import _ssl
 
     try:
-        context = ssl.create_default_context(cadata=ca)
-    except (ssl.SSLError, ValueError) as exc:
+        context = _ssl._SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
+        context.verify_mode = _CERT_REQUIRED
+        context.check_hostname = True
+        context.verify_flags |= _TRUSTED_FIRST
+        context.minimum_version = _TLS_1_2
+        context.load_verify_locations(cadata=ca)
+    except (_ssl.SSLError, ValueError, TypeError) as exc:
         raise ToolError(USAGE, f"the site CA is not a PEM certificate: {exc}") from exc
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
 
-def secure(connection: _socket.socket, host: str, context: ssl.SSLContext) -> _socket.socket:
-    """``connection`` wrapped in TLS, the server's certificate checked by ``context`` and
-    against ``host``; ``ssl.SSLCertVerificationError`` for a server it does not trust."""
-    import socket
+_CERT_REQUIRED = 2  # ssl.CERT_REQUIRED
+_TRUSTED_FIRST = 0x8000  # ssl.VERIFY_X509_TRUSTED_FIRST, as create_default_context sets it
+_TLS_1_2 = 0x0303  # ssl.TLSVersion.TLSv1_2
 
+
+class Secured:
+    """A connection after its TLS handshake: what ``exchange`` needs of a socket."""
+
+    __slots__ = ("_raw", "_tls")
+
+    def __init__(self, raw: _socket.socket, tls: Any) -> None:  # an _ssl._SSLSocket
+        self._raw = raw
+        self._tls = tls
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self._tls.write(view) :]
+
+    def recv(self, size: int) -> bytes:
+        import _ssl
+
+        try:
+            data: bytes = self._tls.read(size)
+            return data
+        except (_ssl.SSLZeroReturnError, _ssl.SSLEOFError):
+            return b""  # the server closed the connection (after its answer)
+
+    def gettimeout(self) -> float | None:
+        return self._raw.gettimeout()
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._raw.settimeout(timeout)
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def secure(connection: _socket.socket, host: str, context: _ssl._SSLContext) -> Secured:
+    """``connection`` wrapped in TLS, the server's certificate checked by ``context`` and
+    against ``host``; ``_ssl.SSLCertVerificationError`` for a server it does not trust."""
     timeout = connection.gettimeout()
-    plain = socket.socket(fileno=connection.detach())  # ssl wraps only socket.socket
-    plain.settimeout(timeout)
+    raw = _Referable(fileno=connection.detach())  # _ssl holds its socket by a weak reference
+    raw.settimeout(timeout)
     try:
-        return context.wrap_socket(plain, server_hostname=host)
+        wrap: Any = context._wrap_socket  # type: ignore[attr-defined]  # C, not in typeshed
+        tls = wrap(raw, False, host)
+        tls.do_handshake()
     except BaseException:
-        plain.close()
+        raw.close()
         raise
+    return Secured(raw, tls)
+
+
+class _Referable(_socket.socket):
+    """``_socket.socket``, which a weak reference may point to (what ``socket.socket`` is, for
+    ``_ssl``'s sake, without importing ``socket.py``)."""
 
 
 class _Reader:
@@ -136,7 +190,7 @@ class _Reader:
 
     __slots__ = ("_buffer", "_connection")
 
-    def __init__(self, connection: _socket.socket) -> None:
+    def __init__(self, connection: _socket.socket | Secured) -> None:
         self._connection = connection
         self._buffer = bytearray()
 
@@ -167,7 +221,7 @@ class _Reader:
 
 
 def exchange(
-    connection: _socket.socket,
+    connection: _socket.socket | Secured,
     host: str,
     method: str,
     target: str,
