@@ -269,3 +269,50 @@ def test_a_cookie_of_any_length_or_shape_is_a_401_never_a_5xx(api: TestClient, c
     assert refused.status_code == 401 and refused.json()["error"]["type"] == "Unauthorized"
     assert odd.get("/run").status_code == 401
     assert odd.get("/api/session").json()["count"] == 0
+
+
+def test_logins_under_names_nobody_has_leave_nothing_in_the_store(api: TestClient) -> None:
+    from sqlalchemy import func, select
+
+    from stratuslab.db.models import LoginFailureRecord
+    from stratuslab.db.session import session_scope
+
+    add_user(api, "alice")
+    for number in range(20):
+        login(api, username=f"nobody{number}", password="whatever1")
+    login(api, username="alice", password="wrong one")
+    with session_scope(services_of(api).engine) as session:
+        subjects = session.scalars(select(LoginFailureRecord.subject)).all()
+        assert subjects == ["user:alice"]
+        assert session.scalar(select(func.count()).select_from(LoginFailureRecord)) == 1
+
+
+def test_logging_in_again_and_again_keeps_a_bounded_number_of_sessions(api: TestClient) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import func, select
+
+    from stratuslab.accounts.credentials import MAX_SESSIONS
+    from stratuslab.db.models import SessionRecord, utcnow
+    from stratuslab.db.session import session_scope
+
+    add_user(api, "alice")
+    credentials = services_of(api).credentials
+    first = credentials.open_session("alice", method="internal")
+    for _ in range(MAX_SESSIONS + 5):
+        last = credentials.open_session("alice", method="internal")
+    assert credentials.session_of(first[1]) is None  # the oldest ended
+    assert credentials.session_of(last[1]) is not None
+    engine = services_of(api).engine
+    with session_scope(engine) as session:
+        live = session.scalar(
+            select(func.count())
+            .select_from(SessionRecord)
+            .where(SessionRecord.revoked_at.is_(None))
+        )
+        assert live == MAX_SESSIONS
+        for row in session.scalars(select(SessionRecord)):
+            row.expires_at = utcnow() - timedelta(seconds=1)
+    credentials.open_session("alice", method="internal")
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(SessionRecord)) == 1

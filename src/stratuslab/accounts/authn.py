@@ -124,7 +124,8 @@ class Authenticator:
             row = session.get(UserRecord, name[:MAX_USER])
             stored = row.password_hash if row is not None else None
         if not verify_password(stored, password):
-            self.throttle.failed(subject)
+            if row is not None:  # counted per account: names nobody has leave nothing stored
+                self.throttle.failed(subject)
             raise Unauthorized("wrong user name or password")
         principal = self.accounts.principal(name)
         if principal is None:

@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.engine import Engine
 
 from stratuslab.accounts.secrets import digest, new_secret, same
@@ -27,6 +27,7 @@ SESSION_PREFIX = "session/"
 SESSION_TTL = timedelta(hours=12)
 MAX_KEY_DAYS = 3650
 MAX_KEYS = 100  # live API keys per user
+MAX_SESSIONS = 100  # live sessions per user: a new login past it ends the oldest
 
 
 def key_token(key_id: str, secret: str) -> str:
@@ -125,8 +126,24 @@ class Credentials:
     def open_session(self, user: str, *, method: str) -> tuple[str, str, datetime]:
         """A new session of ``user``: (its id, its cookie value, when it expires)."""
         session_id, token = str(uuid.uuid4()), new_secret()
-        expires = utcnow() + SESSION_TTL
+        now = utcnow()
+        expires = now + SESSION_TTL
         with session_scope(self.engine) as session:
+            # Logins add rows: the user's expired ones go, and past MAX_SESSIONS live ones the
+            # oldest ends, so that no client logging in again and again grows the store.
+            session.execute(
+                delete(SessionRecord).where(
+                    SessionRecord.user == user, SessionRecord.expires_at <= now
+                )
+            )
+            live = session.scalars(
+                select(SessionRecord)
+                .where(SessionRecord.user == user, SessionRecord.revoked_at.is_(None))
+                .order_by(SessionRecord.created_at.desc())
+                .offset(MAX_SESSIONS - 1)
+            ).all()
+            for oldest in live:
+                oldest.revoked_at = now
             session.add(
                 SessionRecord(
                     id=session_id,
