@@ -26,7 +26,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stratuslab import config
-from stratuslab.accounts.authn import COOKIE
+from stratuslab.accounts import COOKIE
 from stratuslab.api.app import create_app
 from stratuslab.cloud import clouds
 from stratuslab.cloud.connectors.fake import FakeConnector

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from stratuslab.accounts.authn import COOKIE
+from stratuslab.accounts import COOKIE
 from stratuslab.principal import SERVER, Principal
 from stratuslab.services import Services
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from stratuslab.accounts.authn import COOKIE
+from stratuslab.accounts import COOKIE
 from stratuslab.principal import SERVER, Principal
 from tests.api.test_session import login, services_of
 

@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stratuslab import build
-from stratuslab.accounts.authn import COOKIE
-from stratuslab.api.client import SESSION_COOKIE
+from stratuslab.accounts import COOKIE
+from stratuslab.accounts import COOKIE as SESSION_COOKIE  # one definition, client and server
 from stratuslab.cli import credfile
 from stratuslab.cli.main import main
 from stratuslab.cli.runtime import Runtime

@@ -35,7 +35,6 @@ from stratuslab.db.session import session_scope
 from stratuslab.errors import Forbidden, Invalid, Unauthorized
 from stratuslab.principal import Principal
 
-COOKIE = "com.sixsq.slipstream.cookie"  # the name SlipStream's clients keep and send back
 MAX_USER = 64
 _BASIC_TTL = 60.0  # seconds a verified Basic password is remembered (argon2 costs ~50 ms)
 _BASIC_KEPT = 10_000

@@ -28,8 +28,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from stratuslab.accounts import COOKIE
 from stratuslab.api import identity
-from stratuslab.api.client_accounts import SESSION_COOKIE, AccountResources
+from stratuslab.api.client_accounts import AccountResources
 from stratuslab.api.identity import ServerIdentity
 from stratuslab.api.transport import HttpTransport as HttpTransport
 from stratuslab.api.transport import Response as Response
@@ -194,7 +195,7 @@ class ApiClient(AccountResources):
                 self.verify()
             headers["Authorization"] = f"Bearer {self._token}"
         elif self._cookie:
-            headers["Cookie"] = f"{SESSION_COOKIE}={self._cookie}"
+            headers["Cookie"] = f"{COOKIE}={self._cookie}"
         body = None
         if json_body is not None:
             body = json.dumps(json_body).encode()

@@ -12,12 +12,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from stratuslab.accounts import COOKIE
 from stratuslab.errors import BackendError
 
 if TYPE_CHECKING:
     from stratuslab.api.transport import Response
-
-SESSION_COOKIE = "com.sixsq.slipstream.cookie"  # accounts/authn.py's COOKIE: SlipStream's name
 
 
 class AccountResources:
@@ -150,7 +149,7 @@ def _session_cookie(header: str) -> tuple[str, datetime | None]:
         jar.load(header)
     except CookieError:
         return "", None
-    morsel = jar.get(SESSION_COOKIE)
+    morsel = jar.get(COOKIE)
     if morsel is None:
         return "", None
     expires: datetime | None = None

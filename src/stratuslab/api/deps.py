@@ -12,7 +12,8 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 
-from stratuslab.accounts.authn import COOKIE, Presented
+from stratuslab.accounts import COOKIE
+from stratuslab.accounts.authn import Presented
 from stratuslab.api import tls
 from stratuslab.errors import Unauthorized
 from stratuslab.principal import Principal

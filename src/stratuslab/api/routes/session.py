@@ -27,7 +27,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from stratuslab.accounts.authn import COOKIE, Presented
+from stratuslab.accounts import COOKIE
+from stratuslab.accounts.authn import Presented
 from stratuslab.accounts.credentials import SESSION_PREFIX, SESSION_TTL
 from stratuslab.api.deps import COOKIE_TOKEN, Services, ServicesDep, UserDep, session_cookie
 from stratuslab.api.routes.cimi import SLIPSTREAM_SCHEMA, CimiRoute, collection
