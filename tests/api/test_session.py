@@ -316,3 +316,24 @@ def test_logging_in_again_and_again_keeps_a_bounded_number_of_sessions(api: Test
     credentials.open_session("alice", method="internal")
     with session_scope(engine) as session:
         assert session.scalar(select(func.count()).select_from(SessionRecord)) == 1
+
+
+def test_creating_and_revoking_keys_in_a_loop_keeps_a_bounded_number(api: TestClient) -> None:
+    from sqlalchemy import func, select
+
+    from stratuslab.accounts import credentials as keys
+    from stratuslab.db.models import ApiKeyRecord
+    from stratuslab.db.session import session_scope
+
+    add_user(api, "alice")
+    alice = Principal.for_user("alice")
+    service = services_of(api).credentials
+    live = service.create_key(caller=alice, name="kept")
+    for _ in range(keys.MAX_KEYS_KEPT - keys.MAX_KEYS + 10):
+        made = service.create_key(caller=alice)
+        service.revoke_key(made["id"], caller=alice)
+    with session_scope(services_of(api).engine) as session:
+        count = session.scalar(select(func.count()).select_from(ApiKeyRecord))
+    assert count is not None and count <= keys.MAX_KEYS_KEPT
+    bearer = {"Authorization": f"Bearer {live['token']}"}
+    assert TestClient(api.app).get("/api/runs", headers=bearer).status_code == 200

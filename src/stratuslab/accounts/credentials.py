@@ -27,6 +27,7 @@ SESSION_PREFIX = "session/"
 SESSION_TTL = timedelta(hours=12)
 MAX_KEY_DAYS = 3650
 MAX_KEYS = 100  # live API keys per user
+MAX_KEYS_KEPT = 1000  # keys per user kept in all, revoked ones included
 MAX_SESSIONS = 100  # live sessions per user: a new login past it ends the oldest
 
 
@@ -70,6 +71,16 @@ class Credentials:
             ).all()
             if len(live) >= MAX_KEYS:
                 raise Invalid(f"at most {MAX_KEYS} API keys per user: revoke some first")
+            # Revoked keys stay listed, but creating and revoking in a loop must not grow the
+            # store: past MAX_KEYS_KEPT in all, the oldest revoked ones go.
+            dead = session.scalars(
+                select(ApiKeyRecord)
+                .where(ApiKeyRecord.user == owner, ApiKeyRecord.revoked_at.is_not(None))
+                .order_by(ApiKeyRecord.revoked_at.desc())
+                .offset(MAX_KEYS_KEPT - MAX_KEYS)
+            ).all()
+            for gone in dead:
+                session.delete(gone)
             row = ApiKeyRecord(
                 id=key_id,
                 user=owner,
