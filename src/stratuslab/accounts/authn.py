@@ -109,6 +109,13 @@ class Authenticator:
         found = self.credentials.session_of(presented.cookie)
         return "session", found[0] if found is not None else None
 
+    def site_admin(self, token: str) -> Principal | None:
+        """The site's administrator, when a bearer token is the site token: a comparison, no
+        read, so the API makes it where the request arrives."""
+        return (
+            Principal.for_user(self.site_user, admin=True) if same(token, self.site_token) else None
+        )
+
     def may_be_node_token(self, token: str) -> bool:
         """Whether a bearer token is neither the site token nor an API key (so, if anything, a
         node instance's token)."""

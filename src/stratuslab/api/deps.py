@@ -83,6 +83,8 @@ UserDep = Annotated[Principal, Depends(current_user)]
 async def run_caller(run_id: str, services: ServicesDep, credentials: PresentedDep) -> Principal:
     """Who calls a run's endpoints: one of the run's node instances (its token), or a user."""
     token = bearer(credentials.authorization)
+    if token and not credentials.act_as and (site := services.authn.site_admin(token)):
+        return site
     if token and not credentials.act_as and services.authn.may_be_node_token(token):
         # Thousands of node instances call at once: their token is one indexed read, made
         # here rather than after a hop to a worker thread.

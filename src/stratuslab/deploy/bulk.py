@@ -31,6 +31,7 @@ from stratuslab.deploy.events import RunEvent
 from stratuslab.deploy.states import BARRIERS, RunState
 from stratuslab.deploy.tx import Tx, param_topic, run_topic
 from stratuslab.errors import Conflict, NotFound, StratusError
+from stratuslab.principal import Principal
 
 READY = "ready"  # node_instances.provisioning once its machine is recorded as running
 CREATING = "creating"  # its machine is recorded and being made
@@ -50,6 +51,7 @@ class Completion:
     run_id: str
     node_instance: str
     state: str | None
+    person: Principal | None = None  # a person completing for a node: the run must be theirs
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ class Write:
     value: str
     ignore_abort: bool
     display_of: str | None  # the node instance whose statecustom this is (ss-display)
+    person: Principal | None = None  # a person's write: the run must be theirs
 
 
 def write(
@@ -189,6 +192,8 @@ def write(
         return None
     if run.abort_reason is not None and not all(item.ignore_abort for item in items):
         return None
+    if any(item.person and not item.person.owns(run.owner) for item in items):
+        return None  # someone else's run: the general way answers as if there were none
     keys = list(dict.fromkeys(item.key for item in items))
     kinds = [row.kind for row in conn.execute(_EXISTING, {"b_run": run_id, "b_keys": keys})]
     if len(kinds) != len(keys) or "input" in kinds:
@@ -243,7 +248,7 @@ def facts(item: Provisioned) -> dict[str, str]:
 # Built once: making a statement costs more than running it (SQLAlchemy caches the compiled
 # form of a statement it has seen, but constructing it is paid on every call).
 _SELECT_RUN = (
-    select(_RUN.c.state, _RUN.c.abort_reason, _RUN.c.waiting)
+    select(_RUN.c.state, _RUN.c.abort_reason, _RUN.c.waiting, _RUN.c.owner)
     .where(_RUN.c.id == bindparam("b_run"))
     .with_for_update()
 )

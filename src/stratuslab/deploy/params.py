@@ -409,10 +409,9 @@ def _common(item: _Write) -> bulk.Write | None:
     key = item.key
     if key.is_abort or key.server_owned or key.computed or item.secret:
         return None
-    if not item.caller.is_node:
-        return None  # a user's write: the general way checks that the run is theirs
     display = key.node_instance if key.name == "statecustom" else None
-    return bulk.Write(str(key), item.value, item.ignore_abort, display)
+    person = None if item.caller.is_node else item.caller  # checked against the run's owner
+    return bulk.Write(str(key), item.value, item.ignore_abort, display, person)
 
 
 def _run(run: RunRecord | None, run_id: str, caller: Principal) -> RunRecord:
