@@ -65,6 +65,15 @@ class Settings:
     tls_port: int = 8443
     tls_client_ca_file: str = ""  # the CAs whose user certificates the site trusts (a bundle)
     tls_allow_proxies: bool = False  # RFC 3820 proxy certificates of those users, too
+    # Continuous verification (verify/): where its mail goes out, and what its links point at.
+    smtp_host: str = ""  # empty: mail notifications wait in the outbox until one is set
+    smtp_port: int = 25
+    smtp_starttls: bool = False  # STARTTLS before logging in (port 587 usually)
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "stratus@localhost"
+    public_url: str = ""  # the server's URL as people reach it (links); empty: the local one
+    watch_min_every_s: int = 10  # the shortest polling interval a watch may ask for
     debug: bool = False
 
     @property
@@ -80,6 +89,16 @@ class Settings:
         """Where node agents reach the server: the bridge's address, seen from the instances,
         where the server listens with TLS (the loopback API stays plain HTTP)."""
         return self.agent_server_url or f"https://{self.bridge_gateway}:{self.server_port}"
+
+    @property
+    def links_url(self) -> str:
+        """The server's URL in what people are sent (mail, webhooks, commit statuses)."""
+        return (self.public_url or self.local_server_url).rstrip("/")
+
+    @property
+    def git_cache_dir(self) -> Path:
+        """The clones of watched repositories, fetched incrementally (verify/git.py)."""
+        return self.cache_dir / "git"
 
     @property
     def reports_dir(self) -> Path:
@@ -215,6 +234,10 @@ def _validated(settings: Settings) -> Settings:
         raise Invalid("settings tls_cert_file and tls_key_file: give both, or neither")
     if settings.tls_client_ca_file and not settings.tls_cert_file:
         raise Invalid("setting tls_client_ca_file: client certificates need tls_cert_file too")
+    if not 1 <= settings.smtp_port <= 65535:
+        raise Invalid("setting smtp_port: a TCP port, 1 to 65535")
+    if not 1 <= settings.watch_min_every_s <= 86400:
+        raise Invalid("setting watch_min_every_s: between 1 and 86400 seconds")
     if not 1 <= settings.tls_port <= 65535:
         raise Invalid("setting tls_port: a TCP port, 1 to 65535")
     if not settings.database_url.startswith(("sqlite:///", "postgresql")):
