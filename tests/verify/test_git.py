@@ -389,6 +389,27 @@ def test_a_prefix_several_commits_share_is_refused(tmp_path: Path, repos: Reposi
         mirror.resolve(shared)
 
 
+def test_a_commit_that_is_not_utf8_is_read_not_fatal(
+    git_server: GitServer, repos: Repositories, tmp_path: Path
+) -> None:
+    # Old repositories hold Latin-1 names and messages with no encoding header (git commit
+    # would convert them today): written here as raw bytes.
+    repo = git_server.create()
+    tree = repo.git("hash-object", "-t", "tree", "-w", "/dev/null").strip()  # the empty tree
+    raw = tmp_path / "commit"
+    raw.write_bytes(
+        f"tree {tree}\n".encode()
+        + b"author Zo\xe9 Martin <zoe@example.org> 1700000000 +0100\n"
+        + b"committer Zo\xe9 Martin <zoe@example.org> 1700000000 +0100\n\ncaf\xe9 cr\xe8me\n"
+    )
+    sha = repo.git("hash-object", "-t", "commit", "-w", str(raw)).strip()
+    repo.git("update-ref", "refs/heads/main", sha)
+    repo.push()
+    commit = repos.fetch(repo.git_url).commit(sha)
+    assert (commit.author, commit.subject) == ("Zo\ufffd Martin", "caf\ufffd cr\ufffdme")
+    assert commit.when == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+
+
 def test_commits_come_in_one_call_in_the_order_asked(
     git_server: GitServer, repos: Repositories
 ) -> None:
