@@ -97,3 +97,10 @@ def test_input_is_fed_while_lines_stream_and_a_timeout_leaves_room_to_finish() -
     seen: list[str] = []
     done = proc.run(["sh", "-c", "cat; echo end"], input="a\nb\n", timeout=30, on_line=seen.append)
     assert (seen, done.returncode) == (["a", "b", "end"], 0)
+
+
+@pytest.mark.spawns
+def test_output_that_is_not_text_is_decoded_with_replacement_characters() -> None:
+    # git prints commit messages and ref names as stored: Latin-1 bytes must not crash us.
+    done = proc.run(["printf", "caf\\351 \\377"])
+    assert done.stdout == "caf\ufffd \ufffd"

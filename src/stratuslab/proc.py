@@ -216,6 +216,7 @@ def _start(argv: list[str], input: str | None, env: Mapping[str, str] | None) ->
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        errors="replace",  # a command may print bytes that are not text (a file name, a commit)
         env=env,
         process_group=0,  # its children too, so that a timeout can kill them all
     )
