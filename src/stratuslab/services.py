@@ -15,6 +15,7 @@ else constructs the engine's parts. What depends on what, read top to bottom:
     scaling         (control, parameters, quotas)
     orchestrator    (runs, control, tokens, instances)
     supervisor      (control, orchestrator, work)
+    watches, outbox, verifier (modules, runs, control)   continuous verification
 """
 
 from __future__ import annotations
@@ -54,6 +55,13 @@ from stratuslab.deploy.work import WorkQueue
 from stratuslab.errors import Forbidden
 from stratuslab.hub import Hub
 from stratuslab.principal import Principal
+from stratuslab.verify import gitcache as verify_git
+from stratuslab.verify.notify.mail import SmtpSettings
+from stratuslab.verify.notify.outbox import Outbox
+from stratuslab.verify.notify.status import check_forge
+from stratuslab.verify.public import PublicViews
+from stratuslab.verify.verifier import Parts, Verifier
+from stratuslab.verify.watches import Watches
 
 WORKERS = 64  # background jobs at once: provisioning and teardown threads of every run
 
@@ -129,6 +137,35 @@ class Services:
             work=self.work,
             instances_for=self.instances_of,
         )
+        self.watches = Watches(
+            engine,
+            check_url=lambda url, local: verify_git.check_url(url, local_allowed=local),
+            check_forge=check_forge,
+            min_every_s=settings.watch_min_every_s,
+        )
+        self.watch_views = PublicViews(engine)
+        self.outbox = Outbox(engine, SmtpSettings.from_settings(settings))
+        self.verifier = Verifier(
+            Parts(
+                engine=engine,
+                repositories=verify_git.Repositories(settings.git_cache_dir),
+                modules=self.modules,
+                runs=self.runs,
+                control=self.control,
+                principal_of=self._principal_of,
+                submit=self.submit,
+                links_url=settings.links_url,
+                outbox=self.outbox,
+            )
+        )
+
+    def _principal_of(self, owner: str) -> Principal | None:
+        """A watch's owner as the caller of the runs it makes (their groups, their rights);
+        the site token's user, who may have no account, is the site's administrator."""
+        found = self.accounts.principal(owner)
+        if found is None and owner == self.settings.user:
+            return Principal.for_user(owner, admin=True)
+        return found
 
     def instances(self, caller: Principal) -> InstanceService:
         """The instance service acting for ``caller``: their own instances, or every owner's
@@ -166,13 +203,15 @@ class Services:
         with self._lock:
             if self._active > 0:
                 return True
-        return self.runs.working()
+        return self.runs.working() or self.verifier.active()
 
     def start(self) -> None:
         """Start watching over runs (timeouts, dead nodes, work left by a previous server)."""
         self.supervisor.start()
+        self.verifier.start()
 
     def close(self) -> None:
+        self.verifier.stop()
         self.supervisor.stop()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.connectors.close()

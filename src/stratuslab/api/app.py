@@ -21,6 +21,7 @@ from stratuslab.api.routes import (
     event,
     groups,
     health,
+    hooks,
     images,
     instances,
     modules,
@@ -30,6 +31,7 @@ from stratuslab.api.routes import (
     slipstream,
     usage,
     users,
+    watches,
     whoami,
 )
 from stratuslab.config import Settings
@@ -67,6 +69,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(event.router)
     app.include_router(quotas.router)
     app.include_router(usage.router)
+    app.include_router(watches.router)
+    app.include_router(hooks.router)
     app.add_exception_handler(StratusError, _stratus_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_middleware(

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -103,3 +104,15 @@ def _content_length(scope: Scope) -> int | None:
 
 def _size(count: int) -> str:
     return f"{count // 2**20} MiB" if count % 2**20 == 0 else f"{count} bytes"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """A request's body, refused past ``limit`` bytes without reading the rest."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the request body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -20,6 +20,7 @@ from stratuslab.cli import (
     server,
     session,
     user,
+    watch,
 )
 from stratuslab.cli.deploy import deploy
 from stratuslab.cli.runtime import Runtime
@@ -77,6 +78,7 @@ cli.add_command(session.whoami)
 cli.add_command(cert.group)
 cli.add_command(quota.group)
 cli.add_command(usage)
+cli.add_command(watch.group)
 
 
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:

@@ -98,6 +98,7 @@ class ModuleRecord(Base):
     text: Mapped[str] = mapped_column(Text)
     digest: Mapped[str] = mapped_column(String(64))
     owner: Mapped[str] = mapped_column(String(64))
+    tag: Mapped[str | None] = mapped_column(String(64))  # "git:<sha>": what it was pushed from
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

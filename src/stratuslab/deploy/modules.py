@@ -38,6 +38,7 @@ class StoredModule:
     pushed_by: str  # who pushed this version
     created_at: datetime
     owner: str  # who owns the path (deploy/rights.py)
+    tag: str | None = None  # "git:<sha>": the commit a watch pushed it from
 
     def parse(self) -> Module:
         return parse_module(self.text, path=self.path, file=self.file, version=self.version)
@@ -50,6 +51,7 @@ class StoredModule:
             "file": self.file,
             "owner": self.owner,
             "pushed_by": self.pushed_by,
+            "tag": self.tag,
             "created_at": self.created_at.isoformat(),
         }
 
@@ -68,7 +70,12 @@ class ModuleStore:
         self.rights = ModuleRights(engine)
 
     def push(
-        self, texts: Sequence[ModuleText], *, caller: Principal, only_changed: bool = False
+        self,
+        texts: Sequence[ModuleText],
+        *,
+        caller: Principal,
+        only_changed: bool = False,
+        tag: str | None = None,
     ) -> list[StoredModule]:
         """Check every module, then store each as a new version, all or none. A path nobody
         holds becomes the caller's; a new version of a held path needs edit rights on it.
@@ -83,7 +90,7 @@ class ModuleStore:
         try:
             with session_scope(self.engine) as session:
                 for text, module in zip(texts, parsed, strict=True):
-                    stored.append(self._push_one(session, text, module, caller, only_changed))
+                    stored.append(self._push_one(session, text, module, caller, only_changed, tag))
         except IntegrityError:
             # Two pushes of one new path at once: the store kept the first.
             raise Conflict(
@@ -99,6 +106,7 @@ class ModuleStore:
         module: Module,
         caller: Principal,
         only_changed: bool,
+        tag: str | None = None,
     ) -> StoredModule:
         found = rights.standing(session, text.path, lock=True)
         digest = hashlib.sha256(text.text.encode()).hexdigest()
@@ -116,6 +124,7 @@ class ModuleStore:
             text=text.text,
             digest=digest,
             owner=caller.user or "",
+            tag=tag,
         )
         session.add(row)
         session.flush()
@@ -223,5 +232,13 @@ class ModuleStore:
 def _stored(row: ModuleRecord, found: Standing) -> StoredModule:
     owner = found.own.owner if found.own is not None else row.owner
     return StoredModule(
-        row.path, row.version, row.kind, row.file, row.text, row.owner, row.created_at, owner
+        row.path,
+        row.version,
+        row.kind,
+        row.file,
+        row.text,
+        row.owner,
+        row.created_at,
+        owner,
+        row.tag,
     )

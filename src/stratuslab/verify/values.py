@@ -27,9 +27,10 @@ class Phase(StrEnum):
     """Where one commit's verification stands."""
 
     QUEUED = "queued"
+    HELD = "held"  # passed over for a newer commit: verified only if that one fails (bisect)
     RUNNING = "running"
     DONE = "done"
-    SKIPPED = "skipped"  # a newer commit passed: this one is not verified
+    SKIPPED = "skipped"  # a newer commit passed, or history was rewritten: not verified
 
 
 class Why(StrEnum):

@@ -27,6 +27,7 @@ from stratuslab.api.deps import (
     presented_by,
     run_caller,
 )
+from stratuslab.api.limits import read_body
 from stratuslab.api.routes.runs import instance_numbers
 from stratuslab.api.schemas.runs import MAX_ID, MAX_TEXT
 from stratuslab.deploy.runs import RunRequest
@@ -38,7 +39,6 @@ from stratuslab.errors import (
     NotSupported,
     RunAborted,
     StratusError,
-    TooLarge,
 )
 
 router = APIRouter(prefix="/run", tags=["slipstream"])
@@ -176,7 +176,7 @@ async def set_parameter(run_id: str, key: Key, request: Request) -> Response:
     caller = await run_caller(run_id, services, presented_by(request))
 
     async def work() -> Response:
-        value = _utf8(await _body(request, MAX_TEXT * 4), f"the value of {key[:80]}")
+        value = _utf8(await read_body(request, MAX_TEXT * 4), f"the value of {key[:80]}")
         ignore_abort = _flag(request.query_params, "ignoreabort")
         secret = _flag(request.query_params, "secret")
         written = services.params.writing(
@@ -281,18 +281,6 @@ async def terminate(run_id: str, services: ServicesDep, caller: CallerDep) -> Re
     return await _text(work)
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """The request body, refused past ``limit`` bytes without reading the rest."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the request body is over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _utf8(data: bytes, what: str) -> str:
     try:
         return data.decode("utf-8")
@@ -302,7 +290,7 @@ def _utf8(data: bytes, what: str) -> str:
 
 async def _form(request: Request) -> dict[str, str]:
     """A form-encoded body (SlipStream's clients post forms), parsed without python-multipart."""
-    body = _utf8(await _body(request, MAX_FORM), "the form")
+    body = _utf8(await read_body(request, MAX_FORM), "the form")
     try:
         fields = parse_qs(body, keep_blank_values=True, errors="strict", max_num_fields=1000)
     except (UnicodeDecodeError, ValueError) as exc:

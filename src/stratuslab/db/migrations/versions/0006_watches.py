@@ -1,4 +1,5 @@
-"""Continuous verification: watches, watched branches, verifications, the notification outbox.
+"""Continuous verification: watches, watched branches, verifications, the notification outbox,
+and the tag of a module version (the commit it was pushed from).
 
 Revision ID: 0006
 Revises: 0005
@@ -101,9 +102,13 @@ def upgrade() -> None:
         sa.Column("sent_at", UTCDateTime),
     )
     op.create_index("ix_notifications_due", "notifications", ["state", "next_at"])
+    with op.batch_alter_table("modules") as batch:
+        batch.add_column(sa.Column("tag", sa.String(64)))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("modules") as batch:
+        batch.drop_column("tag")
     op.drop_table("notifications")
     op.drop_table("verifications")
     op.drop_table("watch_branches")

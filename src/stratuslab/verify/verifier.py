@@ -1,0 +1,382 @@
+"""The verifier: the server's loop that polls watched repositories, starts a run per commit,
+reads the verdicts, bisects, and hands what people must be told to the outbox.
+
+One thread ticks once a second; what may take long (a fetch, a checkout and push) runs on the
+server's worker pool, one job per watch at a time. Every step is recorded before the next is
+taken, so a server that stops carries on where it was: a verification recorded as running
+whose run never started is queued again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import or_, select
+from sqlalchemy.engine import Engine
+
+from stratuslab.db.models import utcnow
+from stratuslab.db.session import session_scope
+from stratuslab.db.verify_models import VerificationRecord, WatchRecord
+from stratuslab.deploy.control import RunControl
+from stratuslab.deploy.modules import ModuleStore
+from stratuslab.deploy.runs import RunService
+from stratuslab.errors import NotFound, StratusError
+from stratuslab.principal import SERVER, Principal
+from stratuslab.verify import outcomes, runner, schedule
+from stratuslab.verify.values import Outcome, Phase, Verdict, Why
+from stratuslab.verify.watches import purge
+
+log = logging.getLogger(__name__)
+TICK_S = 1.0
+
+
+class Mirror(schedule.History, runner.Tree, Protocol):
+    def heads(self, branches: list[str]) -> dict[str, str | None]: ...
+
+    def resolve(self, rev: str) -> str: ...
+
+
+class Repositories(Protocol):
+    def fetch(self, url: str, *, deploy_key: str | None = None) -> Mirror: ...
+
+
+class Notices(Protocol):
+    """The outbox (``verify/notify/outbox.py``)."""
+
+    def queue_outcome(
+        self, session: Any, watch: WatchRecord, outcome: Outcome, verification_id: int
+    ) -> int: ...
+
+    def queue_status(
+        self,
+        session: Any,
+        watch: WatchRecord,
+        sha: str,
+        state: str,
+        *,
+        target_url: str,
+        description: str,
+    ) -> None: ...
+
+    def deliver_due(self, limit: int = 50) -> int: ...
+
+
+@dataclass
+class Parts:
+    engine: Engine
+    repositories: Repositories
+    modules: ModuleStore
+    runs: RunService
+    control: RunControl
+    principal_of: Callable[[str], Principal | None]
+    submit: Callable[..., Future[Any]]
+    links_url: str
+    outbox: Notices | None = None
+    junit: Callable[[str, Path], None] | None = None  # run id -> where its JUnit XML goes
+    junit_dir: Path | None = None
+
+
+class Verifier:
+    def __init__(self, parts: Parts) -> None:
+        self.p = parts
+        self._busy: set[str] = set()  # watches with a job on the worker pool
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._recover()
+        self._thread = threading.Thread(target=self._loop, name="verifier", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def active(self) -> bool:
+        """Watches to poll or verifications under way: a server with these keeps running."""
+        with session_scope(self.p.engine) as session:
+            found = session.scalars(
+                select(WatchRecord.id).where(WatchRecord.paused.is_(False)).limit(1)
+            ).first()
+            return found is not None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                self.tick()
+            except Exception:  # the loop must outlive any one failure; it is logged
+                log.exception("the verifier's round failed")
+
+    def tick(self) -> None:
+        """One round: conclude what ended, poll what is due, start what is queued, cancel
+        what a removal asked, and deliver the notifications that are due."""
+        self._conclude_ended()
+        for watch_id, job in self._due():
+            self._spawn(watch_id, job)
+        if self.p.outbox is not None:
+            self.p.outbox.deliver_due()
+
+    def _spawn(self, watch_id: str, job: Callable[[str], None]) -> None:
+        with self._lock:
+            if watch_id in self._busy:
+                return
+            self._busy.add(watch_id)
+
+        def run() -> None:
+            try:
+                job(watch_id)
+            except Exception:
+                log.exception("verifier job on watch %s failed", watch_id)
+            finally:
+                with self._lock:
+                    self._busy.discard(watch_id)
+
+        self.p.submit(run)
+
+    def _due(self) -> list[tuple[str, Callable[[str], None]]]:
+        now = utcnow()
+        jobs: list[tuple[str, Callable[[str], None]]] = []
+        with session_scope(self.p.engine) as session:
+            for row in session.scalars(select(WatchRecord)):
+                if row.removed:
+                    jobs.append((row.id, self._finish_removal))
+                elif row.paused:
+                    continue
+                elif (
+                    row.wake
+                    or row.polled_at is None
+                    or row.polled_at + timedelta(seconds=row.every_s) <= now
+                ):
+                    jobs.append((row.id, self.poll))
+                elif schedule.next_for(session, row.id) is not None:
+                    jobs.append((row.id, self.start_next))
+        return jobs
+
+    # -- polling -----------------------------------------------------------------------------
+
+    def poll(self, watch_id: str) -> None:
+        """Fetch the repository, take each branch's head, then start what that queued."""
+        with session_scope(self.p.engine) as session:
+            watch = session.get(WatchRecord, watch_id)
+            if watch is None or watch.removed:
+                return
+            watch.wake, watch.polled_at = False, utcnow()
+            url, key, branches = watch.repository, watch.deploy_key, list(watch.branches)
+        try:
+            mirror = self.p.repositories.fetch(url, deploy_key=key)
+            heads = mirror.heads(branches)
+        except StratusError as exc:
+            with session_scope(self.p.engine) as session:
+                watch = session.get(WatchRecord, watch_id)
+                if watch is not None:
+                    watch.poll_error = str(exc)[:2000]
+            return
+        with session_scope(self.p.engine) as session:
+            watch = session.get(WatchRecord, watch_id)
+            if watch is None or watch.removed:
+                return
+            watch.poll_error = None
+            for branch in branches:
+                schedule.observe(session, watch, branch, heads.get(branch), mirror)
+        self.start_next(watch_id, mirror)
+
+    def ask(self, watch: WatchRecord, rev: str | None, branch: str | None) -> dict[str, Any]:
+        """Verify one commit now (``stratus watch run``): the branch's head by default."""
+        mirror = self.p.repositories.fetch(watch.repository, deploy_key=watch.deploy_key)
+        branch = branch or watch.branches[0]
+        if branch not in watch.branches:
+            raise NotFound(f"the watch does not follow branch {branch!r}")
+        if rev is None:
+            head = mirror.heads([branch]).get(branch)
+            if head is None:
+                raise NotFound(f"no branch {branch!r} in {watch.repository}")
+            rev = head
+        commit = mirror.commit(mirror.resolve(rev))
+        with session_scope(self.p.engine) as session:
+            row = schedule.record(watch.id, branch, commit, Why.ASKED)
+            session.add(row)
+            session.flush()
+            answer = {"id": row.id, "commit": commit.sha, "branch": branch, "phase": row.phase}
+        with session_scope(self.p.engine) as session:
+            found = session.get(WatchRecord, watch.id)
+            if found is not None:
+                found.wake = True  # the next round starts it
+        return answer
+
+    # -- starting ----------------------------------------------------------------------------
+
+    def start_next(self, watch_id: str, mirror: Mirror | None = None) -> None:
+        with session_scope(self.p.engine) as session:
+            watch = session.get(WatchRecord, watch_id)
+            if watch is None or watch.removed or watch.paused:
+                return
+            row = schedule.next_for(session, watch_id)
+            if row is None:
+                return
+            row.phase, row.started_at = Phase.RUNNING.value, utcnow()
+            job = (row.id, row.commit, row.branch)
+            session.expunge(watch)
+        verification_id, sha, branch = job
+        owner = self.p.principal_of(watch.owner)
+        if owner is None:
+            self._record(verification_id, runner.Judged(Verdict.ERROR, _GONE, None, None))
+            return
+        try:
+            tree = mirror or self.p.repositories.fetch(
+                watch.repository, deploy_key=watch.deploy_key
+            )
+            started = runner.start(
+                tree,
+                sha,
+                module=watch.module,
+                owner=owner,
+                modules=self.p.modules,
+                runs=self.p.runs,
+                params=watch.params,
+                keep_running=watch.keep_running,
+                tags=[f"watch:{watch.name}"[:200], f"commit:{sha[:12]}", f"branch:{branch}"[:200]],
+            )
+        except StratusError as exc:
+            started = runner.Started(None, Verdict.ERROR, str(exc)[:2000])
+        if started.run_id is None:
+            verdict = started.verdict or Verdict.ERROR
+            self._record(verification_id, runner.Judged(verdict, started.reason, None, 0.0))
+            return
+        with session_scope(self.p.engine) as session:
+            row = session.get(VerificationRecord, verification_id)
+            found = session.get(WatchRecord, watch_id)
+            if row is None or found is None:
+                return
+            row.run_id = started.run_id
+            if self.p.outbox is not None and found.forge:
+                self.p.outbox.queue_status(
+                    session,
+                    found,
+                    sha,
+                    "pending",
+                    target_url=self._run_url(started.run_id),
+                    description=f"deploying {found.module} from pristine instances",
+                )
+
+    # -- concluding --------------------------------------------------------------------------
+
+    def _conclude_ended(self) -> None:
+        with session_scope(self.p.engine) as session:
+            running = [
+                (v.id, v.run_id, v.watch_id)
+                for v in session.scalars(
+                    select(VerificationRecord).where(
+                        VerificationRecord.phase == Phase.RUNNING.value,
+                        VerificationRecord.run_id.is_not(None),
+                    )
+                )
+            ]
+            removed = {w.id for w in session.scalars(select(WatchRecord).where(_removed()))}
+        for verification_id, run_id, watch_id in running:
+            assert run_id is not None
+            try:
+                run = self.p.runs.view(run_id, caller=SERVER)
+            except NotFound:
+                gone = runner.Judged(Verdict.ERROR, "its run is gone from the store", None, None)
+                self._record(verification_id, gone)
+                continue
+            judged = runner.judge(run, self.p.runs.events(run_id, caller=SERVER))
+            if judged is None:
+                if watch_id in removed and run["state"] not in ("Finalizing",):
+                    self._cancel(run_id)
+                continue
+            if self.p.junit is not None and self.p.junit_dir is not None:
+                self._write_junit(run_id, verification_id)
+            self._record(verification_id, judged)
+
+    def _cancel(self, run_id: str) -> None:
+        try:
+            self.p.control.terminate(run_id, caller=SERVER)
+        except StratusError as exc:
+            log.info("cancelling run %s of a removed watch: %s", run_id, exc)
+
+    def _write_junit(self, run_id: str, verification_id: int) -> None:
+        assert self.p.junit is not None and self.p.junit_dir is not None
+        try:
+            self.p.junit_dir.mkdir(parents=True, exist_ok=True)
+            self.p.junit(run_id, self.p.junit_dir / f"{verification_id}.xml")
+        except (OSError, StratusError) as exc:
+            log.warning("JUnit report of run %s not written: %s", run_id, exc)
+
+    def _record(self, verification_id: int, judged: runner.Judged) -> None:
+        """Record a verdict, and everything it sets in motion, in one transaction."""
+        with session_scope(self.p.engine) as session:
+            row = session.get(VerificationRecord, verification_id)
+            if row is None:
+                return
+            watch = session.get(WatchRecord, row.watch_id)
+            row.phase, row.ended_at = Phase.DONE.value, utcnow()
+            row.verdict, row.reason, row.node = judged.verdict.value, judged.reason, judged.node
+            if watch is None or watch.removed:
+                return
+            state = schedule.branch_of(session, watch.id, row.branch)
+            previous = Verdict(state.verdict) if state.verdict else None
+            try:
+                mirror = self.p.repositories.fetch(watch.repository, deploy_key=watch.deploy_key)
+            except StratusError as exc:
+                log.warning("watch %s: cannot fetch to settle a verdict: %s", watch.name, exc)
+                return
+            found = schedule.settle(session, watch, row, mirror)
+            if self.p.outbox is None:
+                return
+            if judged.verdict is Verdict.ERROR and row.attempt == 1:
+                return  # retried once before anybody is told
+            if row.why == Why.BISECT.value and found is None:
+                return  # a step of a bisect: told once it has named the culprit
+            if row.why == Why.BISECT.value and found is not None:
+                row = outcomes.culprit_row(session, watch.id, row.branch, found.culprit) or row
+                judged = runner.Judged(Verdict(row.verdict or "failed"), row.reason, row.node, None)
+            outcome = outcomes.build(
+                watch, row, state, previous, judged, found, mirror, links_url=self.p.links_url
+            )
+            self.p.outbox.queue_outcome(session, watch, outcome, row.id)
+
+    def _run_url(self, run_id: str) -> str:
+        return f"{self.p.links_url}/api/runs/{run_id}"
+
+    # -- removal and recovery ------------------------------------------------------------------
+
+    def _finish_removal(self, watch_id: str) -> None:
+        with session_scope(self.p.engine) as session:
+            running = session.scalars(
+                select(VerificationRecord.id).where(
+                    VerificationRecord.watch_id == watch_id,
+                    VerificationRecord.phase == Phase.RUNNING.value,
+                )
+            ).first()
+            if running is None:
+                purge(session, watch_id)
+
+    def _recover(self) -> None:
+        """A verification a stopped server left running without a run is queued again."""
+        with session_scope(self.p.engine) as session:
+            for row in session.scalars(
+                select(VerificationRecord).where(
+                    VerificationRecord.phase == Phase.RUNNING.value,
+                    or_(VerificationRecord.run_id.is_(None)),
+                )
+            ):
+                row.phase, row.started_at = Phase.QUEUED.value, None
+
+
+def _removed() -> Any:
+    return WatchRecord.removed.is_(True)
+
+
+_GONE = "the watch's owner no longer exists or is disabled"
