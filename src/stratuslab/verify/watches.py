@@ -9,7 +9,6 @@ owner only. Every list a watch keeps is bounded here, where it is written.
 from __future__ import annotations
 
 import secrets
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -81,7 +80,7 @@ class Watches:
         repository = self._check_url(spec.repository, caller.admin)
         name = spec.name or checks.name_from(repository)
         row = WatchRecord(
-            id=uuid.uuid4().hex,
+            id=secrets.token_hex(16),  # 128 random bits: badges, feeds, hooks are by id
             owner=owner,
             name=checks.checked_name(name),
             repository=repository,
