@@ -162,11 +162,14 @@ class Watches:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def list_watches(self, *, caller: Principal) -> list[dict[str, Any]]:
+    def list_watches(self, *, caller: Principal, owner: str | None = None) -> list[dict[str, Any]]:
+        """The caller's watches (every user's, for an administrator), or only ``owner``'s."""
         with session_scope(self.engine) as session:
             query = select(WatchRecord).where(WatchRecord.removed.is_(False))
             if caller.owner_filter is not None:
                 query = query.where(WatchRecord.owner == caller.owner_filter)
+            if owner is not None:
+                query = query.where(WatchRecord.owner == owner)
             rows = session.scalars(query.order_by(WatchRecord.owner, WatchRecord.name)).all()
             return [view(row, _branches(session, row.id)) for row in rows]
 

@@ -30,9 +30,10 @@ def add(body: WatchCreate, services: ServicesDep, user: UserDep) -> dict[str, An
 
 
 @router.get("")
-def list_watches(services: ServicesDep, user: UserDep) -> list[dict[str, Any]]:
-    """The caller's watches (every user's, for an administrator), each branch's state."""
-    return services.watches.list_watches(caller=user)
+def list_watches(services: ServicesDep, user: UserDep, owner: Owner = None) -> list[dict[str, Any]]:
+    """The caller's watches (every user's, for an administrator, or ``owner``'s), each
+    branch's state."""
+    return services.watches.list_watches(caller=user, owner=owner)
 
 
 @router.get("/{name}")
