@@ -281,8 +281,8 @@ def verification_view(v: VerificationRecord) -> dict[str, Any]:
 
 
 def _branch_view(name: str, b: WatchBranchRecord | None) -> dict[str, Any]:
-    if b is None:
-        return {"branch": name, "head": None, "verdict": None, "status": "not yet verified"}
+    if b is None:  # not polled yet: the same fields, all empty
+        b = WatchBranchRecord(watch_id="", branch=name)
     return {
         "branch": name,
         "head": b.head,
