@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from stratuslab.api.schemas.text import Text
+from stratuslab.api.schemas.text import Text, no_nul
 from stratuslab.verify import watches
+
+# An optional field's bound goes on the string, before the NUL check, or pydantic words it as
+# a count of "items".
+Name = Annotated[str, Field(max_length=64), AfterValidator(no_nul)]
+Branch = Annotated[str, Field(max_length=255), AfterValidator(no_nul)]
+Key = Annotated[str, Field(max_length=16384), AfterValidator(no_nul)]
 
 
 class WatchCreate(BaseModel):
@@ -21,7 +27,7 @@ class WatchCreate(BaseModel):
     every_s: int = Field(default=watches.DEFAULT_EVERY_S, ge=1, le=watches.MAX_EVERY_S)
     params: dict[Text, Text] = Field(default_factory=dict, max_length=watches.MAX_PARAMS)
     notify: list[Text] = Field(default_factory=list, max_length=watches.MAX_NOTIFY)
-    name: Text | None = Field(default=None, max_length=64)
+    name: Name | None = None
     keep_running: Text = Field(default="never", max_length=16)
     mail_every_failure: bool = False
     forge: dict[Text, Text] | None = Field(
@@ -29,7 +35,7 @@ class WatchCreate(BaseModel):
         max_length=8,
         description='commit statuses: {"kind": "github"|"gitlab"|"gitea", "api", "repo", "token"}',
     )
-    deploy_key: Text | None = Field(default=None, max_length=16384, description="ssh private key")
+    deploy_key: Key | None = Field(default=None, description="an ssh private key")
 
     def spec(self) -> watches.WatchSpec:
         forge: dict[str, Any] | None = dict(self.forge) if self.forge else None
@@ -53,5 +59,5 @@ class WatchRun(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    commit: Text | None = Field(default=None, max_length=64, description="a sha, or a branch")
-    branch: Text | None = Field(default=None, max_length=255)
+    commit: Name | None = Field(default=None, description="a sha, or a branch")
+    branch: Branch | None = None
