@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.api.stores import database
+from tests.verify.conftest import git_server  # noqa: F401  (a real git server, for watches)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
