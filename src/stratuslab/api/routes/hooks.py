@@ -25,7 +25,8 @@ WatchId = Annotated[str, Path(min_length=32, max_length=32, pattern="^[0-9a-f]{3
 @router.post("/api/hooks/{watch_id}", status_code=status.HTTP_202_ACCEPTED)
 async def push_hook(watch_id: WatchId, request: Request, services: ServicesDep) -> dict[str, Any]:
     """A forge's push event (GitHub, GitLab, Gitea, Forgejo), signed with the watch's secret:
-    the watch polls at once. Other events (a ping) are accepted and change nothing."""
+    the watch polls at once. Other events (a ping), pushes to other branches and pushes to a
+    paused watch are accepted and change nothing."""
     body = await read_body(request, hooks.MAX_BODY)
     watch = await run_in_threadpool(services.watches.wake_by_id, watch_id)
     if watch is None:
@@ -33,6 +34,8 @@ async def push_hook(watch_id: WatchId, request: Request, services: ServicesDep) 
     push = hooks.parse(request.headers, body, watch.secret)
     if push is None:
         return {"accepted": False, "why": "not a push event"}
+    if watch.paused:  # resuming polls at once: what was pushed meanwhile is not lost
+        return {"accepted": False, "why": "the watch is paused"}
     if push.branch is None or push.branch not in watch.branches:
         return {"accepted": False, "why": "not a watched branch"}
     await run_in_threadpool(services.watches.mark_woken, watch_id)
