@@ -39,7 +39,9 @@ class PublicViews:
             return (f"{row.name} {branch}", state.verdict if state else None, running is not None)
 
     def feed(self, watch_id: str, links_url: str) -> tuple[str, list[Any]]:
-        from stratuslab.verify.feed import Entry
+        """(the feed's title, its entries): the watch's newest verdicts, each entry's id a tag
+        URI that a change of the server's port or scheme leaves as it is."""
+        from stratuslab.verify.feed import Entry, tag_uri
 
         with session_scope(self.engine) as session:
             row = session.get(WatchRecord, watch_id)
@@ -53,7 +55,7 @@ class PublicViews:
             )
             entries = [
                 Entry(
-                    id=f"urn:stratus:watch:{watch_id}:verification:{v.id}",
+                    id=tag_uri(links_url, f"watch/{watch_id}/verification/{v.id}"),
                     title=f"{(v.verdict or '').upper()} {v.branch} {v.commit[:7]} "
                     f"({v.author}: {v.subject[:80]})",
                     link=f"{links_url}/api/runs/{v.run_id}" if v.run_id else links_url,

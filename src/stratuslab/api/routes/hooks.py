@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response, status
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from stratuslab.api.deps import ServicesDep
@@ -42,7 +43,16 @@ async def push_hook(watch_id: WatchId, request: Request, services: ServicesDep) 
     return {"accepted": True, "forge": push.forge, "branch": push.branch, "after": push.after}
 
 
-@router.get("/api/badges/{watch_id}/{branch:path}.svg")
+def _as(media_type: str, what: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI description of an answer that is not JSON."""
+    return {200: {"description": what, "content": {media_type: {}}}}
+
+
+@router.get(
+    "/api/badges/{watch_id}/{branch:path}.svg",
+    response_class=Response,
+    responses=_as("image/svg+xml", "an SVG badge"),
+)
 def branch_badge(watch_id: WatchId, branch: str, services: ServicesDep) -> Response:
     """The branch's verdict as a badge, for a README."""
     label, verdict, running = services.watch_views.badge(watch_id, branch)
@@ -52,21 +62,29 @@ def branch_badge(watch_id: WatchId, branch: str, services: ServicesDep) -> Respo
     )
 
 
-@router.get("/api/feeds/{watch_id}.atom")
+@router.get(
+    "/api/feeds/{watch_id}.atom",
+    response_class=Response,
+    responses=_as("application/atom+xml", "an Atom 1.0 feed"),
+)
 def atom_feed(watch_id: WatchId, services: ServicesDep) -> Response:
     """The watch's verdicts, newest first, as an Atom feed."""
     title, entries = services.watch_views.feed(watch_id, services.settings.links_url)
     self_link = f"{services.settings.links_url}/api/feeds/{watch_id}.atom"
-    data = feed.atom(
-        title=title, feed_id=f"urn:stratus:watch:{watch_id}", self_link=self_link, entries=entries
-    )
+    feed_id = feed.tag_uri(services.settings.links_url, f"watch/{watch_id}")
+    data = feed.atom(title=title, feed_id=feed_id, self_link=self_link, entries=entries)
     return Response(data, media_type="application/atom+xml")
 
 
-@router.get("/api/feeds/{watch_id}.json")
-def json_feed(watch_id: WatchId, services: ServicesDep) -> dict[str, Any]:
-    """The same, as a JSON Feed."""
+@router.get(
+    "/api/feeds/{watch_id}.json",
+    response_class=Response,
+    responses=_as("application/feed+json", "a JSON Feed 1.1"),
+)
+def json_feed(watch_id: WatchId, services: ServicesDep) -> Response:
+    """The same, as a JSON Feed (``application/feed+json``, as jsonfeed.org registers it)."""
     title, entries = services.watch_views.feed(watch_id, services.settings.links_url)
     home = f"{services.settings.links_url}/api/feeds/{watch_id}.atom"
     url = f"{services.settings.links_url}/api/feeds/{watch_id}.json"
-    return feed.json_feed(title=title, home=home, feed_url=url, entries=entries)
+    document = feed.json_feed(title=title, home=home, feed_url=url, entries=entries)
+    return JSONResponse(document, media_type="application/feed+json")
