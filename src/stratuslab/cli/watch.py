@@ -98,8 +98,9 @@ def add(
         highlight=False,
     )
     err.print(
-        f"Push hook: POST /api/hooks/{watch['id']} with the secret {watch['secret']} "
-        "(GitHub, GitLab, Gitea or Forgejo); shown only now.",
+        f"Push hook (GitHub, GitLab, Gitea or Forgejo): {watch['hook_url']}\n"
+        f"  secret {watch['secret']}\n"
+        "The secret is shown only now: set it as the webhook's secret (GitLab: its secret token).",
         markup=False,
         highlight=False,
     )
@@ -142,14 +143,19 @@ def show(rt: Runtime, name: str, output: str) -> None:
         f"watch {watch['owner']}/{watch['name']}{' (paused)' if watch['paused'] else ''}",
         f"  repository  {watch['repository']}",
         f"  module      {watch['module']}",
-        f"  every       {watch['every_s']} s; last poll {age(watch['polled_at']) or 'never'}",
+        f"  every       {watch['every_s']} s; last poll {_ago(watch['polled_at'])}",
         f"  notify      {', '.join(watch['notify']) or 'nobody'}",
+        f"  push hook   {watch['hook_url']}",
     ]
     if watch["poll_error"]:
         lines.append(f"  last fetch failed: {watch['poll_error']}")
     for b in watch["branches"]:
         lines.append(f"  {b['branch']}: {b['status']}")
     out.print("\n".join(lines), markup=False, highlight=False)
+
+
+def _ago(moment: str | None) -> str:
+    return f"{age(moment)} ago" if moment else "never"
 
 
 @group.command("history")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, status
 from starlette.concurrency import run_in_threadpool
 
-from stratuslab.api.deps import ServicesDep, UserDep
+from stratuslab.api.deps import Services, ServicesDep, UserDep
 from stratuslab.api.schemas.watches import WatchCreate, WatchRun
 
 router = APIRouter(prefix="/api/watches", tags=["watches"])
@@ -22,11 +22,16 @@ def _ref(name: str, owner: str | None) -> str:
     return f"{owner}/{name}" if owner else name
 
 
+def _linked(services: Services, watch: dict[str, Any]) -> dict[str, Any]:
+    """``watch`` with the URL its forge's push hook is given, as people reach the server."""
+    return watch | {"hook_url": f"{services.settings.links_url}/api/hooks/{watch['id']}"}
+
+
 @router.post("", status_code=status.HTTP_201_CREATED)
 def add(body: WatchCreate, services: ServicesDep, user: UserDep) -> dict[str, Any]:
     """Watch a repository; the answer holds the secret the forge's push hook is set up with
-    (``POST /api/hooks/<id>``), shown this once."""
-    return services.watches.add(body.spec(), caller=user)
+    (``POST <hook_url>``), shown this once."""
+    return _linked(services, services.watches.add(body.spec(), caller=user))
 
 
 @router.get("")
@@ -38,7 +43,7 @@ def list_watches(services: ServicesDep, user: UserDep, owner: Owner = None) -> l
 
 @router.get("/{name}")
 def show(name: Name, services: ServicesDep, user: UserDep, owner: Owner = None) -> dict[str, Any]:
-    return services.watches.show(_ref(name, owner), caller=user)
+    return _linked(services, services.watches.show(_ref(name, owner), caller=user))
 
 
 @router.get("/{name}/history")
