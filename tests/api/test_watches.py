@@ -179,6 +179,32 @@ def test_removing_a_watch_forgets_it_and_frees_its_name(world: World) -> None:
     assert again["id"] != added["id"] and again["secret"] != added["secret"]
 
 
+def test_a_watch_whose_run_is_under_way_is_gone_at_once_and_its_name_waits(
+    world: World,
+) -> None:
+    added = add(world, world.alice, "leaving")
+    polled(world, added["id"])
+    with session_scope(world.services.engine) as session:
+        session.add(
+            VerificationRecord(
+                watch_id=added["id"], branch="main", commit="c" * 40, why="newest",
+                phase="running", started_at=utcnow(),
+            )
+        )  # fmt: skip
+    gone = world.alice.delete("/api/watches/leaving")
+    assert gone.status_code == 200
+    assert (gone.json()["removed"], gone.json()["pending"]) == (False, "its run is being cancelled")
+    assert world.alice.get("/api/watches/leaving").status_code == 404
+    assert "leaving" not in {w["name"] for w in world.alice.get("/api/watches").json()}
+    assert world.alice.post("/api/watches/leaving/resume").status_code == 404
+    again = world.alice.post(
+        "/api/watches", json={"repository": world.repo.git_url, "module": "m", "name": "leaving"}
+    )
+    assert again.status_code == 409
+    assert error(again) == "alice's watch 'leaving' is being removed: its run is being cancelled"
+    assert "give another --name" in again.json()["error"]["hint"]
+
+
 # -- another user's watch is not there ---------------------------------------------------------
 
 ROUTES = {

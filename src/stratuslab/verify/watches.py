@@ -110,6 +110,11 @@ class Watches:
                 session.flush()
                 return view(row, []) | {"secret": row.secret}
         except IntegrityError:
+            if self._leaving(owner, row.name):  # removed, its run not yet ended
+                raise Conflict(
+                    f"{owner}'s watch {row.name!r} is being removed: its run is being cancelled",
+                    hint="add it again in a minute, or give another --name",
+                ) from None
             raise Conflict(
                 f"{owner} already has a watch named {row.name!r}", hint="give another --name"
             ) from None
@@ -197,6 +202,15 @@ class Watches:
                 query = query.where(VerificationRecord.branch == branch)
             found = session.scalars(query.order_by(VerificationRecord.id.desc()).limit(limit))
             return [verification_view(v) for v in found]
+
+    def _leaving(self, owner: str, name: str) -> bool:
+        with session_scope(self.engine) as session:
+            found = session.scalars(
+                select(WatchRecord.removed).where(
+                    WatchRecord.owner == owner, WatchRecord.name == name
+                )
+            ).first()
+            return bool(found)
 
     def _find(self, session: Session, ref: str, caller: Principal) -> WatchRecord:
         owner, slash, name = ref.rpartition("/")
