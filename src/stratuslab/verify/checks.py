@@ -20,8 +20,9 @@ _MAIL = re.compile(r"mailto:[^@\s<>,;]{1,64}@[A-Za-z0-9.-]{1,253}")
 
 def name_from(repository: str) -> str:
     tail = repository.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
-    tail = tail.removesuffix(".git").lower()
-    cleaned = re.sub(r"[^a-z0-9_.-]", "-", tail).strip("-.") or "watch"
+    tail = tail.lower().removesuffix(".git")
+    # A name starts with a letter or digit: what a repository's name may start with is cut.
+    cleaned = re.sub(r"[^a-z0-9_.-]", "-", tail).strip("-._") or "watch"
     return cleaned[:64]
 
 
