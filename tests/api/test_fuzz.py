@@ -46,6 +46,7 @@ pytestmark = pytest.mark.usefixtures("fake")
 # description and 130 examples for /run, in seconds. STRATUS_FUZZ_EXAMPLES=60 explores further.
 EXAMPLES = int(os.environ.get("STRATUS_FUZZ_EXAMPLES", "3"))
 STREAMS = {"/api/runs/{run_id}/watch", "/api/runs/{run_id}/logs", "/api/instances/watch"}
+NOWHERE = "git://127.0.0.1:9/fuzzed.git"  # a watched repository: loopback, the discard port
 BOUNDED = settings(
     derandomize=True,  # the same examples on every run: a failure here is a bug, not bad luck
     database=None,
@@ -120,6 +121,12 @@ def tame(case: schemathesis.Case, names: Mapping[str, str] | None) -> None:
         for name in case.path_parameters:
             if name in names:
                 case.path_parameters[name] = names[name]
+    # The verifier fetches each watch added at once: nothing may leave loopback (and nothing
+    # listens on this port). A repository of the wrong type stays, to be refused.
+    body = case.body
+    watched = body.get("repository") if isinstance(body, dict) else None
+    if case.operation.path == "/api/watches" and isinstance(watched, str):
+        body["repository"] = NOWHERE
     if case.query is not None:
         if case.operation.path in STREAMS:
             case.query["timeout"] = 0.05  # the server's own bound is tested in test_bad_input
