@@ -40,6 +40,7 @@ from stratuslab.cloud.usage import Accounting
 from stratuslab.config import Settings
 from stratuslab.deploy.claims import Claims
 from stratuslab.deploy.control import RunControl
+from stratuslab.deploy.junit import JUnitReports
 from stratuslab.deploy.logs import RunLogs
 from stratuslab.deploy.modules import ModuleStore
 from stratuslab.deploy.orchestrator import Orchestrator, OrchestratorConfig
@@ -109,6 +110,7 @@ class Services:
         self.tokens = NodeTokens(engine)
         self.logs = RunLogs(engine, self.hub, secrets=secrets)
         self.reports = ReportStore(engine, self.hub, folder=settings.reports_dir)
+        self.junit = JUnitReports(runs=self.runs, logs=self.logs, reports=self.reports)
         self.control = RunControl(
             engine, self.hub, values=values, work=self.work, report_grace=settings.report_grace_s
         )
