@@ -12,6 +12,7 @@ import hmac
 import json
 from collections.abc import Iterator
 from typing import Any
+from xml.etree import ElementTree
 
 import httpx
 import pytest
@@ -23,7 +24,11 @@ from tests.verify.notify.servers import Delivered, Mailbox, Receiver, SmtpServer
 
 pytestmark = pytest.mark.spawns
 
-IMAGE = "kind: image\ndescription: this host, as the localproc cloud runs it\nimages:\n  local: debian-12\n"
+IMAGE = """kind: image
+description: this host, as the localproc cloud runs it
+images:
+  local: debian-12
+"""
 APP = """kind: application
 description: one web node whose deployment recipe this test breaks and fixes
 nodes:
@@ -168,7 +173,11 @@ def text_of(mail: Delivered) -> str:
 
 
 def test_a_branch_goes_red_with_the_commit_that_broke_it_then_green_again(
-    http: httpx.Client, repo: Repo, receiver: Receiver, mailbox: tuple[Mailbox, SmtpServer]
+    http: httpx.Client,
+    repo: Repo,
+    receiver: Receiver,
+    mailbox: tuple[Mailbox, SmtpServer],
+    server: RealServer,
 ) -> None:
     box = mailbox[0]
     first = repo.rev()
@@ -193,6 +202,10 @@ def test_a_branch_goes_red_with_the_commit_that_broke_it_then_green_again(
     assert "no driver for postgresql" in body and "web.1" in body
     assert f"broken by {broken[:7]} (bob: 'switch db driver')" in body.lower()
     assert f"/api/runs/{failed['run_id']}" in body
+    # The watched run's JUnit XML is kept beside its verdict: the failing case says why.
+    junit = ElementTree.parse(server.settings.data_dir / "junit" / f"{failed['id']}.xml")
+    failures = [f.get("message") or "" for f in junit.iter("failure")]
+    assert any("no driver for postgresql" in message for message in failures)
 
     fixed = repo.commit("put the driver back", web(), author="Carol")
     repo.push()
