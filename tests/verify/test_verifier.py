@@ -313,3 +313,20 @@ def test_a_repository_that_cannot_be_fetched_says_why(
     error = wait_until(said, 30, "the fetch to fail", interval=0.3)
     assert "nowhere" in error
     assert history(http, "nowhere") == []
+
+
+def test_commits_asked_for_are_bounded_per_watch(
+    http: httpx.Client, repo: Repo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stratuslab.verify import verifier
+
+    monkeypatch.setattr(verifier, "MAX_QUEUED", 2)
+    add_watch(http, repo, receiver, name="asked")
+    verdict_of(http, "asked", repo.rev())
+    assert http.post("/api/watches/asked/pause").status_code == 200
+    for _ in range(2):
+        answer = http.post("/api/watches/asked/run", json={"commit": repo.rev()})
+        assert answer.status_code == 202, answer.text
+    refused = http.post("/api/watches/asked/run", json={"commit": repo.rev()})
+    assert refused.status_code == 409 and "wait to be verified" in refused.json()["error"]["message"]
+    assert http.delete("/api/watches/asked").status_code == 200
