@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -40,6 +41,7 @@ from stratuslab.cloud.usage import Accounting
 from stratuslab.config import Settings
 from stratuslab.deploy.claims import Claims
 from stratuslab.deploy.control import RunControl
+from stratuslab.deploy.junit import JUnitReports
 from stratuslab.deploy.logs import RunLogs
 from stratuslab.deploy.modules import ModuleStore
 from stratuslab.deploy.orchestrator import Orchestrator, OrchestratorConfig
@@ -54,7 +56,7 @@ from stratuslab.deploy.tokens import NodeTokens
 from stratuslab.deploy.work import WorkQueue
 from stratuslab.errors import Forbidden
 from stratuslab.hub import Hub
-from stratuslab.principal import Principal
+from stratuslab.principal import SERVER, Principal
 from stratuslab.verify import gitcache as verify_git
 from stratuslab.verify.notify.mail import SmtpSettings
 from stratuslab.verify.notify.outbox import Outbox
@@ -109,6 +111,7 @@ class Services:
         self.tokens = NodeTokens(engine)
         self.logs = RunLogs(engine, self.hub, secrets=secrets)
         self.reports = ReportStore(engine, self.hub, folder=settings.reports_dir)
+        self.junit = JUnitReports(runs=self.runs, logs=self.logs, reports=self.reports)
         self.control = RunControl(
             engine, self.hub, values=values, work=self.work, report_grace=settings.report_grace_s
         )
@@ -156,8 +159,14 @@ class Services:
                 submit=self.submit,
                 links_url=settings.links_url,
                 outbox=self.outbox,
+                junit=self._write_junit,
+                junit_dir=settings.data_dir / "junit",
             )
         )
+
+    def _write_junit(self, run_id: str, path: Path) -> None:
+        """A watched run's JUnit XML, kept beside its verdict (``data_dir/junit/<n>.xml``)."""
+        path.write_bytes(self.junit.of_run(run_id, caller=SERVER))
 
     def _principal_of(self, owner: str) -> Principal | None:
         """A watch's owner as the caller of the runs it makes (their groups, their rights);

@@ -172,6 +172,7 @@ ATTEMPTS = {
     "read her node's plan": Attempt("GET", "/api/runs/{run}/nodes/db.1/plan", reads=True),
     "list her run's reports": Attempt("GET", "/api/runs/{run}/reports", reads=True),
     "download her node's report": Attempt("GET", "/api/runs/{run}/reports/db.1", reads=True),
+    "read her run's JUnit report": Attempt("GET", "/api/runs/{run}/junit", reads=True),
     "terminate her run": Attempt("DELETE", "/api/runs/{run}"),
     "force her run to end": Attempt("DELETE", "/api/runs/{run}", params={"force": "true"}),
     "forge a log line": Attempt(

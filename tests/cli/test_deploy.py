@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from stratuslab.cloud.connectors.fake import FakeConnector
 from stratuslab.config import Settings
+from tests.deploy.junitdata import cases, checked
 from tests.deploy.support import APP, BASE, DB, WEB, complete_all, nodes, wait_for_state, wait_until
 from tests.support import CliResult, cli_on
 
@@ -170,3 +171,29 @@ def test_bad_options_are_explained(cli: Stratus, repository: Path) -> None:
     unknown = cli("deploy", "apps/demo", "--param", "web:nosuch=1")
     assert unknown.code == 65 and "nosuch" in unknown.err
     assert cli("deploy", "no/such/module").err.startswith("error: no module 'no/such/module'")
+
+
+def test_an_aborted_run_still_writes_its_junit_report_before_exiting_1(
+    cli: Stratus, deploy_api: TestClient, fake: FakeConnector, repository: Path
+) -> None:
+    nodes_played = drive(deploy_api, fake, abort="the tests failed: 2 of 7")
+    next(nodes_played)
+    target = repository / "results" / "junit.xml"
+    target.parent.mkdir()
+    result = cli("deploy", "apps/demo", "--junit", str(target))
+    next(nodes_played, None)
+    assert result.code == 1
+    assert f"JUnit report in {target}" in result.err
+    written = target.read_bytes()
+    root = checked(written)
+    failure = cases(root)["web.1 packages"].find("failure")  # the first phase it was to run
+    assert failure is not None and failure.get("message") == "web.1: the tests failed: 2 of 7"
+    assert [p.name for p in target.parent.iterdir()] == ["junit.xml"]  # nothing half-written
+
+    run_id = deploy_api.get("/api/runs").json()[0]["id"]
+    shown = cli("run", "junit", run_id[:8])
+    assert (shown.code, shown.out.encode()) == (0, written)
+    again = repository / "again.xml"
+    assert cli("run", "junit", run_id[:8], "--output-file", str(again)).code == 0
+    assert again.read_bytes() == written
+    assert cli("run", "junit", "0000ffff").code != 0

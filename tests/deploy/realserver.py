@@ -48,7 +48,7 @@ echo ok
 class RealServer:
     """The real server, its store and its localproc cloud, under ``root``."""
 
-    def __init__(self, root: Path, *, report_grace_s: int = 1) -> None:
+    def __init__(self, root: Path, *, report_grace_s: int = 1, **overrides: Any) -> None:
         hidden = [p for p in (*OVERLAID, *PRIVATE) if root.is_relative_to(p)]
         # The fake apt-get and what it records live here, and instances must see them.
         assert not hidden, (
@@ -74,6 +74,7 @@ class RealServer:
             report_grace_s=report_grace_s,
             agent_server_url=self.agent_url,
             instance_prefix="e2e",
+            **overrides,
         )
         # No apt-get for real here; and an agent whose server is gone gives up in 20 s, not 10 min.
         env = {"STRATUS_AGENT_APT": str(fake_apt), "STRATUS_AGENT_RETRY_FOR": "20"}

@@ -242,3 +242,19 @@ def test_a_deleted_branch_drops_what_it_had_queued(
     assert _phases(engine, watch)[queued] == "skipped"
     with session_scope(engine) as session:
         assert schedule.next_for(session, watch) is None
+
+
+def test_a_watchs_history_is_bounded_oldest_first(
+    engine: Engine, repo: Repo, repositories: Repositories, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(schedule, "MAX_KEPT", 2)
+    watch = _watch(engine, repo)
+    made = []
+    for i in range(4):
+        made.append(repo.commit(f"c{i}"))
+        repo.push()
+        mirror = _poll(engine, watch, repositories, repo)
+        _verify_all(engine, watch, mirror, lambda _: Verdict.PASSED)
+    kept = _phases(engine, watch)
+    # The newest poll prunes before the newest verdict: at most MAX_KEPT settled, plus it.
+    assert made[0] not in kept and made[-1] in kept and len(kept) <= 3

@@ -384,6 +384,10 @@ class ApiClient(AccountResources):
     def run_report(self, ref: str, node_instance: str) -> bytes:
         return self.raw(f"/api/runs/{_seg(ref)}/reports/{_seg(node_instance)}", timeout=300)
 
+    def run_junit(self, ref: str) -> bytes:
+        """The run as JUnit XML (``GET /api/runs/<id>/junit``), as the server wrote it."""
+        return self.raw(f"/api/runs/{_seg(ref)}/junit", timeout=300)
+
     def exit_when_idle(self) -> bool:
         """Ask a server started on demand to exit once it has nothing left to do."""
         result: dict[str, Any] = self.request("POST", "/api/server/exit-when-idle")

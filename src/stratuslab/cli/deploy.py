@@ -61,6 +61,12 @@ RECONNECT_FOR = 300.0  # seconds to wait for a server that went away mid-run
     type=click.Path(path_type=Path),
     help="download and unpack every node's report into this directory",
 )
+@click.option(
+    "--junit",
+    "junit_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="write the run as JUnit XML to this file once it ends, whatever its end",
+)
 @output_option
 @pass_runtime
 def deploy(
@@ -73,6 +79,7 @@ def deploy(
     wait_minutes: float,
     mutable: bool,
     reports_dir: Path | None,
+    junit_file: Path | None,
     output: str,
 ) -> None:
     """Deploy TARGET: a module directory or file in this repository (pushed first), or a module
@@ -103,6 +110,8 @@ def deploy(
     final = rt.client.run(run["id"])
     if reports_dir is not None:
         _download_reports(rt, final["id"], reports_dir, quiet=quiet)
+    if junit_file is not None:
+        write_junit(rt, final["id"], junit_file, quiet=quiet)
     if isinstance(rt.client, LocalClient) and rt.client.started_server:
         rt.client.exit_when_idle()  # the server this command started goes when it has no more to do
     final["seconds"] = round(time.monotonic() - started, 1)
@@ -262,6 +271,21 @@ def _push_if_local(rt: Runtime, target: str, *, quiet: bool) -> str:
             f"deploying {application['path']}/{application['version']}"
         )
     return f"{application['path']}/{application['version']}"
+
+
+def write_junit(rt: Runtime, run_id: str, target: Path, *, quiet: bool) -> None:
+    """The run's JUnit XML in ``target``, whole or not at all (written beside it, then moved
+    in place, so that a CI tool never reads half of it)."""
+    data = rt.client.run_junit(run_id)
+    partial = target.with_name(f".{target.name}.part")
+    try:
+        partial.write_bytes(data)
+        partial.replace(target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise Invalid(f"cannot write the JUnit report to {target}: {exc.strerror}") from None
+    if not quiet:
+        err.print(f"JUnit report in {escaped(str(target))}")
 
 
 def _download_reports(rt: Runtime, run_id: str, folder: Path, *, quiet: bool) -> None:

@@ -177,6 +177,26 @@ def logs(rt: Runtime, run_id: str, node: str | None, follow: bool) -> None:
             return
 
 
+@group.command("junit")
+@click.argument("run_id")
+@click.option(
+    "-o",
+    "--output-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="write it to this file rather than to standard output",
+)
+@pass_runtime
+def junit(rt: Runtime, run_id: str, output_file: Path | None) -> None:
+    """The run as JUnit XML: a test suite per node, a test case per recipe phase of each node
+    instance, and the nodes' own JUnit report files."""
+    if output_file is None:
+        click.echo(rt.client.run_junit(run_id), nl=False)
+        return
+    from stratuslab.cli.deploy import write_junit
+
+    write_junit(rt, rt.client.run(run_id)["id"], output_file, quiet=False)
+
+
 @group.command("reports")
 @click.argument("run_id")
 @click.option(

@@ -8,6 +8,7 @@ instances, records the verdict, bisects a break back to the commit that made it,
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 from urllib.parse import quote
 
@@ -58,6 +59,18 @@ def _params(given: tuple[str, ...]) -> dict[str, str]:
     type=click.File("r"),
     help="an ssh private key file, for an ssh:// repository",
 )
+@click.option(
+    "--forge",
+    type=click.Choice(("github", "gitlab", "gitea")),
+    help="post commit statuses to this forge (Forgejo is gitea)",
+)
+@click.option("--forge-api", metavar="URL", help="its API (https://api.github.com, .../api/v4)")
+@click.option(
+    "--forge-repo", metavar="OWNER/NAME", help="the repository there (GitLab: id or path)"
+)
+@click.option(
+    "--forge-token-stdin", is_flag=True, help="read the forge's token from standard input"
+)
 @output_option
 @pass_runtime
 def add(
@@ -72,9 +85,19 @@ def add(
     keep_running: str,
     mail_every_failure: bool,
     deploy_key: Any,
+    forge: str | None,
+    forge_api: str | None,
+    forge_repo: str | None,
+    forge_token_stdin: bool,
     output: str,
 ) -> None:
     """Watch REPOSITORY (any URL git fetches) and verify every new commit of its branches."""
+    statuses = None
+    if forge:
+        if not (forge_api and forge_repo and forge_token_stdin):
+            raise Invalid("--forge needs --forge-api, --forge-repo and --forge-token-stdin")
+        token = sys.stdin.readline().strip()
+        statuses = {"kind": forge, "api": forge_api, "repo": forge_repo, "token": token}
     body = {
         "repository": repository,
         "module": module,
@@ -86,6 +109,7 @@ def add(
         "keep_running": keep_running,
         "mail_every_failure": mail_every_failure,
         "deploy_key": deploy_key.read(16385) if deploy_key is not None else None,
+        "forge": statuses,
     }
     watch = rt.client.request("POST", "/api/watches", json_body=body)
     if output == "json":

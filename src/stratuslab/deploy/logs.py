@@ -5,12 +5,17 @@ instance keeps at most ``MAX_LINES_PER_NODE`` lines (the last one kept says the 
 dropped), a batch holds at most ``MAX_BATCH`` lines and a line at most ``MAX_LINE`` characters
 (longer ones are cut, marked with an ellipsis). Every secret value of the run known when a
 line arrives is replaced by ``********`` before it is stored (``deploy/secrets.py``).
+
+An agent also sends where each recipe starts and ends, as lines of the stream ``phase``
+(``agent/protocol.py``): they are kept beside the output, within an allowance of their own
+(``MAX_MARKS_PER_NODE`` beyond the output's bound, so that a noisy recipe cannot push them
+out), shown by no :meth:`RunLogs.read`, and read whole by the JUnit report (:meth:`RunLogs.each`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +25,7 @@ from sqlalchemy.engine import Engine
 from stratuslab.db.models import NodeInstanceRecord, RunLogRecord, RunRecord
 from stratuslab.db.session import session_scope
 from stratuslab.deploy import access
-from stratuslab.deploy.agent.protocol import MAX_VALUE
+from stratuslab.deploy.agent.protocol import MAX_VALUE, PHASE_STREAM
 from stratuslab.deploy.secrets import RunSecrets
 from stratuslab.deploy.tx import logs_topic
 from stratuslab.errors import Forbidden, Invalid, NotFound, TooLarge
@@ -30,9 +35,11 @@ from stratuslab.principal import Principal
 MAX_BATCH = 1000  # lines in one request (the agent sends every half second)
 MAX_LINE = 8192  # characters in one line
 MAX_LINES_PER_NODE = 100_000  # lines kept per node instance and run
+MAX_MARKS_PER_NODE = 1000  # recipe boundaries kept beyond that (two per recipe run)
 MAX_READ = 5000  # lines answered by one read
 _EPOCH_RANGE = (0.0, 253402300799.0)  # 1970 to the end of year 9999: what a datetime holds
 _STREAMS = ("stdout", "stderr")
+_ACCEPTED = (*_STREAMS, PHASE_STREAM)
 
 
 class RunLogs:
@@ -69,11 +76,7 @@ class RunLogs:
             node = session.get(NodeInstanceRecord, (run_id, node_instance), with_for_update=True)
             if node is None:
                 raise NotFound(f"no node instance {node_instance!r} in run {run_id}")
-            room = max(MAX_LINES_PER_NODE - node.log_lines, 0)
-            if len(rows) > room:
-                rows = rows[:room]
-                if rows:
-                    rows[-1].text = f"[log truncated: at most {MAX_LINES_PER_NODE} lines are kept]"
+            rows = _within_bounds(rows, node.log_lines)
             node.log_lines += len(rows)
             session.add_all(rows)
         if rows:
@@ -92,7 +95,9 @@ class RunLogs:
         with session_scope(self.engine) as session:
             access.checked(session.get(RunRecord, run_id), run_id, caller)
             query = select(RunLogRecord).where(
-                RunLogRecord.run_id == run_id, RunLogRecord.id > after
+                RunLogRecord.run_id == run_id,
+                RunLogRecord.id > after,
+                RunLogRecord.stream.in_(_STREAMS),
             )
             if node_instance:
                 query = query.where(RunLogRecord.node_instance == node_instance)
@@ -112,6 +117,69 @@ class RunLogs:
                 for r in rows
             ]
 
+    def each(self, run_id: str, *, caller: Principal) -> Iterator[dict[str, Any]]:
+        """Every line kept for the run, the recipes' boundaries among them, in the order they
+        arrived, read in pages (a run can hold millions): ``node_instance``, ``t`` (seconds
+        since 1970), ``state``, ``recipe``, ``stream`` and ``text``. The caller's right to
+        the run is checked here, before the first line is read."""
+        with session_scope(self.engine) as session:
+            access.checked(session.get(RunRecord, run_id), run_id, caller)
+        return self._pages(run_id)
+
+    def _pages(self, run_id: str) -> Iterator[dict[str, Any]]:
+        after = 0
+        while True:
+            with session_scope(self.engine) as session:
+                page = session.execute(
+                    select(
+                        RunLogRecord.id,
+                        RunLogRecord.node_instance,
+                        RunLogRecord.at,
+                        RunLogRecord.state,
+                        RunLogRecord.recipe,
+                        RunLogRecord.stream,
+                        RunLogRecord.text,
+                    )
+                    .where(RunLogRecord.run_id == run_id, RunLogRecord.id > after)
+                    .order_by(RunLogRecord.id)
+                    .limit(MAX_READ)
+                ).all()
+            for row in page:
+                yield {
+                    "node_instance": row.node_instance,
+                    "t": row.at.timestamp(),
+                    "state": row.state,
+                    "recipe": row.recipe,
+                    "stream": row.stream,
+                    "text": row.text,
+                }
+            if len(page) < MAX_READ:
+                return
+            after = page[-1].id
+
+
+def _within_bounds(rows: list[RunLogRecord], kept: int) -> list[RunLogRecord]:
+    """The rows of a batch that fit beside the ``kept`` ones: output up to
+    ``MAX_LINES_PER_NODE`` lines (the last one kept then says the rest was dropped), recipe
+    boundaries up to ``MAX_MARKS_PER_NODE`` lines beyond."""
+    room = max(MAX_LINES_PER_NODE - kept, 0)
+    marks_room = max(MAX_LINES_PER_NODE + MAX_MARKS_PER_NODE - kept, 0)
+    taken: list[RunLogRecord] = []
+    last_output: RunLogRecord | None = None
+    dropped = False
+    for row in rows:
+        if row.stream == PHASE_STREAM:
+            if len(taken) < marks_room:
+                taken.append(row)
+        elif len(taken) < room:
+            taken.append(row)
+            last_output = row
+        else:
+            dropped = True
+    if dropped and last_output is not None:
+        last_output.text = f"[log truncated: at most {MAX_LINES_PER_NODE} lines are kept]"
+    return taken
+
 
 def _row(run_id: str, node_instance: str, number: int, line: Mapping[str, Any]) -> RunLogRecord:
     where = f"log line {number + 1}"
@@ -121,7 +189,7 @@ def _row(run_id: str, node_instance: str, number: int, line: Mapping[str, Any]) 
     if t and not _EPOCH_RANGE[0] <= t <= _EPOCH_RANGE[1]:
         raise Invalid(f"{where}: t={t:g} is not a time between 1970 and 9999")
     stream = str(line.get("stream", "stdout"))
-    if stream not in _STREAMS:
+    if stream not in _ACCEPTED:
         raise Invalid(f"{where}: stream is stdout or stderr, not {stream[:16]!r}")
     text = str(line.get("text", "")).replace("\x00", "")  # cut to MAX_LINE by the caller
     return RunLogRecord(

@@ -43,7 +43,7 @@ def build(
         previous=previous,
         run_id=row.run_id,
         run_url=run_url,
-        report_urls=(f"{run_url}/reports",) if run_url else (),
+        report_urls=(f"{run_url}/reports", f"{run_url}/junit") if run_url else (),
         reason=reason,
         node=node,
         seconds=judged.seconds,

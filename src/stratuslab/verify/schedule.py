@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from stratuslab.db.models import utcnow
@@ -112,7 +112,21 @@ def observe(
         session.add(row)
         queued.append(row)
     session.flush()
+    _prune(session, watch.id)
     return queued
+
+
+def _prune(session: Session, watch_id: str) -> None:
+    """Keep a watch's history bounded: past MAX_KEPT, the oldest settled ones go."""
+    settled = (Phase.DONE.value, Phase.SKIPPED.value)
+    ids = session.scalars(
+        select(VerificationRecord.id)
+        .where(VerificationRecord.watch_id == watch_id, VerificationRecord.phase.in_(settled))
+        .order_by(VerificationRecord.id.desc())
+        .offset(MAX_KEPT)
+    ).all()
+    if ids:
+        session.execute(delete(VerificationRecord).where(VerificationRecord.id.in_(ids)))
 
 
 def record(

@@ -27,7 +27,7 @@ from stratuslab.db.verify_models import VerificationRecord, WatchRecord
 from stratuslab.deploy.control import RunControl
 from stratuslab.deploy.modules import ModuleStore
 from stratuslab.deploy.runs import RunService
-from stratuslab.errors import NotFound, StratusError
+from stratuslab.errors import Conflict, NotFound, StratusError
 from stratuslab.principal import SERVER, Principal
 from stratuslab.verify import outcomes, runner, schedule
 from stratuslab.verify.values import Outcome, Phase, Verdict, Why
@@ -35,6 +35,8 @@ from stratuslab.verify.watches import purge
 
 log = logging.getLogger(__name__)
 TICK_S = 1.0
+MAX_JOBS = 4  # fetches and checkouts at once, of all watches
+MAX_QUEUED = 100  # commits of one watch waiting to be verified (asked for, or retried)
 
 
 class Mirror(schedule.History, runner.Tree, Protocol):
@@ -129,8 +131,8 @@ class Verifier:
 
     def _spawn(self, watch_id: str, job: Callable[[str], None]) -> None:
         with self._lock:
-            if watch_id in self._busy:
-                return
+            if watch_id in self._busy or len(self._busy) >= MAX_JOBS:
+                return  # the next round takes it: the worker pool is the runs' too
             self._busy.add(watch_id)
 
         def run() -> None:
@@ -204,6 +206,17 @@ class Verifier:
             rev = head
         commit = mirror.commit(mirror.resolve(rev))
         with session_scope(self.p.engine) as session:
+            waiting = session.scalars(
+                select(VerificationRecord.id).where(
+                    VerificationRecord.watch_id == watch.id,
+                    VerificationRecord.phase == Phase.QUEUED.value,
+                )
+            ).all()
+            if len(waiting) >= MAX_QUEUED:
+                raise Conflict(
+                    f"{len(waiting)} commits of this watch wait to be verified already",
+                    hint="wait for them, or pause and resume the watch",
+                )
             row = schedule.record(watch.id, branch, commit, Why.ASKED)
             session.add(row)
             session.flush()

@@ -5,12 +5,14 @@ else is tested against the real server (test_run.py, test_tools.py)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +26,13 @@ WEB = "examples/webapp/web"
 
 
 def texts(fake_run: FakeRun, **match: str) -> list[str]:
-    return [line["text"] for line in fake_run.lines(**match)]
+    """What the recipes printed (without the agent's word on where each started and ended)."""
+    return [line["text"] for line in fake_run.lines(**match) if line["stream"] != "phase"]
+
+
+def marks(fake_run: FakeRun, recipe: str) -> list[dict[str, Any]]:
+    """Where each recipe of step ``recipe`` started and ended, as the agent said."""
+    return [json.loads(line["text"]) for line in fake_run.lines(recipe=recipe, stream="phase")]
 
 
 # The agent.
@@ -75,6 +83,10 @@ def test_a_step_is_stopped_when_the_run_leaves_executing(node: Node, fake_run: F
     assert "web.1" in fake_run.reports
     assert ("web.1", "Executing") not in fake_run.completes
     assert fake_run.get("ss:abort") == ""  # being stopped is not failing
+    assert marks(fake_run, "deployment") == [
+        {"event": "start", "n": 1, "module": WEB},
+        {"event": "end", "n": 1, "module": WEB, "code": 137, "stopped": True},  # SIGKILL
+    ]
 
 
 def test_a_server_down_for_two_seconds_loses_nothing(
@@ -98,6 +110,10 @@ def test_a_server_down_for_two_seconds_loses_nothing(
         "Ready",
     ]
     assert texts(fake_run, recipe="deployment") == ["before", "after"]
+    assert marks(fake_run, "deployment") == [
+        {"event": "start", "n": 1, "module": WEB},
+        {"event": "end", "n": 1, "module": WEB, "code": 0, "stopped": False},
+    ]
     assert "retrying" in node.agent_log()
 
 

@@ -171,6 +171,13 @@ def report(run_id: RunId, node_instance: str, services: ServicesDep, user: UserD
     )
 
 
+@router.get("/{run_id}/junit", response_class=Response)
+def junit(run_id: RunId, services: ServicesDep, user: UserDep) -> Response:
+    """The run as JUnit XML: a test suite per node, a test case per recipe phase of each node
+    instance, and the nodes' own JUnit report files (deploy/junit.py)."""
+    return Response(services.junit.of_run(run_id, caller=user), media_type="application/xml")
+
+
 # -- what node agents use ---------------------------------------------------------------
 
 

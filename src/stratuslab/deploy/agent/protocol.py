@@ -32,6 +32,12 @@ FINAL_STATES = (DONE, ABORTED, CANCELLED)
 BARRIER_STATES = (PROVISIONING, EXECUTING, SENDING_REPORTS, READY)  # nodes complete these
 
 MAX_VALUE = 4096  # characters in a runtime parameter value, as in SlipStream
+# Where a recipe starts and ends, sent among its output lines as lines of this stream whose
+# text is a JSON object: {"event": "start", "n": 1, "module": ...}, then {"event": "end",
+# "n": 1, "module": ..., "code": 0, "stopped": false}. The server keeps them beside the output
+# for the JUnit report (deploy/junit.py) and shows them in no log; an agent that sends none
+# (an older one) still works, its report is only less precise.
+PHASE_STREAM = "phase"
 MAX_WAIT = 60  # seconds the server holds one long-poll of a parameter
 DEFAULT_CLOUD = "local"
 

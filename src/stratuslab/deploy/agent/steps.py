@@ -7,6 +7,7 @@ import os
 import time
 
 from .logger import log
+from .protocol import PHASE_STREAM
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing; mypy knows the name
 if TYPE_CHECKING:
@@ -108,6 +109,22 @@ class StepOutput:
         self._shipper = shipper
         self._lock = threading.Lock()
 
+    def mark(self, event: str, **fields: Any) -> None:
+        """Tell the server where the step starts or ends (see protocol.PHASE_STREAM)."""
+        import json
+
+        step = self._step
+        data = {"event": event, "n": step.n, "module": step.module, **fields}
+        self._shipper.add(
+            {
+                "t": round(time.time(), 3),
+                "state": step.state,
+                "recipe": step.name,
+                "stream": PHASE_STREAM,
+                "text": json.dumps(data),
+            }
+        )
+
     def line(self, stream: str, text: str) -> None:
         with self._lock, self._path.open("a", encoding="utf-8") as file:
             file.write(text + "\n")
@@ -140,6 +157,7 @@ def run_step(
 
     log.info("%s: %s", step.label, " ".join(step.command))
     output = StepOutput(step, log_path, shipper)
+    output.mark("start")
     try:
         process = subprocess.Popen(
             step.command,
@@ -152,6 +170,7 @@ def run_step(
         )
     except OSError as exc:
         output.line("stderr", f"cannot run {step.command[0]}: {exc}")
+        output.mark("end", code=127, stopped=False)
         return Outcome(127, output.last_error_line, interrupted=False)
     readers = [
         threading.Thread(target=_pump, args=(process.stdout, "stdout", output), daemon=True),
@@ -164,6 +183,7 @@ def run_step(
         reader.join(timeout=2)  # a daemon the recipe started may hold the pipes for ever
     code = process.returncode if process.returncode >= 0 else 128 - process.returncode
     log.info("%s: exited with %d%s", step.label, code, " (stopped)" if interrupted else "")
+    output.mark("end", code=code, stopped=interrupted)
     return Outcome(code, output.last_error_line, interrupted)
 
 
