@@ -61,8 +61,9 @@ from stratuslab.verify import gitcache as verify_git
 from stratuslab.verify.notify.mail import SmtpSettings
 from stratuslab.verify.notify.outbox import Outbox
 from stratuslab.verify.notify.status import check_forge
+from stratuslab.verify.parts import Parts
 from stratuslab.verify.public import PublicViews
-from stratuslab.verify.verifier import Parts, Verifier
+from stratuslab.verify.verifier import Verifier
 from stratuslab.verify.watches import Watches
 
 WORKERS = 64  # background jobs at once: provisioning and teardown threads of every run

@@ -12,77 +12,25 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.engine import Engine
 
 from stratuslab.db.models import utcnow
 from stratuslab.db.session import session_scope
 from stratuslab.db.verify_models import VerificationRecord, WatchRecord
-from stratuslab.deploy.control import RunControl
-from stratuslab.deploy.modules import ModuleStore
-from stratuslab.deploy.runs import RunService
-from stratuslab.errors import Conflict, NotFound, StratusError
-from stratuslab.principal import SERVER, Principal
+from stratuslab.errors import BackendError, Conflict, NotFound, StratusError
+from stratuslab.principal import SERVER
 from stratuslab.verify import outcomes, runner, schedule
-from stratuslab.verify.values import Outcome, Phase, Verdict, Why
+from stratuslab.verify.parts import Mirror, Parts
+from stratuslab.verify.values import Phase, Verdict, Why
 from stratuslab.verify.watches import purge
 
 log = logging.getLogger(__name__)
 TICK_S = 1.0
 MAX_JOBS = 4  # fetches and checkouts at once, of all watches
 MAX_QUEUED = 100  # commits of one watch waiting to be verified (asked for, or retried)
-
-
-class Mirror(schedule.History, runner.Tree, Protocol):
-    def heads(self, branches: list[str]) -> dict[str, str | None]: ...
-
-    def resolve(self, rev: str) -> str: ...
-
-
-class Repositories(Protocol):
-    def fetch(self, url: str, *, deploy_key: str | None = None) -> Mirror: ...
-
-
-class Notices(Protocol):
-    """The outbox (``verify/notify/outbox.py``)."""
-
-    def queue_outcome(
-        self, session: Any, watch: WatchRecord, outcome: Outcome, verification_id: int
-    ) -> int: ...
-
-    def queue_status(
-        self,
-        session: Any,
-        watch: WatchRecord,
-        sha: str,
-        state: str,
-        *,
-        target_url: str,
-        description: str,
-    ) -> None: ...
-
-    def deliver_due(self, limit: int = 50) -> int: ...
-
-
-@dataclass
-class Parts:
-    engine: Engine
-    repositories: Repositories
-    modules: ModuleStore
-    runs: RunService
-    control: RunControl
-    principal_of: Callable[[str], Principal | None]
-    submit: Callable[..., Future[Any]]
-    links_url: str
-    outbox: Notices | None = None
-    junit: Callable[[str, Path], None] | None = None  # run id -> where its JUnit XML goes
-    junit_dir: Path | None = None
 
 
 class Verifier:
@@ -195,7 +143,10 @@ class Verifier:
 
     def ask(self, watch: WatchRecord, rev: str | None, branch: str | None) -> dict[str, Any]:
         """Verify one commit now (``stratus watch run``): the branch's head by default."""
-        mirror = self.p.repositories.fetch(watch.repository, deploy_key=watch.deploy_key)
+        try:
+            mirror = self.p.repositories.fetch(watch.repository, deploy_key=watch.deploy_key)
+        except BackendError as exc:  # the repository's fault, or its server's: not ours
+            raise Conflict(f"the repository cannot be fetched now: {exc}") from None
         branch = branch or watch.branches[0]
         if branch not in watch.branches:
             raise NotFound(f"the watch does not follow branch {branch!r}")
@@ -340,11 +291,17 @@ class Verifier:
                 return
             state = schedule.branch_of(session, watch.id, row.branch)
             previous = Verdict(state.verdict) if state.verdict else None
-            try:
-                mirror = self.p.repositories.fetch(watch.repository, deploy_key=watch.deploy_key)
-            except StratusError as exc:
-                log.warning("watch %s: cannot fetch to settle a verdict: %s", watch.name, exc)
-                return
+            # The commit is in the mirror already (it was checked out from it): the verdict is
+            # settled on it as it is, whether the repository can be fetched now or not.
+            mirror = self.p.repositories.mirror(watch.repository)
+            if mirror is None:
+                try:
+                    mirror = self.p.repositories.fetch(
+                        watch.repository, deploy_key=watch.deploy_key
+                    )
+                except StratusError as exc:
+                    log.warning("watch %s: no mirror to settle a verdict: %s", watch.name, exc)
+                    return
             found = schedule.settle(session, watch, row, mirror)
             if self.p.outbox is None:
                 return
