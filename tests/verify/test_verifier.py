@@ -328,5 +328,33 @@ def test_commits_asked_for_are_bounded_per_watch(
         answer = http.post("/api/watches/asked/run", json={"commit": repo.rev()})
         assert answer.status_code == 202, answer.text
     refused = http.post("/api/watches/asked/run", json={"commit": repo.rev()})
-    assert refused.status_code == 409 and "wait to be verified" in refused.json()["error"]["message"]
+    assert (
+        refused.status_code == 409 and "wait to be verified" in refused.json()["error"]["message"]
+    )
     assert http.delete("/api/watches/asked").status_code == 200
+
+
+def test_a_verdict_is_told_even_when_the_repository_is_gone_meanwhile(
+    http: httpx.Client, repo: Repo, receiver: Receiver, mailbox: tuple[Mailbox, SmtpServer]
+) -> None:
+    add_watch(http, repo, receiver, name="vanish")
+    verdict_of(http, "vanish", repo.rev())
+    broken = repo.commit("slow, then broken", web("    sleep 3\n" + breaking("gone wrong")))
+    repo.push()
+    assert http.post("/api/watches/vanish/notify").status_code == 202
+
+    def running() -> bool:
+        return any(
+            r["commit"] == broken and r["phase"] == "running" for r in history(http, "vanish")
+        )
+
+    wait_until(running, 30, "the slow commit's run", interval=0.2)
+    hidden = repo.bare.with_name(repo.bare.name + ".away")
+    repo.bare.rename(hidden)  # the git server no longer has it
+    try:
+        assert verdict_of(http, "vanish", broken)["verdict"] == "failed"
+        assert "FAILED" in str(mail_about(mailbox[0], broken).message["Subject"])
+        state = http.get("/api/watches/vanish").json()["branches"][0]
+        assert state["verdict"] == "failed" and state["verdict_commit"] == broken
+    finally:
+        hidden.rename(repo.bare)
