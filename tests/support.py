@@ -34,6 +34,8 @@ def environment(root: Path, **extra: str) -> dict[str, str]:
         "STRATUS_DATA_DIR": str(root / "data"),
         "STRATUS_CACHE_DIR": str(root / "cache"),
         "STRATUS_USER": "alice",
+        # Tests' git servers and receivers are on loopback: users may name them here.
+        "STRATUS_WATCH_PRIVATE_ADDRESSES": "true",
         **extra,
     }
 

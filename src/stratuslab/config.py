@@ -74,6 +74,8 @@ class Settings:
     smtp_from: str = "stratus@localhost"
     public_url: str = ""  # the server's URL as people reach it (links); empty: the local one
     watch_min_every_s: int = 10  # the shortest polling interval a watch may ask for
+    # Whether users' watches may name the site's private addresses (verify/addresses.py).
+    watch_private_addresses: bool = False
     debug: bool = False
 
     @property

@@ -146,6 +146,7 @@ class Services:
             check_url=lambda url, local: verify_git.check_url(url, local_allowed=local),
             check_forge=check_forge,
             min_every_s=settings.watch_min_every_s,
+            private_addresses=settings.watch_private_addresses,
         )
         self.watch_views = PublicViews(engine)
         self.outbox = Outbox(engine, SmtpSettings.from_settings(settings))

@@ -29,7 +29,7 @@ from stratuslab.db.verify_models import (
 )
 from stratuslab.errors import Conflict, Invalid, NotFound
 from stratuslab.principal import Principal
-from stratuslab.verify import checks
+from stratuslab.verify import addresses, checks
 
 MAX_WATCHES = 50  # a user's watches
 MAX_BRANCHES = checks.MAX_BRANCHES
@@ -65,11 +65,13 @@ class Watches:
         check_url: CheckUrl,
         check_forge: CheckForge | None = None,
         min_every_s: int = 10,
+        private_addresses: bool = False,
     ) -> None:
         self.engine = engine
         self._check_url = check_url
         self._check_forge = check_forge
         self.min_every_s = min_every_s
+        self.private_addresses = private_addresses  # the site lets watches reach them
 
     # -- adding and changing ------------------------------------------------------------------
 
@@ -78,6 +80,13 @@ class Watches:
         the secret (for the forge's hook settings), which later views hide."""
         owner = _person(caller)
         repository = self._check_url(spec.repository, caller.admin)
+        private = caller.admin or self.private_addresses
+        addresses.check_public(repository, what="the repository's host", allowed=private)
+        for target in spec.notify:
+            if not target.startswith("mailto:"):
+                addresses.check_public(target, what="the webhook's host", allowed=private)
+        if spec.forge and isinstance(spec.forge.get("api"), str):
+            addresses.check_public(spec.forge["api"], what="the forge's host", allowed=private)
         name = spec.name or checks.name_from(repository)
         row = WatchRecord(
             id=secrets.token_hex(16),  # 128 random bits: badges, feeds, hooks are by id
