@@ -132,7 +132,7 @@ def main() -> int:
     log(f"named {results['named']}, right: {results['named_right']}")
     settings = {"commits": COMMITS, "bad": args.bad}
     return publish(
-        "bisect", started, world.prefix, settings, results, table, json_only=args.json_only
+        "bisect_commits", started, world.prefix, settings, results, table, json_only=args.json_only
     )
 
 

@@ -371,7 +371,7 @@ def test_an_entity_bomb_or_an_external_entity_is_refused_at_once() -> None:
     view = run(node("test.1"), phases={"test": []})
     started = time.monotonic()
     document = report(view, [], files(("reports/bomb.xml", BOMB), ("reports/xxe.xml", EXTERNAL)))
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5  # an expanded bomb takes minutes and gigabytes
     root = checked(document)
     assert [s.get("name") for s in root.findall("testsuite")] == ["apps.demo.test"]
     text = document.decode()

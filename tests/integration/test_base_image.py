@@ -18,13 +18,17 @@ def sh(stratus: Stratus, ref: str, script: str) -> str:
     return result.stdout.strip()
 
 
-def test_building_again_is_a_cache_hit_in_under_a_second(stratus: Stratus) -> None:
-    started = time.monotonic()
+def test_building_again_is_a_cache_hit(stratus: Stratus) -> None:
+    """The second build finds the image by its recipe's digest and builds nothing: the same
+    fingerprint comes back. (How fast that is, bench/instance_run.py's neighbours measure: a
+    wall-clock bound here would fail a loaded CI machine, not the code.)"""
+    images = json.loads(stratus("image", "list", "-o", "json").stdout)
+    (before,) = [i for i in images if i["name"] == "debian-12"]
     result = stratus("image", "build", "debian-12", "-o", "json")
-    elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["cached"] is True
-    assert elapsed < 1.0, f"a cache hit took {elapsed:.2f} s"
+    built = json.loads(result.stdout)
+    assert built["cached"] is True
+    assert built["fingerprint"] == before["fingerprint"]
 
 
 def test_image_list_shows_it(stratus: Stratus) -> None:

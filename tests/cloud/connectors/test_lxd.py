@@ -167,7 +167,7 @@ def test_an_unreachable_lxd_fails_the_address_wait_at_once() -> None:
     started = time.monotonic()
     with pytest.raises(BackendUnavailable):
         on(handler).wait_for_address("box", timeout=120)
-    assert calls["n"] == 1 and time.monotonic() - started < 1
+    assert calls["n"] == 1 and time.monotonic() - started < 10  # not the 120 s poll
 
 
 def test_a_request_lxd_does_not_answer_in_time_is_not_sent_again() -> None:
