@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import guarded, log, publish
-from verify_world import World
+from verify_world import World, measured
 
 COMMITS = 8
 IMAGE = "kind: image\nimages:\n  local: debian-12\n"
@@ -112,27 +110,12 @@ def main() -> int:
     parser.add_argument("--bad", type=int, default=6, choices=range(1, COMMITS + 1))
     parser.add_argument("--json-only", action="store_true")
     args = parser.parse_args()
-    started = datetime.now(UTC)
-    world = World("bisect-commits")
-    entered = False
-
-    def work() -> dict[str, Any]:
-        nonlocal entered
-        world.__enter__()
-        entered = True
-        return measure(world, args.bad)
-
-    def cleanup() -> None:
-        if entered:
-            world.__exit__(None, None, None)
-
-    code, results = guarded(work, cleanup)
-    if code or results is None:
-        return code
-    log(f"named {results['named']}, right: {results['named_right']}")
-    settings = {"commits": COMMITS, "bad": args.bad}
-    return publish(
-        "bisect_commits", started, world.prefix, settings, results, table, json_only=args.json_only
+    return measured(
+        "bisect_commits",
+        lambda world: measure(world, args.bad),
+        table,
+        {"commits": COMMITS, "bad": args.bad},
+        json_only=args.json_only,
     )
 
 

@@ -22,12 +22,12 @@ import argparse
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, guarded, log, publish
-from verify_world import World
+from common import ROOT, log
+from verify_world import World, measured
 
 EXAMPLE = ROOT / "examples" / "webapp"
 CHECK = '"$url/items" | grep -q'
@@ -115,26 +115,12 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=1)
     parser.add_argument("--json-only", action="store_true")
     args = parser.parse_args()
-    started = datetime.now(UTC)
-    world = World("push-to-mail")
-    entered = False
-
-    def work() -> dict[str, Any]:
-        nonlocal entered
-        world.__enter__()
-        entered = True
-        return measure(world, args.trials)
-
-    def cleanup() -> None:
-        if entered:
-            world.__exit__(None, None, None)
-
-    code, results = guarded(work, cleanup)
-    if code or results is None:
-        return code
-    settings = {"trials": args.trials, "application": "examples/webapp"}
-    return publish(
-        "push_to_mail", started, world.prefix, settings, results, table, json_only=args.json_only
+    return measured(
+        "push_to_mail",
+        lambda world: measure(world, args.trials),
+        table,
+        {"trials": args.trials, "application": "examples/webapp"},
+        json_only=args.json_only,
     )
 
 

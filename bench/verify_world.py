@@ -194,3 +194,37 @@ def timed(step: Callable[[], Any]) -> tuple[float, Any]:
     started = time.monotonic()
     answer = step()
     return time.monotonic() - started, answer
+
+
+def measured(
+    name: str,
+    measure: Callable[[World], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+    settings: dict[str, Any],
+    *,
+    json_only: bool,
+) -> int:
+    """Run ``measure`` in a world of its own (removed whatever happens, Ctrl-C included) and
+    publish what it measured as bench/results/NAME-<time>.json; the exit code."""
+    from datetime import UTC, datetime
+
+    from common import guarded, publish
+
+    started = datetime.now(UTC)
+    world = World(name.replace("_", "-"))
+    entered = False
+
+    def work() -> dict[str, Any]:
+        nonlocal entered
+        world.__enter__()
+        entered = True
+        return measure(world)
+
+    def cleanup() -> None:
+        if entered:
+            world.__exit__(None, None, None)
+
+    code, results = guarded(work, cleanup)
+    if code or results is None:
+        return code
+    return publish(name, started, world.prefix, settings, results, table, json_only=json_only)

@@ -24,6 +24,7 @@ from stratuslab import config
 from stratuslab.cloud.connectors.lxd_api import LxdApi
 from stratuslab.errors import BackendError, Invalid, NotFound, StratusError
 from tests.support import environment
+from tests.verify.conftest import git_server  # noqa: F401  (a real git server, for watches)
 
 Stratus = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -88,14 +89,14 @@ def cli_json(stratus: Stratus, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-@pytest.fixture(scope="session")
-def stratus(live_env: dict[str, str]) -> Stratus:
-    """Run `stratus ARGS...` as a user would; the local cloud is recorded in this session."""
+def cli(env: dict[str, str]) -> Stratus:
+    """`stratus ARGS...` as a user runs it in the installation ``env`` names, its local cloud
+    recorded first."""
 
     def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "stratuslab", *args],
-            env=live_env,
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -105,6 +106,12 @@ def stratus(live_env: dict[str, str]) -> Stratus:
     init = run("cloud", "init", "-o", "json")
     assert init.returncode == 0, init.stderr
     return run
+
+
+@pytest.fixture(scope="session")
+def stratus(live_env: dict[str, str]) -> Stratus:
+    """Run `stratus ARGS...` as a user would; the local cloud is recorded in this session."""
+    return cli(live_env)
 
 
 @pytest.fixture(scope="session")

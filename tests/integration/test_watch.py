@@ -11,30 +11,21 @@ import json
 import os
 import secrets
 import shutil
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Stratus, delete_instances
+from tests.integration.conftest import Stratus, cli, delete_instances
 from tests.support import environment, wait_until
-from tests.verify.gitserver import GitServer, Repo
+from tests.verify.gitserver import GitServer, Repo, free_port
 from tests.verify.notify.servers import Delivered, Mailbox, SmtpServer, smtp_server
 
 pytestmark = [pytest.mark.lxd, pytest.mark.spawns]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "webapp"
 DEPLOY_S = 900.0  # one verification of examples/webapp, packages from the mirror included
 BROKEN_CHECK = '"$url/items" | grep -q'
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +48,7 @@ def watcher(
         **environment(
             root,
             STRATUS_INSTANCE_PREFIX=prefix,
-            STRATUS_SERVER_PORT=str(_free_port()),
+            STRATUS_SERVER_PORT=str(free_port()),
             STRATUS_SMTP_HOST="127.0.0.1",
             STRATUS_SMTP_PORT=str(mailbox[1].port),
             STRATUS_WATCH_MIN_EVERY_S="1",
@@ -65,29 +56,12 @@ def watcher(
     }
     env.pop("STRATUS_SERVER_URL", None)
 
-    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "stratuslab", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    init = run("cloud", "init", "-o", "json")
-    assert init.returncode == 0, init.stderr
+    run = cli(env)
     try:
         yield run
     finally:
         run("server", "stop", timeout=120)
         delete_instances(prefix)
-
-
-@pytest.fixture(scope="module")
-def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
-    with GitServer(tmp_path_factory.mktemp("git-server")) as server:
-        yield server
 
 
 def _example() -> dict[str, str]:
