@@ -362,3 +362,18 @@ def test_a_verdict_is_told_even_when_the_repository_is_gone_meanwhile(
         assert state["verdict"] == "failed" and state["verdict_commit"] == broken
     finally:
         hidden.rename(repo.bare)
+
+
+def test_a_verdict_is_kept_when_what_it_sets_in_motion_fails(
+    http: httpx.Client, repo: Repo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stratuslab.verify import schedule
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug in the schedule")
+
+    monkeypatch.setattr(schedule, "settle", broken)
+    add_watch(http, repo, receiver, name="bug")
+    row = verdict_of(http, "bug", repo.rev())  # recorded once, not judged again every round
+    assert row["verdict"] == "passed" and row["phase"] == "done"
+    assert http.delete("/api/watches/bug").status_code == 200

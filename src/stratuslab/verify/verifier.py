@@ -213,6 +213,9 @@ class Verifier:
             )
         except StratusError as exc:
             started = runner.Started(None, Verdict.ERROR, str(exc)[:2000])
+        except Exception as exc:  # a bug of ours must not leave it running for ever
+            log.exception("verifying %s of watch %s", sha[:12], watch.name)
+            started = runner.Started(None, Verdict.ERROR, f"the server failed: {exc}"[:2000])
         if started.run_id is None:
             verdict = started.verdict or Verdict.ERROR
             self._record(verification_id, runner.Judged(verdict, started.reason, None, 0.0))
@@ -279,7 +282,21 @@ class Verifier:
             log.warning("JUnit report of run %s not written: %s", run_id, exc)
 
     def _record(self, verification_id: int, judged: runner.Judged) -> None:
-        """Record a verdict, and everything it sets in motion, in one transaction."""
+        """Record a verdict, and everything it sets in motion, in one transaction; should
+        what it sets in motion fail (a bug of ours), the verdict alone, rather than judging
+        the same run again every round."""
+        try:
+            self._record_all(verification_id, judged)
+        except Exception:
+            log.exception("settling verification %s", verification_id)
+            with session_scope(self.p.engine) as session:
+                row = session.get(VerificationRecord, verification_id)
+                if row is not None:
+                    row.phase, row.ended_at = Phase.DONE.value, utcnow()
+                    row.verdict, row.reason = judged.verdict.value, judged.reason
+                    row.node = judged.node
+
+    def _record_all(self, verification_id: int, judged: runner.Judged) -> None:
         with session_scope(self.p.engine) as session:
             row = session.get(VerificationRecord, verification_id)
             if row is None:
