@@ -47,9 +47,25 @@ def _params(given: tuple[str, ...]) -> dict[str, str]:
 @click.argument("repository")
 @click.option("--module", required=True, help="the application's path in the repository")
 @click.option("--branch", "branches", multiple=True, help="a branch to verify (main by default)")
-@click.option("--every", "every_s", type=int, default=300, show_default=True, metavar="SECONDS")
-@click.option("--param", "params", multiple=True, metavar="NODE:NAME=VALUE")
-@click.option("--notify", "targets", multiple=True, metavar="mailto:ADDR|URL")
+@click.option(
+    "--every",
+    "every_s",
+    type=int,
+    default=300,
+    show_default=True,
+    metavar="SECONDS",
+    help="poll this often (a push hook or `watch notify` wakes it at once)",
+)
+@click.option(
+    "--param", "params", multiple=True, metavar="NODE:NAME=VALUE", help="given to every run"
+)
+@click.option(
+    "--notify",
+    "targets",
+    multiple=True,
+    metavar="mailto:ADDR|URL",
+    help="mail this address, or post a signed JSON document per verdict to this URL",
+)
 @click.option("--name", default=None, help="the watch's name (from the repository by default)")
 @click.option("--keep-running", type=click.Choice(KEEP), default="never", show_default=True)
 @click.option("--mail-every-failure", is_flag=True, help="mail on every failure, not on changes")
