@@ -14,12 +14,11 @@ setup:
 demo: setup
 	bash scripts/demo.sh
 
-# Tests are spread over 3 workers (pytest-xdist): most of a test's time is waiting on LXD,
-# git, SMTP or a real server, so 3 workers on 2 cores halve the wall time. Each file's tests
-# stay together (a module's shared world is made once), and every LXD test goes to one worker
-# (tests/conftest.py says why).
+# Test files are spread over 3 workers (pytest-xdist, a file's tests together, so that each
+# module's shared server or world is made once): most of a test's time is waiting on LXD,
+# git, SMTP or a real server, so 3 workers on 2 cores halve the wall time.
 test: setup check
-	$(BIN)/pytest -n 3 --dist loadgroup
+	$(BIN)/pytest -n 3 --dist loadfile
 
 check:
 	$(BIN)/ruff check src tests bench
@@ -28,7 +27,7 @@ check:
 	$(BIN)/lint-imports
 
 unit:
-	$(BIN)/pytest -n 3 --dist loadgroup -m "not lxd and not postgres"
+	$(BIN)/pytest -n 3 --dist loadfile -m "not lxd and not postgres"
 
 lxd:
 	$(BIN)/pytest -m lxd

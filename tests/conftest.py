@@ -36,17 +36,6 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test``: ``--dist loadgroup``), every test that drives the real
-    LXD daemon goes to one worker, in the order written, as it ran before the suite was spread:
-    LXD creating, shifting and deleting containers for several tests at once has failed a
-    creation ("Failed to handle idmapped storage") that never fails alone. Every other test
-    goes with the rest of its file, so that a module's shared world is made once."""
-    for item in items:
-        group = "lxd" if item.get_closest_marker("lxd") else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(autouse=True)
 def _no_unannounced_processes(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
