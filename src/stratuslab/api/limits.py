@@ -107,7 +107,11 @@ def _size(count: int) -> str:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """A request's body, refused past ``limit`` bytes without reading the rest."""
+    """A request's body, refused past ``limit`` bytes without reading the rest (at once when
+    its Content-Length says so)."""
+    announced = request.headers.get("content-length", "")
+    if announced.isdigit() and int(announced) > limit:
+        raise TooLarge(f"the request body is over {limit} bytes ({announced})")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

@@ -14,11 +14,10 @@ from urllib.parse import quote
 
 import click
 
+from stratuslab.cli.deploy import KEEP
 from stratuslab.cli.output import age, emit_json, err, out, output_option, table
 from stratuslab.cli.runtime import Runtime, pass_runtime
 from stratuslab.errors import Invalid
-
-KEEP = ("always", "on-success", "on-error", "never")
 
 
 @click.group(name="watch", no_args_is_help=True)

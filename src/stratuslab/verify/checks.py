@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from stratuslab.deploy.states import KeepRunning
 from stratuslab.errors import Invalid
 
 MAX_BRANCHES = 20  # branches of one watch
 MAX_NOTIFY = 20  # targets of one watch
 MAX_PARAMS = 200  # deploy-time values of one watch
-KEEP = ("always", "on-success", "on-error", "never")
+KEEP = tuple(policy.value for policy in KeepRunning)
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _BRANCH = re.compile(r"[A-Za-z0-9._/-]{1,255}")
 _MODULE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_./-]{0,254}")

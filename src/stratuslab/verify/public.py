@@ -4,14 +4,13 @@ subjects and authors, and links."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from stratuslab.db.session import session_scope
 from stratuslab.db.verify_models import VerificationRecord, WatchBranchRecord, WatchRecord
 from stratuslab.errors import NotFound
+from stratuslab.verify.feed import Entry, tag_uri
 
 MAX_FEED = 50  # entries of a feed
 
@@ -38,11 +37,9 @@ class PublicViews:
             ).first()
             return (f"{row.name} {branch}", state.verdict if state else None, running is not None)
 
-    def feed(self, watch_id: str, links_url: str) -> tuple[str, list[Any]]:
+    def feed(self, watch_id: str, links_url: str) -> tuple[str, list[Entry]]:
         """(the feed's title, its entries): the watch's newest verdicts, each entry's id a tag
         URI that a change of the server's port or scheme leaves as it is."""
-        from stratuslab.verify.feed import Entry, tag_uri
-
         with session_scope(self.engine) as session:
             row = session.get(WatchRecord, watch_id)
             if row is None or row.removed:

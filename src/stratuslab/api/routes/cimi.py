@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from stratuslab.errors import Invalid, StratusError, TooLarge
+from stratuslab.api.limits import read_body
+from stratuslab.errors import Invalid, StratusError
 
 SLIPSTREAM_SCHEMA = "http://sixsq.com/slipstream/1/"
 CIMI_SCHEMA = "http://schemas.dmtf.org/cimi/2/"
@@ -106,17 +107,7 @@ def base_uri(request: Request) -> str:
 async def _read_bounded(request: Request) -> None:
     """Read the body (once, kept where Starlette keeps it for the handler) and refuse it past
     :data:`MAX_CIMI_BODY` bytes without reading the rest."""
-    announced = request.headers.get("content-length", "")
-    if announced.isdigit() and int(announced) > MAX_CIMI_BODY:
-        raise TooLarge(f"the request body is over {MAX_CIMI_BODY} bytes ({announced})")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_CIMI_BODY:
-            raise TooLarge(f"the request body is over {MAX_CIMI_BODY} bytes")
-        chunks.append(chunk)
-    request._body = b"".join(chunks)  # what Request.body() returns from now on
+    request._body = await read_body(request, MAX_CIMI_BODY)  # what Request.body() returns
 
 
 def _first_problem(exc: RequestValidationError) -> str:

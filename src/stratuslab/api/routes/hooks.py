@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from stratuslab.api.deps import ServicesDep
 from stratuslab.api.limits import read_body
 from stratuslab.errors import NotFound
+from stratuslab.services import Services
 from stratuslab.verify import badge, feed, hooks
 
 router = APIRouter(tags=["watches"])
@@ -69,10 +70,9 @@ def branch_badge(watch_id: WatchId, branch: str, services: ServicesDep) -> Respo
 )
 def atom_feed(watch_id: WatchId, services: ServicesDep) -> Response:
     """The watch's verdicts, newest first, as an Atom feed."""
-    title, entries = services.watch_views.feed(watch_id, services.settings.links_url)
-    self_link = f"{services.settings.links_url}/api/feeds/{watch_id}.atom"
+    title, entries, at = _feed(watch_id, services)
     feed_id = feed.tag_uri(services.settings.links_url, f"watch/{watch_id}")
-    data = feed.atom(title=title, feed_id=feed_id, self_link=self_link, entries=entries)
+    data = feed.atom(title=title, feed_id=feed_id, self_link=f"{at}.atom", entries=entries)
     return Response(data, media_type="application/atom+xml")
 
 
@@ -83,8 +83,14 @@ def atom_feed(watch_id: WatchId, services: ServicesDep) -> Response:
 )
 def json_feed(watch_id: WatchId, services: ServicesDep) -> Response:
     """The same, as a JSON Feed (``application/feed+json``, as jsonfeed.org registers it)."""
-    title, entries = services.watch_views.feed(watch_id, services.settings.links_url)
-    home = f"{services.settings.links_url}/api/feeds/{watch_id}.atom"
-    url = f"{services.settings.links_url}/api/feeds/{watch_id}.json"
-    document = feed.json_feed(title=title, home=home, feed_url=url, entries=entries)
+    title, entries, at = _feed(watch_id, services)
+    document = feed.json_feed(
+        title=title, home=f"{at}.atom", feed_url=f"{at}.json", entries=entries
+    )
     return JSONResponse(document, media_type="application/feed+json")
+
+
+def _feed(watch_id: str, services: Services) -> tuple[str, list[feed.Entry], str]:
+    """The feed's title and entries, and where its two forms are (without the extension)."""
+    title, entries = services.watch_views.feed(watch_id, services.settings.links_url)
+    return title, entries, f"{services.settings.links_url}/api/feeds/{watch_id}"
