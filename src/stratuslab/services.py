@@ -23,7 +23,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -56,7 +55,7 @@ from stratuslab.deploy.tokens import NodeTokens
 from stratuslab.deploy.work import WorkQueue
 from stratuslab.errors import Forbidden
 from stratuslab.hub import Hub
-from stratuslab.principal import SERVER, Principal
+from stratuslab.principal import Principal
 from stratuslab.verify import gitcache as verify_git
 from stratuslab.verify.notify.mail import SmtpSettings
 from stratuslab.verify.notify.outbox import Outbox
@@ -161,14 +160,8 @@ class Services:
                 submit=self.submit,
                 links_url=settings.links_url,
                 outbox=self.outbox,
-                junit=self._write_junit,
-                junit_dir=settings.data_dir / "junit",
             )
         )
-
-    def _write_junit(self, run_id: str, path: Path) -> None:
-        """A watched run's JUnit XML, kept beside its verdict (``data_dir/junit/<n>.xml``)."""
-        path.write_bytes(self.junit.of_run(run_id, caller=SERVER))
 
     def _principal_of(self, owner: str) -> Principal | None:
         """A watch's owner as the caller of the runs it makes (their groups, their rights);

@@ -13,7 +13,12 @@ from sqlalchemy.engine import Engine
 
 from stratuslab.db.models import utcnow
 from stratuslab.db.session import engine_for, session_scope
-from stratuslab.db.verify_models import VerificationRecord, WatchBranchRecord, WatchRecord
+from stratuslab.db.verify_models import (
+    NotificationRecord,
+    VerificationRecord,
+    WatchBranchRecord,
+    WatchRecord,
+)
 from stratuslab.verify import schedule
 from stratuslab.verify.git import Mirror
 from stratuslab.verify.gitcache import Repositories
@@ -168,7 +173,7 @@ def test_an_infrastructure_error_is_retried_once_then_skipped_by_the_bisect(
     engine: Engine, repo: Repo, repositories: Repositories
 ) -> None:
     watch = _watch(engine, repo)
-    repo.commit("good")
+    good = repo.commit("good")
     repo.push()
     mirror = _poll(engine, watch, repositories, repo)
     _verify_all(engine, watch, mirror, lambda _: Verdict.PASSED)
@@ -177,6 +182,7 @@ def test_an_infrastructure_error_is_retried_once_then_skipped_by_the_bisect(
     mirror = _poll(engine, watch, repositories, repo)
     bad = set(commits[2:])
     flaky = commits[1]  # its machines never come up
+    assert mirror.bisect_next([good], commits[-1]) == flaky  # the bisect's first step, so...
 
     def verdict(sha: str) -> Verdict:
         if sha == flaky:
@@ -185,6 +191,8 @@ def test_an_infrastructure_error_is_retried_once_then_skipped_by_the_bisect(
 
     verified = _verify_all(engine, watch, mirror, verdict)
     assert [why for sha, why in verified if sha == flaky] in ([], ["bisect", "bisect"])
+    # ... it is verified, errs, is verified once more, errs again, and is passed over.
+    assert [why for sha, why in verified if sha == flaky] == ["bisect", "bisect"]
     branch = _branch(engine, watch)
     assert branch.broken_by == commits[2]
 
@@ -255,6 +263,19 @@ def test_a_watchs_history_is_bounded_oldest_first(
         repo.push()
         mirror = _poll(engine, watch, repositories, repo)
         _verify_all(engine, watch, mirror, lambda _: Verdict.PASSED)
+        if i == 0:  # what the outbox would hold of the first verdict: one sent, one not yet
+            with session_scope(engine) as session:
+                (first,) = session.scalars(select(VerificationRecord.id)).all()
+                for state in ("sent", "pending"):
+                    session.add(
+                        NotificationRecord(
+                            watch_id=watch, verification_id=first, channel="webhook",
+                            target="https://hooks.example.org/x", state=state,
+                        )
+                    )  # fmt: skip
     kept = _phases(engine, watch)
     # The newest poll prunes before the newest verdict: at most MAX_KEPT settled, plus it.
     assert made[0] not in kept and made[-1] in kept and len(kept) <= 3
+    with session_scope(engine) as session:  # what was sent of it went with it, not the rest
+        left = session.scalars(select(NotificationRecord.state)).all()
+    assert left == ["pending"]

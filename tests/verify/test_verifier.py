@@ -202,8 +202,11 @@ def test_a_branch_goes_red_with_the_commit_that_broke_it_then_green_again(
     assert "no driver for postgresql" in body and "web.1" in body
     assert f"broken by {broken[:7]} (bob: 'switch db driver')" in body.lower()
     assert f"/api/runs/{failed['run_id']}" in body
-    # The watched run's JUnit XML is kept beside its verdict: the failing case says why.
-    junit = ElementTree.parse(server.settings.data_dir / "junit" / f"{failed['id']}.xml")
+    # The watched run's JUnit XML, linked from the mail: the failing case says why.
+    assert f"/api/runs/{failed['run_id']}/junit" in body
+    answer = http.get(f"/api/runs/{failed['run_id']}/junit")
+    assert answer.status_code == 200, answer.text
+    junit = ElementTree.fromstring(answer.content)
     failures = [f.get("message") or "" for f in junit.iter("failure")]
     assert any("no driver for postgresql" in message for message in failures)
 

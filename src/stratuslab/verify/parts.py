@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
@@ -64,5 +63,3 @@ class Parts:
     submit: Callable[..., Future[Any]]
     links_url: str
     outbox: Notices | None = None
-    junit: Callable[[str, Path], None] | None = None  # run id -> where its JUnit XML goes
-    junit_dir: Path | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +36,7 @@ RUN_TIMEOUT_S = 3600  # a commit whose application is not Ready within an hour f
 MAX_REASON = 2000
 # What the infrastructure did, not the commit: a machine that could not be made, or was lost.
 _INFRASTRUCTURE = ("provisioning-failed", "lost")
+JUDGED_KINDS = ("abort", *_INFRASTRUCTURE)  # the events a verdict is read from
 
 
 class Tree(Protocol):
@@ -74,18 +76,18 @@ def start(
         root = Path(scratch)
         try:
             tree.export(sha, root)
+        except Invalid as exc:  # a tree over the bounds: the commit's own making
+            return Started(None, Verdict.INVALID, _bounded(f"checking {sha[:12]} out: {exc}"))
         except StratusError as exc:
             return Started(None, Verdict.ERROR, _bounded(f"checking {sha[:12]} out: {exc}"))
         try:
             texts = load_tree(root, module)
         except Invalid as exc:
-            return Started(None, Verdict.INVALID, _bounded(_said(exc)))
+            return Started(None, Verdict.INVALID, _bounded(str(exc)))
     try:
         stored = modules.push(texts, caller=owner, only_changed=True, tag=f"git:{sha}")
-    except Invalid as exc:
-        return Started(None, Verdict.INVALID, _bounded(_said(exc)))
-    except (Forbidden, NotFound) as exc:  # a module path someone else holds
-        return Started(None, Verdict.INVALID, _bounded(_said(exc)))
+    except (Invalid, Forbidden, NotFound) as exc:  # Forbidden: a path someone else holds
+        return Started(None, Verdict.INVALID, _bounded(str(exc)))
     application = stored[0]
     request = RunRequest(
         module=f"{application.path}/{application.version}",
@@ -97,16 +99,20 @@ def start(
     try:
         run = runs.create(request, caller=owner)
     except Invalid as exc:  # the application does not resolve (a parameter, a node)
-        return Started(None, Verdict.INVALID, _bounded(_said(exc)))
+        return Started(None, Verdict.INVALID, _bounded(str(exc)))
     except (CapacityExceeded, BackendError) as exc:
-        return Started(None, Verdict.ERROR, _bounded(_said(exc)))
+        return Started(None, Verdict.ERROR, _bounded(str(exc)))
     return Started(str(run["id"]))
 
 
 def judge(run: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> Judged | None:
-    """The verdict of a run that has ended (None while it has not)."""
+    """The verdict of a run that has settled (``RunService.settled``: ended, or kept in Ready
+    with every node done), from its summary and its events of ``JUDGED_KINDS``; None for a
+    run in Ready that its policy is about to end (its verdict comes with Done)."""
     state = run["state"]
-    if state not in ("Done", "Aborted", "Cancelled") and not _kept_ready(run):
+    if state == "Ready" and run.get("keep_running") not in ("always", "on-success"):
+        return None
+    if state not in ("Done", "Aborted", "Cancelled", "Ready"):
         return None
     seconds = _seconds(run)
     if run.get("cancelled") or state == "Cancelled":
@@ -127,14 +133,6 @@ def judge(run: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> Judged
     return Judged(Verdict.FAILED, _bounded(reason or f"the run ended {state}"), node, seconds)
 
 
-def _kept_ready(run: Mapping[str, Any]) -> bool:
-    """A run kept running (``--keep-running always``) that reached Ready with every node done."""
-    if run["state"] != "Ready" or run.get("keep_running") not in ("always", "on-success"):
-        return False
-    nodes = [n for n in run.get("nodes", []) if not n.get("removed") and not n.get("lost")]
-    return bool(nodes) and all(n.get("completed") == "Ready" for n in nodes)
-
-
 def _aborting_node(events: Sequence[Mapping[str, Any]]) -> str | None:
     for event in events:
         if event.get("kind") == "abort":
@@ -144,17 +142,11 @@ def _aborting_node(events: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 def _seconds(run: Mapping[str, Any]) -> float | None:
-    from datetime import datetime
-
     ended = run.get("ended_at") or run.get("last_state_change")
     if not ended:
         return None
     delta = datetime.fromisoformat(ended) - datetime.fromisoformat(run["created_at"])
     return round(delta.total_seconds(), 1)
-
-
-def _said(exc: StratusError) -> str:
-    return str(exc)  # the message, and its hint in brackets
 
 
 def _bounded(text: str) -> str:

@@ -23,7 +23,12 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from stratuslab.db.models import utcnow
-from stratuslab.db.verify_models import VerificationRecord, WatchBranchRecord, WatchRecord
+from stratuslab.db.verify_models import (
+    NotificationRecord,
+    VerificationRecord,
+    WatchBranchRecord,
+    WatchRecord,
+)
 from stratuslab.verify.values import Commit, Phase, Verdict, Why
 
 MAX_HELD = 200  # commits one push may bring that are kept for a bisect
@@ -117,7 +122,8 @@ def observe(
 
 
 def _prune(session: Session, watch_id: str) -> None:
-    """Keep a watch's history bounded: past MAX_KEPT, the oldest settled ones go."""
+    """Keep a watch's history bounded: past MAX_KEPT, the oldest settled ones go, with the
+    notifications that told of them."""
     settled = (Phase.DONE.value, Phase.SKIPPED.value)
     ids = session.scalars(
         select(VerificationRecord.id)
@@ -127,6 +133,12 @@ def _prune(session: Session, watch_id: str) -> None:
     ).all()
     if ids:
         session.execute(delete(VerificationRecord).where(VerificationRecord.id.in_(ids)))
+        # What was sent of them goes with them; what is still to send is not lost.
+        session.execute(
+            delete(NotificationRecord).where(
+                NotificationRecord.verification_id.in_(ids), NotificationRecord.state != "pending"
+            )
+        )
 
 
 def record(
@@ -146,15 +158,26 @@ def record(
     )
 
 
-def next_for(session: Session, watch_id: str) -> VerificationRecord | None:
-    """The verification to start for a watch: none while one runs; else the newest queued."""
-    running = session.scalars(
+def watches_in(session: Session, phase: Phase) -> list[str]:
+    """The watches with a verification in ``phase``."""
+    query = select(VerificationRecord.watch_id).where(VerificationRecord.phase == phase.value)
+    return list(session.scalars(query.distinct()))
+
+
+def running(session: Session, watch_id: str) -> int | None:
+    """The watch's verification under way (its id), if one is."""
+    found: int | None = session.scalars(
         select(VerificationRecord.id).where(
             VerificationRecord.watch_id == watch_id,
             VerificationRecord.phase == Phase.RUNNING.value,
         )
     ).first()
-    if running is not None:
+    return found
+
+
+def next_for(session: Session, watch_id: str) -> VerificationRecord | None:
+    """The verification to start for a watch: none while one runs; else the newest queued."""
+    if running(session, watch_id) is not None:
         return None
     return session.scalars(
         select(VerificationRecord)
@@ -220,7 +243,11 @@ def _bisect(
     bad = [sha for sha, v in verdicts.items() if Verdict(v).bad]
     if not bad:
         return None
-    if any(r.phase in (Phase.QUEUED.value, Phase.RUNNING.value) for r in rows if r.why in _BIS):
+    if any(
+        r.phase in (Phase.QUEUED.value, Phase.RUNNING.value)
+        for r in rows
+        if r.why == Why.BISECT.value
+    ):
         return None  # a step is under way
     first_bad = min(bad, key=lambda sha: len(repo.between(good, sha, limit=MAX_HELD * 4)))
     passed = [sha for sha, v in verdicts.items() if v == Verdict.PASSED.value]
@@ -242,19 +269,6 @@ def _bisect(
     else:
         session.add(record(watch.id, state.branch, repo.commit(step), Why.BISECT))
     return None
-
-
-def bisecting(session: Session, watch_id: str, branch: str) -> int:
-    """Commits held on a branch: what a bisect may still verify."""
-    return len(
-        session.scalars(
-            select(VerificationRecord.id).where(
-                VerificationRecord.watch_id == watch_id,
-                VerificationRecord.branch == branch,
-                VerificationRecord.phase == Phase.HELD.value,
-            )
-        ).all()
-    )
 
 
 def _last_good(good: str, passed: Sequence[str], repo: History) -> str:
@@ -334,6 +348,3 @@ def _commit_of(row: VerificationRecord) -> Commit:
         subject=row.subject,
         when=row.committed_at or utcnow(),
     )
-
-
-_BIS = (Why.BISECT.value,)

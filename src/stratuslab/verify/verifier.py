@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from stratuslab.db.models import utcnow
 from stratuslab.db.session import session_scope
@@ -95,22 +95,36 @@ class Verifier:
         self.p.submit(run)
 
     def _due(self) -> list[tuple[str, Callable[[str], None]]]:
+        """What each watch needs this round, from three reads whatever the number of watches:
+        removal to finish, a poll that is due, or a queued commit to start."""
         now = utcnow()
         jobs: list[tuple[str, Callable[[str], None]]] = []
         with session_scope(self.p.engine) as session:
-            for row in session.scalars(select(WatchRecord)):
-                if row.removed:
-                    jobs.append((row.id, self._finish_removal))
-                elif row.paused:
-                    continue
-                elif (
-                    row.wake
-                    or row.polled_at is None
-                    or row.polled_at + timedelta(seconds=row.every_s) <= now
-                ):
-                    jobs.append((row.id, self.poll))
-                elif schedule.next_for(session, row.id) is not None:
-                    jobs.append((row.id, self.start_next))
+            watches = session.execute(
+                select(
+                    WatchRecord.id,
+                    WatchRecord.removed,
+                    WatchRecord.paused,
+                    WatchRecord.wake,
+                    WatchRecord.polled_at,
+                    WatchRecord.every_s,
+                )
+            ).all()
+            running = set(schedule.watches_in(session, Phase.RUNNING))
+            queued = set(schedule.watches_in(session, Phase.QUEUED))
+        for row in watches:
+            if row.removed:
+                jobs.append((row.id, self._finish_removal))
+            elif row.paused:
+                continue
+            elif (
+                row.wake
+                or row.polled_at is None
+                or row.polled_at + timedelta(seconds=row.every_s) <= now
+            ):
+                jobs.append((row.id, self.poll))
+            elif row.id in queued and row.id not in running:
+                jobs.append((row.id, self.start_next))
         return jobs
 
     # -- polling -----------------------------------------------------------------------------
@@ -249,37 +263,34 @@ class Verifier:
                     )
                 )
             ]
-            removed = {w.id for w in session.scalars(select(WatchRecord).where(_removed()))}
+            removed = set(session.scalars(select(WatchRecord.id).where(WatchRecord.removed)))
         for verification_id, run_id, watch_id in running:
             assert run_id is not None
             try:
-                run = self.p.runs.view(run_id, caller=SERVER)
+                settled = self.p.runs.settled(run_id)  # one read a round, whatever the run's size
+                run = self.p.runs.summary(run_id, caller=SERVER) if settled else None
             except NotFound:
                 gone = runner.Judged(Verdict.ERROR, "its run is gone from the store", None, None)
                 self._record(verification_id, gone)
                 continue
-            judged = runner.judge(run, self.p.runs.events(run_id, caller=SERVER))
+            judged = None
+            if run is not None:
+                events = self.p.runs.events(run_id, caller=SERVER, kinds=runner.JUDGED_KINDS)
+                judged = runner.judge(run, events)
             if judged is None:
-                if watch_id in removed and run["state"] not in ("Finalizing",):
+                if watch_id in removed:
                     self._cancel(run_id)
                 continue
-            if self.p.junit is not None and self.p.junit_dir is not None:
-                self._write_junit(run_id, verification_id)
             self._record(verification_id, judged)
 
     def _cancel(self, run_id: str) -> None:
+        """Cancel the run of a removed watch (once: a run already tearing down is left be)."""
         try:
+            if self.p.runs.summary(run_id, caller=SERVER)["state"] == "Finalizing":
+                return
             self.p.control.terminate(run_id, caller=SERVER)
         except StratusError as exc:
             log.info("cancelling run %s of a removed watch: %s", run_id, exc)
-
-    def _write_junit(self, run_id: str, verification_id: int) -> None:
-        assert self.p.junit is not None and self.p.junit_dir is not None
-        try:
-            self.p.junit_dir.mkdir(parents=True, exist_ok=True)
-            self.p.junit(run_id, self.p.junit_dir / f"{verification_id}.xml")
-        except (OSError, StratusError) as exc:
-            log.warning("JUnit report of run %s not written: %s", run_id, exc)
 
     def _record(self, verification_id: int, judged: runner.Judged) -> None:
         """Record a verdict, and everything it sets in motion, in one transaction; should
@@ -341,13 +352,7 @@ class Verifier:
 
     def _finish_removal(self, watch_id: str) -> None:
         with session_scope(self.p.engine) as session:
-            running = session.scalars(
-                select(VerificationRecord.id).where(
-                    VerificationRecord.watch_id == watch_id,
-                    VerificationRecord.phase == Phase.RUNNING.value,
-                )
-            ).first()
-            if running is None:
+            if schedule.running(session, watch_id) is None:
                 purge(session, watch_id)
 
     def _recover(self) -> None:
@@ -356,14 +361,10 @@ class Verifier:
             for row in session.scalars(
                 select(VerificationRecord).where(
                     VerificationRecord.phase == Phase.RUNNING.value,
-                    or_(VerificationRecord.run_id.is_(None)),
+                    VerificationRecord.run_id.is_(None),
                 )
             ):
                 row.phase, row.started_at = Phase.QUEUED.value, None
-
-
-def _removed() -> Any:
-    return WatchRecord.removed.is_(True)
 
 
 _GONE = "the watch's owner no longer exists or is disabled"

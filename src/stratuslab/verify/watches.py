@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -29,7 +29,7 @@ from stratuslab.db.verify_models import (
 )
 from stratuslab.errors import Conflict, Invalid, NotFound
 from stratuslab.principal import Principal
-from stratuslab.verify import addresses, checks
+from stratuslab.verify import addresses, checks, schedule
 
 MAX_WATCHES = 50  # a user's watches
 MAX_BRANCHES = checks.MAX_BRANCHES
@@ -109,7 +109,10 @@ class Watches:
             raise Invalid("commit statuses are not available on this server")
         try:
             with session_scope(self.engine) as session:
-                count = len(session.scalars(select(WatchRecord.id).where(_of(owner))).all())
+                count = (
+                    session.scalar(select(func.count()).select_from(WatchRecord).where(_of(owner)))
+                    or 0
+                )
                 if count >= MAX_WATCHES:
                     raise Conflict(
                         f"{owner} has {count} watches, the most one user may have",
@@ -162,13 +165,8 @@ class Watches:
         cancelled, and the watch goes once the run has ended (the verifier sees to it)."""
         with session_scope(self.engine) as session:
             row = self._find(session, ref, caller)
-            running = session.scalars(
-                select(VerificationRecord.id).where(
-                    VerificationRecord.watch_id == row.id, VerificationRecord.phase == "running"
-                )
-            ).first()
             answer = view(row, _branches(session, row.id))
-            if running is None:
+            if schedule.running(session, row.id) is None:
                 purge(session, row.id)
                 return answer | {"removed": True}
             row.removed, row.paused = True, True
@@ -185,7 +183,12 @@ class Watches:
             if owner is not None:
                 query = query.where(WatchRecord.owner == owner)
             rows = session.scalars(query.order_by(WatchRecord.owner, WatchRecord.name)).all()
-            return [view(row, _branches(session, row.id)) for row in rows]
+            branches: dict[str, list[WatchBranchRecord]] = {row.id: [] for row in rows}
+            for state in session.scalars(
+                select(WatchBranchRecord).where(WatchBranchRecord.watch_id.in_(list(branches)))
+            ):
+                branches[state.watch_id].append(state)
+            return [view(row, branches[row.id]) for row in rows]
 
     def show(self, ref: str, *, caller: Principal) -> dict[str, Any]:
         with session_scope(self.engine) as session:

@@ -7,7 +7,8 @@ PostgreSQL ``FOR UPDATE SKIP LOCKED``, so that two servers never claim the same 
 the write lock does the same) by moving its ``next_at`` a lease ahead, the message is sent outside
 any transaction, and a second transaction records the result. A failure is retried after 30 s,
 then 60 s, 120 s, ... at most an hour apart; a row still failing 72 h after it was queued is
-marked ``failed`` and kept, for people to see. Rows are never deleted.
+marked ``failed`` and kept, for people to see. A row stays as long as the verification it
+tells of (the watch's history is bounded: ``schedule.py``), and goes with its watch.
 
 A row carries what is needed to send it, except credentials: a webhook is signed, and a commit
 status authenticated, with the watch's secret and forge token as they are at delivery, so the
