@@ -73,6 +73,13 @@ def run(cmd: list[str], *, timeout: float, check: bool = True) -> subprocess.Com
     return proc
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 free at this moment."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def summary(samples: list[float]) -> dict[str, Any]:
     """Median, min and max of samples in seconds, with the samples."""
     s = samples

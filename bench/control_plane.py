@@ -43,7 +43,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -52,7 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, BenchError, guarded, log, percentile, publish
+from common import ROOT, BenchError, free_port, guarded, log, percentile, publish
 
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 BARRIERS = ("Provisioning", "Executing", "SendingReports", "Ready")
@@ -70,12 +69,6 @@ clouds.record(engine_for(s.database_url), name="local", connector="fake",
               options={"namespace": "bench", "cpus": 64, "memory_mb": 10_000_000,
                        "disk_mb": 10_000_000})
 """
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def proc_status(pid: int) -> dict[str, int]:

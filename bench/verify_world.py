@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,15 +22,9 @@ from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, BenchError, log
+from common import ROOT, BenchError, free_port, guarded, log, publish, run
 
 GIT_DAEMON = "/usr/lib/git-core/git-daemon"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Mails:
@@ -171,29 +164,12 @@ class World:
             time.sleep(0.5)
         raise BenchError(f"{sha[:7]} was not verified within {timeout:.0f} s")
 
-    def run_seconds(self, run_id: str) -> float:
-        """A run's own duration: from its creation to its end, teardown included."""
-        from datetime import datetime
-
-        run = self.json("run", "show", run_id)
-        ended = datetime.fromisoformat(run["ended_at"])
-        return (ended - datetime.fromisoformat(run["created_at"])).total_seconds()
-
     def _delete_instances(self) -> None:
-        done = subprocess.run(
-            ["lxc", "list", "--format", "json"], capture_output=True, text=True, check=False
-        )
-        names = [i["name"] for i in json.loads(done.stdout or "[]")]
-        for name in names:
+        listed = run(["lxc", "list", "--format", "json"], timeout=60, check=False)
+        for name in [i["name"] for i in json.loads(listed.stdout or "[]")]:
             if name.startswith(self.prefix):
                 log(f"deleting leftover {name}")
-                subprocess.run(["lxc", "delete", "--force", name], capture_output=True, check=False)
-
-
-def timed(step: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.monotonic()
-    answer = step()
-    return time.monotonic() - started, answer
+                run(["lxc", "delete", "--force", name], timeout=120, check=False)
 
 
 def measured(
@@ -207,8 +183,6 @@ def measured(
     """Run ``measure`` in a world of its own (removed whatever happens, Ctrl-C included) and
     publish what it measured as bench/results/NAME-<time>.json; the exit code."""
     from datetime import UTC, datetime
-
-    from common import guarded, publish
 
     started = datetime.now(UTC)
     world = World(name.replace("_", "-"))
