@@ -74,6 +74,16 @@ def _poll(
     return mirror
 
 
+def _passing(engine: Engine, watch_id: str, repositories: Repositories, repo: Repo) -> str:
+    """A first commit, pushed, polled and verified as passing: what a bisect starts from."""
+    good = repo.commit("good")
+    repo.push()
+    _verify_all(
+        engine, watch_id, _poll(engine, watch_id, repositories, repo), lambda _: Verdict.PASSED
+    )
+    return good
+
+
 def _verify_all(
     engine: Engine, watch_id: str, mirror: Mirror, verdict_of: Callable[[str], Verdict]
 ) -> list[tuple[str, str]]:
@@ -144,10 +154,7 @@ def test_a_break_across_eight_untested_commits_is_bisected_to_the_commit_that_ma
     engine: Engine, repo: Repo, repositories: Repositories
 ) -> None:
     watch = _watch(engine, repo)
-    good = repo.commit("good")
-    repo.push()
-    mirror = _poll(engine, watch, repositories, repo)
-    _verify_all(engine, watch, mirror, lambda _: Verdict.PASSED)
+    good = _passing(engine, watch, repositories, repo)
 
     commits = [repo.commit(f"change {i}") for i in range(8)]
     culprit = commits[4]  # it and every commit after it fail
@@ -173,10 +180,7 @@ def test_an_infrastructure_error_is_retried_once_then_skipped_by_the_bisect(
     engine: Engine, repo: Repo, repositories: Repositories
 ) -> None:
     watch = _watch(engine, repo)
-    good = repo.commit("good")
-    repo.push()
-    mirror = _poll(engine, watch, repositories, repo)
-    _verify_all(engine, watch, mirror, lambda _: Verdict.PASSED)
+    good = _passing(engine, watch, repositories, repo)
     commits = [repo.commit(f"change {i}") for i in range(4)]
     repo.push()
     mirror = _poll(engine, watch, repositories, repo)
@@ -213,17 +217,14 @@ def test_a_forced_push_drops_what_it_rewrote(
     engine: Engine, repo: Repo, repositories: Repositories
 ) -> None:
     watch = _watch(engine, repo)
-    base = repo.commit("base")
-    repo.push()
-    mirror = _poll(engine, watch, repositories, repo)
-    _verify_all(engine, watch, mirror, lambda _: Verdict.PASSED)
+    base = _passing(engine, watch, repositories, repo)
     old = [repo.commit(f"old {i}") for i in range(2)]
     repo.push()
     _poll(engine, watch, repositories, repo)  # queued and held, not verified yet
     repo.reset(base)
     rewritten = repo.commit("rewritten")
     repo.push(force=True)
-    mirror = _poll(engine, watch, repositories, repo)
+    _poll(engine, watch, repositories, repo)
     phases = _phases(engine, watch)
     assert [phases[sha] for sha in old] == ["skipped", "skipped"]
     assert phases[rewritten] == "queued"
