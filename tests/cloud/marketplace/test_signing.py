@@ -4,6 +4,7 @@ import base64
 import datetime as dt
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
@@ -128,3 +129,10 @@ def test_signing_refuses_a_key_that_is_not_the_certificates_and_a_certificate_wi
         sign(to_xml(an_entry()), nobody.cert_pem, nobody.key_pem, now=NOW)
     with pytest.raises(Invalid, match="not a PEM X\\.509 certificate"):
         sign(to_xml(an_entry()), b"junk", JANE.key_pem, now=NOW)
+
+
+def test_a_verified_endorsement_carries_the_certificates_it_was_signed_with() -> None:
+    got = verify(signed_by(JANE), trusted_cas=None, now=NOW)
+    leaf = x509.load_der_x509_certificate(got.certificates[0])
+    assert leaf == x509.load_pem_x509_certificate(JANE.cert_pem)
+    assert leaf.subject.rfc4514_string() == got.subject

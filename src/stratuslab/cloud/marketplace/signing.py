@@ -52,6 +52,9 @@ class Verified:
     email: str
     trusted: bool  # the certificate's chain reaches one of the trusted CAs given
     not_after: dt.datetime
+    # DER, the endorser's certificate first, then the intermediates the signature carried: what a
+    # site's policy checks its trust store and revocation lists against, later and again.
+    certificates: tuple[bytes, ...] = ()
 
 
 def _now(now: dt.datetime | None) -> dt.datetime:
@@ -258,4 +261,5 @@ def verify(
         email=email,
         trusted=trusted,
         not_after=cert.not_valid_after_utc,
+        certificates=tuple(c.public_bytes(serialization.Encoding.DER) for c in certs),
     )
