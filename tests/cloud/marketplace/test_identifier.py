@@ -71,3 +71,23 @@ def test_checksums_refuses_bad_values() -> None:
         Checksums(size=1, md5="00", sha1=good.sha1, sha256=good.sha256, sha512=good.sha512)
     with pytest.raises(Invalid, match="bytes must be a whole number"):
         Checksums(size=-1, md5=good.md5, sha1=good.sha1, sha256=good.sha256, sha512=good.sha512)
+
+
+def test_mismatches_name_each_difference_of_one_changed_byte_and_nothing_for_the_same_bytes() -> (
+    None
+):
+    data = os.urandom(4096)
+    stated = checksums(io.BytesIO(data))
+    assert stated.mismatches(checksums(io.BytesIO(data))) == []
+    tampered = bytearray(data)
+    tampered[100] ^= 1
+    found = stated.mismatches(checksums(io.BytesIO(bytes(tampered))))
+    assert [m.split(" is ")[0] for m in found] == [
+        "the MD5",
+        "the SHA-1",
+        "the SHA-256",
+        "the SHA-512",
+    ]
+    assert stated.mismatches(checksums(io.BytesIO(data[:-1])))[0] == (
+        "the size is 4095 bytes, the entry says 4096"
+    )

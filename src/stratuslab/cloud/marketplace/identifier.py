@@ -77,6 +77,18 @@ class Checksums:
         """The digests under StratusLab's algorithm names (``slreq:algorithm``)."""
         return {"MD5": self.md5, "SHA-1": self.sha1, "SHA-256": self.sha256, "SHA-512": self.sha512}
 
+    def mismatches(self, actual: Checksums) -> list[str]:
+        """What of ``actual`` (the bytes at hand) differs from these (what an entry states), in
+        words: empty when the bytes are the ones described."""
+        found = []
+        if actual.size != self.size:
+            found.append(f"the size is {actual.size} bytes, the entry says {self.size}")
+        for name, stated in self.by_algorithm().items():
+            real = actual.by_algorithm()[name]
+            if real != stated:
+                found.append(f"the {name} is {real[:16]}..., the entry says {stated[:16]}...")
+        return found
+
 
 def checksums(stream: BinaryIO, *, chunk: int = 1 << 20) -> Checksums:
     """Read ``stream`` to its end once and return its size and its four digests."""
