@@ -14,7 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 77
 fi
 
-PACKAGES=(lxd lxd-client btrfs-progs debootstrap nftables iptables squashfs-tools
+PACKAGES=(lxd lxd-client btrfs-progs debootstrap nftables iptables squashfs-tools zstd
           python3 python3-venv python3-dev openssh-client curl ca-certificates make git
           postgresql)
 missing=()

@@ -182,6 +182,32 @@ class Connector(ABC):
         """
         raise NotSupported(f"the {self.kind} connector cannot import images")
 
+    def publish_image(
+        self,
+        name: str,
+        *,
+        alias: str,
+        properties: Mapping[str, str] | None = None,
+        description: str = "",
+    ) -> Image:
+        """Make an image of instance ``name`` under the new alias ``alias`` (capability
+        PUBLISH_IMAGE).
+
+        Post-conditions: the image holds the instance's root filesystem as it is now, with
+        ``properties`` (and ``description``) among its properties; a running instance is
+        published from a snapshot taken for the purpose and removed after, so it keeps running;
+        the instance is left as it was found. Raises ``NotFound`` when there is no such
+        instance and ``Conflict`` when the alias is taken (nothing is published then). Not
+        idempotent: publishing twice makes two images.
+        """
+        raise NotSupported(f"the {self.kind} connector cannot publish instances as images")
+
+    def delete_image(self, name: str) -> None:
+        """Delete the image called ``name`` (alias) or with that fingerprint, and its aliases
+        (capability PUBLISH_IMAGE). Idempotent: deleting an image that is gone succeeds.
+        Instances created from it are not affected."""
+        raise NotSupported(f"the {self.kind} connector cannot delete images")
+
     def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing
         """Release connections. Safe to call twice."""
 

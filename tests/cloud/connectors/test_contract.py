@@ -17,7 +17,7 @@ from stratuslab.cloud.connectors.fake import FakeConnector
 from stratuslab.cloud.connectors.localproc import LocalProcConnector
 from stratuslab.cloud.connectors.lxd import LxdConnector
 from stratuslab.cloud.types import Capability, InstanceState
-from stratuslab.errors import Conflict, NotFound
+from stratuslab.errors import Conflict, NotFound, NotSupported
 
 IMAGE = "debian-12"
 
@@ -188,3 +188,39 @@ def test_images_and_capacity_are_reported(connector: Connector) -> None:
 def test_a_missing_instance_is_not_found(connector: Connector) -> None:
     with pytest.raises(NotFound):
         connector.get(name())
+
+
+def test_publish_makes_an_image_of_a_running_instance_and_delete_is_idempotent(
+    connector: Connector,
+) -> None:
+    spec = InstanceSpec(name=name(), image=IMAGE)
+    connector.create(spec)
+    alias = f"{spec.name}-image"
+    if Capability.PUBLISH_IMAGE not in connector.capabilities:
+        with pytest.raises(NotSupported):
+            connector.publish_image(spec.name, alias=alias)
+        return
+    # Where the connector runs shell commands (LXD), the image holds what the instance wrote.
+    wrote = connector.exec(spec.name, ["sh", "-c", "echo baked > /root/marker"]).exit_code == 0
+    assert wrote or connector.kind == "fake"
+    try:
+        image = connector.publish_image(
+            spec.name, alias=alias, properties={"stratus.test": "yes"}, description="published"
+        )
+        assert image.name == alias and image.properties["stratus.test"] == "yes"
+        assert connector.get_image(alias).fingerprint == image.fingerprint
+        assert connector.get(spec.name).state == InstanceState.RUNNING  # left as it was
+        with pytest.raises(Conflict):
+            connector.publish_image(spec.name, alias=alias)
+        with pytest.raises(NotFound):
+            connector.publish_image(name(), alias=f"{alias}-2")
+        child = InstanceSpec(name=name(), image=alias)
+        assert connector.create(child).state == InstanceState.RUNNING
+        if wrote:
+            assert connector.exec(child.name, ["cat", "/root/marker"]).stdout == "baked\n"
+    finally:
+        connector.delete_image(alias)
+    connector.delete_image(alias)
+    connector.delete_image(image.fingerprint)
+    with pytest.raises(NotFound):
+        connector.get_image(alias)

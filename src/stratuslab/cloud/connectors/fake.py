@@ -8,6 +8,7 @@ test see the same backend. Faults are injected with :meth:`FakeConnector.ex_fail
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import tarfile
 import threading
@@ -32,6 +33,7 @@ class _Backend:
     failures: dict[str, StratusError] = field(default_factory=dict)
     next_host: int = 10
     ram_used: int = 0  # MiB held by the instances: kept, not summed, at every create
+    published: int = 0  # images published, so that each gets a fingerprint of its own
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -43,7 +45,7 @@ class FakeConnector(Connector):
     """Instances that exist only in this process."""
 
     kind = "fake"
-    capabilities = frozenset({Capability.EXEC, Capability.IMPORT_IMAGE})
+    capabilities = frozenset({Capability.EXEC, Capability.IMPORT_IMAGE, Capability.PUBLISH_IMAGE})
 
     def __init__(
         self,
@@ -205,6 +207,42 @@ class FakeConnector(Connector):
         with self._backend.lock:
             self._backend.images[name] = image
         return image
+
+    def publish_image(
+        self,
+        name: str,
+        *,
+        alias: str,
+        properties: Mapping[str, str] | None = None,
+        description: str = "",
+    ) -> Image:
+        self._maybe_fail("publish_image")
+        instance = self.get(name)
+        with self._backend.lock:
+            if alias in self._backend.images:
+                raise Conflict(f"an image called {alias!r} exists already")
+            self._backend.published += 1
+            fingerprint = hashlib.sha256(
+                f"{name}/{alias}/{self._backend.published}".encode()
+            ).hexdigest()
+            source = self._backend.images.get(instance.image)
+            image = Image(
+                name=alias,
+                fingerprint=fingerprint,
+                size_bytes=source.size_bytes if source else 1 << 20,
+                description=description,
+                created_at=datetime.now(UTC),
+                properties={**(properties or {}), "description": description},
+            )
+            self._backend.images[alias] = image
+        return image
+
+    def delete_image(self, name: str) -> None:
+        self._maybe_fail("delete_image")
+        with self._backend.lock:
+            for alias, image in list(self._backend.images.items()):
+                if name in (alias, image.fingerprint):
+                    del self._backend.images[alias]
 
     # -- fake-only extras -----------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +54,10 @@ CAPACITY_TIMEOUT = 10.0
 # A command run with no timeout of its own: as long as LXD's operations were allowed before
 # there were bounds, so that `stratus instance exec` of a long job is not cut short.
 EXEC_TIMEOUT = 600.0
+# Publishing a 200 MiB root filesystem takes about 3 s with zstd (72 MB), 5 s uncompressed
+# (205 MB) and 15 s with LXD's default gzip (81 MB), on this kind of machine.
+PUBLISH_COMPRESSION = "zstd"
+PUBLISH_TIMEOUT = 900.0
 _STATE_WORKERS = 8  # states asked at once after a filtered listing; LXD serves them in parallel
 # Tag values sent to LXD's filter as they are. LXD compares with a case-insensitive regular
 # expression over whitespace-separated words: these characters match themselves or, for '.',
@@ -65,7 +70,7 @@ class LxdConnector(Connector):
     """System containers on one LXD server, created with one profile."""
 
     kind = "lxd"
-    capabilities = frozenset({Capability.EXEC, Capability.IMPORT_IMAGE})
+    capabilities = frozenset({Capability.EXEC, Capability.IMPORT_IMAGE, Capability.PUBLISH_IMAGE})
 
     def __init__(
         self,
@@ -308,6 +313,53 @@ class LxdConnector(Connector):
             with contextlib.suppress(NotFound):
                 self.api.delete(LxdApi.path("images", previous))
         return self.get_image(name)
+
+    def publish_image(
+        self,
+        name: str,
+        *,
+        alias: str,
+        properties: Mapping[str, str] | None = None,
+        description: str = "",
+    ) -> Image:
+        with contextlib.suppress(NotFound):
+            self.api.get(LxdApi.path("images", "aliases", alias))
+            raise Conflict(f"an image called {alias!r} exists already")
+        try:
+            running = self.get(name).state != InstanceState.STOPPED
+        except NotFound as exc:
+            raise NotFound(f"LXD has no instance called {name!r}") from exc
+        source = {"type": "instance", "name": name}
+        snapshot = f"stratus-publish-{secrets.token_hex(4)}" if running else None
+        if snapshot:
+            # LXD publishes only what is not running: a snapshot of it is not, and costs a
+            # copy-on-write clone on btrfs.
+            self.api.post(LxdApi.path("instances", name, "snapshots"), {"name": snapshot})
+            source = {"type": "snapshot", "name": f"{name}/{snapshot}"}
+        body = {
+            "source": source,
+            "aliases": [{"name": alias, "description": description}],
+            "properties": {**(properties or {}), "description": description},
+            "public": False,
+            "compression_algorithm": PUBLISH_COMPRESSION,
+        }
+        try:
+            self.api.post("/1.0/images", body, timeout=PUBLISH_TIMEOUT)
+        finally:
+            if snapshot:
+                with contextlib.suppress(NotFound):
+                    self.api.delete(LxdApi.path("instances", name, "snapshots", snapshot))
+        return self.get_image(alias)
+
+    def delete_image(self, name: str) -> None:
+        fingerprint = name
+        if not _FINGERPRINT.match(name):
+            try:
+                fingerprint = self.api.get(LxdApi.path("images", "aliases", name))["target"]
+            except NotFound:
+                return
+        with contextlib.suppress(NotFound):
+            self.api.delete(LxdApi.path("images", fingerprint))
 
     def close(self) -> None:
         self.api.close()
