@@ -25,6 +25,8 @@ from stratuslab.db.session import session_scope
 from stratuslab.errors import Conflict, Invalid, StratusError
 
 MAX_COUNT = 100
+# What refuses an image a request would start from on a cloud, or None: who may start it.
+Gate = Callable[[str, Image], StratusError | None]
 _HOSTNAME = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$|^[a-z]$")
 
 
@@ -137,12 +139,14 @@ def admit_batch(
     requests: Sequence[RunRequest],
     *,
     name_prefix: str,
+    gate: Gate | None = None,
 ) -> list[Admitted | StratusError]:
     """Each request of a batch admitted, or the error that refuses it, in order.
 
     Refusals: ``Invalid`` (the request itself), ``Conflict`` (a name a live instance has, or
     an earlier request of the batch asks for), ``NotFound`` (the cloud, the image), then what
-    :func:`admit` says for each cloud's share of the batch. Nothing is recorded.
+    :func:`admit` says for each cloud's share of the batch, then what ``gate`` says of each
+    image found (asked once per cloud and image). Nothing is recorded.
     """
     outcomes: list[Admitted | StratusError | None] = [None] * len(requests)
     checked: dict[int, Checked] = {}
@@ -163,11 +167,23 @@ def admit_batch(
             found = admit(connectors(cloud), [checked[i] for i in indexes])
         except StratusError as exc:  # no such cloud, or its connector cannot be made
             found = [exc] * len(indexes)
+        if gate is not None:
+            found = _gated(gate, cloud, found)
         for index, image in zip(indexes, found, strict=True):
             outcomes[index] = Admitted(checked[index], image) if isinstance(image, Image) else image
     done = [outcome for outcome in outcomes if outcome is not None]
     assert len(done) == len(requests), "every request is admitted or refused"
     return done
+
+
+def _gated(
+    gate: Gate, cloud: str, found: Sequence[Image | StratusError]
+) -> list[Image | StratusError]:
+    said: dict[str, StratusError | None] = {}
+    for image in found:
+        if isinstance(image, Image) and image.fingerprint not in said:
+            said[image.fingerprint] = gate(cloud, image)
+    return [(said[i.fingerprint] or i) if isinstance(i, Image) else i for i in found]
 
 
 def admit(connector: Connector, batch: Sequence[Checked]) -> list[Image | StratusError]:

@@ -21,6 +21,8 @@ from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import Invalid, NotSupported
 
 TAG_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+# What every connector says of an image it has not (and the catalog of one a user may not see).
+UNKNOWN_IMAGE_HINT = "see `stratus image list`, or build one with `stratus image build debian-12`"
 
 
 @dataclass(frozen=True)

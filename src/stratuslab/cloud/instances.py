@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from stratuslab.cloud import admission, events, fleet, machines, records, usage
 from stratuslab.cloud.admission import Admitted, RunRequest
 from stratuslab.cloud.base import Connector, ExecResult, Image, Instance
+from stratuslab.cloud.catalog import Catalog
 from stratuslab.cloud.clouds import DEFAULT_CLOUD, all_clouds
 from stratuslab.cloud.events import Event
 from stratuslab.cloud.fleet import Outcome
@@ -120,7 +121,11 @@ class InstanceService:
         if self.quotas is not None:
             requests = self.quotas.sized(self.owner, requests)
         outcomes = admission.admit_batch(
-            self.engine, self._connector, requests, name_prefix=self.name_prefix
+            self.engine,
+            self._connector,
+            requests,
+            name_prefix=self.name_prefix,
+            gate=self._may_start,
         )
         recorded = iter(self._record([o for o in outcomes if isinstance(o, Admitted)]))
         answer: list[Prepared | StratusError] = []
@@ -218,9 +223,16 @@ class InstanceService:
             ]
 
     def list_images(self, cloud: str = DEFAULT_CLOUD) -> list[Image]:
-        """The images instances can be started from on ``cloud``; ``NotFound`` for a cloud
-        that is not recorded."""
-        return self._connector(cloud).list_images()
+        """The images the owner can start instances from on ``cloud``: the site's, their own
+        and other users' public ones; ``NotFound`` for a cloud that is not recorded."""
+        images = self._connector(cloud).list_images()
+        hidden = Catalog(self.engine).hidden_from(self.owner, cloud, images)
+        return [i for i in images if i.fingerprint not in hidden]
+
+    def _may_start(self, cloud: str, image: Image) -> StratusError | None:
+        # Another user's private image is theirs alone, also for an administrator's service
+        # (who acts as its owner to start it) and for the engine's on a run owner's behalf.
+        return Catalog(self.engine).startable(self.owner, cloud, image)
 
     # -- what the deployment engine asks about runs ---------------------------------------
 

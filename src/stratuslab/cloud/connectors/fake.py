@@ -19,7 +19,15 @@ from pathlib import Path
 
 import yaml
 
-from stratuslab.cloud.base import Capacity, Connector, ExecResult, Image, Instance, InstanceSpec
+from stratuslab.cloud.base import (
+    UNKNOWN_IMAGE_HINT,
+    Capacity,
+    Connector,
+    ExecResult,
+    Image,
+    Instance,
+    InstanceSpec,
+)
 from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import BackendError, CapacityExceeded, Conflict, NotFound, StratusError
 
@@ -163,7 +171,7 @@ class FakeConnector(Connector):
                 (i for i in self._backend.images.values() if i.fingerprint == name), None
             )
         if image is None:
-            raise NotFound(f"no image called {name!r}", hint="see `stratus image list`")
+            raise NotFound(f"no image called {name!r}", hint=UNKNOWN_IMAGE_HINT)
         return image
 
     def capacity(self) -> Capacity:

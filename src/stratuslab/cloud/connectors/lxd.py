@@ -22,7 +22,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from stratuslab.cloud.base import Capacity, Connector, ExecResult, Image, Instance, InstanceSpec
+from stratuslab.cloud.base import (
+    UNKNOWN_IMAGE_HINT,
+    Capacity,
+    Connector,
+    ExecResult,
+    Image,
+    Instance,
+    InstanceSpec,
+)
 from stratuslab.cloud.connectors.lxd_api import OPERATION_TIMEOUT, LxdApi, answered
 from stratuslab.cloud.connectors.lxd_nics import filtered_nics
 from stratuslab.cloud.types import Capability, InstanceState
@@ -227,10 +235,7 @@ class LxdConnector(Connector):
             for raw in self.api.get("/1.0/images", recursion=1):
                 if raw["fingerprint"].startswith(name):
                     return self._to_image(raw, name)
-        raise NotFound(
-            f"no image called {name!r}",
-            hint="see `stratus image list`, or build one with `stratus image build debian-12`",
-        )
+        raise NotFound(f"no image called {name!r}", hint=UNKNOWN_IMAGE_HINT)
 
     def capacity(self) -> Capacity:
         resources = self.api.get("/1.0/resources", timeout=CAPACITY_TIMEOUT)
