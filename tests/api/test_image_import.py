@@ -215,3 +215,22 @@ def test_a_file_on_the_servers_host_is_for_an_administrator(world: World, tmp_pa
     )
     status, lines = imported(world.site, source="relative/path.tar")
     assert status == 422 and "absolute path" in lines[0]["error"]["message"]
+
+
+def test_another_users_instance_is_not_found_to_save_or_snapshot(world: World) -> None:
+    accepted = world.alice.post("/api/instances", json={"image": "debian-12", "name": "hers"})
+    assert accepted.status_code == 202, accepted.text
+    ref = accepted.json()["instances"][0]["id"]
+    for method, path, body in (
+        ("POST", f"/api/instances/{ref}/save", {"name": "stolen"}),
+        ("POST", f"/api/instances/{ref}/snapshots", {"name": "peek"}),
+        ("GET", f"/api/instances/{ref}/snapshots", None),
+        ("POST", f"/api/instances/{ref}/snapshots/peek/restore", None),
+        ("DELETE", f"/api/instances/{ref}/snapshots/peek", None),
+    ):
+        answer = world.bob.request(method, path, json=body)
+        assert answer.status_code == 404, (path, answer.text)
+    saved = world.alice.post(f"/api/instances/{ref}/save", json={"name": "mine", "public": True})
+    assert saved.status_code == 201, saved.text
+    assert world.bob.delete("/api/images/alice/mine").status_code == 403  # seen, not his
+    assert world.site.delete("/api/images/alice/mine").status_code == 200  # an administrator
