@@ -76,6 +76,12 @@ class Settings:
     watch_min_every_s: int = 10  # the shortest polling interval a watch may ask for
     # Whether users' watches may name the site's private addresses (verify/addresses.py).
     watch_private_addresses: bool = False
+    # Images (cloud/snapshots.py, cloud/importer.py): snapshots an instance may hold, the
+    # largest download an import without an entry may make, and whether users' imports may
+    # make the server reach the site's private addresses (administrators' always may).
+    max_snapshots: int = 32
+    image_import_max_bytes: int = 8 << 30
+    image_import_private_addresses: bool = False
     debug: bool = False
 
     @property
@@ -110,6 +116,11 @@ class Settings:
     def tls_dir(self) -> Path:
         """The site CA and the server certificate nodes are told to trust (cloud/sitecert.py)."""
         return self.data_dir / "tls"
+
+    @property
+    def imports_dir(self) -> Path:
+        """Image downloads under way, kept until complete so that a cut-off one resumes."""
+        return self.data_dir / "imports"
 
     @property
     def token_file(self) -> Path:
@@ -240,6 +251,10 @@ def _validated(settings: Settings) -> Settings:
         raise Invalid("setting smtp_port: a TCP port, 1 to 65535")
     if not 1 <= settings.watch_min_every_s <= 86400:
         raise Invalid("setting watch_min_every_s: between 1 and 86400 seconds")
+    if not 1 <= settings.max_snapshots <= 1000:
+        raise Invalid("setting max_snapshots: between 1 and 1000")
+    if not 1 << 20 <= settings.image_import_max_bytes <= 1 << 40:
+        raise Invalid("setting image_import_max_bytes: between 1 MiB and 1 TiB, in bytes")
     if not 1 <= settings.tls_port <= 65535:
         raise Invalid("setting tls_port: a TCP port, 1 to 65535")
     if not settings.database_url.startswith(("sqlite:///", "postgresql")):

@@ -34,8 +34,11 @@ from stratuslab.accounts.throttle import LoginThrottle
 from stratuslab.accounts.users import Accounts
 from stratuslab.cloud import events, sitecert
 from stratuslab.cloud.clouds import ConnectorPool
+from stratuslab.cloud.imaging import ImageService
+from stratuslab.cloud.importer import Importer
 from stratuslab.cloud.instances import InstanceService
 from stratuslab.cloud.quotas import Quotas
+from stratuslab.cloud.snapshots import Snapshots
 from stratuslab.cloud.usage import Accounting
 from stratuslab.config import Settings
 from stratuslab.deploy.claims import Claims
@@ -56,6 +59,7 @@ from stratuslab.deploy.work import WorkQueue
 from stratuslab.errors import Forbidden
 from stratuslab.hub import Hub
 from stratuslab.principal import Principal
+from stratuslab.verify import addresses
 from stratuslab.verify import gitcache as verify_git
 from stratuslab.verify.notify.mail import SmtpSettings
 from stratuslab.verify.notify.outbox import Outbox
@@ -177,6 +181,29 @@ class Services:
         if caller.is_node or not (caller.user or caller.server):
             raise Forbidden(f"{caller} may not manage instances")
         return self._instances(caller.user or "", sees_all=caller.sees_all)
+
+    def images(self, caller: Principal) -> ImageService:
+        """Saving instances as images and deleting images, for ``caller``."""
+        return ImageService(
+            self.engine,
+            owner=caller.user or "",
+            admin=caller.sees_all,
+            instances=self.instances(caller),
+            connectors=self.connectors,
+        )
+
+    def importer(self, caller: Principal) -> Importer:
+        """Importing images from elsewhere, for ``caller``."""
+        return Importer(
+            self.images(caller),
+            folder=self.settings.imports_dir,
+            max_bytes=self.settings.image_import_max_bytes,
+            private_allowed=self.settings.image_import_private_addresses,
+            is_private=addresses.is_private,
+        )
+
+    def snapshots(self, caller: Principal) -> Snapshots:
+        return Snapshots(self.instances(caller), self.connectors, limit=self.settings.max_snapshots)
 
     def instances_of(self, owner: str) -> InstanceService:
         """The instance service the engine uses on a run's behalf: it creates ``owner``'s

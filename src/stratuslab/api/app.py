@@ -22,6 +22,7 @@ from stratuslab.api.routes import (
     groups,
     health,
     hooks,
+    image_ops,
     images,
     instances,
     modules,
@@ -57,6 +58,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(health.router)
     app.include_router(instances.router)
     app.include_router(images.router)
+    app.include_router(image_ops.router)
     app.include_router(modules.router)
     app.include_router(agent.router)
     app.include_router(session.router)

@@ -31,6 +31,7 @@ from urllib.parse import quote, urlencode
 from stratuslab.accounts import COOKIE
 from stratuslab.api import identity
 from stratuslab.api.client_accounts import AccountResources
+from stratuslab.api.client_images import ImageResources
 from stratuslab.api.identity import ServerIdentity
 from stratuslab.api.transport import HttpTransport as HttpTransport
 from stratuslab.api.transport import Response as Response
@@ -51,7 +52,7 @@ def is_api_key(token: str) -> bool:
     return _API_KEY.match(token) is not None
 
 
-class ApiClient(AccountResources):
+class ApiClient(AccountResources, ImageResources):
     identify_timeout = 10.0  # a server that takes longer to say who it is is as good as hung
 
     def __init__(
@@ -186,10 +187,13 @@ class ApiClient(AccountResources):
         json_body: Any = None,
         params: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        accept: str | None = None,
     ) -> Response:
         query = {k: _param(v) for k, v in (params or {}).items() if v is not None}
         target = path + ("?" + urlencode(query) if query else "")
         headers = dict(self._headers)
+        if accept:
+            headers["Accept"] = accept
         if self._token:
             if self._proof_token and self.verified is None:
                 self.verify()

@@ -118,3 +118,13 @@ def _with_bar(builder: ImageBuilder, name: str, force: bool) -> BuildResult:
             bar.update(task, description=detail[:60], stage=stage, completed=fraction)
 
         return builder.build(name, force=force, progress=show)
+
+
+def _add_import_and_delete() -> None:
+    from stratuslab.cli.image_ops import delete, import_image
+
+    group.add_command(import_image)
+    group.add_command(delete)
+
+
+_add_import_and_delete()

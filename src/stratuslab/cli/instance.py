@@ -230,3 +230,13 @@ def _table(views: list[dict[str, Any]], *, owners: bool = False) -> None:
             row.insert(2, v["owner"])
         rows.append(row)
     table(None, columns, rows)
+
+
+def _add_image_commands() -> None:
+    from stratuslab.cli.instance_images import save, snapshot
+
+    group.add_command(save)
+    group.add_command(snapshot)
+
+
+_add_image_commands()

@@ -73,6 +73,17 @@ class Image:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """A saved state of an instance's root filesystem, kept with the instance on the backend
+    (and destroyed with it). ``size_bytes`` is None when the backend does not say."""
+
+    name: str
+    created_at: datetime | None = None
+    stateful: bool = False  # with the memory of its processes: never, for now
+    size_bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class Capacity:
     """What the backend can still host. ``None`` means the backend does not say."""
 
@@ -209,6 +220,40 @@ class Connector(ABC):
         (capability PUBLISH_IMAGE). Idempotent: deleting an image that is gone succeeds.
         Instances created from it are not affected."""
         raise NotSupported(f"the {self.kind} connector cannot delete images")
+
+    def create_snapshot(self, name: str, snapshot: str) -> Snapshot:
+        """Take a snapshot called ``snapshot`` of instance ``name``'s root filesystem
+        (capability SNAPSHOT), running or not.
+
+        Post-conditions: the snapshot is listed by :meth:`list_snapshots`; it is stateless
+        (files only, no memory); a running instance keeps running. Raises ``NotFound`` when
+        there is no such instance and ``Conflict`` when the instance has a snapshot of that
+        name (nothing is taken then). Not idempotent.
+        """
+        raise NotSupported(f"the {self.kind} connector cannot take snapshots")
+
+    def list_snapshots(self, name: str) -> list[Snapshot]:
+        """Instance ``name``'s snapshots, oldest first (capability SNAPSHOT); ``NotFound``
+        when there is no such instance."""
+        raise NotSupported(f"the {self.kind} connector cannot take snapshots")
+
+    def restore_snapshot(self, name: str, snapshot: str) -> None:
+        """Put instance ``name``'s root filesystem back as it was when ``snapshot`` was taken
+        (capability SNAPSHOT).
+
+        Post-conditions: what was written after the snapshot is gone and what was deleted is
+        back; the snapshot is kept (it can be restored again). A stopped instance stays
+        stopped. A running instance is restored in place and is running after: it is stopped,
+        restored and started again, so its processes start afresh, as after a reboot. Raises
+        ``NotFound`` when there is no such instance or snapshot (nothing is changed then).
+        """
+        raise NotSupported(f"the {self.kind} connector cannot take snapshots")
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        """Delete instance ``name``'s snapshot ``snapshot`` (capability SNAPSHOT). Idempotent:
+        deleting a snapshot that is gone succeeds; ``NotFound`` only when there is no such
+        instance."""
+        raise NotSupported(f"the {self.kind} connector cannot take snapshots")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing
         """Release connections. Safe to call twice."""

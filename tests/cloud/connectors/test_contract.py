@@ -224,3 +224,51 @@ def test_publish_makes_an_image_of_a_running_instance_and_delete_is_idempotent(
     connector.delete_image(image.fingerprint)
     with pytest.raises(NotFound):
         connector.get_image(alias)
+
+
+def test_snapshots_are_taken_listed_restored_and_deleted(connector: Connector) -> None:
+    spec = InstanceSpec(name=name(), image=IMAGE)
+    connector.create(spec)
+    if Capability.SNAPSHOT not in connector.capabilities:
+        with pytest.raises(NotSupported):
+            connector.create_snapshot(spec.name, "before")
+        return
+    # Where the connector runs shell commands (LXD), a restore brings back the files.
+    sh = connector.kind != "fake"
+    if sh:
+        connector.wait_for_address(spec.name, timeout=60)
+        wrote = connector.exec(spec.name, ["sh", "-c", "echo kept > /root/kept"])
+        assert wrote.exit_code == 0, wrote.stderr
+    taken = connector.create_snapshot(spec.name, "before")
+    assert (taken.name, taken.stateful) == ("before", False)
+    assert taken.created_at is not None
+    with pytest.raises(Conflict):
+        connector.create_snapshot(spec.name, "before")
+    connector.create_snapshot(spec.name, "second")
+    assert [s.name for s in connector.list_snapshots(spec.name)] == ["before", "second"]
+    if sh:
+        changed = connector.exec(spec.name, ["sh", "-c", "rm /root/kept; echo new > /root/later"])
+        assert changed.exit_code == 0, changed.stderr
+    connector.restore_snapshot(spec.name, "before")
+    assert connector.get(spec.name).state == InstanceState.RUNNING  # restored in place
+    if sh:
+        connector.wait_for_address(spec.name, timeout=60)
+        assert connector.exec(spec.name, ["cat", "/root/kept"]).stdout == "kept\n"
+        assert connector.exec(spec.name, ["test", "-e", "/root/later"]).exit_code == 1
+    connector.stop(spec.name, timeout=10)
+    connector.restore_snapshot(spec.name, "second")
+    assert connector.get(spec.name).state == InstanceState.STOPPED  # a stopped one stays so
+    with pytest.raises(NotFound, match="no snapshot called 'nothing'"):
+        connector.restore_snapshot(spec.name, "nothing")
+    connector.delete_snapshot(spec.name, "before")
+    connector.delete_snapshot(spec.name, "before")  # idempotent
+    assert [s.name for s in connector.list_snapshots(spec.name)] == ["second"]
+    missing = name()
+    for call in (
+        lambda: connector.create_snapshot(missing, "x"),
+        lambda: connector.list_snapshots(missing),
+        lambda: connector.restore_snapshot(missing, "x"),
+        lambda: connector.delete_snapshot(missing, "x"),
+    ):
+        with pytest.raises(NotFound):
+            call()

@@ -27,6 +27,7 @@ from stratuslab.cloud.base import (
     Image,
     Instance,
     InstanceSpec,
+    Snapshot,
 )
 from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import BackendError, CapacityExceeded, Conflict, NotFound, StratusError
@@ -42,6 +43,8 @@ class _Backend:
     next_host: int = 10
     ram_used: int = 0  # MiB held by the instances: kept, not summed, at every create
     published: int = 0  # images published, so that each gets a fingerprint of its own
+    # An instance's snapshots, oldest first, each with the instance's record as it was.
+    snapshots: dict[str, dict[str, tuple[Snapshot, Instance]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -53,7 +56,9 @@ class FakeConnector(Connector):
     """Instances that exist only in this process."""
 
     kind = "fake"
-    capabilities = frozenset({Capability.EXEC, Capability.IMPORT_IMAGE, Capability.PUBLISH_IMAGE})
+    capabilities = frozenset(
+        {Capability.EXEC, Capability.IMPORT_IMAGE, Capability.PUBLISH_IMAGE, Capability.SNAPSHOT}
+    )
 
     def __init__(
         self,
@@ -133,6 +138,7 @@ class FakeConnector(Connector):
         self._maybe_fail("destroy")
         with self._backend.lock:
             gone = self._backend.instances.pop(name, None)
+            self._backend.snapshots.pop(name, None)  # as LXD: they go with their instance
             if gone is not None:
                 self._backend.ram_used -= gone.ram_mb or 0
 
@@ -252,6 +258,38 @@ class FakeConnector(Connector):
                 if name in (alias, image.fingerprint):
                     del self._backend.images[alias]
 
+    def create_snapshot(self, name: str, snapshot: str) -> Snapshot:
+        self._maybe_fail("create_snapshot")
+        with self._backend.lock:
+            instance = self._instance(name)
+            taken = self._backend.snapshots.setdefault(name, {})
+            if snapshot in taken:
+                raise Conflict(f"instance {name} has a snapshot called {snapshot!r} already")
+            made = Snapshot(name=snapshot, created_at=datetime.now(UTC), size_bytes=0)
+            taken[snapshot] = (made, instance)
+            return made
+
+    def list_snapshots(self, name: str) -> list[Snapshot]:
+        with self._backend.lock:
+            self._instance(name)
+            return [made for made, _ in self._backend.snapshots.get(name, {}).values()]
+
+    def restore_snapshot(self, name: str, snapshot: str) -> None:
+        self._maybe_fail("restore_snapshot")
+        with self._backend.lock:
+            current = self._instance(name)
+            kept = self._backend.snapshots.get(name, {}).get(snapshot)
+            if kept is None:
+                raise NotFound(f"instance {name} has no snapshot called {snapshot!r}")
+            # What the instance held comes back; its state (running or not) stays as it is.
+            self._backend.instances[name] = replace(kept[1], state=current.state)
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        self._maybe_fail("delete_snapshot")
+        with self._backend.lock:
+            self._instance(name)
+            self._backend.snapshots.get(name, {}).pop(snapshot, None)
+
     # -- fake-only extras -----------------------------------------------------------------
 
     def ex_fail_next(self, operation: str, error: StratusError) -> None:
@@ -278,6 +316,13 @@ class FakeConnector(Connector):
             error = self._backend.failures.pop(operation, None)
         if error is not None:
             raise error
+
+    def _instance(self, name: str) -> Instance:
+        """The instance called ``name``; the caller holds the lock."""
+        instance = self._backend.instances.get(name)
+        if instance is None:
+            raise NotFound(f"the fake backend has no instance called {name!r}")
+        return instance
 
     def _set_state(self, name: str, state: InstanceState) -> Instance:
         with self._backend.lock:

@@ -1,0 +1,116 @@
+"""The image resources of the API client: save and snapshot instances, import and delete
+images, read a Marketplace entry.
+
+A part of :class:`~stratuslab.api.client.ApiClient` (which inherits it), kept apart so that
+each module stays small.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from stratuslab.errors import BackendError
+
+if TYPE_CHECKING:
+    from stratuslab.api.transport import Response
+
+SAVE_TIMEOUT = 900.0  # publishing a large root filesystem takes minutes on a dir pool
+STREAM_TIMEOUT = 120.0  # between two lines of an import's stream (the server sends one every 15 s)
+
+
+class ImageResources:
+    if TYPE_CHECKING:
+        base_url: str
+
+        def request(
+            self,
+            method: str,
+            path: str,
+            *,
+            json_body: Any = None,
+            params: Mapping[str, Any] | None = None,
+            timeout: float | None = None,
+        ) -> Any: ...
+
+        def _send(
+            self,
+            method: str,
+            path: str,
+            *,
+            json_body: Any = None,
+            params: Mapping[str, Any] | None = None,
+            timeout: float | None = None,
+            accept: str | None = None,
+        ) -> Response: ...
+
+        @staticmethod
+        def _raise_for_error(status: int, data: bytes) -> None: ...
+
+    def save_instance(
+        self, ref: str, *, name: str, public: bool = False, description: str = ""
+    ) -> dict[str, Any]:
+        body = {"name": name, "public": public, "description": description}
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/instances/{_seg(ref)}/save", json_body=body, timeout=SAVE_TIMEOUT
+        )
+        return result
+
+    def snapshots(self, ref: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"/api/instances/{_seg(ref)}/snapshots")
+        return result
+
+    def take_snapshot(self, ref: str, name: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/instances/{_seg(ref)}/snapshots", json_body={"name": name}, timeout=360
+        )
+        return result
+
+    def restore_snapshot(self, ref: str, name: str) -> dict[str, Any]:
+        path = f"/api/instances/{_seg(ref)}/snapshots/{_seg(name)}/restore"
+        result: dict[str, Any] = self.request("POST", path, timeout=360)
+        return result
+
+    def delete_snapshot(self, ref: str, name: str) -> None:
+        self.request("DELETE", f"/api/instances/{_seg(ref)}/snapshots/{_seg(name)}", timeout=360)
+
+    def delete_image(
+        self, name: str, *, cloud: str = "local", site: bool = False
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "DELETE",
+            f"/api/images/{quote(name, safe='/')}",
+            params={"cloud": cloud, "site": site},
+            timeout=120,
+        )
+        return result
+
+    def marketplace_entry(self, identifier: str) -> bytes:
+        """The signed entry ``GET /metadata/<identifier>`` serves, as it was signed."""
+        response = self._send(
+            "GET", f"/metadata/{_seg(identifier)}", timeout=60, accept="application/xml"
+        )
+        data = response.read()
+        self._raise_for_error(response.status, data)
+        return data
+
+    def import_image(self, body: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """The lines of ``POST /api/images/import``: progress, then ``done`` or ``error``."""
+        response = self._send(
+            "POST", "/api/images/import", json_body=dict(body), timeout=STREAM_TIMEOUT
+        )
+        if response.status >= 400:
+            self._raise_for_error(response.status, response.read())
+        try:
+            for line in response.body:
+                if line.strip():
+                    yield json.loads(line)
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+            raise BackendError(f"the import's stream from {self.base_url} broke: {exc}") from exc
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
