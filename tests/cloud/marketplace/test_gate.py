@@ -62,6 +62,18 @@ def test_a_trust_store_that_cannot_be_read_refuses_the_endorsements_it_should_ch
     assert gate.refusal("local", IMAGE) is None  # read once it is there
 
 
+def test_the_lists_of_a_policy_hold_with_a_trust_store(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_bytes(CA.cert_pem)
+    listed = Policy(
+        endorsers_allow=["JANE@example.org", "/C=EU/O=StratusLab Project/CN=Jane Tester"]
+    )
+    gate = ImagePolicy(
+        listed, source=Shelf(BY_JANE), trust=TrustStore(tmp_path / "ca.pem"), clock=at_now
+    )
+    assert gate.policy.endorsers_allow == listed.endorsers_allow
+    assert gate.decide_image("local", IMAGE).rule == "endorsed"
+
+
 def test_the_gate_is_made_from_the_settings(settings: Settings, tmp_path: Path) -> None:
     (tmp_path / "ca.pem").write_bytes(CA.cert_pem)
     (tmp_path / "ca.crl").write_bytes(make_crl(CA, [(JANE, NOW - dt.timedelta(days=1))]))

@@ -108,6 +108,11 @@ def endorser_key(text: str) -> str:
     """An endorser as a site lists them, in the form compared: ``email:`` and the address in
     lowercase, or ``dn:`` and the DN in slash form. Invalid when it is neither."""
     text = text.strip()
+    # A key already made is taken as it is (a policy copied with another trust store).
+    if text.startswith("dn:/"):
+        text = text.removeprefix("dn:")
+    elif text.startswith("email:"):
+        text = text.removeprefix("email:")
     if "=" in text:
         return "dn:" + normalized(text)
     if _EMAIL.match(text):
