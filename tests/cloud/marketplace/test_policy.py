@@ -60,6 +60,10 @@ def test_an_image_this_site_built_counts_as_endorsed_by_the_site_unless_it_says_
     decision = Policy(unsigned="refuse").decide(built, [], now=NOW)
     assert decision.allowed and decision.rule == "site-image"
     assert decision.reasons == ("an image this site made itself (stratus.recipe ab12)",)
+    long = ImageFacts("local", "debian-12", SUMS.sha256, 1, {"stratus.recipe": "fa2ab1e8" * 8})
+    assert Policy().decide(long, [], now=NOW).reasons == (
+        "an image this site made itself (stratus.recipe fa2ab1e8fa2ab1e8...)",
+    )
     refused = Policy(site_images="refuse").decide(built, [], now=NOW)
     assert not refused.allowed and refused.rule == "site-image"
     assert "policy_site_images = refuse" in refused.reasons[0]

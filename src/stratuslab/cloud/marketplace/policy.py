@@ -276,7 +276,9 @@ class Policy:
         unsigned = f"no Marketplace entry endorses it (sha256 {image.fingerprint[:8]}...)"
         made_here = next((p for p in SITE_PROPERTIES if p in image.properties), None)
         if made_here is not None:
-            said = f"an image this site made itself ({made_here} {image.properties[made_here]})"
+            value = image.properties[made_here]
+            shown = value if len(value) <= 16 else _short(value)
+            said = f"an image this site made itself ({made_here} {shown})"
             if self.site_images == ALLOW:
                 return Decision(True, "site-image", (said,), identifier=identifier)
             return Decision(
