@@ -33,3 +33,10 @@ def test_a_failed_command_says_what_ran_and_the_last_line_of_its_stderr() -> Non
     )
     assert str(failure) == "`debootstrap bookworm` exited with 1: E: no route to host"
     assert failure.stderr.startswith("I: start")
+
+
+def test_a_refusal_of_the_site_policy_is_forbidden_exit_77_and_travels_by_name() -> None:
+    assert issubclass(errors.Untrusted, errors.Forbidden)
+    assert (errors.Untrusted.exit_code, errors.Untrusted.http_status) == (77, 403)
+    assert errors.by_name("Untrusted") is errors.Untrusted
+    assert "Untrusted" in (errors.__doc__ or "")

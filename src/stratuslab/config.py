@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from stratuslab.dn import normalized
 from stratuslab.errors import Invalid
 
 _LXD_SOCKETS = (
@@ -82,6 +83,19 @@ class Settings:
     max_snapshots: int = 32
     image_import_max_bytes: int = 8 << 30
     image_import_private_addresses: bool = False
+    # The site's image trust policy (cloud/marketplace/policy.py), decided at every instance
+    # start and every run's creation. The defaults start what starts today.
+    policy_unsigned: str = "allow"  # images no Marketplace entry endorses: allow or refuse
+    policy_expired: str = "refuse"  # entries past their valid date: refuse or allow
+    policy_site_images: str = "allow"  # base images this site built: count as endorsed
+    policy_trust_store: str = ""  # CAs an endorser's chain must reach: a PEM bundle or a folder
+    policy_crls: tuple[str, ...] = ()  # revocation lists (PEM or DER files) of those CAs
+    policy_endorsers_allow: tuple[str, ...] = ()  # e-mail addresses or DNs; empty: anyone
+    policy_endorsers_deny: tuple[str, ...] = ()
+    policy_identifiers_allow: tuple[str, ...] = ()  # Marketplace identifiers
+    policy_identifiers_deny: tuple[str, ...] = ()
+    policy_checksums_allow: tuple[str, ...] = ()  # MD5, SHA-1, SHA-256 or SHA-512, hex
+    policy_checksums_deny: tuple[str, ...] = ()
     debug: bool = False
 
     @property
@@ -213,11 +227,69 @@ def _coerced(values: dict[str, Any], source: Path) -> dict[str, Any]:
                 )
             elif kind == "int":
                 out[key] = int(value)
+            elif kind == "tuple[str, ...]":
+                out[key] = _listed(value)
             else:
                 out[key] = str(value)
         except ValueError as exc:
             raise Invalid(f"setting {key!r} ({source} or STRATUS_{key.upper()}): {exc}") from exc
     return out
+
+
+def _listed(value: Any) -> tuple[str, ...]:
+    """A list setting: a TOML array, or (from the environment) items one per line or
+    separated by ``;`` (DNs hold commas)."""
+    if isinstance(value, list | tuple):
+        items = [str(item) for item in value]
+    else:
+        items = re.split(r"[;\n]", str(value))
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def _endorser(text: str) -> bool:
+    if "=" in text:
+        normalized(text)  # Invalid, saying what is wrong with the DN
+        return True
+    return re.fullmatch(r"[^@\s/=,]+@[^@\s/=,]+", text) is not None
+
+
+def _identifier(text: str) -> bool:
+    return re.fullmatch(r"[A-P][A-Za-z0-9_-]{26}", text) is not None
+
+
+def _checksum(text: str) -> bool:
+    return re.fullmatch(r"[0-9a-fA-F]+", text) is not None and len(text) in (32, 40, 64, 128)
+
+
+_POLICY_LISTS = {
+    "policy_endorsers": (_endorser, "an e-mail address or a certificate DN"),
+    "policy_identifiers": (_identifier, "a 27-character Marketplace identifier"),
+    "policy_checksums": (_checksum, "the hex digest of MD5, SHA-1, SHA-256 or SHA-512"),
+}
+MAX_POLICY_ITEMS = 10_000
+
+
+def _validated_policy(settings: Settings) -> None:
+    for name in ("policy_unsigned", "policy_expired", "policy_site_images"):
+        if getattr(settings, name) not in ("allow", "refuse"):
+            raise Invalid(f"setting {name}: allow or refuse, not {getattr(settings, name)!r}")
+    if settings.policy_crls and not settings.policy_trust_store:
+        raise Invalid(
+            "setting policy_crls: revocation lists are verified with the trust store's CAs",
+            hint="set policy_trust_store too",
+        )
+    for prefix, (valid, what) in _POLICY_LISTS.items():
+        for which in ("allow", "deny"):
+            name = f"{prefix}_{which}"
+            items = getattr(settings, name)
+            if len(items) > MAX_POLICY_ITEMS:
+                raise Invalid(f"setting {name}: at most {MAX_POLICY_ITEMS} items")
+            for item in items:
+                try:
+                    if not valid(item):
+                        raise Invalid(f"{item[:140]!r} is not {what}")
+                except Invalid as exc:
+                    raise Invalid(f"setting {name}: {exc.message}") from None
 
 
 def _validated(settings: Settings) -> Settings:
@@ -266,6 +338,7 @@ def _validated(settings: Settings) -> Settings:
             f"setting agent_server_url: {settings.agent_server_url!r} must be an https:// URL",
             hint="nodes send their token to it, and trust it by the site certificate only",
         )
+    _validated_policy(settings)
     if not settings.lxd_endpoint:
         found = next((s for s in _LXD_SOCKETS if Path(s).exists()), _LXD_SOCKETS[0])
         settings = replace(settings, lxd_endpoint=f"unix://{found}")

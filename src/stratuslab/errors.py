@@ -18,6 +18,7 @@ else that escapes is a bug and is reported as such.
     ├── Unauthorized                  exit 77  no or wrong credentials (401)
     │   └── RateLimited               exit 77  too many failed logins: wait, then retry (429)
     ├── Forbidden                     exit 77  known caller, not allowed to do this (403)
+    │   └── Untrusted                 exit 77  the site's policy refuses the image (403)
     └── BackendError                  exit 70  a backend (LXD, a command) failed
         ├── BackendUnavailable        exit 69  the backend is not running or not reachable
         └── CommandFailed             exit 70  a subprocess exited non-zero
@@ -116,6 +117,10 @@ class Forbidden(StratusError):
 
     exit_code = 77
     http_status = 403
+
+
+class Untrusted(Forbidden):
+    """The site's trust policy refuses to start an image; the message names the rule."""
 
 
 class BackendError(StratusError):

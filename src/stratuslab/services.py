@@ -7,7 +7,8 @@ else constructs the engine's parts. What depends on what, read top to bottom:
     store, hub, connector pool, worker pool
     accounts, credentials, authentication   who is calling
     quotas (reservations), accounting       what users may hold, and what they used
-    instances (per owner, quotas)    the cloud layer
+    image policy (endorsements)      the site's trust policy, at every start
+    instances (per owner, quotas, policy)    the cloud layer
     work queue, parameter values     the seams between the engine's parts
     modules, runs (quotas), tokens, logs, reports
     run control     (values, work)   the state machine
@@ -37,6 +38,8 @@ from stratuslab.cloud.clouds import ConnectorPool
 from stratuslab.cloud.imaging import ImageService
 from stratuslab.cloud.importer import Importer
 from stratuslab.cloud.instances import InstanceService
+from stratuslab.cloud.marketplace.gate import NO_ENDORSEMENTS, EndorsementSource, ImagePolicy
+from stratuslab.cloud.marketplace.policy import Decision
 from stratuslab.cloud.quotas import Quotas
 from stratuslab.cloud.snapshots import Snapshots
 from stratuslab.cloud.usage import Accounting
@@ -75,10 +78,20 @@ WORKERS = 64  # background jobs at once: provisioning and teardown threads of ev
 class Services:
     """Everything the server holds for its lifetime."""
 
-    def __init__(self, settings: Settings, engine: Engine, *, token: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        token: str,
+        endorsements: EndorsementSource = NO_ENDORSEMENTS,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.token = token
+        # The site's trust policy, for every instance start and every run's nodes; the
+        # endorsements are the Marketplace's (none: every image is unsigned).
+        self.image_policy = ImagePolicy.from_settings(settings, source=endorsements)
         self.hub = Hub()
         self.connectors = ConnectorPool(engine)
         self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="work")
@@ -111,6 +124,7 @@ class Services:
             secrets=secrets,
             max_instances=settings.max_run_instances,
             quotas=self.quotas,
+            decide_image=self.decide_image,
         )
         self.tokens = NodeTokens(engine)
         self.logs = RunLogs(engine, self.hub, secrets=secrets)
@@ -210,6 +224,11 @@ class Services:
         instances and reaches every one (the server's own work)."""
         return self._instances(owner, sees_all=True)
 
+    def decide_image(self, cloud: str, image: str) -> Decision:
+        """The site's decision on ``image`` of ``cloud`` (``NotFound`` when it has none)."""
+        found = self.instances_of(self.settings.user).get_image(image, cloud=cloud)
+        return self.image_policy.decide_image(cloud, found)
+
     def _instances(self, owner: str, *, sees_all: bool) -> InstanceService:
         return InstanceService(
             self.engine,
@@ -219,6 +238,7 @@ class Services:
             on_event=events.publisher(self.hub),  # /api/instances/watch hears every change
             sees_all=sees_all,
             quotas=self.quotas,
+            policy=self.image_policy,
         )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:

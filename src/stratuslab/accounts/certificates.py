@@ -11,12 +11,12 @@ taking CN components off the proxy's issuer, and only a DN somebody registered c
 
 DNs are written as grid tools print them: ``/DC=org/DC=example/O=Grid/CN=Alice Smith``, in the
 certificate's own order. A DN may be registered in that form or in RFC 4514's
-(``CN=Alice Smith,O=Grid,DC=example,DC=org``); both are kept in the first.
+(``CN=Alice Smith,O=Grid,DC=example,DC=org``); both are kept in the first (``stratuslab/dn.py``,
+which the site's image policy compares endorsers' DNs with too).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from cryptography import x509
@@ -26,61 +26,16 @@ from sqlalchemy.engine import Engine
 
 from stratuslab.db.models import CertificateRecord, UserRecord
 from stratuslab.db.session import session_scope
+from stratuslab.dn import MAX_DN, dn_of, normalized
+
+__all__ = ["MAX_DN", "Certificates", "dn_of", "identities", "is_proxy", "normalized"]
 from stratuslab.errors import Conflict, Forbidden, Invalid, NotFound
 from stratuslab.principal import Principal
 
 PROXY_CERT_INFO = ObjectIdentifier("1.3.6.1.5.5.7.1.14")  # RFC 3820's proxyCertInfo
-MAX_DN = 512
 MAX_PROXY_DEPTH = 10  # proxies of proxies a login may present
 MAX_PER_USER = 20
 _LEGACY_PROXY_CN = {"proxy", "limited proxy"}  # Globus proxies before RFC 3820
-_NAMES = {
-    "C": NameOID.COUNTRY_NAME,
-    "ST": NameOID.STATE_OR_PROVINCE_NAME,
-    "L": NameOID.LOCALITY_NAME,
-    "O": NameOID.ORGANIZATION_NAME,
-    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
-    "CN": NameOID.COMMON_NAME,
-    "DC": NameOID.DOMAIN_COMPONENT,
-    "EMAILADDRESS": NameOID.EMAIL_ADDRESS,
-    "UID": NameOID.USER_ID,
-}
-_SHORT = {oid: name for name, oid in _NAMES.items()} | {NameOID.EMAIL_ADDRESS: "emailAddress"}
-_COMPONENT = re.compile(r"^([A-Za-z][A-Za-z0-9]*)=(.+)$")
-
-
-def dn_of(name: x509.Name) -> str:
-    """``name`` in the grid's slash form, in the certificate's order."""
-    parts = []
-    for rdn in name.rdns:
-        for attribute in rdn:
-            key = _SHORT.get(attribute.oid, attribute.oid.dotted_string)
-            value = attribute.value if isinstance(attribute.value, str) else attribute.value.hex()
-            parts.append(f"{key}={value}")
-    return "/" + "/".join(parts)
-
-
-def normalized(text: str) -> str:
-    """A DN as the user wrote it (slash form, or RFC 4514) in the slash form; Invalid when it
-    is not a DN."""
-    text = text.strip()
-    if not text or len(text) > MAX_DN:
-        raise Invalid(f"a certificate DN has 1 to {MAX_DN} characters")
-    if text.startswith("/"):
-        components = [c for c in re.split(r"(?<!\\)/", text[1:])]
-    else:  # RFC 4514 lists the most significant component last
-        components = list(reversed([c.strip() for c in re.split(r"(?<!\\),", text)]))
-    out = []
-    for component in components:
-        found = _COMPONENT.match(component.strip())
-        if found is None:
-            raise Invalid(f"{text[:80]!r} is not a DN: {component[:40]!r} is not NAME=value")
-        key, value = found.group(1), found.group(2).strip()
-        known = next((k for k in _NAMES if k.lower() == key.lower()), None)
-        if known is None:
-            raise Invalid(f"{text[:80]!r}: unknown DN attribute {key[:20]!r}")
-        out.append(f"{_SHORT[_NAMES[known]]}={value}")
-    return "/" + "/".join(out)
 
 
 def is_proxy(certificate: x509.Certificate) -> bool:

@@ -288,6 +288,11 @@ class ApiClient(AccountResources, ImageResources):
         result: list[dict[str, Any]] = self.request("GET", "/api/images", params={"cloud": cloud})
         return result
 
+    def verify_image(self, name: str, cloud: str = "local") -> dict[str, Any]:
+        target = f"/api/images/{quote(name, safe='')}/verify"
+        result: dict[str, Any] = self.request("GET", target, params={"cloud": cloud})
+        return result
+
     # -- modules and runs -----------------------------------------------------------------
 
     def push_modules(

@@ -1,4 +1,5 @@
-"""`stratus image`: build base images (on this host) and list what instances start from."""
+"""`stratus image`: build base images (on this host), list what instances start from, and
+verify them against the site's trust policy (cli/image_verify.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from stratuslab.cli.image_verify import verify
 from stratuslab.cli.output import age, emit_json, err, out, output_option, table
 from stratuslab.cli.runtime import Runtime, pass_runtime
 
@@ -15,7 +17,10 @@ if TYPE_CHECKING:
 
 @click.group(name="image", no_args_is_help=True)
 def group() -> None:
-    """Build and list images."""
+    """Build, list and verify images."""
+
+
+group.add_command(verify)
 
 
 @group.command("build")

@@ -12,6 +12,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -25,8 +26,8 @@ from stratuslab.db.session import session_scope
 from stratuslab.errors import Conflict, Invalid, StratusError
 
 MAX_COUNT = 100
-# What refuses an image a request would start from on a cloud, or None: who may start it.
-Gate = Callable[[str, Image], StratusError | None]
+# Whether an image may start on a cloud: None, or the error that refuses it (the site's policy).
+Vet = Callable[[str, Image], StratusError | None]
 _HOSTNAME = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$|^[a-z]$")
 
 
@@ -139,14 +140,14 @@ def admit_batch(
     requests: Sequence[RunRequest],
     *,
     name_prefix: str,
-    gate: Gate | None = None,
+    vet: Vet | None = None,
 ) -> list[Admitted | StratusError]:
     """Each request of a batch admitted, or the error that refuses it, in order.
 
     Refusals: ``Invalid`` (the request itself), ``Conflict`` (a name a live instance has, or
     an earlier request of the batch asks for), ``NotFound`` (the cloud, the image), then what
-    :func:`admit` says for each cloud's share of the batch, then what ``gate`` says of each
-    image found (asked once per cloud and image). Nothing is recorded.
+    :func:`admit` says for each cloud's share of the batch (with ``vet``, the site's trust
+    policy too: ``Untrusted``). Nothing is recorded.
     """
     outcomes: list[Admitted | StratusError | None] = [None] * len(requests)
     checked: dict[int, Checked] = {}
@@ -164,11 +165,13 @@ def admit_batch(
             by_cloud.setdefault(requests[index].cloud, []).append(index)
     for cloud, indexes in by_cloud.items():
         try:
-            found = admit(connectors(cloud), [checked[i] for i in indexes])
+            found = admit(
+                connectors(cloud),
+                [checked[i] for i in indexes],
+                vet=None if vet is None else partial(vet, cloud),
+            )
         except StratusError as exc:  # no such cloud, or its connector cannot be made
             found = [exc] * len(indexes)
-        if gate is not None:
-            found = _gated(gate, cloud, found)
         for index, image in zip(indexes, found, strict=True):
             outcomes[index] = Admitted(checked[index], image) if isinstance(image, Image) else image
     done = [outcome for outcome in outcomes if outcome is not None]
@@ -176,24 +179,20 @@ def admit_batch(
     return done
 
 
-def _gated(
-    gate: Gate, cloud: str, found: Sequence[Image | StratusError]
+def admit(
+    connector: Connector,
+    batch: Sequence[Checked],
+    *,
+    vet: Callable[[Image], StratusError | None] | None = None,
 ) -> list[Image | StratusError]:
-    said: dict[str, StratusError | None] = {}
-    for image in found:
-        if isinstance(image, Image) and image.fingerprint not in said:
-            said[image.fingerprint] = gate(cloud, image)
-    return [(said[i.fingerprint] or i) if isinstance(i, Image) else i for i in found]
-
-
-def admit(connector: Connector, batch: Sequence[Checked]) -> list[Image | StratusError]:
     """For requests of one cloud: the image each starts from, or why it is refused.
 
-    Each image is looked up once and the capacity read once for the whole batch. A request
-    whose image is unknown or whose instances ask more CPUs than the host has is refused on
-    its own; when the requests left need more memory or disk together than the cloud has
-    free, all of them are refused, saying how much was asked and how much is free (a batch
-    is a run's nodes, which are of little use without each other).
+    Each image is looked up once, and ``vet`` asked about it once (the site's trust policy),
+    and the capacity read once for the whole batch. A request whose image is unknown or
+    refused, or whose instances ask more CPUs than the host has, is refused on its own; when
+    the requests left need more memory or disk together than the cloud has free, all of them
+    are refused, saying how much was asked and how much is free (a batch is a run's nodes,
+    which are of little use without each other).
     """
     images: dict[str, Image | StratusError] = {}
     outcome: list[Image | StratusError] = []
@@ -204,6 +203,9 @@ def admit(connector: Connector, batch: Sequence[Checked]) -> list[Image | Stratu
                 images[name] = connector.get_image(name)
             except StratusError as exc:
                 images[name] = exc
+            found = images[name]
+            if vet is not None and isinstance(found, Image):
+                images[name] = vet(found) or found
         outcome.append(images[name])
     admitted = [i for i, found in enumerate(outcome) if isinstance(found, Image)]
     if not admitted:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import Table, insert, select
 from sqlalchemy.engine import Engine
@@ -34,6 +34,9 @@ from stratuslab.cloud.types import InstanceState
 from stratuslab.db.models import InstanceRecord, utcnow
 from stratuslab.db.session import session_scope
 from stratuslab.errors import BackendError, Conflict, NotFound, StratusError
+
+if TYPE_CHECKING:
+    from stratuslab.cloud.marketplace.gate import ImagePolicy
 
 __all__ = ["InstanceService", "InstanceView", "Prepared", "ReconcileReport", "RunRequest"]
 
@@ -60,7 +63,8 @@ class InstanceService:
     :mod:`stratuslab.cloud.events`); without it, changes are made and told to no one. With
     ``quotas``, what it records for the owner is checked against their quotas in the
     transaction that records it (instances made for a run's node instances are not: the run
-    reserved them when it was started or scaled).
+    reserved them when it was started or scaled). With ``policy``, each image is decided by
+    the site's trust policy before anything is recorded (``Untrusted`` when refused).
     """
 
     def __init__(
@@ -73,9 +77,11 @@ class InstanceService:
         on_event: Event | None = None,
         sees_all: bool = False,
         quotas: Quotas | None = None,
+        policy: ImagePolicy | None = None,
     ) -> None:
         self.engine = engine
         self.quotas = quotas
+        self.policy = policy
         self.owner = owner  # who what it creates belongs to
         self.sees_all = sees_all  # an administrator or the server: every owner's instances
         self.name_prefix = name_prefix
@@ -110,6 +116,7 @@ class InstanceService:
         Post-conditions: the answer has one entry per request, in order: its ``Prepared``
         (instances recorded pending, ``recorded`` told for each), or the error that refused
         it, with nothing recorded for it (``Invalid``, ``NotFound`` for an image or cloud,
+        ``Untrusted`` for an image the site's policy refuses (decided once per image),
         ``Conflict`` for a name taken, also by an earlier request of the batch,
         ``CapacityExceeded``, ``BackendError`` when the cloud does not answer in time). Each
         cloud's images and capacity are read once for the batch, and memory and disk are
@@ -125,7 +132,7 @@ class InstanceService:
             self._connector,
             requests,
             name_prefix=self.name_prefix,
-            gate=self._may_start,
+            vet=self._may_start,
         )
         recorded = iter(self._record([o for o in outcomes if isinstance(o, Admitted)]))
         answer: list[Prepared | StratusError] = []
@@ -231,8 +238,16 @@ class InstanceService:
 
     def _may_start(self, cloud: str, image: Image) -> StratusError | None:
         # Another user's private image is theirs alone, also for an administrator's service
-        # (who acts as its owner to start it) and for the engine's on a run owner's behalf.
-        return Catalog(self.engine).startable(self.owner, cloud, image)
+        # (who acts as its owner to start it) and for the engine's on a run owner's behalf;
+        # then the site's trust policy decides.
+        hidden = Catalog(self.engine).startable(self.owner, cloud, image)
+        if hidden is not None or self.policy is None:
+            return hidden
+        return self.policy.refusal(cloud, image)
+
+    def get_image(self, name: str, *, cloud: str = DEFAULT_CLOUD) -> Image:
+        """The image ``name`` (alias or fingerprint prefix) on ``cloud``; else ``NotFound``."""
+        return self._connector(cloud).get_image(name)
 
     # -- what the deployment engine asks about runs ---------------------------------------
 
@@ -361,6 +376,7 @@ class InstanceService:
             on_event=both,
             sees_all=self.sees_all,
             quotas=self.quotas,
+            policy=self.policy,
         )
 
     @property

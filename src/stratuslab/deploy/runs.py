@@ -25,6 +25,7 @@ from stratuslab.db.models import (
 )
 from stratuslab.db.session import session_scope
 from stratuslab.deploy import access, events, overrides, reservations, secrets
+from stratuslab.deploy.imagecheck import DecideImage, check_plan
 from stratuslab.deploy.keys import check_value, initial_rows, parse_key
 from stratuslab.deploy.model import ApplicationModule
 from stratuslab.deploy.modules import ModuleStore, split_address
@@ -70,9 +71,11 @@ class RunService:
         secrets: RunSecrets,
         max_instances: int = DEFAULT_MAX_INSTANCES,
         quotas: Quotas | None = None,
+        decide_image: DecideImage | None = None,
     ) -> None:
         self.engine = engine
         self.quotas = quotas
+        self.decide_image = decide_image  # the site's trust policy, for every node's image
         self.hub = hub
         self.modules = modules
         self.work = work
@@ -86,7 +89,8 @@ class RunService:
         ``caller``, with every runtime parameter it starts with; its provisioning is asked for
         once recorded. A run over its owner's quota (every node instance at the size the plan
         asks) is refused (``CapacityExceeded``) with nothing recorded; once recorded, it holds
-        its node instances against the quota (``deploy/reservations.py``)."""
+        its node instances against the quota (``deploy/reservations.py``). A node's image that
+        the site's trust policy refuses refuses the run too (``Untrusted``, imagecheck.py)."""
         access.users_only(caller, "start runs")
         owner = caller.user or ""
         if not owner:
@@ -124,6 +128,8 @@ class RunService:
             given=request.given,
             multiplicities=request.multiplicity,
         )
+        if self.decide_image is not None:
+            check_plan(plan, self.decide_image)  # Untrusted, before anything is recorded
         run_id = str(uuid.uuid4())
         now = datetime.now(UTC)
         tags = ",".join(request.tags)

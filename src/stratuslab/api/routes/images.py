@@ -8,8 +8,11 @@ from fastapi import APIRouter, Query
 
 from stratuslab.api.deps import ServicesDep, UserDep
 from stratuslab.cloud import clouds
+from stratuslab.cloud.marketplace.policy import refusal_message
+from stratuslab.errors import Invalid
 
 router = APIRouter(prefix="/api", tags=["images"])
+MAX_NAME = 256  # characters of an image name looked up
 
 
 @router.get("/images")
@@ -27,6 +30,29 @@ def list_images(
         }
         for i in services.instances(user).list_images(cloud)
     ]
+
+
+@router.get("/images/{name:path}/verify")
+def verify_image(
+    name: str,
+    services: ServicesDep,
+    user: UserDep,
+    cloud: Annotated[str, Query(max_length=200)] = "local",
+) -> dict[str, Any]:
+    """The site's trust policy on image ``name`` of ``cloud``: whether it may start, the rule
+    that decided and every reason. Nothing is started; a refusal is an answer, not an error."""
+    if len(name) > MAX_NAME:
+        raise Invalid(f"an image name has at most {MAX_NAME} characters")
+    image = services.instances(user).get_image(name, cloud=cloud)
+    decision = services.image_policy.decide_image(cloud, image)
+    return {
+        "image": image.name,
+        "cloud": cloud,
+        "fingerprint": image.fingerprint,
+        "size_bytes": image.size_bytes,
+        **decision.to_dict(),
+        "message": None if decision.allowed else refusal_message(image.name, cloud, decision),
+    }
 
 
 @router.get("/clouds")

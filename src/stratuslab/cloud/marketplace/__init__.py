@@ -1,4 +1,6 @@
-"""StratusLab's Marketplace: signed metadata entries about images (identifier, entry, signing).
+"""StratusLab's Marketplace: signed metadata entries about images (identifier, entry, signing),
+and the site's trust policy on them (policy, pure; trust, the trust store's files; gate, both
+applied to an image about to start).
 
-Pure: no store, no routes, no CLI. See docs/architecture.md, "Marketplace".
+No store, no routes, no CLI. See docs/architecture.md, "Marketplace".
 """

@@ -80,17 +80,26 @@ def _email(cert: x509.Certificate) -> str | None:
     return str(attrs[0].value) if attrs else None
 
 
-def _check_dates(cert: x509.Certificate, now: dt.datetime, who: str) -> None:
+def date_problem(cert: x509.Certificate, now: dt.datetime, who: str) -> str | None:
+    """Why ``cert`` is not valid at ``now``, in words (``who`` names it: "the endorser's"), or
+    None when it is."""
     subject = cert.subject.rfc4514_string()
     if now > cert.not_valid_after_utc:
-        raise Unauthorized(
+        return (
             f"{who} certificate ({subject}) expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M}Z"
         )
     if now < cert.not_valid_before_utc:
-        raise Unauthorized(
+        return (
             f"{who} certificate ({subject}) is not valid before"
             f" {cert.not_valid_before_utc:%Y-%m-%d %H:%M}Z"
         )
+    return None
+
+
+def _check_dates(cert: x509.Certificate, now: dt.datetime, who: str) -> None:
+    problem = date_problem(cert, now, who)
+    if problem is not None:
+        raise Unauthorized(problem)
 
 
 def sign(
@@ -153,7 +162,8 @@ def _signature_certs(signature: etree._Element) -> list[x509.Certificate]:
     return certs
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``issuer``, a CA certificate, signed ``cert`` (names, CA flag and signature)."""
     if cert.issuer != issuer.subject:
         return False
     try:
@@ -169,24 +179,42 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
+def chain_to(
+    cert: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+) -> tuple[list[x509.Certificate], bool]:
+    """The path from ``cert`` towards ``anchors`` and whether it reaches one: ``cert``, the
+    intermediates it goes through and, when reached, the anchor last (at most ``MAX_CHAIN``
+    steps). When none is reached, the path is as far as the intermediates go: its last
+    certificate's issuer is the CA nobody could vouch for. Dates are not looked at (see
+    :func:`date_problem`)."""
+    path = [cert]
+    for _ in range(MAX_CHAIN):
+        current = path[-1]
+        anchor = next((a for a in anchors if issued_by(current, a)), None)
+        if anchor is not None:
+            return [*path, anchor], True
+        step = next((c for c in intermediates if issued_by(current, c)), None)
+        if step is None or step in path:
+            break
+        path.append(step)
+    return path, False
+
+
 def _chain_reaches(
     cert: x509.Certificate,
     intermediates: Sequence[x509.Certificate],
     anchors: Sequence[x509.Certificate],
     now: dt.datetime,
 ) -> bool:
-    current = cert
-    for _ in range(MAX_CHAIN):
-        for anchor in anchors:
-            if _issued_by(current, anchor):
-                _check_dates(anchor, now, "the trusted CA's")
-                return True
-        step = next((c for c in intermediates if _issued_by(current, c)), None)
-        if step is None or step == current:
-            return False
+    path, reached = chain_to(cert, intermediates, anchors)
+    if not reached:
+        return False
+    for step in path[1:-1]:
         _check_dates(step, now, "an intermediate CA's")
-        current = step
-    return False
+    _check_dates(path[-1], now, "the trusted CA's")
+    return True
 
 
 def verify(
