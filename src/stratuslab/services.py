@@ -226,8 +226,7 @@ class Services:
 
     def decide_image(self, cloud: str, image: str) -> Decision:
         """The site's decision on ``image`` of ``cloud`` (``NotFound`` when it has none)."""
-        found = self.instances_of(self.settings.user).get_image(image, cloud=cloud)
-        return self.image_policy.decide_image(cloud, found)
+        return self.instances_of(self.settings.user).decide_image(image, cloud=cloud)[1]
 
     def _instances(self, owner: str, *, sees_all: bool) -> InstanceService:
         return InstanceService(

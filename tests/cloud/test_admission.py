@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from stratuslab.cloud.base import Image
+from stratuslab.cloud.catalog import Catalog, alias_for
 from stratuslab.cloud.clouds import ConnectorPool
 from stratuslab.cloud.connectors.fake import FakeConnector
 from stratuslab.cloud.instances import InstanceService, Prepared, RunRequest
@@ -160,3 +161,28 @@ def test_lxd_names_an_imported_image_by_the_sha256_and_size_an_entry_states(
         with contextlib.suppress(NotFound):
             lxd.api.delete(LxdApi.path("images", sums.sha256))
         lxd.close()
+
+
+def test_a_users_image_is_never_the_sites_own_whatever_it_inherited(
+    engine: Engine, pool: ConnectorPool, fake: FakeConnector, tmp_path: Path
+) -> None:
+    """LXD copies the properties of the image an instance came from into an image published
+    from it: a user's saved base image holds the site's `stratus.recipe` too."""
+    archive = image_archive(tmp_path / "base.tar.gz", properties="  stratus.recipe: abc\n")
+    fake.import_image(archive, name="base", sha256=file_checksums(archive).sha256)
+    gate = ImagePolicy(Policy(unsigned="refuse"))
+    alice = service(engine, pool, gate)
+    (view,) = alice.run(RunRequest(image="base", name="web"))  # rule site-image
+    saved = fake.publish_image(view.name, alias=alias_for("alice", "mine"))
+    assert saved.properties["stratus.recipe"] == "abc"
+    Catalog(engine).record(cloud="local", image=saved, owner="alice", origin="save")
+    with pytest.raises(Untrusted, match=r"alice/mine on local refused .*\(rule unsigned\)"):
+        alice.run(RunRequest(image="alice/mine"))
+    image, decision = alice.decide_image("alice/mine", cloud="local")
+    assert (image.name, decision.rule) == ("alice/mine", "unsigned")
+    assert alice.decide_image("base", cloud="local")[1].rule == "site-image"
+    bob = InstanceService(engine, owner="bob", connectors=pool, name_prefix="t", policy=gate)
+    with pytest.raises(NotFound):
+        bob.decide_image("alice/mine", cloud="local")
+    with pytest.raises(NotFound):
+        bob.get_image(saved.fingerprint, cloud="local")

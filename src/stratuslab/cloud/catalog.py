@@ -140,29 +140,38 @@ class Catalog:
             rows = session.scalars(query.order_by(ImageRecord.created_at.desc()))
             return [_owned(r) for r in rows]
 
-    def hidden_from(self, owner: str, cloud: str, images: Iterable[Image]) -> set[str]:
-        """The fingerprints among ``images`` that ``owner`` may not see: images only other
-        users' private records name (a name is the record's alias, a fingerprint any of its
-        records'). One query."""
+    def records_of(self, cloud: str, images: Iterable[Image]) -> list[Owned]:
+        """The records naming any of ``images`` on ``cloud``, by alias or fingerprint. One
+        query."""
         wanted = {i.fingerprint for i in images}
         names = {i.name for i in images}
         if not wanted:
-            return set()
+            return []
         with session_scope(self.engine) as session:
-            rows = list(
-                session.scalars(
-                    select(ImageRecord).where(
-                        ImageRecord.cloud == cloud,
-                        or_(ImageRecord.fingerprint.in_(wanted), ImageRecord.alias.in_(names)),
-                    )
+            rows = session.scalars(
+                select(ImageRecord).where(
+                    ImageRecord.cloud == cloud,
+                    or_(ImageRecord.fingerprint.in_(wanted), ImageRecord.alias.in_(names)),
                 )
             )
-        visible = {r.fingerprint for r in rows if r.public or r.owner == owner}
-        return {r.fingerprint for r in rows} - visible
+            return [_owned(r) for r in rows]
+
+    def hidden_from(self, owner: str, cloud: str, images: Iterable[Image]) -> set[str]:
+        """The fingerprints among ``images`` that ``owner`` may not see: images only other
+        users' private records name (a name is the record's alias, a fingerprint any of its
+        records')."""
+        return hidden(owner, self.records_of(cloud, list(images)))
 
     def startable(self, owner: str, cloud: str, image: Image) -> NotFound | None:
         """Why ``owner`` may not start ``image``, answered as an image that does not exist;
         None when they may."""
-        if image.fingerprint in self.hidden_from(owner, cloud, [image]):
+        if hidden(owner, self.records_of(cloud, [image])):
             return NotFound(f"no image called {image.name!r}", hint=UNKNOWN_IMAGE_HINT)
         return None
+
+
+def hidden(owner: str, records: Iterable[Owned]) -> set[str]:
+    """The fingerprints of ``records`` none of which ``owner`` may see."""
+    found = list(records)
+    visible = {r.fingerprint for r in found if r.visible_to(owner)}
+    return {r.fingerprint for r in found} - visible

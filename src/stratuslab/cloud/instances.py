@@ -22,8 +22,8 @@ from sqlalchemy.engine import Engine
 
 from stratuslab.cloud import admission, events, fleet, machines, records, usage
 from stratuslab.cloud.admission import Admitted, RunRequest
-from stratuslab.cloud.base import Connector, ExecResult, Image, Instance
-from stratuslab.cloud.catalog import Catalog
+from stratuslab.cloud.base import UNKNOWN_IMAGE_HINT, Connector, ExecResult, Image, Instance
+from stratuslab.cloud.catalog import Catalog, Owned, hidden
 from stratuslab.cloud.clouds import DEFAULT_CLOUD, all_clouds
 from stratuslab.cloud.events import Event
 from stratuslab.cloud.fleet import Outcome
@@ -33,10 +33,11 @@ from stratuslab.cloud.records import InstanceView
 from stratuslab.cloud.types import InstanceState
 from stratuslab.db.models import InstanceRecord, utcnow
 from stratuslab.db.session import session_scope
-from stratuslab.errors import BackendError, Conflict, NotFound, StratusError
+from stratuslab.errors import BackendError, Conflict, NotFound, NotSupported, StratusError
 
 if TYPE_CHECKING:
     from stratuslab.cloud.marketplace.gate import ImagePolicy
+    from stratuslab.cloud.marketplace.policy import Decision
 
 __all__ = ["InstanceService", "InstanceView", "Prepared", "ReconcileReport", "RunRequest"]
 
@@ -239,15 +240,32 @@ class InstanceService:
     def _may_start(self, cloud: str, image: Image) -> StratusError | None:
         # Another user's private image is theirs alone, also for an administrator's service
         # (who acts as its owner to start it) and for the engine's on a run owner's behalf;
-        # then the site's trust policy decides.
-        hidden = Catalog(self.engine).startable(self.owner, cloud, image)
-        if hidden is not None or self.policy is None:
-            return hidden
-        return self.policy.refusal(cloud, image)
+        # then the site's trust policy decides, knowing which images users made.
+        records = Catalog(self.engine).records_of(cloud, [image])
+        if hidden(self.owner, records):
+            return NotFound(f"no image called {image.name!r}", hint=UNKNOWN_IMAGE_HINT)
+        if self.policy is None:
+            return None
+        return self.policy.refusal(cloud, image, records)
 
     def get_image(self, name: str, *, cloud: str = DEFAULT_CLOUD) -> Image:
-        """The image ``name`` (alias or fingerprint prefix) on ``cloud``; else ``NotFound``."""
-        return self._connector(cloud).get_image(name)
+        """The image ``name`` (alias or fingerprint prefix) on ``cloud`` that the owner may
+        start; else ``NotFound`` (also for another user's private image)."""
+        return self.image_and_records(name, cloud=cloud)[0]
+
+    def decide_image(self, name: str, *, cloud: str = DEFAULT_CLOUD) -> tuple[Image, Decision]:
+        """The image ``name`` of ``cloud`` and the site's decision on it for the owner."""
+        image, records = self.image_and_records(name, cloud=cloud)
+        if self.policy is None:
+            raise NotSupported("this instance service applies no trust policy")
+        return image, self.policy.decide_image(cloud, image, records)
+
+    def image_and_records(self, name: str, *, cloud: str) -> tuple[Image, list[Owned]]:
+        image = self._connector(cloud).get_image(name)
+        records = Catalog(self.engine).records_of(cloud, [image])
+        if hidden(self.owner, records):
+            raise NotFound(f"no image called {name!r}", hint=UNKNOWN_IMAGE_HINT)
+        return image, records
 
     # -- what the deployment engine asks about runs ---------------------------------------
 

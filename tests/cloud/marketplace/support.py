@@ -147,14 +147,17 @@ def der_chain(*parties: Party) -> tuple[bytes, ...]:
     return tuple(p.cert.public_bytes(serialization.Encoding.DER) for p in parties)
 
 
-def image_archive(path: Path, payload: bytes = b"a root file system\n") -> Path:
-    """A small image tarball as LXD imports one (``metadata.yaml`` and ``rootfs/``)."""
+def image_archive(
+    path: Path, payload: bytes = b"a root file system\n", *, properties: str = ""
+) -> Path:
+    """A small image tarball as LXD imports one (``metadata.yaml`` and ``rootfs/``), with
+    ``properties`` (YAML lines, indented) added to its metadata's."""
     with tarfile.open(path, "w:gz") as tar:
         for name, data in (
             (
                 "metadata.yaml",
                 b"architecture: x86_64\ncreation_date: 1777000000\n"
-                b"properties:\n  description: test image\n",
+                b"properties:\n  description: test image\n" + properties.encode(),
             ),
             ("rootfs/etc/motd", payload),
         ):

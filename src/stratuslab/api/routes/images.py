@@ -43,8 +43,7 @@ def verify_image(
     that decided and every reason. Nothing is started; a refusal is an answer, not an error."""
     if len(name) > MAX_NAME:
         raise Invalid(f"an image name has at most {MAX_NAME} characters")
-    image = services.instances(user).get_image(name, cloud=cloud)
-    decision = services.image_policy.decide_image(cloud, image)
+    image, decision = services.instances(user).decide_image(name, cloud=cloud)
     return {
         "image": image.name,
         "cloud": cloud,

@@ -246,7 +246,13 @@ class FakeConnector(Connector):
                 size_bytes=source.size_bytes if source else 1 << 20,
                 description=description,
                 created_at=datetime.now(UTC),
-                properties={**(properties or {}), "description": description},
+                # As LXD does, the image inherits the properties of the one the instance
+                # came from (its `image.*` keys), then takes those given.
+                properties={
+                    **(source.properties if source else {}),
+                    **(properties or {}),
+                    "description": description,
+                },
             )
             self._backend.images[alias] = image
         return image

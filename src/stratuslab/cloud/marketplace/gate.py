@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from stratuslab.cloud.base import Image
+from stratuslab.cloud.catalog import Owned
 from stratuslab.cloud.marketplace.policy import Decision, ImageFacts, Policy, refusal_message
 from stratuslab.cloud.marketplace.signing import Verified
 from stratuslab.cloud.marketplace.trust import Problem, TrustStore
@@ -66,14 +67,31 @@ class _Live:
         return anchors.problem(certificates, at)
 
 
-def facts(cloud: str, image: Image) -> ImageFacts:
-    """What the policy knows of an image a cloud has."""
+def facts(cloud: str, image: Image, made_by_users: Sequence[Owned] = ()) -> ImageFacts:
+    """What the policy knows of an image a cloud has, and the catalog's records of it.
+
+    An image a user made is never the site's own, whatever it carries: LXD copies the
+    properties of the image an instance came from into the image published from it, so a
+    user's saved base image would otherwise hold ``stratus.recipe``. An imported image whose
+    archive the server rewrote (to take out such claims) is judged by the bytes its entry
+    describes, which the import checked before anything was imported.
+    """
+    properties = dict(image.properties)
+    fingerprint, size = image.fingerprint, image.size_bytes
+    if made_by_users:
+        properties = {k: v for k, v in properties.items() if not k.startswith("stratus.")}
+    for record in made_by_users:
+        sums = record.details.get("checksums") if record.origin == "import" else None
+        if isinstance(sums, dict) and isinstance(sums.get("sha256"), str):
+            fingerprint = sums["sha256"]
+            size = int(record.details.get("bytes") or size)
+            break
     return ImageFacts(
         cloud=cloud,
         name=image.name,
-        fingerprint=image.fingerprint,
-        size_bytes=image.size_bytes,
-        properties=dict(image.properties),
+        fingerprint=fingerprint,
+        size_bytes=size,
+        properties=properties,
     )
 
 
@@ -123,14 +141,19 @@ class ImagePolicy:
             log.info("deciding image %s on %s took %.1f ms", image.name, image.cloud, took * 1e3)
         return decision
 
-    def decide_image(self, cloud: str, image: Image) -> Decision:
-        return self.decide(facts(cloud, image))
+    def decide_image(
+        self, cloud: str, image: Image, made_by_users: Sequence[Owned] = ()
+    ) -> Decision:
+        """The decision on ``image`` of ``cloud``, knowing the catalog's records of it."""
+        return self.decide(facts(cloud, image, made_by_users))
 
-    def refusal(self, cloud: str, image: Image) -> StratusError | None:
+    def refusal(
+        self, cloud: str, image: Image, made_by_users: Sequence[Owned] = ()
+    ) -> StratusError | None:
         """Why ``image`` may not start on ``cloud`` (``Untrusted``, naming the rule), or None.
         A source that fails refuses with its own error."""
         try:
-            decision = self.decide_image(cloud, image)
+            decision = self.decide_image(cloud, image, made_by_users)
         except StratusError as exc:
             return exc
         if decision.allowed:
