@@ -76,6 +76,7 @@ class Settings:
     watch_min_every_s: int = 10  # the shortest polling interval a watch may ask for
     # Whether users' watches may name the site's private addresses (verify/addresses.py).
     watch_private_addresses: bool = False
+    marketplace_max_entries: int = 10_000  # Marketplace entries one user may upload (kept forever)
     debug: bool = False
 
     @property
@@ -240,6 +241,8 @@ def _validated(settings: Settings) -> Settings:
         raise Invalid("setting smtp_port: a TCP port, 1 to 65535")
     if not 1 <= settings.watch_min_every_s <= 86400:
         raise Invalid("setting watch_min_every_s: between 1 and 86400 seconds")
+    if not 1 <= settings.marketplace_max_entries <= 10_000_000:
+        raise Invalid("setting marketplace_max_entries: between 1 and 10000000")
     if not 1 <= settings.tls_port <= 65535:
         raise Invalid("setting tls_port: a TCP port, 1 to 65535")
     if not settings.database_url.startswith(("sqlite:///", "postgresql")):

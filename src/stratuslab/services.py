@@ -8,6 +8,7 @@ else constructs the engine's parts. What depends on what, read top to bottom:
     accounts, credentials, authentication   who is calling
     quotas (reservations), accounting       what users may hold, and what they used
     instances (per owner, quotas)    the cloud layer
+    marketplace                      endorsed image entries, read by anybody
     work queue, parameter values     the seams between the engine's parts
     modules, runs (quotas), tokens, logs, reports
     run control     (values, work)   the state machine
@@ -35,6 +36,7 @@ from stratuslab.accounts.users import Accounts
 from stratuslab.cloud import events, sitecert
 from stratuslab.cloud.clouds import ConnectorPool
 from stratuslab.cloud.instances import InstanceService
+from stratuslab.cloud.marketplace.store import Marketplace
 from stratuslab.cloud.quotas import Quotas
 from stratuslab.cloud.usage import Accounting
 from stratuslab.config import Settings
@@ -95,6 +97,7 @@ class Services:
         )
         self.quotas = Quotas(engine, reserved=held_by_runs)  # what runs hold counts too
         self.accounting = Accounting(engine)
+        self.marketplace = Marketplace(engine, max_entries=settings.marketplace_max_entries)
         self.work = WorkQueue()
         secrets = RunSecrets(engine)  # what is redacted from what nodes send people
         values = ParameterValues(secrets)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from stratuslab.db import verify_models  # noqa: F401  (its tables belong to Base too)
+from stratuslab.db import marketplace_models, verify_models  # noqa: F401  (Base's too)
 from stratuslab.db.models import Base
 
 connection = context.config.attributes.get("connection")
