@@ -24,6 +24,7 @@ from stratuslab.api.routes import (
     hooks,
     images,
     instances,
+    marketplace,
     modules,
     quotas,
     runs,
@@ -71,6 +72,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(usage.router)
     app.include_router(watches.router)
     app.include_router(hooks.router)
+    app.include_router(marketplace.router)
     app.add_exception_handler(StratusError, _stratus_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_middleware(
