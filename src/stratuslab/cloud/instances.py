@@ -15,17 +15,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 from sqlalchemy import Table, insert, select
 from sqlalchemy.engine import Engine
 
-from stratuslab.cloud import admission, events, fleet, machines, records, usage
+from stratuslab.cloud import admission, events, fleet, imagesums, machines, records, usage
 from stratuslab.cloud.admission import Admitted, RunRequest
 from stratuslab.cloud.base import Connector, ExecResult, Image, Instance
 from stratuslab.cloud.clouds import DEFAULT_CLOUD, all_clouds
 from stratuslab.cloud.events import Event
 from stratuslab.cloud.fleet import Outcome
+from stratuslab.cloud.imagesums import ImageSums
 from stratuslab.cloud.quotas import Quotas, charged
 from stratuslab.cloud.reconcile import ReconcileReport, apply_listing
 from stratuslab.cloud.records import InstanceView
@@ -221,6 +223,13 @@ class InstanceService:
         """The images instances can be started from on ``cloud``; ``NotFound`` for a cloud
         that is not recorded."""
         return self._connector(cloud).list_images()
+
+    def image_checksums(self, cloud: str, name: str, *, workdir: Path) -> ImageSums:
+        """The size and digests of an image's bytes, for its Marketplace entry: exported once
+        to a file under ``workdir`` (removed after), then kept by fingerprint."""
+        return imagesums.image_checksums(
+            self.engine, self._connector(cloud), cloud=cloud, name=name, workdir=workdir
+        )
 
     # -- what the deployment engine asks about runs ---------------------------------------
 
