@@ -80,6 +80,17 @@ def _email(cert: x509.Certificate) -> str | None:
     return str(attrs[0].value) if attrs else None
 
 
+def endorser_email(cert_pem: bytes) -> str:
+    """The e-mail address under which an endorsement by the holder of ``cert_pem`` is filed."""
+    email = _email(_load_cert(cert_pem, "the endorser's certificate"))
+    if email is None:
+        raise Invalid(
+            "the endorser's certificate names no e-mail address (subject emailAddress or"
+            " subjectAltName rfc822Name): the Marketplace files endorsements by e-mail"
+        )
+    return email
+
+
 def _check_dates(cert: x509.Certificate, now: dt.datetime, who: str) -> None:
     subject = cert.subject.rfc4514_string()
     if now > cert.not_valid_after_utc:
