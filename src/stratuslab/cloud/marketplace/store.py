@@ -16,7 +16,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, insert, select, text, tuple_, update
+from sqlalchemy import bindparam, case, func, insert, select, text, tuple_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -279,11 +279,15 @@ class Marketplace:
         From the columns alone (one indexed read, no XML parsed), for the policy's check at
         every start. Deprecated and expired entries are there too: the policy says why it
         refuses them."""
-        query = q.newest_first(
-            q.entries().where(E.sha256 == q.sha256(sha256), E.current.is_(True))
-        ).limit(MAX_ENDORSEMENTS)
         with reading(self.engine) as conn:
-            return [stored.verified() for stored in q.fetch(conn, query)]
+            rows = conn.execute(_ENDORSEMENTS, {"sha256": q.sha256(sha256)}).mappings()
+            return [from_row(row).verified() for row in rows]
+
+
+# Made once: building a select of thirty columns costs more than running it.
+_ENDORSEMENTS = q.newest_first(
+    q.entries().where(E.sha256 == bindparam("sha256"), E.current.is_(True))
+).limit(MAX_ENDORSEMENTS)
 
 
 def _time(value: dt.datetime) -> str:
