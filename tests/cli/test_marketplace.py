@@ -108,10 +108,11 @@ def test_sign_an_image_on_a_cloud_and_upload_at_once(
     fake.import_image(archive, name="webapp", sha256=hashlib.sha256(data).hexdigest())
     args = ["marketplace", "sign", "webapp", "--cloud", "local", *keys(tmp_path)]
     missing = stratus(*args, "--os-version", "12")
-    assert (missing.code, missing.err) == (
-        65,
-        "error: the image does not say its os-arch: give --os-arch\n",
-    )
+    assert missing.code == 65
+    asking, read, refused = missing.err.splitlines()
+    assert asking == "checksums of webapp on local: the server reads the image the first time"
+    assert read.startswith("webapp: 0.0 MiB, read in ")
+    assert refused == "error: the image does not say its os-arch: give --os-arch"
     made = stratus(*args, "--os-version", "12", "--os-arch", "x86_64", "--upload", "-o", "json")
     assert made.code == 0, made.err
     summary = json.loads(made.out)
@@ -123,7 +124,11 @@ def test_sign_an_image_on_a_cloud_and_upload_at_once(
     assert [e["identifier"] for e in listed] == [entry.identifier]
     to_stdout = stratus(*args, "--os-version", "12", "--os-arch", "x86_64", "-o", "-")
     assert to_stdout.code == 0 and signing.verify(to_stdout.out.encode(), trusted_cas=None)
-    assert to_stdout.err.startswith("Signed ")
+    assert to_stdout.err.splitlines()[1:] == [
+        "webapp: 0.0 MiB, known already",  # read once, kept by fingerprint
+        f"Signed {entry.identifier} (webapp) as jane@example.org at "
+        + to_stdout.err.rsplit(" at ", 1)[1].strip(),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,15 @@ def sign(rt: Runtime, /, image: str, cert_file: str, key_file: str, **given: Any
     elif os.sep in image or image.endswith((".tar", ".gz", ".xz", ".img", ".qcow2")):
         raise NotFound(f"{image}: no such file")
     else:
+        err.print(
+            f"checksums of {image} on {given['cloud']}: the server reads the image the first time",
+            markup=False,
+            highlight=False,
+        )
+        started = time.monotonic()
         found = rt.client.image_checksums(image, given["cloud"])
+        how = "known already" if found["cached"] else f"read in {time.monotonic() - started:.1f} s"
+        err.print(f"{image}: {found['size'] / 2**20:.1f} MiB, {how}", markup=False, highlight=False)
         sums = Checksums(
             **{k: found[k] for k in ("md5", "sha1", "sha256", "sha512")}, size=found["size"]
         )
