@@ -96,6 +96,7 @@ class Settings:
     policy_identifiers_deny: tuple[str, ...] = ()
     policy_checksums_allow: tuple[str, ...] = ()  # MD5, SHA-1, SHA-256 or SHA-512, hex
     policy_checksums_deny: tuple[str, ...] = ()
+    marketplace_max_entries: int = 10_000  # Marketplace entries one user may upload (kept forever)
     debug: bool = False
 
     @property
@@ -327,6 +328,8 @@ def _validated(settings: Settings) -> Settings:
         raise Invalid("setting max_snapshots: between 1 and 1000")
     if not 1 << 20 <= settings.image_import_max_bytes <= 1 << 40:
         raise Invalid("setting image_import_max_bytes: between 1 MiB and 1 TiB, in bytes")
+    if not 1 <= settings.marketplace_max_entries <= 10_000_000:
+        raise Invalid("setting marketplace_max_entries: between 1 and 10000000")
     if not 1 <= settings.tls_port <= 65535:
         raise Invalid("setting tls_port: a TCP port, 1 to 65535")
     if not settings.database_url.startswith(("sqlite:///", "postgresql")):

@@ -9,6 +9,7 @@ else constructs the engine's parts. What depends on what, read top to bottom:
     quotas (reservations), accounting       what users may hold, and what they used
     image policy (endorsements)      the site's trust policy, at every start
     instances (per owner, quotas, policy)    the cloud layer
+    marketplace                      endorsed image entries, read by anybody
     work queue, parameter values     the seams between the engine's parts
     modules, runs (quotas), tokens, logs, reports
     run control     (values, work)   the state machine
@@ -38,8 +39,9 @@ from stratuslab.cloud.clouds import ConnectorPool
 from stratuslab.cloud.imaging import ImageService
 from stratuslab.cloud.importer import Importer
 from stratuslab.cloud.instances import InstanceService
-from stratuslab.cloud.marketplace.gate import NO_ENDORSEMENTS, EndorsementSource, ImagePolicy
+from stratuslab.cloud.marketplace.gate import EndorsementSource, ImagePolicy
 from stratuslab.cloud.marketplace.policy import Decision
+from stratuslab.cloud.marketplace.store import Marketplace
 from stratuslab.cloud.quotas import Quotas
 from stratuslab.cloud.snapshots import Snapshots
 from stratuslab.cloud.usage import Accounting
@@ -84,14 +86,17 @@ class Services:
         engine: Engine,
         *,
         token: str,
-        endorsements: EndorsementSource = NO_ENDORSEMENTS,
+        endorsements: EndorsementSource | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.token = token
+        self.marketplace = Marketplace(engine, max_entries=settings.marketplace_max_entries)
         # The site's trust policy, for every instance start and every run's nodes; the
-        # endorsements are the Marketplace's (none: every image is unsigned).
-        self.image_policy = ImagePolicy.from_settings(settings, source=endorsements)
+        # endorsements are the Marketplace's (a test may hand others).
+        self.image_policy = ImagePolicy.from_settings(
+            settings, source=self.marketplace if endorsements is None else endorsements
+        )
         self.hub = Hub()
         self.connectors = ConnectorPool(engine)
         self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="work")

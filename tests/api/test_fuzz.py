@@ -39,6 +39,7 @@ from schemathesis.checks import not_a_server_error
 
 from stratuslab.cloud.connectors.fake import FakeConnector
 from tests.api.owners import Owner, accounts, client, settled, snapshot
+from tests.cloud.marketplace.uploads import JANE, signed
 from tests.deploy.support import Node, nodes, push_app, start_run
 
 pytestmark = pytest.mark.usefixtures("fake")
@@ -84,6 +85,11 @@ class Live:
             "ref": fake.list_instances(tags={"run": self.run_id})[0].name,
         }
         self.tokens = ["Bearer test-token", self.members["web.1"].headers["Authorization"]]
+        # A Marketplace entry, so that /metadata/<identifier>/<email>/<created> finds one.
+        entry = api.post("/metadata", content=signed(JANE), headers={"Accept": "application/json"})
+        assert entry.status_code == 201, entry.text
+        _, _, identifier, email, created = entry.headers["location"].split("/")
+        self.names.update(identifier=identifier, email=email, created=created, tag="nginx")
 
 
 @pytest.fixture

@@ -7,7 +7,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Engine
 
-from stratuslab.db import image_models, verify_models  # noqa: F401  (their tables are Base's)
+from stratuslab.db import (  # noqa: F401  (their tables are Base's)
+    image_models,
+    marketplace_models,
+    verify_models,
+)
 from stratuslab.db.models import Base
 
 

@@ -25,6 +25,7 @@ from stratuslab.api.routes import (
     image_ops,
     images,
     instances,
+    marketplace,
     modules,
     quotas,
     runs,
@@ -73,6 +74,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(usage.router)
     app.include_router(watches.router)
     app.include_router(hooks.router)
+    app.include_router(marketplace.router)
     app.add_exception_handler(StratusError, _stratus_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_middleware(

@@ -32,6 +32,7 @@ from stratuslab.accounts import COOKIE
 from stratuslab.api import identity
 from stratuslab.api.client_accounts import AccountResources
 from stratuslab.api.client_images import ImageResources
+from stratuslab.api.client_marketplace import MarketplaceResources
 from stratuslab.api.identity import ServerIdentity
 from stratuslab.api.transport import HttpTransport as HttpTransport
 from stratuslab.api.transport import Response as Response
@@ -52,7 +53,7 @@ def is_api_key(token: str) -> bool:
     return _API_KEY.match(token) is not None
 
 
-class ApiClient(AccountResources, ImageResources):
+class ApiClient(AccountResources, ImageResources, MarketplaceResources):
     identify_timeout = 10.0  # a server that takes longer to say who it is is as good as hung
 
     def __init__(
@@ -188,7 +189,9 @@ class ApiClient(AccountResources, ImageResources):
         params: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         accept: str | None = None,
+        content: tuple[str, bytes] | None = None,
     ) -> Response:
+        """``content``: a body that is not JSON, as (its media type, its bytes)."""
         query = {k: _param(v) for k, v in (params or {}).items() if v is not None}
         target = path + ("?" + urlencode(query) if query else "")
         headers = dict(self._headers)
@@ -204,6 +207,8 @@ class ApiClient(AccountResources, ImageResources):
         if json_body is not None:
             body = json.dumps(json_body).encode()
             headers["Content-Type"] = "application/json"
+        elif content is not None:
+            headers["Content-Type"], body = content
         try:
             return self._transport(
                 method, target, headers=headers, body=body, timeout=timeout or self.timeout

@@ -14,6 +14,7 @@ from stratuslab.cli import (
     group,
     image,
     instance,
+    marketplace,
     module,
     quota,
     run,
@@ -79,6 +80,7 @@ cli.add_command(cert.group)
 cli.add_command(quota.group)
 cli.add_command(usage)
 cli.add_command(watch.group)
+cli.add_command(marketplace.group)
 
 
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:

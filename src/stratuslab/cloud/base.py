@@ -255,6 +255,19 @@ class Connector(ABC):
         instance."""
         raise NotSupported(f"the {self.kind} connector cannot take snapshots")
 
+    def export_image(self, name: str, dest: Path) -> Image:
+        """Write the image called ``name`` (alias or fingerprint, as :meth:`get_image`) to
+        ``dest`` and return it (capability EXPORT_IMAGE).
+
+        Post-conditions: ``dest`` holds the image's unified tarball, whole, whose SHA-256 is the
+        image's fingerprint (what a Marketplace entry's checksums are of); on failure ``dest``
+        does not exist. The image is left as it was. Raises ``NotFound`` for an unknown image,
+        ``NotSupported`` for one that is not a single tarball (an LXD split image) or whose
+        bytes the backend cannot give, and ``BackendError`` when the backend sends more than the
+        image's size or takes too long.
+        """
+        raise NotSupported(f"the {self.kind} connector cannot export images")
+
     def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing
         """Release connections. Safe to call twice."""
 

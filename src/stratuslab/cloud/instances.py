@@ -15,18 +15,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import Table, insert, select
 from sqlalchemy.engine import Engine
 
-from stratuslab.cloud import admission, events, fleet, machines, records, usage
+from stratuslab.cloud import admission, events, fleet, imagesums, machines, records, usage
 from stratuslab.cloud.admission import Admitted, RunRequest
 from stratuslab.cloud.base import UNKNOWN_IMAGE_HINT, Connector, ExecResult, Image, Instance
 from stratuslab.cloud.catalog import Catalog, Owned, hidden
 from stratuslab.cloud.clouds import DEFAULT_CLOUD, all_clouds
 from stratuslab.cloud.events import Event
 from stratuslab.cloud.fleet import Outcome
+from stratuslab.cloud.imagesums import ImageSums
 from stratuslab.cloud.quotas import Quotas, charged
 from stratuslab.cloud.reconcile import ReconcileReport, apply_listing
 from stratuslab.cloud.records import InstanceView
@@ -266,6 +268,19 @@ class InstanceService:
         if hidden(self.owner, records):
             raise NotFound(f"no image called {name!r}", hint=UNKNOWN_IMAGE_HINT)
         return image, records
+
+    def image_checksums(self, cloud: str, name: str, *, workdir: Path) -> ImageSums:
+        """The size and digests of an image's bytes, for its Marketplace entry: exported once
+        to a file under ``workdir`` (removed after), then kept by fingerprint. Another
+        user's private image is ``NotFound``."""
+        image, _ = self.image_and_records(name, cloud=cloud)
+        return imagesums.image_checksums(
+            self.engine,
+            self._connector(cloud),
+            cloud=cloud,
+            image=image,
+            workdir=workdir,
+        )
 
     # -- what the deployment engine asks about runs ---------------------------------------
 

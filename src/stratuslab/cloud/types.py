@@ -24,4 +24,5 @@ class Capability(StrEnum):
     SNAPSHOT = "snapshot"
     PUBLISH_IMAGE = "publish-image"
     IMPORT_IMAGE = "import-image"  # add an image from a local archive
+    EXPORT_IMAGE = "export-image"  # write an image's bytes (its unified tarball) to a file
     VOLUMES = "volumes"

@@ -4,8 +4,11 @@ imports."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import ipaddress
 import secrets
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -272,3 +275,44 @@ def test_snapshots_are_taken_listed_restored_and_deleted(connector: Connector) -
     ):
         with pytest.raises(NotFound):
             call()
+
+
+def test_an_exported_image_is_the_tarball_whose_sha256_is_its_fingerprint(
+    connector: Connector, tmp_path: Path
+) -> None:
+    dest = tmp_path / "image.tar"
+    if Capability.EXPORT_IMAGE not in connector.capabilities:
+        with pytest.raises(NotSupported, match="cannot export images"):
+            connector.export_image(IMAGE, dest)
+        assert not dest.exists()
+        return
+    exported = IMAGE
+    if isinstance(connector, FakeConnector):  # what it was made with has no bytes: import some
+        with pytest.raises(NotSupported, match="no bytes for image 'debian-12'"):
+            connector.export_image(IMAGE, dest)
+        archive = image_archive(tmp_path / "archive.tar")
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        exported = f"test-{secrets.token_hex(4)}"
+        connector.import_image(archive, name=exported, sha256=digest)
+    image = connector.export_image(exported, dest)
+    assert image.fingerprint == connector.get_image(exported).fingerprint
+    digest = hashlib.sha256()
+    with dest.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    assert digest.hexdigest() == image.fingerprint
+    assert connector.get_image(exported) == image  # still there, as it was
+    with pytest.raises(NotFound):
+        connector.export_image("no-such-image", tmp_path / "none.tar")
+    assert not (tmp_path / "none.tar").exists()
+
+
+def image_archive(path: Path) -> Path:
+    """A small unified image tarball: metadata.yaml and a root file system of one file."""
+    metadata = b"architecture: x86_64\ncreation_date: 1\nproperties:\n  os: debian\n"
+    with tarfile.open(path, "w") as tar:
+        for member, data in (("metadata.yaml", metadata), ("rootfs/etc/hostname", b"box\n")):
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ from stratuslab.cloud.base import InstanceSpec
 from stratuslab.cloud.connectors.lxd import CAPACITY_TIMEOUT, LxdConnector
 from stratuslab.cloud.connectors.lxd_api import OPERATION_TIMEOUT, REQUEST_TIMEOUT, LxdApi
 from stratuslab.cloud.types import InstanceState
-from stratuslab.errors import BackendError, BackendUnavailable, NotFound
+from stratuslab.errors import BackendError, BackendUnavailable, NotFound, NotSupported
 
 
 def test_a_clean_stop_that_times_out_is_forced() -> None:
@@ -494,3 +495,40 @@ def test_every_request_and_operation_wait_is_bounded() -> None:
     assert reads and all(0 < read <= OPERATION_TIMEOUT + 5 + 5 for read in reads)
     assert REQUEST_TIMEOUT in reads
     assert waits and max(waits) <= OPERATION_TIMEOUT + 5
+
+
+def test_an_export_is_bounded_by_the_images_size_and_a_split_image_is_refused(
+    tmp_path: Path,
+) -> None:
+    """What LXD sends for an export is streamed to the file: more than the image's size is
+    refused and the file removed; a split image (LXD answers a multipart form) is not one
+    tarball, so it is refused before anything is written."""
+    fingerprint = "ab" * 32
+    answers = {"body": b"x" * 100, "type": "application/octet-stream"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/1.0/images/aliases/big":
+            return httpx.Response(200, json={"type": "sync", "metadata": {"target": fingerprint}})
+        if path == f"/1.0/images/{fingerprint}":
+            image = {"fingerprint": fingerprint, "size": 64, "properties": {}}
+            return httpx.Response(200, json={"type": "sync", "metadata": image})
+        if path == f"/1.0/images/{fingerprint}/export":
+            body = iter([answers["body"][:50], answers["body"][50:]])  # no Content-Length
+            return httpx.Response(200, headers={"Content-Type": answers["type"]}, content=body)
+        return httpx.Response(404, json={"type": "error", "error": "not found", "error_code": 404})
+
+    connector = LxdConnector(
+        endpoint="unix:///x", api=LxdApi("unix:///x", transport=httpx.MockTransport(handler))
+    )
+    dest = tmp_path / "image.tar"
+    with pytest.raises(BackendError, match="LXD sent more than 64 bytes"):
+        connector.export_image("big", dest)
+    assert not dest.exists()
+    answers["type"] = "multipart/form-data; boundary=x"
+    with pytest.raises(NotSupported, match=r"'big' .* is a split image"):
+        connector.export_image("big", dest)
+    assert not dest.exists()
+    answers.update(body=b"y" * 64, type="application/octet-stream")
+    assert connector.export_image("big", dest).fingerprint == fingerprint
+    assert dest.read_bytes() == b"y" * 64

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from stratuslab.api.deps import ServicesDep, UserDep
 from stratuslab.cloud import clouds
@@ -51,6 +51,34 @@ def verify_image(
         "size_bytes": image.size_bytes,
         **decision.to_dict(),
         "message": None if decision.allowed else refusal_message(image.name, cloud, decision),
+    }
+
+
+@router.get("/images/{name:path}/checksums")
+def image_checksums(
+    name: Annotated[str, Path(max_length=MAX_NAME)],
+    services: ServicesDep,
+    user: UserDep,
+    cloud: Annotated[str, Query(max_length=64)] = "local",
+) -> dict[str, Any]:
+    """The size and digests of an image's bytes (what its Marketplace entry states), and the
+    identifier they give: read once from the cloud (the image is exported), then kept."""
+    workdir = services.settings.data_dir / "exports"
+    found = services.instances(user).image_checksums(cloud, name, workdir=workdir)
+    sums = found.checksums
+    return {
+        "cloud": found.cloud,
+        "name": name,
+        "fingerprint": found.image.fingerprint,
+        "description": found.image.description,
+        "properties": dict(found.image.properties),
+        "identifier": sums.identifier,
+        "size": sums.size,
+        "md5": sums.md5,
+        "sha1": sums.sha1,
+        "sha256": sums.sha256,
+        "sha512": sums.sha512,
+        "cached": found.cached,
     }
 
 

@@ -30,7 +30,14 @@ from stratuslab.cloud.base import (
     Snapshot,
 )
 from stratuslab.cloud.types import Capability, InstanceState
-from stratuslab.errors import BackendError, CapacityExceeded, Conflict, NotFound, StratusError
+from stratuslab.errors import (
+    BackendError,
+    CapacityExceeded,
+    Conflict,
+    NotFound,
+    NotSupported,
+    StratusError,
+)
 
 ExecHandler = Callable[[Instance, Sequence[str]], ExecResult]
 
@@ -45,9 +52,11 @@ class _Backend:
     published: int = 0  # images published, so that each gets a fingerprint of its own
     # An instance's snapshots, oldest first, each with the instance's record as it was.
     snapshots: dict[str, dict[str, tuple[Snapshot, Instance]]] = field(default_factory=dict)
+    archives: dict[str, bytes] = field(default_factory=dict)  # imported images' bytes, by sha256
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+ARCHIVES_BYTES = 64 * 2**20  # what one backend keeps of the archives it imported, in all
 _BACKENDS: dict[str, _Backend] = {}
 _BACKENDS_LOCK = threading.Lock()
 
@@ -57,7 +66,13 @@ class FakeConnector(Connector):
 
     kind = "fake"
     capabilities = frozenset(
-        {Capability.EXEC, Capability.IMPORT_IMAGE, Capability.PUBLISH_IMAGE, Capability.SNAPSHOT}
+        {
+            Capability.EXEC,
+            Capability.IMPORT_IMAGE,
+            Capability.EXPORT_IMAGE,
+            Capability.PUBLISH_IMAGE,
+            Capability.SNAPSHOT,
+        }
     )
 
     def __init__(
@@ -218,8 +233,26 @@ class FakeConnector(Connector):
             description=properties.get("description", ""),
             properties=properties,
         )
+        size = archive.stat().st_size
         with self._backend.lock:
             self._backend.images[name] = image
+            kept = sum(len(data) for data in self._backend.archives.values())
+            if sha256 not in self._backend.archives and kept + size <= ARCHIVES_BYTES:
+                self._backend.archives[sha256] = archive.read_bytes()
+        return image
+
+    def export_image(self, name: str, dest: Path) -> Image:
+        self._maybe_fail("export_image")
+        image = self.get_image(name)
+        with self._backend.lock:
+            data = self._backend.archives.get(image.fingerprint)
+        if data is None:
+            raise NotSupported(
+                f"the fake backend has no bytes for image {name!r}: it keeps those of the images"
+                f" it imported (at most {ARCHIVES_BYTES // 2**20} MiB), not of those it was"
+                " made with"
+            )
+        dest.write_bytes(data)
         return image
 
     def publish_image(

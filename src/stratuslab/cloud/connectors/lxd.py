@@ -35,7 +35,7 @@ from stratuslab.cloud.base import (
 from stratuslab.cloud.connectors.lxd_api import OPERATION_TIMEOUT, LxdApi, answered
 from stratuslab.cloud.connectors.lxd_nics import filtered_nics
 from stratuslab.cloud.types import Capability, InstanceState
-from stratuslab.errors import BackendError, Conflict, Invalid, NotFound
+from stratuslab.errors import BackendError, Conflict, Invalid, NotFound, NotSupported
 
 STATE_MAP: dict[str, InstanceState] = {
     "Running": InstanceState.RUNNING,
@@ -71,6 +71,9 @@ PUBLISH_TIMEOUT = 900.0
 # A snapshot is a copy-on-write clone on btrfs (well under a second); on a dir pool it copies
 # the whole root filesystem, and a restore copies it back.
 SNAPSHOT_TIMEOUT = 300.0
+# An image's export is streamed to a file at disk speed: 15 min covers tens of GiB.
+EXPORT_TIMEOUT = 900.0
+EXPORT_LIMIT = 64 * 2**30  # bytes, for an image whose size LXD does not say
 _STATE_WORKERS = 8  # states asked at once after a filtered listing; LXD serves them in parallel
 # Tag values sent to LXD's filter as they are. LXD compares with a case-insensitive regular
 # expression over whitespace-separated words: these characters match themselves or, for '.',
@@ -84,7 +87,13 @@ class LxdConnector(Connector):
 
     kind = "lxd"
     capabilities = frozenset(
-        {Capability.EXEC, Capability.IMPORT_IMAGE, Capability.PUBLISH_IMAGE, Capability.SNAPSHOT}
+        {
+            Capability.EXEC,
+            Capability.IMPORT_IMAGE,
+            Capability.EXPORT_IMAGE,
+            Capability.PUBLISH_IMAGE,
+            Capability.SNAPSHOT,
+        }
     )
 
     def __init__(
@@ -409,6 +418,27 @@ class LxdConnector(Connector):
             )
         except NotFound:
             self.get(name)  # NotFound when the instance is gone; a missing snapshot is fine
+
+    def export_image(self, name: str, dest: Path) -> Image:
+        image = self.get_image(name)
+
+        def unified(headers: Mapping[str, str]) -> None:
+            # LXD answers a split image (metadata and rootfs apart) as a multipart form.
+            if headers.get("content-type", "").startswith("multipart/"):
+                raise NotSupported(
+                    f"image {name!r} ({image.fingerprint[:12]}) is a split image (metadata and"
+                    " root file system apart): only a unified image is one tarball whose"
+                    " SHA-256 is its fingerprint"
+                )
+
+        self.api.download(
+            LxdApi.path("images", image.fingerprint, "export"),
+            dest,
+            limit=image.size_bytes or EXPORT_LIMIT,
+            timeout=EXPORT_TIMEOUT,
+            check=unified,
+        )
+        return image
 
     def close(self) -> None:
         self.api.close()

@@ -12,7 +12,9 @@ LXD that answers too slowly raises ``BackendError`` naming the request and the b
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -147,6 +149,48 @@ class LxdApi:
         if response.status_code >= 400:
             self._decode(response, "GET", url)
         return response.content
+
+    def download(
+        self,
+        path: str,
+        dest: Path,
+        *,
+        limit: int,
+        timeout: float,
+        check: Callable[[Mapping[str, str]], None] | None = None,
+    ) -> int:
+        """Stream the body of a non-JSON answer (an image's tarball) into ``dest`` and return
+        its size. ``check`` sees the answer's headers before anything is written, and may
+        refuse. Raises ``BackendError`` past ``limit`` bytes or ``timeout`` seconds in all; on
+        any failure ``dest`` is removed."""
+        deadline = time.monotonic() + timeout
+        written = 0
+        try:
+            with self._http.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._decode(response, "GET", path)
+                if check is not None:
+                    check(response.headers)
+                announced = response.headers.get("content-length", "")
+                if announced.isdigit() and int(announced) > limit:
+                    raise BackendError(f"LXD announced {announced} bytes for {path}, over {limit}")
+                with dest.open("wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        written += len(chunk)
+                        if written > limit:
+                            raise BackendError(f"LXD sent more than {limit} bytes for {path}")
+                        if time.monotonic() > deadline:
+                            raise BackendError(f"LXD did not send {path} within {timeout:g} s")
+                        out.write(chunk)
+        except BaseException as exc:
+            dest.unlink(missing_ok=True)
+            if isinstance(exc, httpx.TimeoutException):
+                raise BackendError(f"LXD stopped sending {path} (no data for a while)") from exc
+            if isinstance(exc, httpx.TransportError):
+                raise BackendUnavailable(f"LXD at {self.endpoint}: {exc}") from exc
+            raise
+        return written
 
     def wait(self, operation: str, *, timeout: float | None = None) -> Any:
         """Wait for a background operation, at most ``timeout`` seconds (default

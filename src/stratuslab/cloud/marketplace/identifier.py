@@ -24,11 +24,12 @@ ID_CHARS = 27
 _DECODE = {c: i for i, c in enumerate(ALPHABET)}
 _HEX = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
 IDENTIFIER_RE = re.compile(r"[A-Za-z0-9_-]{27}")
+_HEX_DIGITS = re.compile(r"[0-9a-fA-F]*")
 
 
 def _hex(name: str, value: str) -> str:
     want = _HEX[name]
-    if len(value) != want or any(c not in "0123456789abcdefABCDEF" for c in value):
+    if len(value) != want or not _HEX_DIGITS.fullmatch(value):
         raise Invalid(f"{name} must be {want} hexadecimal digits, not {value[:140]!r}")
     return value.lower()
 

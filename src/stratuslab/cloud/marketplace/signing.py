@@ -80,6 +80,17 @@ def _email(cert: x509.Certificate) -> str | None:
     return str(attrs[0].value) if attrs else None
 
 
+def endorser_email(cert_pem: bytes) -> str:
+    """The e-mail address under which an endorsement by the holder of ``cert_pem`` is filed."""
+    email = _email(_load_cert(cert_pem, "the endorser's certificate"))
+    if email is None:
+        raise Invalid(
+            "the endorser's certificate names no e-mail address (subject emailAddress or"
+            " subjectAltName rfc822Name): the Marketplace files endorsements by e-mail"
+        )
+    return email
+
+
 def date_problem(cert: x509.Certificate, now: dt.datetime, who: str) -> str | None:
     """Why ``cert`` is not valid at ``now``, in words (``who`` names it: "the endorser's"), or
     None when it is."""

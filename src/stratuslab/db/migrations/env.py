@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from alembic import context
 
-from stratuslab.db import image_models, verify_models  # noqa: F401  (their tables are Base's too)
+from stratuslab.db import (  # noqa: F401  (their tables are Base's too)
+    image_models,
+    marketplace_models,
+    verify_models,
+)
 from stratuslab.db.models import Base
 
 connection = context.config.attributes.get("connection")
