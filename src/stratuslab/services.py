@@ -41,7 +41,7 @@ from stratuslab.cloud.importer import Importer
 from stratuslab.cloud.instances import InstanceService
 from stratuslab.cloud.marketplace.gate import EndorsementSource, ImagePolicy
 from stratuslab.cloud.marketplace.policy import Decision
-from stratuslab.cloud.marketplace.store import Marketplace
+from stratuslab.cloud.marketplace.store import ImportBook, Marketplace
 from stratuslab.cloud.quotas import Quotas
 from stratuslab.cloud.snapshots import Snapshots
 from stratuslab.cloud.usage import Accounting
@@ -219,6 +219,7 @@ class Services:
             max_bytes=self.settings.image_import_max_bytes,
             private_allowed=self.settings.image_import_private_addresses,
             is_private=addresses.is_private,
+            entries=ImportBook(self.marketplace, caller),
         )
 
     def snapshots(self, caller: Principal) -> Snapshots:

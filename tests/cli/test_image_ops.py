@@ -3,6 +3,7 @@ in-process API on the fake cloud (the CLI's user, alice, is the site's administr
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -98,3 +99,37 @@ def test_site_images_are_deleted_only_with_site(stratus: Stratus, fake: FakeConn
     gone = json.loads(stratus("image", "delete", "debian-12", "--site", "-o", "json").out)
     assert (gone["name"], gone["origin"]) == ("debian-12", "site")
     assert [i.name for i in fake.list_images()] == []
+
+
+def test_an_import_by_identifier_checks_against_the_sites_own_entry_which_endorses_its_start(
+    stratus: Stratus, tmp_path: Path
+) -> None:
+    from stratuslab.cloud.marketplace.identifier import checksums
+
+    data = image_archive(seed="by-id")
+    identifier = checksums(io.BytesIO(data)).identifier
+    with serving(data) as served:
+        missing = stratus("image", "import", served.url, "--entry", identifier)
+        assert missing.code == 66 and f"no entry of {identifier}" in missing.err
+        entry = tmp_path / "entry.xml"
+        entry.write_bytes(signed_entry(data))
+        assert stratus("marketplace", "upload", str(entry)).code == 0
+        made = stratus("image", "import", served.url, "--entry", identifier, "-o", "json")
+    assert made.code == 0, made.err
+    assert json.loads(made.out)["name"] == "alice/elsewhere"
+    verdict = json.loads(stratus("image", "verify", "alice/elsewhere", "-o", "json").out)
+    assert (verdict["rule"], verdict["endorser"]) == ("endorsed", "jane@example.org")
+
+
+def test_an_import_checked_against_an_entry_file_keeps_the_entry_in_the_marketplace(
+    stratus: Stratus, tmp_path: Path
+) -> None:
+    data = image_archive(seed="kept")
+    entry = tmp_path / "entry.xml"
+    entry.write_bytes(signed_entry(data))
+    with serving(data) as served:
+        assert stratus("image", "import", served.url, "--entry", str(entry)).code == 0
+    verdict = json.loads(stratus("image", "verify", "alice/elsewhere", "-o", "json").out)
+    assert (verdict["allowed"], verdict["rule"]) == (True, "endorsed")
+    listed = json.loads(stratus("marketplace", "list", "-o", "json").out)
+    assert [e["endorser"]["email"] for e in listed] == ["jane@example.org"]

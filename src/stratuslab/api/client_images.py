@@ -88,15 +88,6 @@ class ImageResources:
         )
         return result
 
-    def marketplace_entry(self, identifier: str) -> bytes:
-        """The signed entry ``GET /metadata/<identifier>`` serves, as it was signed."""
-        response = self._send(
-            "GET", f"/metadata/{_seg(identifier)}", timeout=60, accept="application/xml"
-        )
-        data = response.read()
-        self._raise_for_error(response.status, data)
-        return data
-
     def import_image(self, body: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """The lines of ``POST /api/images/import``: progress, then ``done`` or ``error``."""
         response = self._send(

@@ -50,7 +50,7 @@ def import_image(
         "description": description,
     }
     if entry is not None:
-        body.update(_entry(rt, entry))
+        body.update(_entry(entry))
     events = rt.client.import_image(body)
     if output == "json":
         emit_json(_last(events, lambda _event: None))
@@ -83,23 +83,24 @@ def delete(rt: Runtime, name: str, cloud: str, site: bool, output: str) -> None:
         out.print(f"{gone['name']} ({gone['fingerprint'][:12]}) deleted from {cloud}", markup=False)
 
 
-def _entry(rt: Runtime, given: str) -> dict[str, Any]:
+def _entry(given: str) -> dict[str, Any]:
     from stratuslab.cloud.marketplace.identifier import IDENTIFIER_RE
 
     path = Path(given)
     if path.is_file():
         if path.stat().st_size > MAX_ENTRY:
             raise TooLarge(f"--entry {given}: an entry is at most {MAX_ENTRY} bytes")
-        data, identifier = path.read_bytes(), None
+        data = path.read_bytes()
     elif IDENTIFIER_RE.fullmatch(given):
-        data, identifier = rt.client.marketplace_entry(given), given
+        # The server checks the import against its own Marketplace's entry of it.
+        return {"identifier": given}
     else:
         raise Invalid(f"--entry {given[:200]!r}: neither a file nor a Marketplace identifier")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise Invalid("--entry: the entry is not UTF-8 XML") from None
-    return {"entry": text, "identifier": identifier}
+    return {"entry": text}
 
 
 def _last(events: Any, show: Any) -> dict[str, Any]:

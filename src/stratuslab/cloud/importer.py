@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from stratuslab.cloud import archive, download
@@ -43,9 +43,23 @@ from stratuslab.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    NotSupported,
     TooLarge,
     Unauthorized,
 )
+
+
+class EntryBook(Protocol):
+    """The site's Marketplace, as an import uses it."""
+
+    def usable_xml(self, identifier: str) -> bytes:
+        """The signed entry of ``identifier`` to check an import against; else NotFound."""
+        ...
+
+    def keep(self, xml: bytes) -> None:
+        """Keep the signed entry an import was checked against (one kept already is fine)."""
+        ...
+
 
 MAX_IMPORT_BYTES = 8 << 30  # the default of the setting image_import_max_bytes
 Stage = Callable[[str, int, int | None], None]  # stage, bytes done, bytes in all (when known)
@@ -87,8 +101,12 @@ class Importer:
         is_private: download.HostCheck,
         attempts: int = download.ATTEMPTS,
         transport: Any = None,
+        entries: EntryBook | None = None,
     ) -> None:
         self.images = images
+        # The site's Marketplace: the entry of an identifier, and where the entry an import
+        # was checked against is kept (so that the site's policy finds it at every start).
+        self.entries = entries
         self.folder = folder
         self.max_bytes = max_bytes
         # A site's administrator may reach what the site's users may not.
@@ -113,6 +131,10 @@ class Importer:
         self.images.check_free(request.cloud, alias)
         endorsed = None
         bound = self.max_bytes
+        if request.entry is None and request.identifier is not None:
+            if self.entries is None:
+                raise NotSupported("this server has no Marketplace to find the entry in")
+            request = replace(request, entry=self.entries.usable_xml(request.identifier))
         if request.entry is not None:
             endorsed = endorsement(request.entry, identifier=request.identifier, now=now)
             size = endorsed.entry.checksums.size
@@ -155,6 +177,8 @@ class Importer:
                 found = checksums(handle)
             if checked.endorsed is not None:
                 self._compare(checked, found)
+                if self.entries is not None and request.entry is not None:
+                    self.entries.keep(request.entry)  # the policy decides starts by it
             say("inspect", 0, None)
             archive_path, stripped = archive.without_server_properties(source, cleaned)
             sha256 = found.sha256 if archive_path == source else _sha256(archive_path)

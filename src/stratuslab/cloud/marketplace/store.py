@@ -12,6 +12,7 @@ one Marketplace serves other sites too; what one user may make grow is bounded
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
@@ -180,6 +181,21 @@ class Marketplace:
             raise NotFound(f"the Marketplace has no entry of {identifier}")
         return found
 
+    def usable_xml(self, identifier: str, *, now: dt.datetime | None = None) -> bytes:
+        """The signed XML of the newest endorser's latest entry of the image that is neither
+        deprecated nor expired: what an import by identifier is checked against. ``NotFound``
+        when there is none (each endorser's latest is listed in the message's hint)."""
+        found = self.entries(identifier, with_xml=True)
+        usable = [s for s in found if s.entry.deprecated is None and not s.expired(now)]
+        if not usable:
+            raise NotFound(
+                f"the Marketplace has no entry of {identifier} that is neither deprecated nor"
+                " expired",
+                hint=f"see `stratus marketplace show {identifier}`",
+            )
+        assert usable[0].xml is not None
+        return usable[0].xml
+
     def search(
         self,
         *,
@@ -292,3 +308,20 @@ _ENDORSEMENTS = q.newest_first(
 
 def _time(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime(TIME_FORMAT)
+
+
+class ImportBook:
+    """The Marketplace as ``principal``'s imports use it (``cloud/importer.py``): the entry
+    of an identifier, and the entry an import was checked against kept, so that the site's
+    policy finds it at every start; one kept already, or older than what is kept, is fine."""
+
+    def __init__(self, marketplace: Marketplace, principal: Principal) -> None:
+        self.marketplace = marketplace
+        self.principal = principal
+
+    def usable_xml(self, identifier: str) -> bytes:
+        return self.marketplace.usable_xml(identifier)
+
+    def keep(self, xml: bytes) -> None:
+        with contextlib.suppress(Conflict):
+            self.marketplace.upload(principal=self.principal, xml=xml)
