@@ -180,6 +180,8 @@ def test_images_and_capacity_are_reported(connector: Connector) -> None:
     assert IMAGE in [i.name for i in connector.list_images()]
     image = connector.get_image(IMAGE)
     assert image.fingerprint and image.size_bytes > 0
+    if connector.kind == "lxd":  # what an entry's os-arch defaults to
+        assert image.properties["architecture"] in ("x86_64", "aarch64")
     capacity = connector.capacity()
     assert capacity.cpus and capacity.cpus > 0
     assert capacity.memory_free_mb and 0 < capacity.memory_free_mb <= (

@@ -572,6 +572,8 @@ class LxdConnector(Connector):
     @staticmethod
     def _to_image(raw: Mapping[str, Any], name: str) -> Image:
         properties = {str(k): str(v) for k, v in (raw.get("properties") or {}).items()}
+        if raw.get("architecture"):  # LXD keeps it beside the properties, not among them
+            properties.setdefault("architecture", str(raw["architecture"]))
         return Image(
             name=name,
             fingerprint=raw["fingerprint"],
