@@ -87,3 +87,29 @@ def test_users_delete_their_own_an_administrator_any_and_the_sites_with_site(
     assert admin.delete("debian-12", cloud="local", site=True)["origin"] == "site"
     assert fake.list_images() == []
     assert Catalog(engine).owned(cloud="local", owner=None) == []
+
+
+def test_a_saved_image_is_its_owners_from_the_moment_it_exists_and_a_failed_save_leaves_nothing(
+    engine: Engine, fake: FakeConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = images(engine, "alice")
+    (view,) = service.instances.run(RunRequest(image="debian-12"))
+    publish = fake.publish_image
+    seen_by_bob: list[list[str]] = []
+
+    def publishing(*args: object, **kwargs: object) -> object:
+        made = publish(*args, **kwargs)  # type: ignore[arg-type]
+        seen_by_bob.append([i.name for i in images(engine, "bob").instances.list_images()])
+        return made
+
+    monkeypatch.setattr(FakeConnector, "publish_image", lambda self, *a, **k: publishing(*a, **k))
+    service.save(view.id, name="early")
+    assert seen_by_bob == [["debian-12"]]  # the image existed, already hidden from bob
+    assert Catalog(engine).find(cloud="local", alias="alice/early", owner="alice").fingerprint == (
+        fake.get_image("alice/early").fingerprint
+    )
+    monkeypatch.undo()
+    fake.ex_fail_next("publish_image", BackendError("LXD: disk full"))
+    with pytest.raises(BackendError, match="disk full"):
+        service.save(view.id, name="failed")
+    assert [o.alias for o in Catalog(engine).owned(cloud="local", owner="alice")] == ["alice/early"]

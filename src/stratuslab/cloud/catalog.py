@@ -25,6 +25,9 @@ from stratuslab.db.session import session_scope
 from stratuslab.errors import Conflict, Invalid, NotFound
 
 ORIGINS = ("save", "bake", "import")
+# The fingerprint of an image recorded before the backend made it (a save, a bake): so that
+# from the moment it exists it is its owner's, never an unrecorded image, which is the site's.
+PENDING = "pending"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
@@ -113,6 +116,17 @@ class Catalog:
             session.flush()
             return _owned(row)
 
+    def settle(self, *, cloud: str, alias: str, fingerprint: str) -> Owned:
+        """The record of an image made after it was recorded (see ``PENDING``), given the
+        fingerprint the backend gave it."""
+        with session_scope(self.engine) as session:
+            row = session.get(ImageRecord, (cloud, alias))
+            if row is None:
+                raise NotFound(f"no image called {alias!r} is recorded on {cloud}")
+            row.fingerprint = fingerprint
+            session.flush()
+            return _owned(row)
+
     def forget(self, *, cloud: str, alias: str) -> None:
         with session_scope(self.engine) as session:
             row = session.get(ImageRecord, (cloud, alias))
@@ -158,20 +172,25 @@ class Catalog:
 
     def hidden_from(self, owner: str, cloud: str, images: Iterable[Image]) -> set[str]:
         """The fingerprints among ``images`` that ``owner`` may not see: images only other
-        users' private records name (a name is the record's alias, a fingerprint any of its
-        records')."""
-        return hidden(owner, self.records_of(cloud, list(images)))
+        users' private records name (by the record's alias, or its fingerprint)."""
+        wanted = list(images)
+        return hidden(owner, wanted, self.records_of(cloud, wanted))
 
     def startable(self, owner: str, cloud: str, image: Image) -> NotFound | None:
         """Why ``owner`` may not start ``image``, answered as an image that does not exist;
         None when they may."""
-        if hidden(owner, self.records_of(cloud, [image])):
+        if hidden(owner, [image], self.records_of(cloud, [image])):
             return NotFound(f"no image called {image.name!r}", hint=UNKNOWN_IMAGE_HINT)
         return None
 
 
-def hidden(owner: str, records: Iterable[Owned]) -> set[str]:
-    """The fingerprints of ``records`` none of which ``owner`` may see."""
+def hidden(owner: str, images: Iterable[Image], records: Iterable[Owned]) -> set[str]:
+    """The fingerprints of ``images`` that ``records`` name (by alias or fingerprint: a record
+    made before its image still bears ``PENDING``) and none of which ``owner`` may see."""
     found = list(records)
-    visible = {r.fingerprint for r in found if r.visible_to(owner)}
-    return {r.fingerprint for r in found} - visible
+    refused = set()
+    for image in images:
+        naming = [r for r in found if image.fingerprint == r.fingerprint or image.name == r.alias]
+        if naming and not any(r.visible_to(owner) for r in naming):
+            refused.add(image.fingerprint)
+    return refused

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from stratuslab.cloud.base import UNKNOWN_IMAGE_HINT, Connector, Image
-from stratuslab.cloud.catalog import Catalog, Owned, alias_for
+from stratuslab.cloud.catalog import PENDING, Catalog, Owned, alias_for
 from stratuslab.cloud.instances import InstanceService
 from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import Conflict, Forbidden, Invalid, NotFound, StratusError
@@ -104,11 +104,24 @@ class ImageService:
             "stratus.origin": "save",
             "stratus.instance": view.id,
         }
-        image = connector.publish_image(
-            view.name, alias=alias, properties=properties, description=description
-        )
         details = {"instance": view.id, "instance_name": view.name, "from_image": view.image}
-        owned = self._record(connector, view.cloud, image, "save", public, details)
+        planned = Image(name=alias, fingerprint=PENDING, description=description)
+        self.catalog.record(
+            cloud=view.cloud,
+            image=planned,
+            owner=self.owner,
+            origin="save",
+            public=public,
+            details=details,
+        )
+        try:
+            image = connector.publish_image(
+                view.name, alias=alias, properties=properties, description=description
+            )
+        except BaseException:
+            self.catalog.forget(cloud=view.cloud, alias=alias)
+            raise
+        owned = self._settle(connector, view.cloud, image)
         return Made(image, owned, time.monotonic() - started, {"instance": view.id})
 
     # -- delete ---------------------------------------------------------------------------
@@ -186,28 +199,15 @@ class ImageService:
             return
         raise Conflict(f"an image called {alias!r} exists on {cloud} already")
 
-    def _record(
-        self,
-        connector: Connector,
-        cloud: str,
-        image: Image,
-        origin: str,
-        public: bool,
-        details: dict[str, Any],
-    ) -> Owned:
+    def _settle(self, connector: Connector, cloud: str, image: Image) -> Owned:
         try:
-            return self.catalog.record(
-                cloud=cloud,
-                image=image,
-                owner=self.owner,
-                origin=origin,
-                public=public,
-                details=details,
-            )
+            return self.catalog.settle(cloud=cloud, alias=image.name, fingerprint=image.fingerprint)
         except BaseException:
             # Unrecorded, it would pass for the site's, which anybody may start.
             with contextlib.suppress(StratusError):
                 connector.delete_image(image.fingerprint)
+            with contextlib.suppress(StratusError):
+                self.catalog.forget(cloud=cloud, alias=image.name)
             raise
 
     def _owned(self, cloud: str, alias: str) -> Owned | None:

@@ -244,7 +244,7 @@ class InstanceService:
         # (who acts as its owner to start it) and for the engine's on a run owner's behalf;
         # then the site's trust policy decides, knowing which images users made.
         records = Catalog(self.engine).records_of(cloud, [image])
-        if hidden(self.owner, records):
+        if hidden(self.owner, [image], records):
             return NotFound(f"no image called {image.name!r}", hint=UNKNOWN_IMAGE_HINT)
         if self.policy is None:
             return None
@@ -265,7 +265,7 @@ class InstanceService:
     def image_and_records(self, name: str, *, cloud: str) -> tuple[Image, list[Owned]]:
         image = self._connector(cloud).get_image(name)
         records = Catalog(self.engine).records_of(cloud, [image])
-        if hidden(self.owner, records):
+        if hidden(self.owner, [image], records):
             raise NotFound(f"no image called {name!r}", hint=UNKNOWN_IMAGE_HINT)
         return image, records
 
