@@ -14,6 +14,7 @@ else constructs the engine's parts. What depends on what, read top to bottom:
     parameters      (values, control)
     scaling         (control, parameters, quotas)
     orchestrator    (runs, control, tokens, instances)
+    bakes           (modules, runs, control, instances)   baked images; runs ask it
     supervisor      (control, orchestrator, work)
     watches, outbox, verifier (modules, runs, control)   continuous verification
 """
@@ -38,6 +39,7 @@ from stratuslab.cloud.instances import InstanceService
 from stratuslab.cloud.quotas import Quotas
 from stratuslab.cloud.usage import Accounting
 from stratuslab.config import Settings
+from stratuslab.deploy.bake import Bakery
 from stratuslab.deploy.claims import Claims
 from stratuslab.deploy.control import RunControl
 from stratuslab.deploy.junit import JUnitReports
@@ -107,6 +109,7 @@ class Services:
             secrets=secrets,
             max_instances=settings.max_run_instances,
             quotas=self.quotas,
+            baked_images=lambda plan, owner: self.bakes.choose(plan, owner),
         )
         self.tokens = NodeTokens(engine)
         self.logs = RunLogs(engine, self.hub, secrets=secrets)
@@ -132,6 +135,15 @@ class Services:
                 agent_ca=sitecert.ca_source(settings),
                 name_prefix=settings.instance_prefix,
             ),
+        )
+        self.bakes = Bakery(
+            engine,
+            self.hub,
+            modules=self.modules,
+            runs=self.runs,
+            control=self.control,
+            instances_for=self.instances_of,
+            submit=self.submit,
         )
         self.supervisor = Supervisor(
             engine,
