@@ -223,10 +223,12 @@ class Services:
 
     def start(self) -> None:
         """Start watching over runs (timeouts, dead nodes, work left by a previous server)."""
+        self.bakes.resume()
         self.supervisor.start()
         self.verifier.start()
 
     def close(self) -> None:
+        self.bakes.close()
         self.verifier.stop()
         self.supervisor.stop()
         self.executor.shutdown(wait=True, cancel_futures=True)

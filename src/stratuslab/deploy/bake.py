@@ -29,10 +29,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from stratuslab.cloud.catalog import Catalog, Owned
 from stratuslab.cloud.instances import InstanceService
+from stratuslab.db.models import RunRecord
+from stratuslab.db.session import session_scope
 from stratuslab.deploy import access, bake_clean, bake_digest, events
 from stratuslab.deploy.control import RunControl
 from stratuslab.deploy.model import DEFAULT_CLOUD, ApplicationModule, ComponentModule
@@ -41,7 +44,7 @@ from stratuslab.deploy.plan import NodePlan, Plan, component_node
 from stratuslab.deploy.references import resolve_reference
 from stratuslab.deploy.rights import Right
 from stratuslab.deploy.runs import RunRequest, RunService
-from stratuslab.deploy.states import KeepRunning
+from stratuslab.deploy.states import FINAL, KeepRunning, RunState
 from stratuslab.deploy.tx import transaction
 from stratuslab.errors import BackendError, Invalid, NotFound, StratusError
 from stratuslab.hub import Hub
@@ -79,6 +82,26 @@ class Bakery:
         self.catalog = Catalog(engine)
         self._baking: dict[tuple[str, str, str], str] = {}  # (owner, cloud, digest) -> run id
         self._lock = threading.Lock()
+        self._closing = threading.Event()
+
+    def close(self) -> None:
+        """Stop waiting for bakes: the server is going (a bake left Ready is aborted by the
+        next server, :meth:`resume`)."""
+        self._closing.set()
+
+    def resume(self) -> None:
+        """At a server's start: the bakes a previous server left unfinished are aborted (their
+        run is torn down; nothing was recorded), since only the server that started a bake
+        finishes it."""
+        with session_scope(self.engine) as session:
+            left = session.scalars(
+                select(RunRecord.id).where(
+                    RunRecord.tags.startswith("bake,"),
+                    RunRecord.state.not_in([s.value for s in FINAL | {RunState.FINALIZING}]),
+                )
+            ).all()
+        for run_id in left:
+            self.control.abort(run_id, "bake: the server stopped before it finished; bake again")
 
     # -- baking ---------------------------------------------------------------------------
 
@@ -226,7 +249,7 @@ class Bakery:
     def _ready(self, run_id: str) -> bool:
         """Wait until the run has settled: True when it is Ready with its node done."""
         deadline = time.monotonic() + self.timeout_s + 60
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._closing.is_set():
             seq = self.hub.seq
             if self.runs.settled(run_id):
                 return not self.runs.ended(run_id)

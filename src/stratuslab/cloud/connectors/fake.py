@@ -42,6 +42,7 @@ class _Backend:
     next_host: int = 10
     ram_used: int = 0  # MiB held by the instances: kept, not summed, at every create
     published: int = 0  # images published, so that each gets a fingerprint of its own
+    exec_handler: ExecHandler | None = None  # what every connector of the backend runs
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -197,7 +198,9 @@ class FakeConnector(Connector):
         instance = self.get(name)
         if instance.state != InstanceState.RUNNING:
             raise BackendError(f"instance {name} is not running")
-        return self._exec(instance, command)
+        with self._backend.lock:
+            handler = self._backend.exec_handler or self._exec
+        return handler(instance, command)
 
     def import_image(self, archive: Path, *, name: str, sha256: str) -> Image:
         self._maybe_fail("import_image")
@@ -258,6 +261,12 @@ class FakeConnector(Connector):
         """Make the next call of ``operation`` (create, start, stop, destroy, list, ...) raise."""
         with self._backend.lock:
             self._backend.failures[operation] = error
+
+    def ex_on_exec(self, handler: ExecHandler | None) -> None:
+        """Make every connector of this backend run ``handler`` for exec (None: the default),
+        for a test whose server makes its connectors itself."""
+        with self._backend.lock:
+            self._backend.exec_handler = handler
 
     def ex_vanish(self, name: str) -> None:
         """Remove an instance behind the project's back, as an operator with `lxc delete` would."""
