@@ -32,6 +32,14 @@ def bake(rt: Runtime, component: str, cloud: str, output: str) -> None:
     quiet = output == "json"
     started = time.monotonic()
     module = _push_if_local(rt, component, quiet=quiet)
+    if rt.client.module(module)["kind"] == "application":  # every node's component
+        result = bake_application(rt, module, quiet=quiet)
+        result["seconds"] = round(time.monotonic() - started, 2)
+        if quiet:
+            emit_json(result)
+        else:
+            out.print(f"{result['baked']} baked, {result['cached']} already baked")
+        return
     answer = rt.client.request(
         "POST", "/api/images/bake", json_body={"module": module, "cloud": cloud}
     )
@@ -108,26 +116,30 @@ def summary(result: dict[str, Any]) -> None:
         )
 
 
-def bake_application(rt: Runtime, module: str, *, quiet: bool) -> None:
-    """``stratus deploy --bake``: bake every node that lacks a baked image (side by side on
-    the server), following each; exit 1 when one fails."""
+def bake_application(rt: Runtime, module: str, *, quiet: bool) -> dict[str, Any]:
+    """Bake every node of an application that lacks a baked image (side by side on the
+    server), following each; exit 1 when one fails (``stratus deploy --bake`` too)."""
     answers = rt.client.request(
         "POST", "/api/images/bake-application", json_body={"module": module}
     )
-    failures = []
+    failures, nodes, counts = [], {}, {"baked": 0, "cached": 0}
     for answer in answers:
         if answer.get("nothing"):
             continue
         result = finish(rt, answer, quiet=quiet)
+        nodes[answer["node"]] = result
         if result["failed"]:
             failures.append(f"{answer['node']}: {result['reason']}")
-        elif not quiet:
+            continue
+        counts["cached" if result["cached"] else "baked"] += 1
+        if not quiet:
             how = "already baked" if result["cached"] else "baked"
             err.print(f"{escaped(answer['node'])}: {how} {escaped(result['image']['name'])}")
     if failures:
         for failure in failures:
             out.print(f"[bold red]bake failed[/bold red] {escaped(failure)}")
         raise click.exceptions.Exit(EXIT_RUN_ABORTED)
+    return {"nodes": nodes, **counts}
 
 
 @click.command("prune")

@@ -302,8 +302,10 @@ class Bakery:
     def _found(
         self, owner: str, cloud: str, alias: str, value: str, images: Mapping[str, str]
     ) -> Owned | None:
-        """``owner``'s baked image of digest ``value``, recorded and still on the backend."""
+        """``owner``'s baked image of digest ``value``, recorded and still on the backend (a
+        record whose image was deleted behind our back is forgotten, so it is baked again)."""
         if alias not in images:
+            self.catalog.forget(cloud=cloud, alias=alias)
             return None
         try:
             found = self.catalog.find(cloud=cloud, alias=alias, owner=owner)
