@@ -16,6 +16,7 @@ else constructs the engine's parts. What depends on what, read top to bottom:
     parameters      (values, control)
     scaling         (control, parameters, quotas)
     orchestrator    (runs, control, tokens, instances)
+    bakes           (modules, runs, control, instances)   baked images; runs ask it
     supervisor      (control, orchestrator, work)
     watches, outbox, verifier (modules, runs, control)   continuous verification
 """
@@ -46,6 +47,7 @@ from stratuslab.cloud.quotas import Quotas
 from stratuslab.cloud.snapshots import Snapshots
 from stratuslab.cloud.usage import Accounting
 from stratuslab.config import Settings
+from stratuslab.deploy.bake import Bakery
 from stratuslab.deploy.claims import Claims
 from stratuslab.deploy.control import RunControl
 from stratuslab.deploy.junit import JUnitReports
@@ -130,6 +132,7 @@ class Services:
             max_instances=settings.max_run_instances,
             quotas=self.quotas,
             decide_image=self.decide_image,
+            baked_images=lambda plan, owner: self.bakes.choose(plan, owner),
         )
         self.tokens = NodeTokens(engine)
         self.logs = RunLogs(engine, self.hub, secrets=secrets)
@@ -155,6 +158,15 @@ class Services:
                 agent_ca=sitecert.ca_source(settings),
                 name_prefix=settings.instance_prefix,
             ),
+        )
+        self.bakes = Bakery(
+            engine,
+            self.hub,
+            modules=self.modules,
+            runs=self.runs,
+            control=self.control,
+            instances_for=self.instances_of,
+            submit=self.submit,
         )
         self.supervisor = Supervisor(
             engine,
@@ -263,10 +275,12 @@ class Services:
 
     def start(self) -> None:
         """Start watching over runs (timeouts, dead nodes, work left by a previous server)."""
+        self.bakes.resume()
         self.supervisor.start()
         self.verifier.start()
 
     def close(self) -> None:
+        self.bakes.close()
         self.verifier.stop()
         self.supervisor.stop()
         self.executor.shutdown(wait=True, cancel_futures=True)

@@ -16,6 +16,7 @@ from stratuslab.api.limits import MAX_BODY, RequestLimits
 from stratuslab.api.routes import (
     agent,
     apikeys,
+    bakes,
     certificates,
     entry_point,
     event,
@@ -60,6 +61,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(instances.router)
     app.include_router(images.router)
     app.include_router(image_ops.router)
+    app.include_router(bakes.router)
     app.include_router(modules.router)
     app.include_router(agent.router)
     app.include_router(session.router)

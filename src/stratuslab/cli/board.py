@@ -19,6 +19,7 @@ class Board:
         self.module = run["module"]
         self.state = run["state"]
         self.abort: str | None = run.get("abort_reason")
+        self.baked = {node: str(b["image"]) for node, b in (run.get("baked") or {}).items()}
         self.rows: dict[str, dict[str, Text]] = {
             n["name"]: {
                 "doing": Text("waiting for its machine"),
@@ -63,4 +64,12 @@ class Board:
             grid.add_column(column, overflow="ellipsis", no_wrap=True)
         for name, row in sorted(self.rows.items()):
             grid.add_row(Text(name), row["address"], row["doing"], row["says"])
+        if self.baked:
+            grid.caption = Text(
+                "; ".join(
+                    f"{n}: baked image {i}, install steps skipped"
+                    for n, i in sorted(self.baked.items())
+                )
+            )
+            grid.caption_justify = "left"
         return grid

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from stratuslab.cli.bake import bake_application, baked_lines
 from stratuslab.cli.output import emit_json, err, escaped, out, output_option
 from stratuslab.cli.runtime import LocalClient, Runtime, pass_runtime
 from stratuslab.deploy.agent.protocol import FINAL_STATES
@@ -67,6 +68,10 @@ RECONNECT_FOR = 300.0  # seconds to wait for a server that went away mid-run
     type=click.Path(path_type=Path, dir_okay=False),
     help="write the run as JUnit XML to this file once it ends, whatever its end",
 )
+@click.option("--bake", is_flag=True, help="bake every node that lacks a baked image first")
+@click.option(
+    "--pristine", is_flag=True, help="start every node from its pristine image, baked or not"
+)
 @output_option
 @pass_runtime
 def deploy(
@@ -80,6 +85,8 @@ def deploy(
     mutable: bool,
     reports_dir: Path | None,
     junit_file: Path | None,
+    bake: bool,
+    pristine: bool,
     output: str,
 ) -> None:
     """Deploy TARGET: a module directory or file in this repository (pushed first), or a module
@@ -91,8 +98,12 @@ def deploy(
         node: _count(n)
         for node, n in (_pair(m, "=", None, "--multiplicity NODE=N") for m in multiplicities)
     }
+    if bake and pristine:
+        raise Invalid("--bake and --pristine: choose one")
     module = _push_if_local(rt, target, quiet=quiet)
     started = time.monotonic()
+    if bake:
+        bake_application(rt, module, quiet=quiet)
     run = rt.client.create_run(
         {
             "module": module,
@@ -102,10 +113,13 @@ def deploy(
             "tags": [t for t in tags.split(",") if t],
             "timeout_s": max(int(wait_minutes * 60), 1),
             "mutable": mutable,
+            "pristine": pristine,
         }
     )
     if not quiet:
         err.print(f"run [bold]{run['id']}[/bold] of {run['module']} started")
+        for line in baked_lines(run):
+            err.print(escaped(line), highlight=False)
     follow(rt, run["id"], quiet=quiet)
     final = rt.client.run(run["id"])
     if reports_dir is not None:
@@ -220,6 +234,8 @@ def _summary(run: dict[str, Any]) -> None:
     out.print(f"Run {run['id']} of {run['module']}: {headline} after {run['seconds']} s")
     if run.get("service_url"):
         out.print(f"  service: {escaped(run['service_url'])}")
+    for line in baked_lines(run):
+        out.print(f"  {escaped(line)}", highlight=False)
     rows = [
         (
             n["name"],

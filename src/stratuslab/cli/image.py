@@ -68,10 +68,17 @@ def build(rt: Runtime, name: str, force: bool, cloud: str, output: str) -> None:
 
 @group.command("list")
 @click.option("--cloud", default="local", show_default=True, help="the cloud to list")
+@click.option("--baked", is_flag=True, help="your baked images: digest, component, used by, stale")
+@click.option("--all", "everyone", is_flag=True, help="with --baked: every user's (administrators)")
 @output_option
 @pass_runtime
-def list_images(rt: Runtime, cloud: str, output: str) -> None:
+def list_images(rt: Runtime, cloud: str, baked: bool, everyone: bool, output: str) -> None:
     """The images instances can be started from."""
+    if baked:
+        from stratuslab.cli.bake import list_baked
+
+        list_baked(rt, cloud, everyone, output)
+        return
     images = rt.client.images(cloud)
     if output == "json":
         emit_json(images)

@@ -9,6 +9,7 @@ import click
 from stratuslab import __version__
 from stratuslab.cli import (
     apikey,
+    bake,
     cert,
     cloud,
     group,
@@ -65,6 +66,8 @@ def cli(ctx: click.Context, debug: bool, act_as: str | None) -> None:
 
 cli.add_command(cloud.group)
 cli.add_command(image.group)
+image.group.add_command(bake.bake)
+image.group.add_command(bake.prune)
 cli.add_command(instance.group)
 cli.add_command(server.group)
 cli.add_command(deploy)

@@ -67,6 +67,10 @@ def show(rt: Runtime, run_id: str, output: str) -> None:
         out.print(f"  abort: {escaped(run['abort_reason'])}{timed_out}")
     if run.get("service_url"):
         out.print(f"  service: {escaped(run['service_url'])}")
+    from stratuslab.cli.bake import baked_lines
+
+    for line in baked_lines(run):
+        out.print(f"  {escaped(line)}", highlight=False)
     teardown = run.get("teardown")
     if teardown and run["state"] == "Finalizing":
         if teardown["retry_at"]:

@@ -378,6 +378,21 @@ class InstanceService:
             )
         return self._connector(view.cloud).exec(view.name, command, timeout=timeout)
 
+    def publish(
+        self, ref: str, *, alias: str, properties: dict[str, str], description: str = ""
+    ) -> Image:
+        """Make an image of the instance ``ref`` under ``alias`` (see the contract's
+        ``publish_image``); recording whose it is is the caller's (``Catalog.record``)."""
+        view = self._live(ref)
+        connector = self._connector(view.cloud)
+        return connector.publish_image(
+            view.name, alias=alias, properties=properties, description=description
+        )
+
+    def delete_image(self, cloud: str, name: str) -> None:
+        """Delete the image ``name`` on ``cloud``, idempotently; the catalog is the caller's."""
+        self._connector(cloud).delete_image(name)
+
     # -- reconciliation -------------------------------------------------------------------
 
     def reconcile(self, cloud: str) -> ReconcileReport:

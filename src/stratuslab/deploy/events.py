@@ -29,6 +29,7 @@ class EventKind(StrEnum):
     TERMINATE = "terminate"  # state
     TEARDOWN_FAILED = "teardown-failed"  # attempt, reason, retry_in (None: gave up)
     TORN_DOWN = "torn-down"  # destroyed (count), kept (bool)
+    BAKED = "baked"  # image, digest, size_bytes, seconds, packages (name -> version)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class RunEvent:
                 if f.get("kept"):
                     return "instances kept"
                 return f"destroyed {f['destroyed']} instance(s)"
+            case EventKind.BAKED:
+                return f"baked {f['image']} ({f['size_bytes'] / 2**20:.0f} MiB)"
         return self.kind.value  # pragma: no cover - every kind is matched above
 
 
@@ -129,6 +132,19 @@ def teardown_failed(attempt: int, reason: str, retry_in: float | None) -> RunEve
 
 def torn_down(destroyed: int, *, kept: bool = False) -> RunEvent:
     return RunEvent(EventKind.TORN_DOWN, {"destroyed": destroyed, "kept": kept})
+
+
+def baked(
+    image: str, digest: str, size_bytes: int, seconds: float, packages: dict[str, str]
+) -> RunEvent:
+    fields = {
+        "image": image,
+        "digest": digest,
+        "size_bytes": size_bytes,
+        "seconds": seconds,
+        "packages": packages,
+    }
+    return RunEvent(EventKind.BAKED, fields)
 
 
 def to_dict(event_id: int, at: str, event: RunEvent) -> dict[str, Any]:

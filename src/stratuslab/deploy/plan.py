@@ -50,6 +50,9 @@ class NodePlan:
     recipes: Mapping[str, tuple[tuple[str, str], ...]]
     packages: tuple[str, ...]  # parent first, no duplicates
     mappings: Mapping[str, ParamSource]  # input name -> source
+    # The baked image the node starts from, chosen when the run was created (deploy/bake.py):
+    # image, digest, pristine (the image it was baked from) and skipped (the steps in it).
+    baked: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe form; recipes take the shape the agent's plan has."""
@@ -77,6 +80,7 @@ class NodePlan:
                 n: {"kind": s.kind, "node": s.node, "name": s.name, "value": s.value}
                 for n, s in self.mappings.items()
             },
+            "baked": dict(self.baked) if self.baked is not None else None,
         }
 
     @classmethod
@@ -107,6 +111,7 @@ class NodePlan:
                 n: ParamSource(s["kind"], s.get("node"), s.get("name"), s.get("value"))
                 for n, s in data["mappings"].items()
             },
+            baked=data.get("baked"),  # plans recorded before baking have none
         )
 
 
@@ -180,6 +185,26 @@ def resolve(
         for name, node in app.nodes.items()
     }
     return Plan(app.path, version, nodes, dict(resolver.modules))
+
+
+def component_node(
+    component: ComponentModule, version: int, lookup: Lookup, *, cloud: str, name: str
+) -> Plan:
+    """A plan of ``component`` alone, merged with its parents as one node ``name`` of
+    ``cloud`` would run it: no mappings, multiplicity 1 (what a bake starts, deploy/bake.py)."""
+    resolver = _Resolver(component, version, lookup)
+    merged = resolver.inherit(component.path, version, component)
+    image = merged.image.images.get(cloud)
+    if image is None:
+        raise Invalid(
+            f"no image for cloud {cloud!r} at the root of {merged.path}'s parents "
+            f"({merged.image_path} has: {', '.join(sorted(merged.image.images))})"
+        )
+    node = NodePlan(
+        name, merged.path, version, 1, cloud, 0, image, dict(merged.inputs),
+        dict(merged.outputs), dict(merged.recipes), merged.packages, {},
+    )  # fmt: skip
+    return Plan(component.path, version, {name: node}, dict(resolver.modules))
 
 
 def check_component(component: ComponentModule, version: int, lookup: Lookup) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -58,6 +58,7 @@ class RunRequest:
     mutable: bool = False
     clouds: Mapping[str, str] = field(default_factory=dict)  # node -> cloud, over the module's
     max_provisioning_failures: Mapping[str, int] = field(default_factory=dict)  # node -> count
+    pristine: bool = False  # start every node from its pristine image, baked ones or not
 
 
 class RunService:
@@ -72,10 +73,14 @@ class RunService:
         max_instances: int = DEFAULT_MAX_INSTANCES,
         quotas: Quotas | None = None,
         decide_image: DecideImage | None = None,
+        baked_images: Callable[[Plan, str], Plan] | None = None,
     ) -> None:
         self.engine = engine
         self.quotas = quotas
         self.decide_image = decide_image  # the site's trust policy, for every node's image
+        # The plan with each node whose component is baked starting from its image (the
+        # run's owner's, deploy/bake.py); chosen once, here, and kept in the plan.
+        self.baked_images = baked_images
         self.hub = hub
         self.modules = modules
         self.work = work
@@ -128,6 +133,15 @@ class RunService:
             given=request.given,
             multiplicities=request.multiplicity,
         )
+        if self.baked_images is not None and not request.pristine:
+            plan = self.baked_images(plan, owner)
+        return self.record(plan, request, caller=caller)
+
+    def record(self, plan: Plan, request: RunRequest, *, caller: Principal) -> dict[str, Any]:
+        """Record a run of ``plan`` (resolved and checked) as :meth:`create` does; a bake's
+        run (deploy/bake.py) comes here with the plan of one node's install steps."""
+        owner = caller.user or ""
+        path, version = plan.application, plan.application_version
         if self.decide_image is not None:
             check_plan(plan, self.decide_image)  # Untrusted, before anything is recorded
         run_id = str(uuid.uuid4())
@@ -141,7 +155,7 @@ class RunService:
                     id=run_id,
                     owner=owner,
                     module_path=path,
-                    module_version=stored.version,
+                    module_version=version,
                     state=RunState.INITIALIZING.value,
                     keep_running=request.keep_running.value,
                     mutable=request.mutable,
@@ -189,7 +203,7 @@ class RunService:
                     for row in initial_rows(plan, given=request.given, tags=tags)
                 ],
             )
-            tx.event(run_id, events.created(f"{path}/{stored.version}", owner))
+            tx.event(run_id, events.created(f"{path}/{version}", owner))
             tx.later(lambda: self.work.ask(run_id, Work.PROVISION))
         return self.view(run_id, caller=caller)
 
@@ -261,6 +275,12 @@ class RunService:
             # A value a node built from a secret is shown redacted, as in every listing.
             shown = self.secrets.redact_values(run_id, masked)
             return _run_dict(run, shown) | {
+                # Which nodes start from a baked image (deploy/bake.py), as the plan keeps it.
+                "baked": {
+                    name: node["baked"]
+                    for name, node in (run.plan or {}).get("nodes", {}).items()
+                    if node.get("baked")
+                },
                 "nodes": [
                     {
                         "name": n.name,
@@ -274,7 +294,7 @@ class RunService:
                         **{k.replace(".", "_"): shown.get(f"{n.name}:{k}") for k in _SHOWN},
                     }
                     for n in nodes
-                ]
+                ],
             }
 
     def summary(self, run_id: str, *, caller: Principal) -> dict[str, Any]:

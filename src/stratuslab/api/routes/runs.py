@@ -49,6 +49,7 @@ def create(body: RunCreate, services: ServicesDep, user: UserDep) -> dict[str, A
         tags=body.tags,
         timeout_s=body.timeout_s,
         mutable=body.mutable,
+        pristine=body.pristine,
     )
     return services.runs.create(request, caller=user)
 

@@ -40,6 +40,7 @@ from stratuslab.errors import (
     RunAborted,
     StratusError,
 )
+from stratuslab.principal import Principal
 
 router = APIRouter(prefix="/run", tags=["slipstream"])
 MAX_FORM = 256 * 1024  # bytes of a form body: a start names a module and some parameters
@@ -64,6 +65,8 @@ async def start_run(request: Request, services: ServicesDep, user: UserDep) -> R
     """Start a run from a form: refqname, parameter--node--<node>--<param>, keep-running, ..."""
     try:
         form = await _form(request)
+        if form.get("type") == "Machine":  # SlipStream's "build image": a bake
+            return await _bake(request, form, services, user)
         run_request = _run_request(form)
         view = await run_in_threadpool(partial(services.runs.create, run_request, caller=user))
     except StratusError as exc:
@@ -302,13 +305,35 @@ async def _form(request: Request) -> dict[str, str]:
     return form
 
 
+async def _bake(
+    request: Request, form: dict[str, str], services: Services, user: Principal
+) -> Response:
+    """``type=Machine``: bake the component ``refqname`` (deploy/bake.py). 201 with the bake's
+    run as ``Location``, or 200 with the image when one of the same digest exists already."""
+    refqname = form.get("refqname", "").removeprefix("module/")
+    if not refqname:
+        raise Invalid("refqname (module/<path>[/<version>]) is required")
+    cloud = form.get("parameter--cloudservice") or None
+    answer = await run_in_threadpool(
+        partial(services.bakes.bake, refqname, cloud=cloud, caller=user)
+    )
+    name = str(answer["image"]["name"])
+    if answer["cached"]:
+        image = ET.Element("image", {"name": name, "digest": answer["digest"], "cached": "true"})
+        return Response(ET.tostring(image), media_type="application/xml")
+    location = f"{str(request.base_url).rstrip('/')}/run/{answer['run']['id']}"
+    return Response(status_code=201, headers={"Location": location, "X-Stratus-Image": name})
+
+
 def _run_request(form: dict[str, str]) -> RunRequest:
     refqname = form.get("refqname", "").removeprefix("module/")
     if not refqname:
         raise Invalid("refqname (module/<path>[/<version>]) is required")
     kind = form.get("type", "Orchestration")
     if kind != "Orchestration":
-        raise NotSupported(f"run type {kind!r}: only Orchestration (an application) is supported")
+        raise NotSupported(
+            f"run type {kind!r}: Orchestration (an application) and Machine (a bake) are supported"
+        )
     given: dict[str, str] = {}
     multiplicity: dict[str, int] = {}
     clouds: dict[str, str] = {}

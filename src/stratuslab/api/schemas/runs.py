@@ -36,6 +36,7 @@ class RunCreate(BaseModel):
         default=None, gt=0, le=7 * 24 * 3600, description="abort the run if not Ready by then"
     )
     mutable: bool = Field(default=False, description="scalable: instances can be added and removed")
+    pristine: bool = Field(default=False, description="start every node from its pristine image")
 
 
 class InstancesAdd(BaseModel):

@@ -53,6 +53,7 @@ class _Backend:
     # An instance's snapshots, oldest first, each with the instance's record as it was.
     snapshots: dict[str, dict[str, tuple[Snapshot, Instance]]] = field(default_factory=dict)
     archives: dict[str, bytes] = field(default_factory=dict)  # imported images' bytes, by sha256
+    exec_handler: ExecHandler | None = None  # what every connector of the backend runs
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -218,7 +219,9 @@ class FakeConnector(Connector):
         instance = self.get(name)
         if instance.state != InstanceState.RUNNING:
             raise BackendError(f"instance {name} is not running")
-        return self._exec(instance, command)
+        with self._backend.lock:
+            handler = self._backend.exec_handler or self._exec
+        return handler(instance, command)
 
     def import_image(self, archive: Path, *, name: str, sha256: str) -> Image:
         self._maybe_fail("import_image")
@@ -335,6 +338,12 @@ class FakeConnector(Connector):
         """Make the next call of ``operation`` (create, start, stop, destroy, list, ...) raise."""
         with self._backend.lock:
             self._backend.failures[operation] = error
+
+    def ex_on_exec(self, handler: ExecHandler | None) -> None:
+        """Make every connector of this backend run ``handler`` for exec (None: the default),
+        for a test whose server makes its connectors itself."""
+        with self._backend.lock:
+            self._backend.exec_handler = handler
 
     def ex_vanish(self, name: str) -> None:
         """Remove an instance behind the project's back, as an operator with `lxc delete` would."""
