@@ -116,14 +116,40 @@ class Catalog:
             session.flush()
             return _owned(row)
 
+    def reserve(
+        self,
+        *,
+        cloud: str,
+        alias: str,
+        owner: str,
+        origin: str,
+        public: bool = False,
+        description: str = "",
+        details: Mapping[str, Any] | None = None,
+    ) -> Owned:
+        """Record ``owner``'s image ``alias`` before the backend makes it (its fingerprint
+        ``PENDING`` until :meth:`settle`): from the moment it exists it is theirs."""
+        planned = Image(name=alias, fingerprint=PENDING, description=description)
+        return self.record(
+            cloud=cloud, image=planned, owner=owner, origin=origin, public=public, details=details
+        )
+
     def settle(self, *, cloud: str, alias: str, fingerprint: str) -> Owned:
         """The record of an image made after it was recorded (see ``PENDING``), given the
         fingerprint the backend gave it."""
+        return self._change(cloud, alias, fingerprint=fingerprint)
+
+    def amend(self, *, cloud: str, alias: str, details: Mapping[str, Any]) -> Owned:
+        """The record with ``details`` in place of what it said."""
+        return self._change(cloud, alias, details=dict(details))
+
+    def _change(self, cloud: str, alias: str, **values: Any) -> Owned:
         with session_scope(self.engine) as session:
             row = session.get(ImageRecord, (cloud, alias))
             if row is None:
                 raise NotFound(f"no image called {alias!r} is recorded on {cloud}")
-            row.fingerprint = fingerprint
+            for key, value in values.items():
+                setattr(row, key, value)
             session.flush()
             return _owned(row)
 

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from stratuslab.cloud.base import UNKNOWN_IMAGE_HINT, Connector, Image
-from stratuslab.cloud.catalog import PENDING, Catalog, Owned, alias_for
+from stratuslab.cloud.catalog import Catalog, Owned, alias_for
 from stratuslab.cloud.instances import InstanceService
 from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import Conflict, Forbidden, Invalid, NotFound, StratusError
@@ -105,13 +105,13 @@ class ImageService:
             "stratus.instance": view.id,
         }
         details = {"instance": view.id, "instance_name": view.name, "from_image": view.image}
-        planned = Image(name=alias, fingerprint=PENDING, description=description)
-        self.catalog.record(
+        self.catalog.reserve(
             cloud=view.cloud,
-            image=planned,
+            alias=alias,
             owner=self.owner,
             origin="save",
             public=public,
+            description=description,
             details=details,
         )
         try:

@@ -22,6 +22,7 @@ deployment steps in the plan (``bake_digest.from_baked``); the plan keeps it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -207,13 +208,6 @@ class Bakery:
                 tail = (cleaned.stderr.strip().splitlines() or ["no output"])[-1]
                 raise BackendError(f"cleaning the instance failed ({cleaned.exit_code}): {tail}")
             name = bake_digest.alias(owner, value)
-            image = service.publish(
-                machine,
-                alias=name,
-                properties={"stratus.bake": value, "stratus.component": node.component},
-                description=f"{node.component}/{node.component_version} baked",
-            )
-            seconds = round(time.monotonic() - began, 1)
             details = {
                 "digest": value,
                 "component": node.component,
@@ -221,18 +215,33 @@ class Bakery:
                 "cloud": node.cloud,
                 "base": node.image,
                 "base_fingerprint": base,
-                "size_bytes": image.size_bytes,
                 "packages": packages,
-                "seconds": seconds,
                 "run": run_id,
             }
+            # Recorded before the backend makes it, so that it is never an unrecorded image
+            # (which would be the site's, anybody's); given its fingerprint once made.
+            self.catalog.reserve(
+                cloud=node.cloud, alias=name, owner=owner, origin="bake", details=details
+            )
             try:
-                self.catalog.record(
-                    cloud=node.cloud, image=image, owner=owner, origin="bake", details=details
+                image = service.publish(
+                    machine,
+                    alias=name,
+                    properties={"stratus.bake": value, "stratus.component": node.component},
+                    description=f"{node.component}/{node.component_version} baked",
                 )
-            except Exception:
-                service.delete_image(node.cloud, image.name)
+                self.catalog.settle(cloud=node.cloud, alias=name, fingerprint=image.fingerprint)
+            except BaseException:
+                with contextlib.suppress(StratusError):
+                    service.delete_image(node.cloud, name)
+                self.catalog.forget(cloud=node.cloud, alias=name)
                 raise
+            seconds = round(time.monotonic() - began, 1)
+            self.catalog.amend(
+                cloud=node.cloud,
+                alias=name,
+                details={**details, "size_bytes": image.size_bytes, "seconds": seconds},
+            )
             with transaction(self.engine, self.hub) as tx:
                 tx.event(run_id, events.baked(name, value, image.size_bytes, seconds, packages))
             self.control.terminate(run_id, caller=SERVER)
