@@ -15,31 +15,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import Table, insert, select
 from sqlalchemy.engine import Engine
 
-from stratuslab.cloud import admission, events, fleet, imagesums, machines, records, usage
+from stratuslab.cloud import admission, events, fleet, machines, records, usage
 from stratuslab.cloud.admission import Admitted, RunRequest
-from stratuslab.cloud.base import UNKNOWN_IMAGE_HINT, Connector, ExecResult, Image, Instance
-from stratuslab.cloud.catalog import Catalog, Owned, hidden
-from stratuslab.cloud.clouds import DEFAULT_CLOUD, all_clouds
+from stratuslab.cloud.base import Connector, ExecResult, Instance
+from stratuslab.cloud.clouds import all_clouds
 from stratuslab.cloud.events import Event
 from stratuslab.cloud.fleet import Outcome
-from stratuslab.cloud.imagesums import ImageSums
+from stratuslab.cloud.instance_images import OwnerImages
 from stratuslab.cloud.quotas import Quotas, charged
 from stratuslab.cloud.reconcile import ReconcileReport, apply_listing
 from stratuslab.cloud.records import InstanceView
 from stratuslab.cloud.types import InstanceState
 from stratuslab.db.models import InstanceRecord, utcnow
 from stratuslab.db.session import session_scope
-from stratuslab.errors import BackendError, Conflict, NotFound, NotSupported, StratusError
+from stratuslab.errors import BackendError, Conflict, NotFound, StratusError
 
 if TYPE_CHECKING:
     from stratuslab.cloud.marketplace.gate import ImagePolicy
-    from stratuslab.cloud.marketplace.policy import Decision
 
 __all__ = ["InstanceService", "InstanceView", "Prepared", "ReconcileReport", "RunRequest"]
 
@@ -59,7 +56,7 @@ class Prepared:
     image: str  # the image's fingerprint on the cloud
 
 
-class InstanceService:
+class InstanceService(OwnerImages):
     """Runs, lists, stops, starts and kills instances for one user, on the recorded clouds.
 
     ``on_event`` is told every change the service makes, after it is committed (see
@@ -232,56 +229,6 @@ class InstanceService:
                 records.view_of(row) for row in session.scalars(query.order_by(InstanceRecord.name))
             ]
 
-    def list_images(self, cloud: str = DEFAULT_CLOUD) -> list[Image]:
-        """The images the owner can start instances from on ``cloud``: the site's, their own
-        and other users' public ones; ``NotFound`` for a cloud that is not recorded."""
-        images = self._connector(cloud).list_images()
-        hidden = Catalog(self.engine).hidden_from(self.owner, cloud, images)
-        return [i for i in images if i.fingerprint not in hidden]
-
-    def _may_start(self, cloud: str, image: Image) -> StratusError | None:
-        # Another user's private image is theirs alone, also for an administrator's service
-        # (who acts as its owner to start it) and for the engine's on a run owner's behalf;
-        # then the site's trust policy decides, knowing which images users made.
-        records = Catalog(self.engine).records_of(cloud, [image])
-        if hidden(self.owner, [image], records):
-            return NotFound(f"no image called {image.name!r}", hint=UNKNOWN_IMAGE_HINT)
-        if self.policy is None:
-            return None
-        return self.policy.refusal(cloud, image, records)
-
-    def get_image(self, name: str, *, cloud: str = DEFAULT_CLOUD) -> Image:
-        """The image ``name`` (alias or fingerprint prefix) on ``cloud`` that the owner may
-        start; else ``NotFound`` (also for another user's private image)."""
-        return self.image_and_records(name, cloud=cloud)[0]
-
-    def decide_image(self, name: str, *, cloud: str = DEFAULT_CLOUD) -> tuple[Image, Decision]:
-        """The image ``name`` of ``cloud`` and the site's decision on it for the owner."""
-        image, records = self.image_and_records(name, cloud=cloud)
-        if self.policy is None:
-            raise NotSupported("this instance service applies no trust policy")
-        return image, self.policy.decide_image(cloud, image, records)
-
-    def image_and_records(self, name: str, *, cloud: str) -> tuple[Image, list[Owned]]:
-        image = self._connector(cloud).get_image(name)
-        records = Catalog(self.engine).records_of(cloud, [image])
-        if hidden(self.owner, [image], records):
-            raise NotFound(f"no image called {name!r}", hint=UNKNOWN_IMAGE_HINT)
-        return image, records
-
-    def image_checksums(self, cloud: str, name: str, *, workdir: Path) -> ImageSums:
-        """The size and digests of an image's bytes, for its Marketplace entry: exported once
-        to a file under ``workdir`` (removed after), then kept by fingerprint. Another
-        user's private image is ``NotFound``."""
-        image, _ = self.image_and_records(name, cloud=cloud)
-        return imagesums.image_checksums(
-            self.engine,
-            self._connector(cloud),
-            cloud=cloud,
-            image=image,
-            workdir=workdir,
-        )
-
     # -- what the deployment engine asks about runs ---------------------------------------
 
     def machines_by_run(self, clouds: Iterable[str]) -> dict[str, dict[str, InstanceState]]:
@@ -377,21 +324,6 @@ class InstanceService:
                 hint=f"start it: stratus instance start {view.id}",
             )
         return self._connector(view.cloud).exec(view.name, command, timeout=timeout)
-
-    def publish(
-        self, ref: str, *, alias: str, properties: dict[str, str], description: str = ""
-    ) -> Image:
-        """Make an image of the instance ``ref`` under ``alias`` (see the contract's
-        ``publish_image``); recording whose it is is the caller's (``Catalog.record``)."""
-        view = self._live(ref)
-        connector = self._connector(view.cloud)
-        return connector.publish_image(
-            view.name, alias=alias, properties=properties, description=description
-        )
-
-    def delete_image(self, cloud: str, name: str) -> None:
-        """Delete the image ``name`` on ``cloud``, idempotently; the catalog is the caller's."""
-        self._connector(cloud).delete_image(name)
 
     # -- reconciliation -------------------------------------------------------------------
 
