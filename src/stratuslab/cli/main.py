@@ -34,7 +34,8 @@ Exit codes:
   0 success          1 run aborted        2 run timed out       64 usage error
   65 invalid input   66 not found         67 conflict           68 over capacity or quota
   69 backend or server not running        70 backend error      71 not supported
-  74 internal error (a bug: please report it)                   77 not authorised
+  74 internal error (a bug: please report it)
+  77 not authorised, or the site's trust policy refuses the image
 """
 
 
