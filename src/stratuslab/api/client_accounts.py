@@ -7,44 +7,16 @@ each module stays small.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from stratuslab.accounts import COOKIE
+from stratuslab.api.client_parts import ClientPart
 from stratuslab.errors import BackendError
 
-if TYPE_CHECKING:
-    from stratuslab.api.transport import Response
 
-
-class AccountResources:
-    if TYPE_CHECKING:
-
-        def request(
-            self,
-            method: str,
-            path: str,
-            *,
-            json_body: Any = None,
-            params: Mapping[str, Any] | None = None,
-            timeout: float | None = None,
-        ) -> Any: ...
-
-        def _send(
-            self,
-            method: str,
-            path: str,
-            *,
-            json_body: Any = None,
-            params: Mapping[str, Any] | None = None,
-            timeout: float | None = None,
-        ) -> Response: ...
-
-        @staticmethod
-        def _raise_for_error(status: int, data: bytes) -> None: ...
-
+class AccountResources(ClientPart):
     def whoami(self) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", "/api/whoami")
         return result

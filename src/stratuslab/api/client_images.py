@@ -10,46 +10,17 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
+from stratuslab.api.client_parts import ClientPart
 from stratuslab.errors import BackendError
-
-if TYPE_CHECKING:
-    from stratuslab.api.transport import Response
 
 SAVE_TIMEOUT = 900.0  # publishing a large root filesystem takes minutes on a dir pool
 STREAM_TIMEOUT = 120.0  # between two lines of an import's stream (the server sends one every 15 s)
 
 
-class ImageResources:
-    if TYPE_CHECKING:
-        base_url: str
-
-        def request(
-            self,
-            method: str,
-            path: str,
-            *,
-            json_body: Any = None,
-            params: Mapping[str, Any] | None = None,
-            timeout: float | None = None,
-        ) -> Any: ...
-
-        def _send(
-            self,
-            method: str,
-            path: str,
-            *,
-            json_body: Any = None,
-            params: Mapping[str, Any] | None = None,
-            timeout: float | None = None,
-            accept: str | None = None,
-        ) -> Response: ...
-
-        @staticmethod
-        def _raise_for_error(status: int, data: bytes) -> None: ...
-
+class ImageResources(ClientPart):
     def save_instance(
         self, ref: str, *, name: str, public: bool = False, description: str = ""
     ) -> dict[str, Any]:

@@ -9,41 +9,13 @@ with :meth:`marketplace_xml`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
-if TYPE_CHECKING:
-    from stratuslab.api.transport import Response
+from stratuslab.api.client_parts import ClientPart
 
 
-class MarketplaceResources:
-    if TYPE_CHECKING:
-
-        def request(
-            self,
-            method: str,
-            path: str,
-            *,
-            json_body: Any = None,
-            params: Mapping[str, Any] | None = None,
-            timeout: float | None = None,
-        ) -> Any: ...
-
-        def _send(
-            self,
-            method: str,
-            path: str,
-            *,
-            json_body: Any = None,
-            params: Mapping[str, Any] | None = None,
-            timeout: float | None = None,
-            content: tuple[str, bytes] | None = None,
-        ) -> Response: ...
-
-        @staticmethod
-        def _raise_for_error(status: int, data: bytes) -> None: ...
-
+class MarketplaceResources(ClientPart):
     def marketplace_upload(self, xml: bytes) -> dict[str, Any]:
         """Upload a signed entry; the entry as the Marketplace keeps it (with its ``href``)."""
         response = self._send("POST", "/metadata", content=("application/xml", xml))
