@@ -467,7 +467,10 @@ def test_watching_an_instance_that_does_not_exist_is_not_found(deploy_api: TestC
 @pytest.mark.parametrize(
     ("form", "reason"),
     [
-        ("type=Run", "run type 'Run': only Orchestration (an application) is supported"),
+        (
+            "type=Run",
+            "run type 'Run': Orchestration (an application) and Machine (a bake) are supported",
+        ),
         ("parameter--node--web--cloudservice=aws", "no cloud 'aws' at this site"),
     ],
 )
