@@ -39,7 +39,7 @@ import deploy_webapp
 import instance_run
 from common import STRATUS, BenchError, guarded, log, publish, run, summary, summary_lines
 from deploy_webapp import APP, DEPLOY_TIMEOUT, SETTLE_PAUSE, at, stratus
-from webapp_floor import SETTLE, FloorResult
+from webapp_floor import SETTLE, Floor, FloorResult
 
 BAKED_GOAL = 8.0
 HIT_GOAL = 1.0
@@ -47,6 +47,14 @@ RUN_GOAL = 1.1
 
 
 class Bench(deploy_webapp.Bench):
+    baked_floor: Floor | None = None  # the floor from the baked images, once they are made
+
+    def cleanup(self) -> tuple[list[str], list[str]]:
+        runs, containers = super().cleanup()
+        if self.baked_floor is not None:
+            containers = [*containers, *self.baked_floor.cleanup()]
+        return runs, containers
+
     def deploy(self, *flags: str) -> dict[str, Any]:
         """One `stratus deploy` to Ready with ``flags``, timed, then terminated untimed."""
         before = {r["id"] for r in self.active_runs()}
@@ -99,16 +107,22 @@ def measure(bench: Bench, trials: int, run_trials: int) -> dict[str, Any]:
     baked: list[dict[str, Any]] = []
     pristine: list[dict[str, Any]] = []
     floors: list[FloorResult] = []
+    baked_floors: list[FloorResult] = []
+    images = {n: str(r["image"]["name"]) for n, r in made["nodes"].items()}
+    bench.baked_floor = Floor(bench.prefix + "-b", settle=bench.floor.settle, images=images)
     for i in range(1, trials + 1):
         time.sleep(SETTLE_PAUSE)
         baked.append(bench.deploy())
+        time.sleep(SETTLE_PAUSE)
+        baked_floors.append(bench.baked_floor.trial(f"b{i}"))
         time.sleep(SETTLE_PAUSE)
         pristine.append(bench.deploy("--pristine"))
         time.sleep(SETTLE_PAUSE)
         floors.append(bench.floor_trial(f"f{i}"))
         log(
-            f"trial {i}/{trials}: baked {baked[-1]['wall']:.2f} s, pristine "
-            f"{pristine[-1]['wall']:.2f} s, floor {floors[-1].seconds:.2f} s"
+            f"trial {i}/{trials}: baked {baked[-1]['wall']:.2f} s (its floor "
+            f"{baked_floors[-1].seconds:.2f} s), pristine {pristine[-1]['wall']:.2f} s, floor "
+            f"{floors[-1].seconds:.2f} s"
         )
     web = made["nodes"]["web"]["image"]["name"]
     instance_run.IMAGE = web  # the same trials, of the baked image
@@ -134,9 +148,12 @@ def measure(bench: Bench, trials: int, run_trials: int) -> dict[str, Any]:
         "deploy_pristine_wall": summary([p["wall"] for p in pristine]),
         "deploy_pristine_server_ready": summary([p["server_ready"] for p in pristine]),
         "floor": summary([f.seconds for f in floors]),
+        "floor_baked": summary([f.seconds for f in baked_floors]),
         "instance_run_baked": summary(runs),
         "lxc_launch_baked": summary(launches),
         "ratio_baked_over_floor": median([b["wall"] for b in baked])
+        / median([f.seconds for f in baked_floors]),
+        "ratio_pristine_over_floor": median([p["wall"] for p in pristine])
         / median([f.seconds for f in floors]),
         "ratio_instance_run_over_lxc": median(runs) / median(launches),
         "goals": {
@@ -151,6 +168,7 @@ def measure(bench: Bench, trials: int, run_trials: int) -> dict[str, Any]:
         "baked_images": {n: r["image"]["name"] for n, r in made["nodes"].items()},
         "runs": {"baked": baked, "pristine": pristine},
         "floor_trials": [f.__dict__ for f in floors],
+        "baked_floor_trials": [f.__dict__ for f in baked_floors],
     }
 
 
@@ -162,11 +180,16 @@ def table(results: dict[str, Any]) -> str:
         ("deploy pristine (wall, to Ready)", "deploy_pristine_wall"),
         ("  pristine server-side", "deploy_pristine_server_ready"),
         ("floor: lxc launch + recipes, no server", "floor"),
+        ("floor from the baked images (no install)", "floor_baked"),
         ("stratus instance run <baked web>", "instance_run_baked"),
         ("lxc launch <baked web> + address", "lxc_launch_baked"),
     ]
     lines = [f"bake examples/webapp once: {results['bake_once']:.1f} s"]
     lines += summary_lines(rows, results)
+    lines.append(
+        f"baked / its floor {results['ratio_baked_over_floor']:.2f}; pristine / its floor "
+        f"{results['ratio_pristine_over_floor']:.2f}"
+    )
     goals = results["goals"]
     lines.append(
         f"\nbaked deploy under {goals['baked_under_s']:g} s: {goals['baked_met']}; "

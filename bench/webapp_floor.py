@@ -78,6 +78,7 @@ from stratuslab.errors import NotFound
 
 APP = "examples/webapp"
 IMAGE = "debian-12"
+INSTALL_STEPS = ("pre-install", "packages", "post-install")  # what a baked image holds
 PROFILE = "stratus"
 LXC_TIMEOUT = 120.0  # one lxc launch / device add / push / delete
 ADDRESS_TIMEOUT = 120.0  # until a container has an IPv4 address
@@ -313,10 +314,19 @@ class Floor:
     """Trials of the floor, each with its own containers and key directory."""
 
     def __init__(
-        self, prefix: str, *, root: Path = ROOT, app: str = APP, settle: float = SETTLE
+        self,
+        prefix: str,
+        *,
+        root: Path = ROOT,
+        app: str = APP,
+        settle: float = SETTLE,
+        images: dict[str, str] | None = None,
     ) -> None:
         self.prefix = prefix
         self.settle = settle
+        # node -> image it starts from, its install steps (pre-install, packages,
+        # post-install) already in it: the floor of a deployment from baked images.
+        self.images = images or {}
         self.plan = load_plan(root, app)
         self.workdir = root / "bench" / f".floor-{prefix}"
         self.tools = self.workdir / "bin"
@@ -380,7 +390,7 @@ class Floor:
         name = instance.container
         with self._lock:
             self._made.add(name)
-        run(["lxc", "launch", IMAGE, name, "-p", PROFILE, "-q"])
+        run(["lxc", "launch", self.images.get(instance.node, IMAGE), name, "-p", PROFILE, "-q"])
         run(["lxc", "config", "device", "add", name, "ssdir", "disk", f"source={ss}", "path=/ss"])
         conn = UnixHTTPConnection()
         try:
@@ -432,6 +442,8 @@ class Floor:
                 ni = f"{node}.{index}"
                 steps: list[Step] = []
                 for step in ("pre-install", "packages", "post-install", "deployment", "report"):
+                    if node in self.images and step in INSTALL_STEPS:
+                        continue  # in the image the node starts from
                     if step == "packages":
                         if spec.packages:
                             install = " ".join(spec.packages)
