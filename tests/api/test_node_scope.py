@@ -12,13 +12,15 @@ from __future__ import annotations
 import gzip
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from stratuslab.api.app import create_app
 from stratuslab.cloud.connectors.fake import FakeConnector
+from stratuslab.config import Settings
 from tests.deploy.support import (
     Node,
     complete_all,
@@ -247,10 +249,20 @@ def test_a_token_works_until_its_run_is_over(deploy_api: TestClient, fake: FakeC
     assert_over(members, "Done")
 
 
+@pytest.fixture
+def patient_api(settings: Settings, fake: FakeConnector) -> Iterator[TestClient]:
+    """The deployment API with a report grace no loaded machine outlasts: an aborted run then
+    waits in SendingReports until every node has completed it, as the test makes them."""
+    app = create_app(settings.with_overrides(token="test-token", report_grace_s=120))
+    with TestClient(app, headers={"Authorization": "Bearer test-token"}) as client:
+        yield client
+
+
 @pytest.mark.parametrize("ending", ["Aborted", "Cancelled"])
 def test_a_token_is_refused_once_its_run_is_aborted_or_cancelled(
-    deploy_api: TestClient, fake: FakeConnector, ending: str
+    patient_api: TestClient, fake: FakeConnector, ending: str
 ) -> None:
+    deploy_api = patient_api
     run_id, members = started(deploy_api, fake)
     if ending == "Aborted":
         assert members["web.2"].set("abort", "tests failed").status_code == 200
