@@ -164,10 +164,20 @@ class ApiClient(AccountResources, ImageResources, MarketplaceResources):
         return data
 
     def lines(
-        self, path: str, *, params: Mapping[str, Any], timeout: float
+        self,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        timeout: float,
+        method: str = "GET",
+        json_body: Any = None,
     ) -> Iterator[dict[str, Any]]:
-        """The JSON objects of a streamed answer, one a line, as they arrive."""
-        response = self._send("GET", path, params=params, timeout=timeout + 30)
+        """The JSON objects of a streamed answer, one a line, as they arrive; ``timeout`` is
+        what the server may take (a line at least every ``timeout`` seconds), 30 s granted
+        beyond it."""
+        response = self._send(
+            method, path, params=params, json_body=json_body, timeout=timeout + 30
+        )
         if response.status >= 400:
             self._raise_for_error(response.status, response.read())
         try:

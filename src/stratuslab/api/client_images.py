@@ -7,17 +7,14 @@ each module stays small.
 
 from __future__ import annotations
 
-import http.client
-import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
 from stratuslab.api.client_parts import ClientPart
-from stratuslab.errors import BackendError
 
 SAVE_TIMEOUT = 900.0  # publishing a large root filesystem takes minutes on a dir pool
-STREAM_TIMEOUT = 120.0  # between two lines of an import's stream (the server sends one every 15 s)
+STREAM_TIMEOUT = 90.0  # between two lines of an import's stream (the server sends one every 15 s)
 
 
 class ImageResources(ClientPart):
@@ -61,17 +58,9 @@ class ImageResources(ClientPart):
 
     def import_image(self, body: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """The lines of ``POST /api/images/import``: progress, then ``done`` or ``error``."""
-        response = self._send(
-            "POST", "/api/images/import", json_body=dict(body), timeout=STREAM_TIMEOUT
+        return self.lines(
+            "/api/images/import", method="POST", json_body=dict(body), timeout=STREAM_TIMEOUT
         )
-        if response.status >= 400:
-            self._raise_for_error(response.status, response.read())
-        try:
-            for line in response.body:
-                if line.strip():
-                    yield json.loads(line)
-        except (TimeoutError, OSError, http.client.HTTPException) as exc:
-            raise BackendError(f"the import's stream from {self.base_url} broke: {exc}") from exc
 
 
 def _seg(value: str) -> str:

@@ -4,7 +4,7 @@ every part and defines these: said once, for the type checker only."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,6 +36,16 @@ class ClientPart:
             accept: str | None = None,
             content: tuple[str, bytes] | None = None,
         ) -> Response: ...
+
+        def lines(
+            self,
+            path: str,
+            *,
+            params: Mapping[str, Any] | None = None,
+            timeout: float,
+            method: str = "GET",
+            json_body: Any = None,
+        ) -> Iterator[dict[str, Any]]: ...
 
         @staticmethod
         def _raise_for_error(status: int, data: bytes) -> None: ...
