@@ -13,29 +13,24 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from stratuslab.cloud.base import (
-    UNKNOWN_IMAGE_HINT,
     Capacity,
     Connector,
     ExecResult,
-    Image,
     Instance,
     InstanceSpec,
-    Snapshot,
 )
 from stratuslab.cloud.connectors.lxd_api import OPERATION_TIMEOUT, LxdApi, answered
+from stratuslab.cloud.connectors.lxd_images import FINGERPRINT, LxdImages, lxd_time
 from stratuslab.cloud.connectors.lxd_nics import filtered_nics
 from stratuslab.cloud.types import Capability, InstanceState
-from stratuslab.errors import BackendError, Conflict, Invalid, NotFound, NotSupported
+from stratuslab.errors import BackendError, Conflict, Invalid, NotFound
 
 STATE_MAP: dict[str, InstanceState] = {
     "Running": InstanceState.RUNNING,
@@ -49,8 +44,6 @@ STATE_MAP: dict[str, InstanceState] = {
 }
 
 TAG_PREFIX = "user.stratus."
-_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EXEC_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root",
@@ -64,16 +57,6 @@ CAPACITY_TIMEOUT = 10.0
 # A command run with no timeout of its own: as long as LXD's operations were allowed before
 # there were bounds, so that `stratus instance exec` of a long job is not cut short.
 EXEC_TIMEOUT = 600.0
-# Publishing a 200 MiB root filesystem takes about 3 s with zstd (72 MB), 5 s uncompressed
-# (205 MB) and 15 s with LXD's default gzip (81 MB), on this kind of machine.
-PUBLISH_COMPRESSION = "zstd"
-PUBLISH_TIMEOUT = 900.0
-# A snapshot is a copy-on-write clone on btrfs (well under a second); on a dir pool it copies
-# the whole root filesystem, and a restore copies it back.
-SNAPSHOT_TIMEOUT = 300.0
-# An image's export is streamed to a file at disk speed: 15 min covers tens of GiB.
-EXPORT_TIMEOUT = 900.0
-EXPORT_LIMIT = 64 * 2**30  # bytes, for an image whose size LXD does not say
 _STATE_WORKERS = 8  # states asked at once after a filtered listing; LXD serves them in parallel
 # Tag values sent to LXD's filter as they are. LXD compares with a case-insensitive regular
 # expression over whitespace-separated words: these characters match themselves or, for '.',
@@ -82,7 +65,7 @@ _STATE_WORKERS = 8  # states asked at once after a filtered listing; LXD serves 
 _PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_.:@/,=~%-]+$")
 
 
-class LxdConnector(Connector):
+class LxdConnector(LxdImages, Connector):
     """System containers on one LXD server, created with one profile."""
 
     kind = "lxd"
@@ -115,7 +98,7 @@ class LxdConnector(Connector):
     def create(self, spec: InstanceSpec) -> Instance:
         # A caller that has looked the image up already passes its fingerprint: it is used as
         # it is, and looked up only if LXD refuses it (to say NotFound when it is unknown).
-        known = bool(_FINGERPRINT.match(spec.image))
+        known = bool(FINGERPRINT.match(spec.image))
         fingerprint = spec.image if known else self.get_image(spec.image).fingerprint
         config: dict[str, str] = {TAG_PREFIX + k: v for k, v in spec.tags.items()}
         if spec.cpu:
@@ -231,28 +214,6 @@ class LxdConnector(Connector):
             return self._with_state(found)
         return found
 
-    def list_images(self) -> list[Image]:
-        images: list[Image] = []
-        for raw in self.api.get("/1.0/images", recursion=1):
-            aliases = [a["name"] for a in raw.get("aliases") or []] or [raw["fingerprint"][:12]]
-            images.extend(self._to_image(raw, alias) for alias in aliases)
-        return images
-
-    def get_image(self, name: str) -> Image:
-        if _FINGERPRINT.match(name):
-            with contextlib.suppress(NotFound):
-                return self._to_image(self.api.get(LxdApi.path("images", name)), name[:12])
-        try:
-            alias = self.api.get(LxdApi.path("images", "aliases", name))
-            return self._to_image(self.api.get(LxdApi.path("images", alias["target"])), name)
-        except NotFound:
-            pass
-        if len(name) >= 12:
-            for raw in self.api.get("/1.0/images", recursion=1):
-                if raw["fingerprint"].startswith(name):
-                    return self._to_image(raw, name)
-        raise NotFound(f"no image called {name!r}", hint=UNKNOWN_IMAGE_HINT)
-
     def capacity(self) -> Capacity:
         resources = self.api.get("/1.0/resources", timeout=CAPACITY_TIMEOUT)
         memory = resources.get("memory") or {}
@@ -310,135 +271,6 @@ class LxdConnector(Connector):
         output = meta.get("output") or {}
         stdout, stderr = (self._take_log(output.get(fd)) for fd in ("1", "2"))
         return ExecResult(exit_code=int(meta.get("return", -1)), stdout=stdout, stderr=stderr)
-
-    def import_image(self, archive: Path, *, name: str, sha256: str) -> Image:
-        try:
-            self.api.get(LxdApi.path("images", sha256))
-        except NotFound:
-            self.api.request(
-                "POST",
-                "/1.0/images",
-                content=_chunks(archive),
-                headers={"Content-Type": "application/octet-stream", "X-LXD-public": "0"},
-                timeout=900,
-            )
-        alias_path = LxdApi.path("images", "aliases", name)
-        try:
-            previous = self.api.get(alias_path)["target"]
-        except NotFound:
-            self.api.post("/1.0/images/aliases", {"name": name, "target": sha256})
-            previous = sha256
-        else:
-            self.api.put(alias_path, {"target": sha256, "description": ""})
-        if previous != sha256:
-            with contextlib.suppress(NotFound):
-                self.api.delete(LxdApi.path("images", previous))
-        return self.get_image(name)
-
-    def publish_image(
-        self,
-        name: str,
-        *,
-        alias: str,
-        properties: Mapping[str, str] | None = None,
-        description: str = "",
-    ) -> Image:
-        with contextlib.suppress(NotFound):
-            self.api.get(LxdApi.path("images", "aliases", alias))
-            raise Conflict(f"an image called {alias!r} exists already")
-        try:
-            running = self.get(name).state != InstanceState.STOPPED
-        except NotFound as exc:
-            raise NotFound(f"LXD has no instance called {name!r}") from exc
-        source = {"type": "instance", "name": name}
-        snapshot = f"stratus-publish-{secrets.token_hex(4)}" if running else None
-        if snapshot:
-            # LXD publishes only what is not running: a snapshot of it is not, and costs a
-            # copy-on-write clone on btrfs.
-            self.api.post(LxdApi.path("instances", name, "snapshots"), {"name": snapshot})
-            source = {"type": "snapshot", "name": f"{name}/{snapshot}"}
-        body = {
-            "source": source,
-            "aliases": [{"name": alias, "description": description}],
-            "properties": {**(properties or {}), "description": description},
-            "public": False,
-            "compression_algorithm": PUBLISH_COMPRESSION,
-        }
-        try:
-            self.api.post("/1.0/images", body, timeout=PUBLISH_TIMEOUT)
-        finally:
-            if snapshot:
-                with contextlib.suppress(NotFound):
-                    self.api.delete(LxdApi.path("instances", name, "snapshots", snapshot))
-        return self.get_image(alias)
-
-    def delete_image(self, name: str) -> None:
-        fingerprint = name
-        if not _FINGERPRINT.match(name):
-            try:
-                fingerprint = self.api.get(LxdApi.path("images", "aliases", name))["target"]
-            except NotFound:
-                return
-        with contextlib.suppress(NotFound):
-            self.api.delete(LxdApi.path("images", fingerprint))
-
-    def create_snapshot(self, name: str, snapshot: str) -> Snapshot:
-        path = LxdApi.path("instances", name, "snapshots")
-        try:
-            self.api.post(path, {"name": snapshot, "stateful": False}, timeout=SNAPSHOT_TIMEOUT)
-        except NotFound as exc:
-            raise NotFound(f"LXD has no instance called {name!r}") from exc
-        except BackendError as exc:
-            if "already exists" in exc.message:
-                raise Conflict(
-                    f"instance {name} has a snapshot called {snapshot!r} already"
-                ) from exc
-            raise
-        return self._to_snapshot(self._snapshot(name, snapshot))
-
-    def list_snapshots(self, name: str) -> list[Snapshot]:
-        try:
-            raw = self.api.get(LxdApi.path("instances", name, "snapshots"), recursion=1)
-        except NotFound as exc:
-            raise NotFound(f"LXD has no instance called {name!r}") from exc
-        found = [self._to_snapshot(r) for r in raw or []]
-        return sorted(found, key=lambda s: (s.created_at or _EPOCH, s.name))
-
-    def restore_snapshot(self, name: str, snapshot: str) -> None:
-        self._snapshot(name, snapshot)  # NotFound, for the instance or the snapshot
-        # LXD stops a running container, restores and starts it again, in one operation.
-        self.api.put(
-            LxdApi.path("instances", name), {"restore": snapshot}, timeout=SNAPSHOT_TIMEOUT
-        )
-
-    def delete_snapshot(self, name: str, snapshot: str) -> None:
-        try:
-            self.api.delete(
-                LxdApi.path("instances", name, "snapshots", snapshot), timeout=SNAPSHOT_TIMEOUT
-            )
-        except NotFound:
-            self.get(name)  # NotFound when the instance is gone; a missing snapshot is fine
-
-    def export_image(self, name: str, dest: Path) -> Image:
-        image = self.get_image(name)
-
-        def unified(headers: Mapping[str, str]) -> None:
-            # LXD answers a split image (metadata and rootfs apart) as a multipart form.
-            if headers.get("content-type", "").startswith("multipart/"):
-                raise NotSupported(
-                    f"image {name!r} ({image.fingerprint[:12]}) is a split image (metadata and"
-                    " root file system apart): only a unified image is one tarball whose"
-                    " SHA-256 is its fingerprint"
-                )
-
-        self.api.download(
-            LxdApi.path("images", image.fingerprint, "export"),
-            dest,
-            limit=image.size_bytes or EXPORT_LIMIT,
-            timeout=EXPORT_TIMEOUT,
-            check=unified,
-        )
-        return image
 
     def close(self) -> None:
         self.api.close()
@@ -524,13 +356,6 @@ class LxdConnector(Connector):
                 fetched = list(pool.map(fetch, instances))
         return [i for i in fetched if i is not None]
 
-    def _snapshot(self, name: str, snapshot: str) -> Any:
-        try:
-            return self.api.get(LxdApi.path("instances", name, "snapshots", snapshot))
-        except NotFound as exc:
-            self.get(name)  # NotFound naming the instance when that is what is missing
-            raise NotFound(f"instance {name} has no snapshot called {snapshot!r}") from exc
-
     def _take_log(self, log_path: str | None) -> str:
         if not log_path:
             return ""
@@ -565,32 +390,8 @@ class LxdConnector(Connector):
             tags={
                 k.removeprefix(TAG_PREFIX): v for k, v in config.items() if k.startswith(TAG_PREFIX)
             },
-            created_at=_time(raw.get("created_at")),
+            created_at=lxd_time(raw.get("created_at")),
             extra={"status": raw.get("status"), "pid": state.get("pid")},
-        )
-
-    @staticmethod
-    def _to_image(raw: Mapping[str, Any], name: str) -> Image:
-        properties = {str(k): str(v) for k, v in (raw.get("properties") or {}).items()}
-        if raw.get("architecture"):  # LXD keeps it beside the properties, not among them
-            properties.setdefault("architecture", str(raw["architecture"]))
-        return Image(
-            name=name,
-            fingerprint=raw["fingerprint"],
-            size_bytes=int(raw.get("size", 0)),
-            description=properties.get("description", ""),
-            created_at=_time(raw.get("created_at")),
-            properties=properties,
-        )
-
-    @staticmethod
-    def _to_snapshot(raw: Mapping[str, Any]) -> Snapshot:
-        size = raw.get("size")
-        return Snapshot(
-            name=str(raw["name"]).rsplit("/", 1)[-1],
-            created_at=_time(raw.get("created_at")),
-            stateful=bool(raw.get("stateful")),
-            size_bytes=int(size) if isinstance(size, int) and size >= 0 else None,
         )
 
 
@@ -603,18 +404,3 @@ def _addresses(state: Mapping[str, Any]) -> list[str]:
             if address.get("family") == "inet" and address.get("scope") == "global":
                 found.append(address["address"])
     return found
-
-
-def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        while block := handle.read(size):
-            yield block
-
-
-def _time(value: str | None) -> datetime | None:
-    if not value or value.startswith("0001-"):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
