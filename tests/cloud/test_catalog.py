@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.engine import Engine
 
+from stratuslab.cloud import catalog
 from stratuslab.cloud.catalog import Catalog, alias_for
 from stratuslab.cloud.clouds import ConnectorPool
 from stratuslab.cloud.connectors.fake import FakeConnector
 from stratuslab.cloud.instances import InstanceService, RunRequest
-from stratuslab.errors import Conflict, Invalid, NotFound
+from stratuslab.errors import CapacityExceeded, Conflict, Invalid, NotFound
 
 
 def service(engine: Engine, owner: str) -> InstanceService:
@@ -77,3 +78,14 @@ def test_names_are_the_owners_own_and_taken_once(engine: Engine, fake: FakeConne
         Catalog(engine).find(cloud="local", alias=alias, owner="bob")
     Catalog(engine).forget(cloud="local", alias=alias)
     assert Catalog(engine).owned(cloud="local", owner="alice") == []
+
+
+def test_a_user_holds_a_bounded_number_of_images(
+    engine: Engine, fake: FakeConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog, "MAX_IMAGES_PER_USER", 2)
+    saved(engine, fake, "alice", "one")
+    saved(engine, fake, "alice", "two")
+    with pytest.raises(CapacityExceeded, match="alice holds 2 images on local"):
+        Catalog(engine).reserve(cloud="local", alias="alice/three", owner="alice", origin="save")
+    saved(engine, fake, "bob", "his")  # another user's count is his own

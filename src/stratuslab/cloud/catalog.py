@@ -16,15 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Engine
 
 from stratuslab.cloud.base import UNKNOWN_IMAGE_HINT, Image
 from stratuslab.db.image_models import ImageRecord
 from stratuslab.db.session import session_scope
-from stratuslab.errors import Conflict, Invalid, NotFound
+from stratuslab.errors import CapacityExceeded, Conflict, Invalid, NotFound
 
 ORIGINS = ("save", "bake", "import")
+# Images one user may hold on a cloud, whatever made them: each is a backend image of tens or
+# hundreds of MiB on the site's disk (`stratus image delete` and `image prune` free them).
+MAX_IMAGES_PER_USER = 100
 # The fingerprint of an image recorded before the backend made it (a save, a bake): so that
 # from the moment it exists it is its owner's, never an unrecorded image, which is the site's.
 PENDING = "pending"
@@ -102,6 +105,16 @@ class Catalog:
         with session_scope(self.engine) as session:
             if session.get(ImageRecord, (cloud, image.name)) is not None:
                 raise Conflict(f"an image called {image.name!r} exists already on {cloud}")
+            held = session.scalar(
+                select(func.count())
+                .select_from(ImageRecord)
+                .where(ImageRecord.cloud == cloud, ImageRecord.owner == owner)
+            )
+            if (held or 0) >= MAX_IMAGES_PER_USER:
+                raise CapacityExceeded(
+                    f"{owner} holds {held} images on {cloud}, the most one user may",
+                    hint="delete some with `stratus image delete` or `stratus image prune`",
+                )
             row = ImageRecord(
                 cloud=cloud,
                 alias=image.name,
