@@ -17,8 +17,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from stratuslab.cloud.base_volumes import Mount, Volume, VolumeContract, VolumeSnapshot, VolumeSpec
 from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import Invalid, NotSupported
+
+__all__ = [
+    "TAG_KEY",
+    "UNKNOWN_IMAGE_HINT",
+    "Capacity",
+    "Connector",
+    "ExecResult",
+    "Image",
+    "Instance",
+    "InstanceSpec",
+    "Mount",
+    "Snapshot",
+    "Volume",
+    "VolumeSnapshot",
+    "VolumeSpec",
+]
 
 TAG_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 # What every connector says of an image it has not (and the catalog of one a user may not see).
@@ -38,11 +55,15 @@ class InstanceSpec:
     ssh_keys: tuple[str, ...] = ()
     user_data: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    volumes: tuple[Mount, ...] = ()  # attached before it first starts (capability VOLUMES)
 
     def __post_init__(self) -> None:
         for key in self.tags:
             if not TAG_KEY.match(key):
                 raise Invalid(f"tag {key!r}: use lowercase letters, digits, '.', '_' and '-'")
+        paths = [m.path for m in self.volumes]
+        if len(set(paths)) != len(paths):
+            raise Invalid(f"instance {self.name}: two volumes at one path")
 
 
 @dataclass(frozen=True)
@@ -101,7 +122,7 @@ class ExecResult:
     stderr: str
 
 
-class Connector(ABC):
+class Connector(VolumeContract, ABC):
     """One backend behind the contract.
 
     Names are the backend's instance names and are unique per backend. Every method may raise
@@ -117,7 +138,9 @@ class Connector(ABC):
         """Create an instance from ``spec`` and start it.
 
         Post-conditions: the instance exists, carries ``spec.tags``, has its ssh keys and
-        user-data delivered, and is RUNNING (it may not have an address yet: see
+        user-data delivered, ``spec.volumes`` attached and mounted before anything in it starts
+        (``NotSupported`` without capability VOLUMES, ``NotFound`` for a volume that does not
+        exist), and is RUNNING (it may not have an address yet: see
         :meth:`wait_for_address`). Raises ``NotFound`` for an unknown image and ``Conflict``
         when the name is taken. Not idempotent. On failure, whatever was created is destroyed
         before the error propagates.
@@ -268,7 +291,7 @@ class Connector(ABC):
         """
         raise NotSupported(f"the {self.kind} connector cannot export images")
 
-    def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing
+    def close(self) -> None:  # optional hook, most connectors hold nothing
         """Release connections. Safe to call twice."""
 
     def require(self, capability: Capability) -> None:

@@ -29,6 +29,7 @@ from stratuslab.cloud.base import (
     InstanceSpec,
     Snapshot,
 )
+from stratuslab.cloud.connectors.fake_volumes import FakeVolumes, VolumeState
 from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import (
     BackendError,
@@ -54,6 +55,7 @@ class _Backend:
     snapshots: dict[str, dict[str, tuple[Snapshot, Instance]]] = field(default_factory=dict)
     archives: dict[str, bytes] = field(default_factory=dict)  # imported images' bytes, by sha256
     exec_handler: ExecHandler | None = None  # what every connector of the backend runs
+    volume_state: VolumeState = field(default_factory=VolumeState)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -62,7 +64,7 @@ _BACKENDS: dict[str, _Backend] = {}
 _BACKENDS_LOCK = threading.Lock()
 
 
-class FakeConnector(Connector):
+class FakeConnector(FakeVolumes, Connector):
     """Instances that exist only in this process."""
 
     kind = "fake"
@@ -73,8 +75,11 @@ class FakeConnector(Connector):
             Capability.EXPORT_IMAGE,
             Capability.PUBLISH_IMAGE,
             Capability.SNAPSHOT,
+            Capability.VOLUMES,
         }
     )
+
+    _backend: _Backend
 
     def __init__(
         self,
@@ -111,6 +116,8 @@ class FakeConnector(Connector):
                 raise Conflict(
                     f"an instance called {spec.name!r} already exists on the fake backend"
                 )
+            for mount in spec.volumes:
+                self._volume(mount.volume)
             used = self._backend.ram_used
             if used + (spec.ram_mb or 0) > self._memory_mb:
                 raise CapacityExceeded(
@@ -133,6 +140,7 @@ class FakeConnector(Connector):
             )
             self._backend.instances[spec.name] = instance
             self._backend.ram_used += spec.ram_mb or 0
+            self._backend.volume_state.mounts[spec.name] = {m.volume: m for m in spec.volumes}
             return instance
 
     def wait_for_address(self, name: str, timeout: float) -> Instance:
@@ -155,6 +163,7 @@ class FakeConnector(Connector):
         with self._backend.lock:
             gone = self._backend.instances.pop(name, None)
             self._backend.snapshots.pop(name, None)  # as LXD: they go with their instance
+            self.ex_forget_instance(name)
             if gone is not None:
                 self._backend.ram_used -= gone.ram_mb or 0
 
@@ -349,6 +358,7 @@ class FakeConnector(Connector):
         """Remove an instance behind the project's back, as an operator with `lxc delete` would."""
         with self._backend.lock:
             gone = self._backend.instances.pop(name, None)
+            self.ex_forget_instance(name)
             if gone is not None:
                 self._backend.ram_used -= gone.ram_mb or 0
 

@@ -8,6 +8,7 @@ from stratuslab.db import (  # noqa: F401  (their tables are Base's too)
     image_models,
     marketplace_models,
     verify_models,
+    volume_models,
 )
 from stratuslab.db.models import Base
 
