@@ -21,6 +21,7 @@ from stratuslab.cloud import capacity, clouds
 from stratuslab.cloud.base import Connector, Image
 from stratuslab.cloud.context import normalise_user_data, parse_ssh_keys
 from stratuslab.cloud.types import InstanceState
+from stratuslab.cloud.volume_claims import VolumeClaim
 from stratuslab.db.models import InstanceRecord
 from stratuslab.db.session import session_scope
 from stratuslab.errors import Conflict, Invalid, StratusError
@@ -46,6 +47,8 @@ class RunRequest:
     run_id: str | None = None
     node_instance: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Volumes each instance is created with, claimed when the instances are recorded.
+    volumes: tuple[VolumeClaim, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,12 @@ def check(request: RunRequest, *, name_prefix: str) -> Checked:
         raise Invalid(f"--cpu must be at least 1, not {request.cpu}")
     if request.ram_mb is not None and request.ram_mb < 64:
         raise Invalid(f"--ram must be at least 64 (MiB), not {request.ram_mb}")
+    writable = [c.label for c in request.volumes if not c.mount.read_only]
+    if writable and request.count > 1:
+        raise Invalid(
+            f"volume {writable[0]} is attached read-write: it can go to one instance, "
+            f"not {request.count}"
+        )
     if request.name is None:
         names = [f"{name_prefix}-{secrets.token_hex(4)}" for _ in range(request.count)]
         return Checked(request, names, keys, user_data, explicit=False)

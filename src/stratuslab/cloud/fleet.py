@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
 
-from stratuslab.cloud import events, records, usage
+from stratuslab.cloud import events, records, usage, volume_claims
 from stratuslab.cloud.base import Connector, Instance, InstanceSpec
 from stratuslab.cloud.records import InstanceView
 from stratuslab.cloud.types import InstanceState
@@ -149,6 +149,7 @@ def _created(
         ssh_keys=prepared.ssh_keys,
         user_data=prepared.user_data,
         tags=service.tags_of(view, request),
+        volumes=tuple(claim.mount for claim in request.volumes),
     )
     try:
         connector.create(spec)
@@ -225,6 +226,7 @@ def _record(
         connection = session.connection()
         if started:
             connection.execute(_STARTED, started)
+            volume_claims.settle_instances(session, [row["b_id"] for row in started])
         if failed:
             connection.execute(_FAILED, failed)
         usage.follow(session, [view.id for _, view, _ in arrived], at=now)

@@ -31,6 +31,7 @@ from stratuslab.cloud.quotas import Quotas, charged
 from stratuslab.cloud.reconcile import ReconcileReport, apply_listing
 from stratuslab.cloud.records import InstanceView
 from stratuslab.cloud.types import InstanceState
+from stratuslab.cloud.volume_claims import claim_volumes
 from stratuslab.db.models import InstanceRecord, utcnow
 from stratuslab.db.session import session_scope
 from stratuslab.errors import BackendError, Conflict, NotFound, StratusError
@@ -396,12 +397,19 @@ class InstanceService(OwnerImages):
         ]
         with session_scope(self.engine) as session:
             refusal = self.quotas.refusal(session, self.owner, batch) if self.quotas else None
-            refused = [refusal is not None and charged(a) for a in batch]
-            kept = [v for group, no in zip(groups, refused, strict=True) if not no for v in group]
+            refused: list[StratusError | None] = [
+                refusal if refusal is not None and charged(a) else None for a in batch
+            ]
+            for n, (admitted, group) in enumerate(zip(batch, groups, strict=True)):
+                if refused[n] is None and admitted.checked.request.volumes:
+                    refused[n] = claim_volumes(session, admitted.checked.request, group)
+            kept = [
+                v for group, no in zip(groups, refused, strict=True) if no is None for v in group
+            ]
             if kept:
                 session.connection().execute(insert(cast(Table, InstanceRecord.__table__)), kept)
         return [
-            refusal if no and refusal is not None else [records.view_of_values(v) for v in group]
+            no if no is not None else [records.view_of_values(v) for v in group]
             for group, no in zip(groups, refused, strict=True)
         ]
 

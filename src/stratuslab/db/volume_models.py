@@ -3,10 +3,8 @@
 A volume is recorded before the backend is asked to create it and outlives it (state ``gone``),
 as instances are. ``live_name`` is the user's name while the volume is not gone and NULL after,
 so that a name is unique among an owner's live volumes and free again once one is deleted.
-``writer`` and ``readers`` are the one-writer rule in two columns: an attachment is claimed by
-one conditional UPDATE (a read-write one only when there is neither a writer nor a reader, a
-read-only one only when there is no writer), so two racing attaches cannot both win, on SQLite
-or PostgreSQL.
+An attachment counts while its instance is not gone (see :mod:`stratuslab.cloud.volume_claims`:
+claims are made holding the volume's row lock, so two racing attaches cannot both win).
 """
 
 from __future__ import annotations
@@ -41,8 +39,6 @@ class VolumeRecord(Base):
     state: Mapped[str] = mapped_column(String(16))  # pending, ready, deleting, gone, error
     source: Mapped[str | None] = mapped_column(String(160))  # what it was cloned from
     run_id: Mapped[str | None] = mapped_column(String(36))  # made by a run, deleted with it
-    writer: Mapped[str | None] = mapped_column(String(32))  # the instance attached read-write
-    readers: Mapped[int] = mapped_column(default=0)  # instances attached read-only
     error: Mapped[str | None] = mapped_column(Text)
     recovered: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

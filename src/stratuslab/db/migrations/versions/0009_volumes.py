@@ -30,8 +30,6 @@ def upgrade() -> None:
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("source", sa.String(160)),
         sa.Column("run_id", sa.String(36)),
-        sa.Column("writer", sa.String(32)),
-        sa.Column("readers", sa.Integer, nullable=False),
         sa.Column("error", sa.Text),
         sa.Column("recovered", sa.Boolean, nullable=False),
         sa.Column("created_at", UTCDateTime, nullable=False),
