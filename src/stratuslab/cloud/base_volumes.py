@@ -102,7 +102,9 @@ class VolumeContract:
         """Set volume ``name``'s size, attached or not; the volume as it is after.
 
         Raises ``NotFound`` when there is no such volume and ``Conflict`` when it is asked to
-        shrink below what its files take (nothing is changed then).
+        shrink below what its files take, or to shrink at all while it has snapshots (which
+        share its blocks: btrfs would apply the quota and then fail, leaving the volume
+        unwritable); nothing is changed then.
         """
         raise NotSupported(f"the {self.kind} connector has no volumes")
 

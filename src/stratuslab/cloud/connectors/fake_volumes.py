@@ -98,7 +98,10 @@ class FakeVolumes:
     def resize_volume(self, name: str, size_bytes: int) -> Volume:
         self._maybe_fail("resize_volume")
         with self._backend.lock:
-            resized = replace(self._volume(name), size_bytes=size_bytes)
+            volume = self._volume(name)
+            if size_bytes < volume.size_bytes and self._backend.volume_state.snapshots.get(name):
+                raise Conflict(f"volume {name} has snapshots: it can grow, not shrink")
+            resized = replace(volume, size_bytes=size_bytes)
             self._backend.volume_state.volumes[name] = resized
             return self._with_users(resized)
 
