@@ -244,7 +244,7 @@ class VolumeService(VolumeAttachments, VolumeSnapshots):
         ``Conflict`` naming the instances while it is attached to any (nothing is deleted)."""
         with session_scope(self.engine) as session:
             found = self._find(session, ref)
-            self._may_change(found, "delete")
+            self._may_change(found, "delete it")
             if found.state == GONE:
                 return views_of(session, [found])[0]
             row = volume_claims.lock(session, found.id)
@@ -300,7 +300,7 @@ class VolumeService(VolumeAttachments, VolumeSnapshots):
         size = parse_size(size_bytes)
         with session_scope(self.engine) as session:
             found = self._find(session, ref)
-            self._may_change(found, "resize")
+            self._may_change(found, "resize it")
             self._lock_subjects(session, found.owner)
             row = volume_claims.lock(session, found.id)
             label = f"{row.owner}/{row.name}"
