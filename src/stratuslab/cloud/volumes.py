@@ -129,6 +129,8 @@ class VolumeService(VolumeAttachments, VolumeSnapshots):
         check_name(name)
         if len(description) > MAX_DESCRIPTION:
             raise Invalid(f"description: at most {MAX_DESCRIPTION} characters")
+        if run_id is not None and not 0 < len(run_id) <= 36:
+            raise Invalid("run id: 1 to 36 characters")
         connector = self._connector(cloud)
         if Capability.VOLUMES not in connector.capabilities:
             raise NotSupported(
