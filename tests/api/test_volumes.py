@@ -385,11 +385,6 @@ def statements(api: TestClient) -> Iterator[list[str]]:
     event.remove(services.engine, "before_cursor_execute", count)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="VolumeService.of_instances checks which instances the caller reaches with one "
-    "InstanceService.get (a transaction and a SELECT) per id: 2 statements an instance",
-)
 def test_the_instance_list_reads_the_volumes_of_all_its_instances_at_once(
     users: dict[str, TestClient], statements: list[str]
 ) -> None:
