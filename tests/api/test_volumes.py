@@ -223,11 +223,6 @@ def test_a_public_volume_is_listed_for_everybody_and_attached_read_only_by_other
     assert bob.post("/api/instances", json=start).status_code == 202
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the volume service shows every attachment of a public volume to whoever reads it, "
-    "the owner's instances (id and name) among them",
-)
 def test_a_public_volume_shows_others_none_of_its_owners_instances(
     users: dict[str, TestClient],
 ) -> None:

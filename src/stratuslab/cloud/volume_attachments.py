@@ -25,7 +25,6 @@ from stratuslab.cloud.volume_records import (
     AttachmentOfInstance,
     VolumeReach,
     VolumeView,
-    views_of,
 )
 from stratuslab.cloud.volume_values import DEFAULT_PATH, check_path
 from stratuslab.db.models import InstanceRecord
@@ -88,7 +87,7 @@ class VolumeAttachments(VolumeReach):
             raise
         with session_scope(self.engine) as session:
             volume_claims.settle(session, row.id, [target.id])
-            return views_of(session, [session.get_one(VolumeRecord, row.id)])[0]
+            return self._views(session, [session.get_one(VolumeRecord, row.id)])[0]
 
     def detach(self, ref: str, instance: str) -> VolumeView:
         """Detach volume ``ref`` from ``instance`` (unmounted when this returns); the volume
@@ -100,7 +99,7 @@ class VolumeAttachments(VolumeReach):
             attachment = session.get(VolumeAttachmentRecord, (row.id, target.id))
             if target.state == InstanceState.GONE.value:
                 volume_claims.release(session, row.id, target.id)
-                return views_of(session, [row])[0]
+                return self._views(session, [row])[0]
             if attachment is None:
                 raise Conflict(
                     f"volume {row.owner}/{row.name} is not attached to instance {target.id}"
@@ -117,7 +116,7 @@ class VolumeAttachments(VolumeReach):
             raise
         with session_scope(self.engine) as session:
             volume_claims.release(session, row.id, target.id)
-            return views_of(session, [session.get_one(VolumeRecord, row.id)])[0]
+            return self._views(session, [session.get_one(VolumeRecord, row.id)])[0]
 
     def claim_for(
         self, ref: str, *, path: str, read_only: bool, cloud: str | None = None

@@ -129,12 +129,13 @@ def backend_name_of(volume_id: str) -> str:
 
 def attachments_of(
     session: Session, volume_ids: Sequence[str]
-) -> dict[str, tuple[AttachmentView, ...]]:
-    """Per volume, its attachments to instances that are not gone, by path."""
+) -> dict[str, tuple[tuple[AttachmentView, str], ...]]:
+    """Per volume, its attachments to instances that are not gone, by path, each with the
+    instance's owner."""
     if not volume_ids:
         return {}
     rows = session.execute(
-        select(VolumeAttachmentRecord, InstanceRecord.name)
+        select(VolumeAttachmentRecord, InstanceRecord.name, InstanceRecord.owner)
         .join(InstanceRecord, InstanceRecord.id == VolumeAttachmentRecord.instance_id)
         .where(
             VolumeAttachmentRecord.volume_id.in_(list(volume_ids)),
@@ -142,15 +143,18 @@ def attachments_of(
         )
         .order_by(VolumeAttachmentRecord.path, VolumeAttachmentRecord.instance_id)
     ).all()
-    found: dict[str, list[AttachmentView]] = {}
-    for attachment, name in rows:
+    found: dict[str, list[tuple[AttachmentView, str]]] = {}
+    for attachment, name, whose in rows:
         found.setdefault(attachment.volume_id, []).append(
-            AttachmentView(
-                instance=attachment.instance_id,
-                instance_name=name,
-                path=attachment.path,
-                read_only=attachment.read_only,
-                state=attachment.state,
+            (
+                AttachmentView(
+                    instance=attachment.instance_id,
+                    instance_name=name,
+                    path=attachment.path,
+                    read_only=attachment.read_only,
+                    state=attachment.state,
+                ),
+                whose,
             )
         )
     return {volume_id: tuple(views) for volume_id, views in found.items()}
@@ -175,10 +179,25 @@ def view_of(row: VolumeRecord, attachments: tuple[AttachmentView, ...] = ()) -> 
     )
 
 
-def views_of(session: Session, rows: Sequence[VolumeRecord]) -> list[VolumeView]:
-    """Views of ``rows`` with their attachments (one query for them all)."""
+def views_of(
+    session: Session, rows: Sequence[VolumeRecord], *, viewer: str, sees_all: bool
+) -> list[VolumeView]:
+    """Views of ``rows`` with their attachments (one query for them all), as ``viewer`` may
+    see them: the owner of a volume (and an administrator) sees every attachment, anybody
+    else reading a public volume only those to their own instances. Where another user's
+    instances are, and what they are called, is theirs."""
     attached = attachments_of(session, [row.id for row in rows])
-    return [view_of(row, attached.get(row.id, ())) for row in rows]
+    return [
+        view_of(
+            row,
+            tuple(
+                a
+                for a, whose in attached.get(row.id, ())
+                if sees_all or row.owner == viewer or whose == viewer
+            ),
+        )
+        for row in rows
+    ]
 
 
 def not_found(ref: str) -> NotFound:
@@ -232,6 +251,9 @@ class VolumeReach:
 
     def _find(self, session: Session, ref: str) -> VolumeRecord:
         return find(session, ref, owner=self.owner, sees_all=self.sees_all)
+
+    def _views(self, session: Session, rows: Sequence[VolumeRecord]) -> list[VolumeView]:
+        return views_of(session, rows, viewer=self.owner, sees_all=self.sees_all)
 
     def _may_change(self, row: VolumeRecord, what: str, *, hint: str | None = None) -> None:
         """Forbidden, unless the caller owns ``row`` or is an administrator (the caller

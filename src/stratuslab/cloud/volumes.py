@@ -45,7 +45,6 @@ from stratuslab.cloud.volume_records import (
     backend_name_of,
     mark_gone,
     new_id,
-    views_of,
 )
 from stratuslab.cloud.volume_snapshots import VolumeSnapshots
 from stratuslab.cloud.volume_values import check_name, gib_of, parse_size
@@ -185,7 +184,7 @@ class VolumeService(VolumeAttachments, VolumeSnapshots):
             row = session.get_one(VolumeRecord, volume_id)
             if row.state == PENDING:
                 row.state, row.size_bytes = READY, made.size_bytes
-            return views_of(session, [row])[0]
+            return self._views(session, [row])[0]
 
     # -- queries --------------------------------------------------------------------------
 
@@ -194,7 +193,7 @@ class VolumeService(VolumeAttachments, VolumeSnapshots):
         backend (one deleted behind our back is recorded gone)."""
         with session_scope(self.engine) as session:
             row = self._find(session, ref)
-            view = views_of(session, [row])[0]
+            view = self._views(session, [row])[0]
         if view.state != READY:
             return view
         try:
@@ -208,7 +207,7 @@ class VolumeService(VolumeAttachments, VolumeSnapshots):
             with session_scope(self.engine) as session:
                 row = session.get_one(VolumeRecord, view.id)
                 row.size_bytes = found.size_bytes
-                return views_of(session, [row])[0]
+                return self._views(session, [row])[0]
         return view
 
     def list(
@@ -229,7 +228,7 @@ class VolumeService(VolumeAttachments, VolumeSnapshots):
                 mine = VolumeRecord.owner == self.owner
                 query = query.where(or_(mine, VolumeRecord.public) if public else mine)
             rows = session.scalars(query.order_by(VolumeRecord.owner, VolumeRecord.name)).all()
-            return views_of(session, rows)
+            return self._views(session, rows)
 
     def for_run(self, run_id: str) -> builtins.list[VolumeView]:
         """The volumes run ``run_id`` made, gone ones too."""
@@ -237,7 +236,7 @@ class VolumeService(VolumeAttachments, VolumeSnapshots):
             query = select(VolumeRecord).where(VolumeRecord.run_id == run_id)
             if not self.sees_all:
                 query = query.where(VolumeRecord.owner == self.owner)
-            return views_of(session, session.scalars(query.order_by(VolumeRecord.name)).all())
+            return self._views(session, session.scalars(query.order_by(VolumeRecord.name)).all())
 
     # -- change ---------------------------------------------------------------------------
 
@@ -248,7 +247,7 @@ class VolumeService(VolumeAttachments, VolumeSnapshots):
             found = self._find(session, ref)
             self._may_change(found, "delete it")
             if found.state == GONE:
-                return views_of(session, [found])[0]
+                return self._views(session, [found])[0]
             row = volume_claims.lock(session, found.id)
             label = f"{row.owner}/{row.name}"
             if row.state == PENDING:
@@ -274,7 +273,7 @@ class VolumeService(VolumeAttachments, VolumeSnapshots):
             gone = session.get_one(VolumeRecord, row.id)
             gone.error = None
             mark_gone(gone)
-            return views_of(session, [gone])[0]
+            return self._views(session, [gone])[0]
 
     def delete_for_run(self, run_id: str) -> builtins.list[str]:
         """Delete every volume run ``run_id`` made (its teardown): the ids deleted now. Those
@@ -324,7 +323,7 @@ class VolumeService(VolumeAttachments, VolumeSnapshots):
         with session_scope(self.engine) as session:
             resized = session.get_one(VolumeRecord, row.id)
             resized.size_bytes = made.size_bytes
-            return views_of(session, [resized])[0]
+            return self._views(session, [resized])[0]
 
     # -- reconciliation -------------------------------------------------------------------
 
@@ -392,7 +391,7 @@ class VolumeService(VolumeAttachments, VolumeSnapshots):
             row = session.get_one(VolumeRecord, volume_id)
             if row.state != GONE:
                 mark_gone(row, error="deleted outside StratusLab")
-            return views_of(session, [row])[0]
+            return self._views(session, [row])[0]
 
 
 def _name_taken(name: str) -> Conflict:
