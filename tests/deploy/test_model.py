@@ -22,12 +22,12 @@ from stratuslab.deploy.model import (
     Module,
     ParameterDef,
     ParamSource,
-    load_tree,
     module_path,
     parse_module,
     resolve_reference,
 )
 from stratuslab.deploy.plan import Plan, resolve
+from stratuslab.deploy.tree import load_tree
 from stratuslab.errors import Invalid, NotFound
 
 
