@@ -235,7 +235,7 @@ def test_an_unknown_key_names_the_file_line_and_known_keys() -> None:
     )
     assert error.message == (
         "examples/webapp/db.yaml:4: unknown key 'recipies' in a component "
-        "(known: description, inputs, kind, outputs, parent, recipes)"
+        "(known: description, inputs, kind, outputs, parent, recipes, volumes)"
     )
 
 

@@ -20,6 +20,7 @@ from stratuslab.deploy.kinds import (
     ParameterDef,
 )
 from stratuslab.deploy.model import SCRIPT_STEPS
+from stratuslab.deploy.plan_volumes import Declared, merge_volumes
 from stratuslab.deploy.references import address_of, resolve_reference
 from stratuslab.errors import Invalid, NotFound
 
@@ -36,6 +37,7 @@ class Inherited:
     outputs: dict[str, ParameterDef]
     recipes: dict[str, tuple[tuple[str, str], ...]]
     packages: tuple[str, ...]
+    volumes: dict[str, Declared]  # the component's volumes, by name
 
 
 class Resolver:
@@ -111,7 +113,8 @@ def merge(
     image: ImageModule,
     image_path: str,
 ) -> Inherited:
-    """Merge a parent-first chain: parameters by name, recipes and packages in order."""
+    """Merge a parent-first chain: parameters by name, recipes and packages in order, volumes
+    by name (``deploy/plan_volumes.py``)."""
     inputs: dict[str, ParameterDef] = {}
     outputs: dict[str, ParameterDef] = {}
     owner: dict[str, str] = {}
@@ -126,7 +129,10 @@ def merge(
             recipes[step].append((module_path_, script))
         packages.extend(p for p in dict.fromkeys(module.packages) if p not in packages)
     frozen = {step: tuple(scripts) for step, scripts in recipes.items()}
-    return Inherited(path, version, image, image_path, inputs, outputs, frozen, tuple(packages))
+    volumes = merge_volumes([module for _, module in chain])
+    return Inherited(
+        path, version, image, image_path, inputs, outputs, frozen, tuple(packages), volumes
+    )
 
 
 def add(

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from stratuslab.deploy import yamlsource
+from stratuslab.deploy import volume_decls, yamlsource
 
 # What the server and the node agent share is defined once, in the agent's protocol; these
 # names stay importable from here for the modules that import them from the model.
@@ -85,7 +85,10 @@ _RECIPE_RENAMED = {
     "recipe": "post-install",
 }
 _NODE_RENAMED = {"max_provisioning_failures": "max-provisioning-failures"}
-_NODE_KEYS = ("component", "multiplicity", "cloud", "max-provisioning-failures", "parameters")
+_NODE_KEYS = (
+    *("component", "multiplicity", "cloud", "max-provisioning-failures", "parameters"),
+    *("volume", "volumes"),
+)
 _SOURCE_FORMS = "node:parameter (like db:hostname), ss:name (a run global) or a quoted literal"
 
 
@@ -160,7 +163,7 @@ def _component(
     doc.check_keys(
         "",
         data,
-        ("kind", "description", "parent", "inputs", "outputs", "recipes"),
+        ("kind", "description", "parent", "inputs", "outputs", "recipes", "volumes"),
         "a component",
         renamed=_RECIPE_RENAMED,
         renamed_hint="recipes go under 'recipes:'",
@@ -177,9 +180,11 @@ def _component(
                 f"{name!r} is also an input; a parameter is either an input or an output",
             )
     recipes, packages = _recipes(doc, data.get("recipes"))
+    volumes = volume_decls.component_volumes(doc, data.get("volumes"))
     return ComponentModule(
-        path, doc.file, base, description, parent, inputs, outputs, recipes, packages, lines
-    )
+        path, doc.file, base, description, parent, inputs, outputs, recipes, packages, lines,
+        volumes,
+    )  # fmt: skip
 
 
 def _parameters(doc: Document, path: str, value: Any, *, inputs: bool) -> dict[str, ParameterDef]:
@@ -315,6 +320,7 @@ def _node(doc: Document, name: str, value: Any, base: str) -> NodeDef:
             maximum=MAX_MULTIPLICITY,
         ),
         parameters,
+        volume_decls.node_volumes(doc, name, spec),
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from stratuslab.deploy import plan_volumes
 from stratuslab.deploy.inherit import Inherited, Resolver
 from stratuslab.deploy.model import (
     MAX_MULTIPLICITY,
@@ -26,6 +27,7 @@ from stratuslab.deploy.model import (
     ParameterDef,
     ParamSource,
 )
+from stratuslab.deploy.plan_volumes import NodeVolume
 from stratuslab.errors import Invalid
 
 
@@ -49,6 +51,9 @@ class NodePlan:
     # The baked image the node starts from, chosen when the run was created (deploy/bake.py):
     # image, digest, pristine (the image it was baked from) and skipped (the steps in it).
     baked: Mapping[str, Any] | None = None
+    # The volumes each instance is created with (deploy/plan_volumes.py), in the order the
+    # component declares them.
+    volumes: tuple[NodeVolume, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe form; recipes take the shape the agent's plan has."""
@@ -77,6 +82,7 @@ class NodePlan:
                 for n, s in self.mappings.items()
             },
             "baked": dict(self.baked) if self.baked is not None else None,
+            "volumes": [volume.to_dict() for volume in self.volumes],
         }
 
     @classmethod
@@ -108,6 +114,7 @@ class NodePlan:
                 for n, s in data["mappings"].items()
             },
             baked=data.get("baked"),  # plans recorded before baking have none
+            volumes=tuple(NodeVolume.from_dict(v) for v in data.get("volumes", ())),
         )
 
 
@@ -177,6 +184,13 @@ def resolve(
             dict(components[name].recipes),
             components[name].packages,
             dict(node.parameters),
+            volumes=plan_volumes.bind(
+                app,
+                node,
+                components[name].path,
+                components[name].volumes,
+                multiplicities.get(name, node.multiplicity),
+            ),
         )
         for name, node in app.nodes.items()
     }
@@ -187,7 +201,8 @@ def component_node(
     component: ComponentModule, version: int, lookup: Lookup, *, cloud: str, name: str
 ) -> Plan:
     """A plan of ``component`` alone, merged with its parents as one node ``name`` of
-    ``cloud`` would run it: no mappings, multiplicity 1 (what a bake starts, deploy/bake.py)."""
+    ``cloud`` would run it: no mappings, multiplicity 1, no volumes (what a bake starts,
+    deploy/bake.py: a baked image holds the root disk, never what a volume holds)."""
     resolver = Resolver(component, version, lookup)
     merged = resolver.inherit(component.path, version, component)
     image = merged.image.images.get(cloud)
