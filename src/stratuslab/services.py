@@ -9,6 +9,7 @@ else constructs the engine's parts. What depends on what, read top to bottom:
     quotas (reservations), accounting       what users may hold, and what they used
     image policy (endorsements)      the site's trust policy, at every start
     instances (per owner, quotas, policy)    the cloud layer
+    volumes (per owner, instances, quotas)   persistent volumes
     marketplace                      endorsed image entries, read by anybody
     work queue, parameter values     the seams between the engine's parts
     modules, runs (quotas), tokens, logs, reports
@@ -46,6 +47,7 @@ from stratuslab.cloud.marketplace.store import ImportBook, Marketplace
 from stratuslab.cloud.quotas import Quotas
 from stratuslab.cloud.snapshots import Snapshots
 from stratuslab.cloud.usage import Accounting
+from stratuslab.cloud.volumes import VolumeService
 from stratuslab.config import Settings
 from stratuslab.deploy.bake import Bakery
 from stratuslab.deploy.claims import Claims
@@ -236,6 +238,27 @@ class Services:
 
     def snapshots(self, caller: Principal) -> Snapshots:
         return Snapshots(self.instances(caller), self.connectors, limit=self.settings.max_snapshots)
+
+    def volumes(self, caller: Principal) -> VolumeService:
+        """The volume service acting for ``caller``: their own volumes and everybody's public
+        ones, or every volume for an administrator; instances as :meth:`instances` reaches."""
+        return self._volumes(caller.user or "", self.instances(caller), sees_all=caller.sees_all)
+
+    def volumes_of(self, owner: str) -> VolumeService:
+        """The volume service the engine uses on a run's behalf: with ``owner``'s rights over
+        volumes (a run binds only what its owner may), reaching the run's instances."""
+        return self._volumes(owner, self.instances_of(owner), sees_all=False)
+
+    def _volumes(self, owner: str, instances: InstanceService, *, sees_all: bool) -> VolumeService:
+        return VolumeService(
+            self.engine,
+            owner=owner,
+            connectors=self.connectors,
+            instances=instances,
+            quotas=self.quotas,
+            sees_all=sees_all,
+            max_snapshots=self.settings.max_snapshots,
+        )
 
     def instances_of(self, owner: str) -> InstanceService:
         """The instance service the engine uses on a run's behalf: it creates ``owner``'s

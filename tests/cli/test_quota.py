@@ -18,7 +18,7 @@ from stratuslab.cli.runtime import Runtime
 from stratuslab.config import Settings
 from stratuslab.db.models import UsageRecord
 from stratuslab.db.session import session_scope
-from stratuslab.principal import SERVER
+from stratuslab.principal import SERVER, Principal
 from tests.api.test_session import services_of
 from tests.support import CliResult, InProcessTransport
 
@@ -114,3 +114,16 @@ def test_usage_prints_json_for_billing_and_a_table_for_people(
     assert "No instance ran" in stratus("usage", *window).err  # alice ran nothing
     assert bob("usage", "--user", "alice").code == 66
     assert stratus("usage", "--since", "tomorrow").code == 65
+
+
+def test_quota_show_says_what_volumes_hold_against_the_storage_quota(
+    stratus: Cli, bob: Cli, api: TestClient
+) -> None:
+    assert stratus("quota", "set", "bob", "--storage", "10").code == 0
+    volumes = services_of(api).volumes(Principal.for_user("bob"))
+    volumes.create("data", size_bytes=3 << 30)
+    shown = bob("quota", "show")
+    assert shown.code == 0 and "3 / 10" in shown.out and "3 GiB of volumes" in shown.out
+    assert "not enforced" not in shown.out + shown.err
+    usage = json.loads(bob("quota", "show", "-o", "json").out)["usage"]["*"]
+    assert usage["storage_gib"] == 3

@@ -6,10 +6,15 @@ from typing import Any
 
 import click
 
-from stratuslab.cli.output import emit_json, err, out, output_option, plain, table
+from stratuslab.cli.output import emit_json, out, output_option, plain, table
 from stratuslab.cli.runtime import Runtime, pass_runtime
 
-LIMITS = (("instances", "INSTANCES"), ("cpu", "VCPUS"), ("ram_mb", "MEMORY MIB"))
+LIMITS = (
+    ("instances", "INSTANCES"),
+    ("cpu", "VCPUS"),
+    ("ram_mb", "MEMORY MIB"),
+    ("storage_gib", "STORAGE GIB"),
+)
 
 
 class LimitType(click.ParamType):  # type: ignore[type-arg]
@@ -50,7 +55,7 @@ def show(rt: Runtime, user: str | None, all_quotas: bool, output: str) -> None:
 
     A user is bound by their own quota (or the default, user:*) and by each of their groups'
     quotas on what all the group's members hold; a cloud's quota by what is held there, a
-    `*` quota by what is held on every cloud. Storage is shown, not yet enforced.
+    `*` quota by what is held on every cloud. Storage is what volumes hold, in whole GiB.
     """
     if all_quotas and user:
         raise click.UsageError("--all or --user, not both")
@@ -66,18 +71,17 @@ def show(rt: Runtime, user: str | None, all_quotas: bool, output: str) -> None:
         title = f"quotas of {who}" if who else "every quota"
         table(
             title,
-            ("SUBJECT", "CLOUD", *(label for _, label in LIMITS), "STORAGE GIB*"),
+            ("SUBJECT", "CLOUD", *(label for _, label in LIMITS)),
             (_row(q) for q in shown["quotas"]),
         )
         if any(q["over"] for q in shown["quotas"]):
             out.print(plain("Over a limit: what runs keeps running; nothing new starts."))
-        err.print("* storage is shown for volumes to come; it is not enforced yet")
     if who and shown["usage"]:
         held = shown["usage"]["*"]
         out.print(
             plain(
                 f"{who} holds {held['instances']} instance(s), {held['cpu']} vCPU(s), "
-                f"{held['ram_mb']} MiB on all clouds"
+                f"{held['ram_mb']} MiB, {held.get('storage_gib', 0)} GiB of volumes on all clouds"
             )
         )
 
@@ -89,7 +93,7 @@ def show(rt: Runtime, user: str | None, all_quotas: bool, output: str) -> None:
 @click.option("--instances", type=LIMIT, help="instances at once (none: no limit)")
 @click.option("--cpu", type=LIMIT, help="vCPUs")
 @click.option("--ram", type=LIMIT, help="memory, MiB")
-@click.option("--storage", type=LIMIT, help="volume storage, GiB (not yet enforced)")
+@click.option("--storage", type=LIMIT, help="volume storage, GiB")
 @output_option
 @pass_runtime
 def set_quota(
@@ -138,7 +142,7 @@ def _row(quota: dict[str, Any]) -> list[Any]:
 
     limits, usage = quota["limits"], quota["usage"]
     cells: list[Any] = [quota["subject"], quota["cloud"]]
-    for key in (*(k for k, _ in LIMITS), "storage_gib"):
+    for key, _ in LIMITS:
         limit = "-" if limits[key] is None else str(limits[key])
         used = "" if usage is None else f"{usage[key]} / "
         cell = Text(f"{used}{limit}")

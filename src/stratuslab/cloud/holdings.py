@@ -5,7 +5,9 @@ stopped instance can be started again at any moment, so it keeps its share, as O
 counts it), each at its size, and whatever runs reserve beyond their instances (node instances
 whose machine is not recorded yet, told by the deployment engine through ``Reserved``). An
 instance asked without a size is charged ``DEFAULT_CPU`` and ``DEFAULT_RAM_MB`` (and given that
-size when a quota bounds its owner's vCPUs or memory, see ``InstanceService``).
+size when a quota bounds its owner's vCPUs or memory, see ``InstanceService``). An owner also
+holds storage: every volume of theirs that is not gone, at its size in whole GiB rounded up
+(``volume_values.gib_of``), whether it is attached anywhere or not.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from stratuslab.cloud.types import InstanceState
+from stratuslab.cloud.volume_values import gib_of
 from stratuslab.db.models import InstanceRecord
+from stratuslab.db.volume_models import VolumeRecord
 
 ALL = "*"  # the scope of a quota on every cloud together
 DEFAULT_CPU = 1  # vCPUs charged for an instance asked without --cpu
@@ -26,19 +30,31 @@ DEFAULT_RAM_MB = 512  # MiB charged for an instance asked without --ram
 
 @dataclass(frozen=True)
 class Amount:
-    """Instances and what they hold: vCPUs and memory (MiB)."""
+    """Instances and what they hold: vCPUs and memory (MiB); and volume storage (GiB)."""
 
     instances: int = 0
     cpu: int = 0
     ram_mb: int = 0
+    storage_gib: int = 0
 
     def __add__(self, other: Amount) -> Amount:
         return Amount(
-            self.instances + other.instances, self.cpu + other.cpu, self.ram_mb + other.ram_mb
+            self.instances + other.instances,
+            self.cpu + other.cpu,
+            self.ram_mb + other.ram_mb,
+            self.storage_gib + other.storage_gib,
         )
 
+    def __bool__(self) -> bool:
+        return any((self.instances, self.cpu, self.ram_mb, self.storage_gib))
+
     def to_dict(self) -> dict[str, int]:
-        return {"instances": self.instances, "cpu": self.cpu, "ram_mb": self.ram_mb}
+        return {
+            "instances": self.instances,
+            "cpu": self.cpu,
+            "ram_mb": self.ram_mb,
+            "storage_gib": self.storage_gib,
+        }
 
 
 def charge_of(cpu: int | None, ram_mb: int | None, count: int = 1) -> Amount:
@@ -64,8 +80,8 @@ def nothing_reserved(_session: Session, _owners: Collection[str]) -> list[Holdin
 def held(
     session: Session, owners: Collection[str], reserved: Reserved
 ) -> dict[str, dict[str, Amount]]:
-    """What each of ``owners`` holds on each cloud: their live instances (one grouped query)
-    and what ``reserved`` adds."""
+    """What each of ``owners`` holds on each cloud: their live instances (one grouped query),
+    their volumes that are not gone (one query) and what ``reserved`` adds."""
     found: dict[str, dict[str, Amount]] = {}
 
     def add(owner: str, cloud: str, amount: Amount) -> None:
@@ -90,6 +106,13 @@ def held(
     )
     for owner, cloud, count, cpu, ram in rows:
         add(owner, cloud, Amount(int(count), int(cpu or 0), int(ram or 0)))
+    volumes = session.execute(
+        select(VolumeRecord.owner, VolumeRecord.cloud, VolumeRecord.size_bytes).where(
+            VolumeRecord.owner.in_(sorted(owners)), VolumeRecord.state != "gone"
+        )
+    )
+    for owner, cloud, size in volumes:
+        add(owner, cloud, Amount(storage_gib=gib_of(int(size))))
     for holding in reserved(session, owners):
         add(holding.owner, holding.cloud, holding.amount)
     return found

@@ -2,9 +2,8 @@
 
 A quota is a record of the ``quotas`` table: a subject (``user:<name>``, ``group:<name>``, or
 ``user:*``, the default for every user without a quota of their own of that scope), a scope
-(one cloud, or ``*`` for all clouds together) and limits on instances, vCPUs and memory (MiB);
-a limit of None is no limit. ``storage_gib`` is kept for volumes: accepted and shown, not
-enforced until volumes exist.
+(one cloud, or ``*`` for all clouds together) and limits on instances, vCPUs, memory (MiB) and
+volume storage (GiB); a limit of None is no limit.
 
 Who is bound by what, as a site that shares its machines among projects expects:
 
@@ -15,7 +14,9 @@ Who is bound by what, as a site that shares its machines among projects expects:
 A cloud's quota bounds what is held on that cloud; a ``*`` quota what is held on all of them.
 
 What is held (:mod:`stratuslab.cloud.holdings`): every instance of the owner that is not gone,
-at its size, plus what runs reserve for node instances whose machine is not recorded yet.
+at its size, plus what runs reserve for node instances whose machine is not recorded yet, and
+every volume of theirs that is not gone, in whole GiB (checked by the volume service when it
+records a volume, a clone or a resize).
 A refusal is ``CapacityExceeded`` saying what is over and by how much; nothing is recorded. The
 check and the record of what it admits are made in one transaction that holds a lock on each
 subject that binds (a PostgreSQL advisory lock, always taken in the same order; SQLite
@@ -71,13 +72,18 @@ __all__ = [
 ]
 
 DEFAULT_USER = "user:*"  # the quota of every user without one of their own for that scope
-_DIMENSIONS = (("instances", "instances"), ("cpu", "vCPUs"), ("ram_mb", "memory (MiB)"))
+_DIMENSIONS = (
+    ("instances", "instances"),
+    ("cpu", "vCPUs"),
+    ("ram_mb", "memory (MiB)"),
+    ("storage_gib", "storage (GiB)"),
+)
 MAX_LIMIT = 2**31 - 1  # what the store keeps
 
 
 @dataclass(frozen=True)
 class Limits:
-    """A quota's limits; None is no limit. ``storage_gib`` is shown, not yet enforced."""
+    """A quota's limits; None is no limit."""
 
     instances: int | None = None
     cpu: int | None = None
@@ -93,7 +99,7 @@ class Limits:
 
     @property
     def enforced(self) -> bool:
-        """Whether any limit this version enforces is set."""
+        """Whether any limit is set."""
         return any(getattr(self, name) is not None for name, _ in _DIMENSIONS)
 
     def excess(self, in_use: Amount, asked: Amount) -> list[str]:
@@ -222,7 +228,7 @@ class Quotas:
         each of their groups) holds would exceed a quota that binds them. Call it in the
         transaction that then records what it admits: it holds the subjects' locks until that
         transaction ends."""
-        asked = {cloud: amount for cloud, amount in demand.items() if amount.instances > 0}
+        asked = {cloud: amount for cloud, amount in demand.items() if amount}
         if not asked:
             return
         found = [
@@ -244,8 +250,8 @@ class Quotas:
         if refusals:
             raise CapacityExceeded(
                 "over quota: " + " | ".join(refusals),
-                hint="free what you no longer need (stratus instance list, stratus run list) "
-                "or ask an administrator; see `stratus quota show`",
+                hint="free what you no longer need (stratus instance list, stratus run list, "
+                "stratus volume list) or ask an administrator; see `stratus quota show`",
             )
 
     def refusal(
@@ -335,7 +341,7 @@ def _entry(binding: Binding, holdings: Mapping[str, Mapping[str, Amount]]) -> di
 
 
 def _usage_dict(amount: Amount) -> dict[str, int]:
-    return amount.to_dict() | {"storage_gib": 0}  # no volumes yet
+    return amount.to_dict()
 
 
 def _check_subject(session: Session, subject: str) -> None:

@@ -20,6 +20,4 @@ class QuotaUpdate(BaseModel):
     instances: Limit = Field(default=None, ge=0, le=MAX_LIMIT)
     cpu: Limit = Field(default=None, ge=0, le=MAX_LIMIT, description="vCPUs")
     ram_mb: Limit = Field(default=None, ge=0, le=MAX_LIMIT, description="memory, MiB")
-    storage_gib: Limit = Field(
-        default=None, ge=0, le=MAX_LIMIT, description="volume storage: shown, not yet enforced"
-    )
+    storage_gib: Limit = Field(default=None, ge=0, le=MAX_LIMIT, description="volume storage, GiB")
