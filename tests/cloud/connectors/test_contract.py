@@ -1,6 +1,6 @@
 """The connector contract. Every connector must pass this suite: the fake and localproc always,
 LXD in CI (which installs and initialises it). A connector is done when it passes, not when it
-imports."""
+imports. The ``connector`` fixture is in conftest.py, shared with test_contract_volumes.py."""
 
 from __future__ import annotations
 
@@ -9,54 +9,16 @@ import io
 import ipaddress
 import secrets
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from stratuslab import config
 from stratuslab.cloud.base import Connector, InstanceSpec
 from stratuslab.cloud.connectors.fake import FakeConnector
-from stratuslab.cloud.connectors.localproc import LocalProcConnector
-from stratuslab.cloud.connectors.lxd import LxdConnector
 from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import Conflict, NotFound, NotSupported
 
 IMAGE = "debian-12"
-
-
-@pytest.fixture(
-    params=[
-        "fake",
-        pytest.param("localproc", marks=pytest.mark.spawns),
-        pytest.param("lxd", marks=pytest.mark.lxd),
-    ]
-)
-def connector(
-    request: pytest.FixtureRequest, fake_namespace: str, tmp_path: Path
-) -> Iterator[Connector]:
-    made: Connector
-    if request.param == "fake":
-        made = FakeConnector(namespace=fake_namespace)
-    elif request.param == "localproc":
-        made = LocalProcConnector(root=str(tmp_path / "instances"))
-    else:
-        settings = config.load()
-        made = LxdConnector(endpoint=settings.lxd_endpoint, profile=settings.lxd_profile)
-    created: list[str] = []
-    original = made.create
-
-    def tracked(spec: InstanceSpec) -> object:
-        created.append(spec.name)
-        return original(spec)
-
-    made.create = tracked  # type: ignore[method-assign]
-    try:
-        yield made
-    finally:
-        for name in created:  # clean up even when the test failed
-            made.destroy(name)
-        made.close()
 
 
 def name() -> str:

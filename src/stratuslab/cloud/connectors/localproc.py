@@ -102,6 +102,8 @@ class LocalProcConnector(Connector):
         if not NAME.match(spec.name):
             raise Invalid(f"instance name {spec.name!r}: use letters, digits and '-' (a host name)")
         image = self.get_image(spec.image)
+        if spec.volumes:
+            raise NotSupported("the localproc connector has no volumes")
         if spec.user_data is not None and not spec.user_data.startswith("#!"):
             raise NotSupported("the localproc connector runs user-data that is a #! script only")
         folder = self._folder(spec.name)

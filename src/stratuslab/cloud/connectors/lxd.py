@@ -5,7 +5,8 @@ Tags live in the instance's ``user.stratus.*`` configuration keys. Contextualiza
 script or cloud-config): the keys cloud-init reads on LXD, and the keys the base image's
 ``stratus-context`` service reads from ``/dev/lxd/sock`` where there is no cloud-init.
 Every bridged NIC an instance gets from its profile is given again as a device of its own,
-with LXD's spoofing filters on (``lxd_nics.py``).
+with LXD's spoofing filters on (``lxd_nics.py``). Volumes are custom storage volumes on the
+profile's pool, attached as disk devices (``lxd_volumes.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from stratuslab.cloud.base import (
 from stratuslab.cloud.connectors.lxd_api import OPERATION_TIMEOUT, LxdApi, answered
 from stratuslab.cloud.connectors.lxd_images import FINGERPRINT, LxdImages, lxd_time
 from stratuslab.cloud.connectors.lxd_nics import filtered_nics
+from stratuslab.cloud.connectors.lxd_volumes import TAG_PREFIX, LxdVolumes
 from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import BackendError, Conflict, Invalid, NotFound
 
@@ -43,7 +45,6 @@ STATE_MAP: dict[str, InstanceState] = {
     "Error": InstanceState.ERROR,
 }
 
-TAG_PREFIX = "user.stratus."
 EXEC_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root",
@@ -65,7 +66,7 @@ _STATE_WORKERS = 8  # states asked at once after a filtered listing; LXD serves 
 _PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_.:@/,=~%-]+$")
 
 
-class LxdConnector(LxdImages, Connector):
+class LxdConnector(LxdImages, LxdVolumes, Connector):
     """System containers on one LXD server, created with one profile."""
 
     kind = "lxd"
@@ -76,6 +77,7 @@ class LxdConnector(LxdImages, Connector):
             Capability.EXPORT_IMAGE,
             Capability.PUBLISH_IMAGE,
             Capability.SNAPSHOT,
+            Capability.VOLUMES,
         }
     )
 
@@ -92,6 +94,7 @@ class LxdConnector(LxdImages, Connector):
         self.api = api or LxdApi(endpoint, cert=cert, verify=verify)
         self._filtering: bool | None = None  # whether LXD filters listings: asked once
         self._nics: dict[str, dict[str, str]] | None = None  # the profile's NICs, filtered
+        self._pool: str | None = None  # the profile's root disk pool, where volumes live
 
     # -- the contract ---------------------------------------------------------------------
 
@@ -116,7 +119,8 @@ class LxdConnector(LxdImages, Connector):
             "source": {"type": "image", "fingerprint": fingerprint},
             "profiles": [self.profile],
             "config": config,
-            "devices": self.ex_filtered_nics(),
+            # Volumes as devices of the instance from the start: mounted before it first boots.
+            "devices": {**self.ex_filtered_nics(), **self.ex_volume_devices(spec.volumes)},
         }
         try:
             self.api.post("/1.0/instances", body)

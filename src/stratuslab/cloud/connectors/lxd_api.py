@@ -22,10 +22,17 @@ import httpx
 
 from stratuslab.errors import BackendError, BackendUnavailable, Conflict, Invalid, NotFound
 
+
+class Stale(BackendError):
+    """LXD refused a change made with ``If-Match``: the object changed since it was read (412).
+    Whoever read it reads it again and decides again; it never reaches users as such."""
+
+
 _STATUS_ERRORS: dict[int, type[BackendError] | type[NotFound] | type[Conflict] | type[Invalid]] = {
     400: Invalid,
     404: NotFound,
     409: Conflict,
+    412: Stale,
 }
 
 # LXD answers a plain request in milliseconds, but it has taken over 60 s to answer
@@ -115,8 +122,33 @@ class LxdApi:
         Raises ``BackendError`` when LXD does not answer within ``timeout`` seconds (default
         ``REQUEST_TIMEOUT``), or its operation has not ended within ``timeout`` (default
         ``OPERATION_TIMEOUT``); ``BackendUnavailable`` when it cannot be reached."""
+        response = self._send(method, path, json, params, content, headers, timeout)
+        body = self._decode(response, method, path)
+        if body.get("type") == "async" and wait:
+            return self.wait(body["operation"], timeout=timeout)
+        return body.get("metadata")
+
+    def get_with_etag(
+        self, path: str, *, timeout: float | None = None, **params: Any
+    ) -> tuple[Any, str]:
+        """GET ``path``: its metadata and the ETag LXD computed of it, to send back as
+        ``If-Match`` with a change, which LXD then refuses (``Stale``) if anything changed."""
+        response = self._send("GET", path, None, params, None, None, timeout)
+        body = self._decode(response, "GET", path)
+        return body.get("metadata"), response.headers.get("etag", "")
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        json: Any,
+        params: Mapping[str, Any] | None,
+        content: bytes | IO[bytes] | Iterable[bytes] | None,
+        headers: Mapping[str, str] | None,
+        timeout: float | None,
+    ) -> httpx.Response:
         try:
-            response = self._http.request(
+            return self._http.request(
                 method,
                 path,
                 json=json,
@@ -135,10 +167,6 @@ class LxdApi:
             raise BackendError(f"LXD did not answer {method} {path} within {bound:g} s") from exc
         except httpx.TransportError as exc:
             raise BackendUnavailable(f"LXD at {self.endpoint}: {exc}") from exc
-        body = self._decode(response, method, path)
-        if body.get("type") == "async" and wait:
-            return self.wait(body["operation"], timeout=timeout)
-        return body.get("metadata")
 
     def raw(self, url: str) -> bytes:
         """The body of a non-JSON answer (an exec log)."""

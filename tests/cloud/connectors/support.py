@@ -1,0 +1,45 @@
+"""Connectors for the connector suites: one of a given kind, and one whose instances are
+destroyed when it is done with, even when the test failed (see conftest.py's ``connector``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from stratuslab import config
+from stratuslab.cloud.base import Connector, InstanceSpec
+from stratuslab.cloud.connectors.fake import FakeConnector
+from stratuslab.cloud.connectors.localproc import LocalProcConnector
+from stratuslab.cloud.connectors.lxd import LxdConnector
+
+
+def open_connector(kind: str, *, namespace: str, root: Path) -> Connector:
+    """A connector of ``kind``: the fake in ``namespace``, localproc under ``root``, or the LXD
+    that ``make setup`` prepared."""
+    if kind == "fake":
+        return FakeConnector(namespace=namespace)
+    if kind == "localproc":
+        return LocalProcConnector(root=str(root))
+    settings = config.load()
+    return LxdConnector(endpoint=settings.lxd_endpoint, profile=settings.lxd_profile)
+
+
+@contextmanager
+def destroying(made: Connector) -> Iterator[Connector]:
+    """``made``, remembering every instance it is asked to create; at the end each is
+    destroyed and the connector closed."""
+    created: list[str] = []
+    original = made.create
+
+    def tracked(spec: InstanceSpec) -> object:
+        created.append(spec.name)
+        return original(spec)
+
+    made.create = tracked  # type: ignore[method-assign]
+    try:
+        yield made
+    finally:
+        for name in created:  # clean up even when the test failed
+            made.destroy(name)
+        made.close()
