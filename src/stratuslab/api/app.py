@@ -34,6 +34,7 @@ from stratuslab.api.routes import (
     slipstream,
     usage,
     users,
+    volumes,
     watches,
     whoami,
 )
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(watches.router)
     app.include_router(hooks.router)
     app.include_router(marketplace.router)
+    app.include_router(volumes.router)
     app.add_exception_handler(StratusError, _stratus_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_middleware(

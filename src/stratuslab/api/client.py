@@ -33,6 +33,7 @@ from stratuslab.api import identity
 from stratuslab.api.client_accounts import AccountResources
 from stratuslab.api.client_images import ImageResources
 from stratuslab.api.client_marketplace import MarketplaceResources
+from stratuslab.api.client_volumes import VolumeResources
 from stratuslab.api.identity import ServerIdentity
 from stratuslab.api.transport import HttpTransport as HttpTransport
 from stratuslab.api.transport import Response as Response
@@ -53,7 +54,7 @@ def is_api_key(token: str) -> bool:
     return _API_KEY.match(token) is not None
 
 
-class ApiClient(AccountResources, ImageResources, MarketplaceResources):
+class ApiClient(AccountResources, ImageResources, MarketplaceResources, VolumeResources):
     identify_timeout = 10.0  # a server that takes longer to say who it is is as good as hung
 
     def __init__(

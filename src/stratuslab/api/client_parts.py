@@ -1,6 +1,7 @@
 """What each part of the API client (``client_accounts.py``, ``client_images.py``,
-``client_marketplace.py``) uses of :class:`~stratuslab.api.client.ApiClient`, which inherits
-every part and defines these: said once, for the type checker only."""
+``client_marketplace.py``, ``client_volumes.py``) uses of
+:class:`~stratuslab.api.client.ApiClient`, which inherits every part and defines these: said
+once, for the type checker only."""
 
 from __future__ import annotations
 

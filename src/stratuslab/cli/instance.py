@@ -46,6 +46,14 @@ def group() -> None:
 )
 @click.option("--name", help="instance name (NAME-1..NAME-N with -n)")
 @click.option("--cloud", default="local", show_default=True, help="the cloud to start on")
+@click.option(
+    "--volume",
+    "volumes",
+    multiple=True,
+    metavar="NAME[:PATH][:ro]",
+    help="start with volume NAME (or OWNER/NAME) mounted at PATH (default /mnt/NAME), "
+    "read-only with :ro; repeatable",
+)
 @output_option
 @pass_runtime
 def run(
@@ -58,9 +66,11 @@ def run(
     user_data: Path | None,
     name: str | None,
     cloud: str,
+    volumes: tuple[str, ...],
     output: str,
 ) -> None:
-    """Start instances from IMAGE and wait until each is running with an address."""
+    """Start instances from IMAGE and wait until each is running with an address (and with
+    each --volume mounted)."""
     body: dict[str, Any] = {
         "image": image,
         "count": count,
@@ -69,6 +79,10 @@ def run(
         "name": name,
         "cloud": cloud,
     }
+    if volumes:
+        from stratuslab.cli.volume import mount_of
+
+        body["volumes"] = [mount_of(given) for given in volumes]
     if key is not None or user_data is not None:  # checked here: a mistake costs no round trip
         from stratuslab.cloud.context import read_ssh_keys, read_user_data
 
@@ -133,7 +147,10 @@ def show(rt: Runtime, ref: str, output: str) -> None:
     if output == "json":
         emit_json(view)
         return
+    from stratuslab.cli.volume import mounted
+
     view["addresses"] = ", ".join(view["addresses"])
+    view["volumes"] = "\n".join(mounted(v) for v in view.get("volumes", []))
     table(None, ("", ""), ((k, v) for k, v in view.items() if v not in (None, "", [])))
 
 

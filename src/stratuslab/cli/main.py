@@ -22,6 +22,7 @@ from stratuslab.cli import (
     server,
     session,
     user,
+    volume,
     watch,
 )
 from stratuslab.cli.deploy import deploy
@@ -85,6 +86,7 @@ cli.add_command(quota.group)
 cli.add_command(usage)
 cli.add_command(watch.group)
 cli.add_command(marketplace.group)
+cli.add_command(volume.group)
 
 
 def main(argv: list[str] | None = None, *, runtime: Runtime | None = None) -> int:

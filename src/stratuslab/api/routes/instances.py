@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Annotated, Any
 
@@ -21,14 +22,20 @@ from stratuslab.api.schemas.instances import (
     InstancePublic,
     InstancesAccepted,
 )
+from stratuslab.api.schemas.volumes import VolumeMount
 from stratuslab.cloud import events
 from stratuslab.cloud.instances import InstanceService, InstanceView, Prepared, RunRequest
+from stratuslab.cloud.volume_claims import VolumeClaim
+from stratuslab.cloud.volume_values import DEFAULT_PATH, parse_ref
+from stratuslab.cloud.volumes import VolumeService
 from stratuslab.errors import Invalid, StratusError
+from stratuslab.principal import Principal
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/instances", tags=["instances"])
 SETTLED = {"running", "stopped", "gone", "error"}
 MAX_IDS = 10_000  # characters of ids= one watch follows (about 300 instances)
+VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8}$")
 
 
 @router.get("", response_model=list[InstancePublic])
@@ -39,21 +46,24 @@ def list_instances(
     gone: Annotated[bool, Query(description="include instances that are gone")] = False,
 ) -> list[dict[str, Any]]:
     views = services.instances(user).list_instances(all_owners=all, include_gone=gone)
-    return [v.to_dict() for v in views]
+    return _with_volumes(services, user, views)
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=InstancesAccepted)
 def run_instances(body: InstanceCreate, services: ServicesDep, user: UserDep) -> dict[str, Any]:
     """Check and record the instances, then create them in the background. Follow them with
-    ``GET /api/instances/watch?ids=...``."""
+    ``GET /api/instances/watch?ids=...``. Each is created with ``volumes`` attached (the
+    caller's own, or another user's public ones read-only), claimed as it is recorded."""
     service = services.instances(user)
+    given = body.model_dump(exclude={"volumes"})
+    claims = _claims(services, user, body.volumes, cloud=body.cloud)
     prepared = service.prepare(
-        RunRequest(**{**body.model_dump(), "ssh_keys": tuple(body.ssh_keys)})
+        RunRequest(**{**given, "ssh_keys": tuple(body.ssh_keys), "volumes": claims})
     )
     services.submit(_provision, service, prepared)
     ids = ",".join(v.id for v in prepared.views)
     return {
-        "instances": [v.to_dict() for v in prepared.views],
+        "instances": _with_volumes(services, user, prepared.views),
         "watch": f"/api/instances/watch?ids={ids}",
     }
 
@@ -81,17 +91,17 @@ async def watch(
 
 @router.get("/{ref}", response_model=InstancePublic)
 def show(ref: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return services.instances(user).get(ref).to_dict()
+    return _with_volumes(services, user, [services.instances(user).get(ref)])[0]
 
 
 @router.post("/{ref}/stop", response_model=InstancePublic)
 def stop(ref: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return services.instances(user).stop(ref).to_dict()
+    return _with_volumes(services, user, [services.instances(user).stop(ref)])[0]
 
 
 @router.post("/{ref}/start", response_model=InstancePublic)
 def start(ref: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return services.instances(user).start(ref).to_dict()
+    return _with_volumes(services, user, [services.instances(user).start(ref)])[0]
 
 
 @router.delete("/{ref}", response_model=InstancePublic)
@@ -105,6 +115,56 @@ def exec_command(
 ) -> dict[str, Any]:
     result = services.instances(user).exec(ref, body.command, timeout=body.timeout)
     return {"exit_code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr}
+
+
+def _with_volumes(
+    services: Services, user: Principal, views: Sequence[InstanceView]
+) -> list[dict[str, Any]]:
+    """The instances as users see them, each with the volumes attached to it (one read of
+    the store for all of them)."""
+    attached = services.volumes(user).of_instances([v.id for v in views])
+    return [
+        {
+            **v.to_dict(),
+            "volumes": [
+                {"ref": a.volume, "path": a.path, "read_only": a.read_only, "state": a.state}
+                for a in attached.get(v.id, ())
+            ],
+        }
+        for v in views
+    ]
+
+
+def _claims(
+    services: Services, user: Principal, mounts: Sequence[VolumeMount], *, cloud: str
+) -> tuple[VolumeClaim, ...]:
+    """The volume service's claims for ``mounts`` (its rights check: the caller's own volume,
+    or another user's public one read-only), each volume and each path once."""
+    if not mounts:
+        return ()
+    volumes = services.volumes(user)
+    claims = []
+    for mount in mounts:
+        path = mount.path or DEFAULT_PATH.format(name=_name_of(volumes, mount.volume))
+        claims.append(
+            volumes.claim_for(mount.volume, path=path, read_only=mount.read_only, cloud=cloud)
+        )
+    for what, keys in (
+        ("volume", [c.volume_id for c in claims]),
+        ("mount path", [c.mount.path for c in claims]),
+    ):
+        twice = next((k for n, k in enumerate(keys) if k in keys[:n]), None)
+        if twice is not None:
+            label = claims[keys.index(twice)].label if what == "volume" else twice
+            raise Invalid(f"{what} {label} is given twice: an instance has each once")
+    return tuple(claims)
+
+
+def _name_of(volumes: VolumeService, ref: str) -> str:
+    """The name of the volume ``ref`` names (looked up when it is an id)."""
+    if VOLUME_ID.match(ref):
+        return volumes.get(ref).name
+    return parse_ref(ref).name
 
 
 def _provision(service: InstanceService, prepared: Prepared) -> None:

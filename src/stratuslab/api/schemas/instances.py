@@ -7,6 +7,9 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratuslab.api.schemas.text import Text
+from stratuslab.api.schemas.volumes import InstanceVolume, VolumeMount
+
+MAX_MOUNTS = 16  # volumes an instance is started with
 
 
 class InstanceCreate(BaseModel):
@@ -20,6 +23,7 @@ class InstanceCreate(BaseModel):
     user_data: Text | None = None  # the service bounds it, naming the limit
     name: Text | None = Field(default=None, max_length=63)
     cloud: Text = Field(default="local", max_length=64)
+    volumes: list[VolumeMount] = Field(default_factory=list, max_length=MAX_MOUNTS)
 
 
 class InstancePublic(BaseModel):
@@ -39,6 +43,7 @@ class InstancePublic(BaseModel):
     recovered: bool
     run_id: str | None
     node_instance: str | None
+    volumes: list[InstanceVolume] = Field(default_factory=list)  # what is attached to it
 
 
 class InstancesAccepted(BaseModel):
