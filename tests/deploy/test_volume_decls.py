@@ -128,6 +128,10 @@ COMPONENT = "kind: component\nparent: base\nvolumes:\n"
         ("  data:\n    mount: /srv\n", "x.yaml:5: 'mount' is now called 'path'"),
         ("  data:\n    sise: 1GiB\n", "x.yaml:5: unknown key 'sise' in a volume (known: "),
         ("  data:\n    description: 3\n", "x.yaml:5: volumes.data.description: must be text"),
+        (
+            "  data:\n    description: " + "x" * 1001 + "\n",
+            "x.yaml:5: volumes.data.description: is longer than 1000 characters",
+        ),
     ],
 )
 def test_bad_volume_declarations_name_the_file_line_and_key(text: str, message: str) -> None:
@@ -193,3 +197,10 @@ NODE = "kind: application\nnodes:\n  db:\n    component: db\n"
 )
 def test_bad_bindings_name_the_file_line_and_key(text: str, message: str) -> None:
     assert refused(NODE + text).message.startswith(message)
+
+
+def test_a_description_is_bounded_as_the_volume_service_bounds_it() -> None:
+    from stratuslab.cloud import volumes
+    from stratuslab.deploy import volume_decls
+
+    assert volume_decls.MAX_DESCRIPTION == volumes.MAX_DESCRIPTION

@@ -42,6 +42,7 @@ MAX_VOLUMES = 16  # a component mounts at most this many, its parents' included
 # most 63 characters: with a node name of at most 20 and an index of at most 5 digits, the
 # volume's own name has 26 left; 20 keeps it a short word.
 MAX_VOLUME_NAME = 20
+MAX_DESCRIPTION = 1000  # characters, as the volume service takes (cloud/volumes.py)
 _DECLARED = ("size", "path", "read_only", "description")
 _BOUND = ("volume", "read_only")
 _RENAMED = {"read-only": "read_only", "readonly": "read_only", "mount": "path"}
@@ -68,9 +69,7 @@ def component_volumes(doc: Document, value: Any) -> dict[str, VolumeDef]:
             read_only=_flag(doc, join(where, "read_only"), spec["read_only"])
             if "read_only" in spec
             else None,
-            description=doc.text(join(where, "description"), spec["description"])
-            if spec.get("description") is not None
-            else None,
+            description=_description(doc, join(where, "description"), spec.get("description")),
         )
     return found
 
@@ -157,6 +156,15 @@ def _path(doc: Document, where: str, value: Any) -> str:
         return volume_values.check_path(text)
     except Invalid as exc:
         raise doc.error(where, exc.message) from None
+
+
+def _description(doc: Document, where: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    text = doc.text(where, value)
+    if len(text) > MAX_DESCRIPTION:
+        raise doc.error(where, f"is longer than {MAX_DESCRIPTION} characters")
+    return text
 
 
 def _flag(doc: Document, where: str, value: Any) -> bool:
