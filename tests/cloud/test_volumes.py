@@ -206,7 +206,10 @@ def test_another_users_public_volume_is_read_and_attached_read_only_never_change
     assert [v.ref for v in bob.list(public=True)] == ["alice/dataset"]
     assert bob.list() == []  # public ones only when asked for
     assert [s.name for s in bob.snapshots("alice/dataset")] == ["v1"]
-    with pytest.raises(Forbidden, match="others may read it and attach it read-only") as rw:
+    with pytest.raises(
+        Forbidden,
+        match="others may read it and attach it read-only; only its owner may attach it read-write",
+    ) as rw:
         bob.attach("alice/dataset", bobs.id)
     assert "--read-only" in str(rw.value.hint)
     attached = bob.attach("alice/dataset", bobs.id, read_only=True)
@@ -215,14 +218,17 @@ def test_another_users_public_volume_is_read_and_attached_read_only_never_change
     ]
     assert fake.ex_mounts(bobs.name)[f"stratus-{shared.id}"].read_only
     for what, call in (
-        ("delete", lambda: bob.delete("alice/dataset")),
-        ("resize", lambda: bob.resize("alice/dataset", size_bytes=2 * GiB)),
-        ("snapshot", lambda: bob.snapshot("alice/dataset", "mine")),
-        ("restore", lambda: bob.restore("alice/dataset", "v1")),
-        ("delete snapshots of", lambda: bob.delete_snapshot("alice/dataset", "v1")),
-        ("attach read-write", lambda: bob.claim_for("alice/dataset", path="/d", read_only=False)),
+        ("delete it", lambda: bob.delete("alice/dataset")),
+        ("resize it", lambda: bob.resize("alice/dataset", size_bytes=2 * GiB)),
+        ("snapshot it", lambda: bob.snapshot("alice/dataset", "mine")),
+        ("restore it", lambda: bob.restore("alice/dataset", "v1")),
+        ("delete its snapshots", lambda: bob.delete_snapshot("alice/dataset", "v1")),
+        (
+            "attach it read-write",
+            lambda: bob.claim_for("alice/dataset", path="/d", read_only=False),
+        ),
     ):
-        with pytest.raises(Forbidden, match=f"not {what} it"):
+        with pytest.raises(Forbidden, match=f"only its owner may {what}"):
             call()
     clone = bob.create("mine", source="alice/dataset/v1")
     assert (clone.owner, clone.source, clone.size_bytes) == ("bob", "alice/dataset/v1", GiB)
@@ -316,6 +322,7 @@ def test_killing_an_instance_keeps_its_volume_and_frees_it(
     alice.instances.kill(first.id)
     shown = alice.get("data")
     assert (shown.state, shown.attachments) == ("ready", ())
+    assert alice.of_instances([first.id]) == {}  # `instance show` of it lists no volume
     assert len(fake.list_volumes()) == 1
     assert alice.attach("data", second.id).attachments[0].instance == second.id
     assert alice.detach("data", first.id).attachments[0].instance == second.id  # gone: no-op

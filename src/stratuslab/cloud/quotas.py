@@ -156,8 +156,8 @@ def subject_of(*, user: str | None = None, group: str | None = None) -> str:
 
 class Quotas:
     """Quotas as administrators set them and users read them, and the check every request
-    that adds instances passes inside the transaction that records them. ``reserved`` says
-    what runs hold beyond their instances (the deployment engine's
+    that adds instances or volume storage passes inside the transaction that records them.
+    ``reserved`` says what runs hold beyond their instances (the deployment engine's
     :func:`stratuslab.deploy.reservations.held_by_runs`)."""
 
     def __init__(self, engine: Engine, *, reserved: Reserved = nothing_reserved) -> None:

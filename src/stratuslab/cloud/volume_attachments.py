@@ -28,9 +28,10 @@ from stratuslab.cloud.volume_records import (
     views_of,
 )
 from stratuslab.cloud.volume_values import DEFAULT_PATH, check_path
+from stratuslab.db.models import InstanceRecord
 from stratuslab.db.session import session_scope
 from stratuslab.db.volume_models import VolumeAttachmentRecord, VolumeRecord
-from stratuslab.errors import Conflict, StratusError
+from stratuslab.errors import Conflict
 
 if TYPE_CHECKING:
     from stratuslab.cloud.instances import InstanceView
@@ -54,7 +55,7 @@ class VolumeAttachments(VolumeReach):
         with session_scope(self.engine) as session:
             row = self._find(session, ref)
             if not read_only:
-                self._may_change(row, "attach read-write", hint="attach it with --read-only")
+                self._may_change(row, "attach it read-write", hint="attach it with --read-only")
         label = f"{row.owner}/{row.name}"
         mount = Mount(row.backend_name, check_path(path or DEFAULT_PATH.format(name=row.name)))
         mount = Mount(mount.volume, mount.path, read_only)
@@ -130,7 +131,7 @@ class VolumeAttachments(VolumeReach):
         with session_scope(self.engine) as session:
             row = self._find(session, ref)
             if not read_only:
-                self._may_change(row, "attach read-write", hint="mount it read-only")
+                self._may_change(row, "attach it read-write", hint="mount it read-only")
         label = f"{row.owner}/{row.name}"
         if row.state != READY:
             raise Conflict(f"volume {label} is {row.state}: only a ready volume can be attached")
@@ -142,17 +143,24 @@ class VolumeAttachments(VolumeReach):
         return VolumeClaim(row.id, Mount(row.backend_name, path, read_only), label)
 
     def of_instances(self, instance_ids: Sequence[str]) -> dict[str, list[AttachmentOfInstance]]:
-        """Per instance (of those the caller reaches), the volumes attached to it, by path."""
+        """Per instance of ``instance_ids`` that the caller reaches and that is not gone (a gone
+        one holds no volume), the volumes attached to it, by path. One query for them all."""
         if not instance_ids:
             return {}
-        reached = {view.id for view in self._reached_instances(instance_ids)}
+        query = (
+            select(VolumeAttachmentRecord, VolumeRecord.owner, VolumeRecord.name)
+            .join(VolumeRecord, VolumeRecord.id == VolumeAttachmentRecord.volume_id)
+            .join(InstanceRecord, InstanceRecord.id == VolumeAttachmentRecord.instance_id)
+            .where(
+                VolumeAttachmentRecord.instance_id.in_(sorted(set(instance_ids))),
+                InstanceRecord.state != InstanceState.GONE.value,
+            )
+            .order_by(VolumeAttachmentRecord.instance_id, VolumeAttachmentRecord.path)
+        )
+        if not self.sees_all:
+            query = query.where(InstanceRecord.owner == self.owner)
         with session_scope(self.engine) as session:
-            rows = session.execute(
-                select(VolumeAttachmentRecord, VolumeRecord.owner, VolumeRecord.name)
-                .join(VolumeRecord, VolumeRecord.id == VolumeAttachmentRecord.volume_id)
-                .where(VolumeAttachmentRecord.instance_id.in_(sorted(reached)))
-                .order_by(VolumeAttachmentRecord.path)
-            ).all()
+            rows = session.execute(query).all()
         found: dict[str, list[AttachmentOfInstance]] = {}
         for attachment, owner, name in rows:
             found.setdefault(attachment.instance_id, []).append(
@@ -181,12 +189,3 @@ class VolumeAttachments(VolumeReach):
                 hint="start a new one with `stratus instance run`",
             )
         raise Conflict(f"instance {view.id} is {view.state}: volumes are attached to running ones")
-
-    def _reached_instances(self, ids: Sequence[str]) -> list[InstanceView]:
-        found = []
-        for instance_id in dict.fromkeys(ids):
-            try:
-                found.append(self.instances.get(instance_id, refresh=False))
-            except StratusError:
-                continue
-        return found

@@ -47,7 +47,7 @@ def reconcile_cloud(engine: Engine, cloud: str, connector: Connector) -> VolumeR
     """List ``cloud``'s volumes and apply the listing to the store in one transaction."""
     listed_at = utcnow()  # what changes after this, the listing cannot speak for
     listing = connector.list_volumes()
-    backend = {v.tags["id"]: v for v in listing if all(v.tags.get(t) for t in _TAGS)}
+    backend = {v.tags["id"]: v for v in listing if v.tags.get("id")}
     report = VolumeReconcileReport()
     with session_scope(engine) as session:
         rows = {
@@ -77,7 +77,8 @@ def reconcile_cloud(engine: Engine, cloud: str, connector: Connector) -> VolumeR
         for volume_id, volume in backend.items():
             found = rows.get(volume_id)
             if found is None:
-                if session.get(VolumeRecord, volume_id) is None:  # not on another cloud
+                recoverable = all(volume.tags.get(t) for t in _TAGS)
+                if recoverable and session.get(VolumeRecord, volume_id) is None:
                     _recover(session, cloud, volume)
                     report.recovered.append(volume_id)
             elif found.state == PENDING and now - found.created_at >= PENDING_GRACE:

@@ -238,7 +238,7 @@ class VolumeReach:
         reaches it: it is theirs or public)."""
         if not (self.sees_all or row.owner == self.owner):
             raise Forbidden(
-                f"volume {row.owner}/{row.name} is {row.owner}'s public volume: others may read "
-                f"it and attach it read-only, not {what} it",
+                f"volume {row.owner}/{row.name} is {row.owner}'s: others may read it and attach "
+                f"it read-only; only its owner may {what}",
                 hint=hint,
             )

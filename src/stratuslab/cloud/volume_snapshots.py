@@ -62,7 +62,7 @@ class VolumeSnapshots(VolumeReach):
         user's public one, ``Conflict`` for one not ready or a name it has already,
         ``CapacityExceeded`` when it holds ``max_snapshots`` (nothing is taken then)."""
         name = check_snapshot_name(name) if name is not None else default_name()
-        row = self._changing(ref, "snapshot")
+        row = self._changing(ref, "snapshot it")
         label = f"{row.owner}/{row.name}"
         connector = self._connector(row.cloud)
         with _LOCKS[hash(row.id) % len(_LOCKS)]:
@@ -94,7 +94,7 @@ class VolumeSnapshots(VolumeReach):
         it is after. ``Conflict`` naming the instances while it is attached to a running one;
         ``NotFound`` for a snapshot it does not have."""
         check_snapshot_name(snapshot)
-        row = self._changing(ref, "restore")
+        row = self._changing(ref, "restore it")
         label = f"{row.owner}/{row.name}"
         with session_scope(self.engine) as session:
             holders = volume_claims.holders(session, row.id)
@@ -128,7 +128,7 @@ class VolumeSnapshots(VolumeReach):
     def delete_snapshot(self, ref: str, snapshot: str) -> None:
         """Delete volume ``ref``'s snapshot ``snapshot``; deleting one that is gone succeeds."""
         check_snapshot_name(snapshot)
-        row = self._changing(ref, "delete snapshots of")
+        row = self._changing(ref, "delete its snapshots")
         self._connector(row.cloud).delete_volume_snapshot(row.backend_name, snapshot)
 
     def resolve_source(self, source: str, cloud: str) -> Origin:

@@ -129,6 +129,8 @@ class VolumeService(VolumeAttachments, VolumeSnapshots):
         check_name(name)
         if len(description) > MAX_DESCRIPTION:
             raise Invalid(f"description: at most {MAX_DESCRIPTION} characters")
+        if run_id is not None and not 0 < len(run_id) <= 36:
+            raise Invalid("run id: 1 to 36 characters")
         connector = self._connector(cloud)
         if Capability.VOLUMES not in connector.capabilities:
             raise NotSupported(
@@ -244,7 +246,7 @@ class VolumeService(VolumeAttachments, VolumeSnapshots):
         ``Conflict`` naming the instances while it is attached to any (nothing is deleted)."""
         with session_scope(self.engine) as session:
             found = self._find(session, ref)
-            self._may_change(found, "delete")
+            self._may_change(found, "delete it")
             if found.state == GONE:
                 return views_of(session, [found])[0]
             row = volume_claims.lock(session, found.id)
@@ -300,7 +302,7 @@ class VolumeService(VolumeAttachments, VolumeSnapshots):
         size = parse_size(size_bytes)
         with session_scope(self.engine) as session:
             found = self._find(session, ref)
-            self._may_change(found, "resize")
+            self._may_change(found, "resize it")
             self._lock_subjects(session, found.owner)
             row = volume_claims.lock(session, found.id)
             label = f"{row.owner}/{row.name}"
