@@ -90,6 +90,15 @@ class Live:
         assert entry.status_code == 201, entry.text
         _, _, identifier, email, created = entry.headers["location"].split("/")
         self.names.update(identifier=identifier, email=email, created=created, tag="nginx")
+        # A volume called as the instance is, attached to it, with a snapshot: what the volume
+        # routes' {ref} and {snapshot} then name.
+        volume = {"name": self.names["ref"], "size": "1GiB"}
+        assert api.post("/api/volumes", json=volume).status_code == 201
+        ref = f"/api/volumes/{self.names['ref']}"
+        assert api.post(f"{ref}/snapshots", json={"name": "s1"}).status_code == 201
+        attached = api.post(f"{ref}/attach", json={"instance": self.names["ref"]})
+        assert attached.status_code == 200, attached.text
+        self.names["snapshot"] = "s1"
 
 
 @pytest.fixture
