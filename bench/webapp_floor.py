@@ -14,7 +14,7 @@ last recipe (its report) has returned, to
    source as it does on the server (``web.1:db_password -> db.1:password``, ...);
 3. run, in one thread per node instance (all at once, as in a real run, where the blocking
    ``ss-get`` orders the nodes), the very recipe texts of ``examples/webapp``, read through
-   ``stratuslab.deploy.model.load_tree`` and ``stratuslab.deploy.plan.resolve``: pre-install,
+   ``stratuslab.deploy.tree.load_tree`` and ``stratuslab.deploy.plan.resolve``: pre-install,
    packages (``apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y ...``),
    post-install, deployment, then report, parent module first, each with ``lxc exec`` and the
    environment the agent gives recipes (``SLIPSTREAM_NODE_INSTANCE_NAME``,
@@ -72,8 +72,9 @@ from common import (
 )
 from common import run as run_command
 
-from stratuslab.deploy.model import ApplicationModule, Module, load_tree, parse_module
+from stratuslab.deploy.model import ApplicationModule, Module, parse_module
 from stratuslab.deploy.plan import Plan, resolve
+from stratuslab.deploy.tree import load_tree
 from stratuslab.errors import NotFound
 
 APP = "examples/webapp"

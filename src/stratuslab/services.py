@@ -59,6 +59,7 @@ from stratuslab.deploy.orchestrator import Orchestrator, OrchestratorConfig
 from stratuslab.deploy.params import Parameters, ParameterValues
 from stratuslab.deploy.reports import ReportStore
 from stratuslab.deploy.reservations import held_by_runs
+from stratuslab.deploy.run_volumes import RunVolumes
 from stratuslab.deploy.runs import RunService
 from stratuslab.deploy.scaling import Scaling
 from stratuslab.deploy.secrets import RunSecrets
@@ -135,6 +136,7 @@ class Services:
             quotas=self.quotas,
             decide_image=self.decide_image,
             baked_images=lambda plan, owner: self.bakes.choose(plan, owner),
+            bind_volumes=lambda plan, owner: self.run_volumes.bind(plan, owner),
         )
         self.tokens = NodeTokens(engine)
         self.logs = RunLogs(engine, self.hub, secrets=secrets)
@@ -147,6 +149,7 @@ class Services:
         self.scaling = Scaling(
             self.control, self.params, max_instances=settings.max_run_instances, quotas=self.quotas
         )
+        self.run_volumes = RunVolumes(self.volumes_of)  # a run's volumes, as its owner's
         self.orchestrator = Orchestrator(
             engine,
             runs=self.runs,
@@ -160,6 +163,7 @@ class Services:
                 agent_ca=sitecert.ca_source(settings),
                 name_prefix=settings.instance_prefix,
             ),
+            volumes=self.run_volumes,
         )
         self.bakes = Bakery(
             engine,

@@ -32,7 +32,7 @@ from stratuslab.cloud.base import Instance
 from stratuslab.cloud.connectors.localproc import OVERLAID, PRIVATE, LocalProcConnector
 from stratuslab.db.session import dispose, engine_for
 from stratuslab.deploy.agent_bundle import NODE_PATH
-from stratuslab.deploy.model import load_tree
+from stratuslab.deploy.tree import load_tree
 from tests.support import environment, wait_until
 
 TOKEN = "e2e-site-token"

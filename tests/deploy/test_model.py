@@ -22,12 +22,12 @@ from stratuslab.deploy.model import (
     Module,
     ParameterDef,
     ParamSource,
-    load_tree,
     module_path,
     parse_module,
     resolve_reference,
 )
 from stratuslab.deploy.plan import Plan, resolve
+from stratuslab.deploy.tree import load_tree
 from stratuslab.errors import Invalid, NotFound
 
 
@@ -235,7 +235,7 @@ def test_an_unknown_key_names_the_file_line_and_known_keys() -> None:
     )
     assert error.message == (
         "examples/webapp/db.yaml:4: unknown key 'recipies' in a component "
-        "(known: description, inputs, kind, outputs, parent, recipes)"
+        "(known: description, inputs, kind, outputs, parent, recipes, volumes)"
     )
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stratuslab.deploy.model import load_tree
+from stratuslab.deploy.tree import load_tree
 from stratuslab.deploy.yamlsource import MAX_MODULE_BYTES
 from stratuslab.errors import Invalid
 

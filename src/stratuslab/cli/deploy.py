@@ -266,7 +266,7 @@ def _exit_code(run: dict[str, Any]) -> int:
 def _push_if_local(rt: Runtime, target: str, *, quiet: bool) -> str:
     """A module in this repository is checked here and pushed (a new version only where it
     changed); anything else names a module on the server."""
-    from stratuslab.deploy.model import load_tree
+    from stratuslab.deploy.tree import load_tree
 
     path = Path(target)
     if not (path.is_dir() or path.is_file() or path.with_suffix(".yaml").is_file()):

@@ -48,7 +48,7 @@ def check(target: str, params: tuple[str, ...], output: str) -> None:
 @pass_runtime
 def push(rt: Runtime, target: str, output: str) -> None:
     """Push TARGET and every module it refers to; each becomes a new version."""
-    from stratuslab.deploy.model import load_tree
+    from stratuslab.deploy.tree import load_tree
 
     texts = load_tree(Path.cwd(), target.removesuffix(".yaml").rstrip("/"))
     stored = rt.client.push_modules(

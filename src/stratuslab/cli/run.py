@@ -96,6 +96,24 @@ def show(rt: Runtime, run_id: str, output: str) -> None:
             for n in run["nodes"]
         ),
     )
+    mounted = [(n["name"], v) for n in run["nodes"] for v in n.get("volumes") or ()]
+    if mounted:
+        table(
+            None,
+            ("NODE", "VOLUME", "REF", "PATH", "MODE", "KIND", "STATE"),
+            (
+                (
+                    name,
+                    v["name"],
+                    v["ref"],
+                    v["path"],
+                    "ro" if v["read_only"] else "rw",
+                    "fresh" if v["fresh"] else "bound",
+                    v["state"] or "not made",
+                )
+                for name, v in mounted
+            ),
+        )
 
 
 @group.command("params")

@@ -59,9 +59,10 @@ def installs(node: NodePlan) -> bool:
 
 
 def install_only(node: NodePlan) -> NodePlan:
-    """``node`` as a bake runs it: its install steps, none of its deployment steps."""
+    """``node`` as a bake runs it: its install steps, none of its deployment steps, and no
+    volumes (an image holds the root disk, never what a volume holds)."""
     recipes = {step: (() if step in DEPLOY_STEPS else s) for step, s in node.recipes.items()}
-    return replace(node, recipes=recipes, multiplicity=1, mappings={})
+    return replace(node, recipes=recipes, multiplicity=1, mappings={}, volumes=())
 
 
 def from_baked(node: NodePlan, *, image: str, value: str) -> NodePlan:

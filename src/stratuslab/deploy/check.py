@@ -2,7 +2,7 @@
 
 A push checks each module on its own (:func:`~stratuslab.deploy.model.parse_module`); a run
 then resolves the application against the versions it uses (:func:`~stratuslab.deploy.plan.
-resolve`). The check does both, with a lookup over the files :func:`~stratuslab.deploy.model.
+resolve`). The check does both, with a lookup over the files :func:`~stratuslab.deploy.tree.
 read_tree` read instead of the store, so that what it accepts a run accepts: parent cycles,
 missing nodes and outputs, images missing for a node's cloud and required inputs left unmapped
 are found here, before anything is pushed or provisioned.
@@ -20,9 +20,9 @@ from stratuslab.deploy.model import (
     Module,
     ModuleText,
     address_of,
-    read_tree,
 )
 from stratuslab.deploy.plan import check_component, resolve
+from stratuslab.deploy.tree import read_tree
 from stratuslab.errors import Invalid, NotFound
 
 _NOTHING: Mapping[str, str] = MappingProxyType({})

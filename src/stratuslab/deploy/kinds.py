@@ -29,6 +29,28 @@ class ParameterDef:
 
 
 @dataclass(frozen=True)
+class VolumeDef:
+    """A volume a component mounts, as its file writes it: a field is None where it is not
+    written (a child inherits it from its parent, or the default applies: ``/mnt/<name>``,
+    read-write, no description). ``deploy/volume_decls.py`` reads them."""
+
+    name: str
+    size_bytes: int | None = None  # what the run makes for each node instance
+    path: str | None = None
+    read_only: bool | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class VolumeBinding:
+    """A component's volume bound by an application's node to a named, persistent volume:
+    ``volume`` as written (``pgdata``, the run owner's own, or ``alice/pgdata``)."""
+
+    volume: str
+    read_only: bool | None = None  # None: as the component mounts it
+
+
+@dataclass(frozen=True)
 class ImageModule(Located):
     kind: ClassVar[str] = "image"
 
@@ -54,6 +76,7 @@ class ComponentModule(Located):
     recipes: Mapping[str, str]  # step -> script, for the script steps present
     packages: tuple[str, ...]
     lines: Mapping[str, int]
+    volumes: Mapping[str, VolumeDef] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,6 +105,9 @@ class NodeDef:
     cloud: str = DEFAULT_CLOUD
     max_provisioning_failures: int = 0
     parameters: Mapping[str, ParamSource] = field(default_factory=dict)
+    # component volume name -> binding; "" is the short form (``volume: pgdata``), which binds
+    # the component's only volume, whatever its name.
+    volumes: Mapping[str, VolumeBinding] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ It works in the server process, one job per run at a time, each under the run's 
 Provisioning asks the cloud layer for instances (never a connector directly), each recorded
 before it is created and tagged with its run and node instance, with the bootstrap as
 user-data; it also adopts what a killed server left half made, whatever state the run is in
-now. Teardown destroys every instance recorded for the run, then whatever the backend still has
-with the run's tag; a teardown that fails is recorded and retried with back-off, a bounded
+now. A node instance's fresh volumes are made before its machine and every volume it mounts is
+claimed in its request (``deploy/run_volumes.py``). Teardown destroys every instance recorded
+for the run, then whatever the backend still has with the run's tag, then the run's fresh
+volumes; a teardown that fails is recorded and retried with back-off, a bounded
 number of times (see ``RunControl.teardown_failed``).
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -24,17 +26,19 @@ from sqlalchemy.engine import Engine
 
 from stratuslab.cloud.instances import InstanceService, InstanceView, Prepared, RunRequest
 from stratuslab.cloud.types import InstanceState
+from stratuslab.cloud.volume_claims import VolumeClaim
 from stratuslab.db.models import NodeInstanceRecord
 from stratuslab.db.session import session_scope
 from stratuslab.deploy import bootstrap
 from stratuslab.deploy.claims import Claims
 from stratuslab.deploy.control import RunControl
 from stratuslab.deploy.plan import Plan
+from stratuslab.deploy.run_volumes import Member, RunVolumes
 from stratuslab.deploy.runs import RunService
 from stratuslab.deploy.states import RunState
 from stratuslab.deploy.tokens import NodeTokens
 from stratuslab.deploy.work import Work
-from stratuslab.errors import BackendError, NotFound, StratusError
+from stratuslab.errors import BackendError, NotFound, NotSupported, StratusError
 from stratuslab.principal import SERVER
 
 log = logging.getLogger(__name__)
@@ -86,6 +90,7 @@ class Orchestrator:
         instances_for: Callable[[str], InstanceService],
         submit: Callable[..., object],
         config: OrchestratorConfig,
+        volumes: RunVolumes | None = None,
     ) -> None:
         self.engine = engine
         self.runs = runs
@@ -95,6 +100,7 @@ class Orchestrator:
         self.instances_for = instances_for
         self.submit = submit
         self.config = config
+        self.volumes = volumes  # the runs' volumes (deploy/run_volumes.py); None: no volumes
         self._in_flight: set[str] = set()  # runs with a job under way in this process
         self._lock = threading.Lock()
 
@@ -139,7 +145,8 @@ class Orchestrator:
         nodes = self._nodes(run_id, provisioning=("pending", "creating"))
         if not nodes:
             return
-        service = self.instances_for(self.runs.owner(run_id))
+        owner = self.runs.owner(run_id)
+        service = self.instances_for(owner)
         half_made = [n for n in nodes if n.provisioning == "creating" and n.instance_id]
         adopted = set(self._in_parallel(lambda n: self._adopted(run_id, service, n), half_made))
         provisioning = _StillProvisioning(self.runs, run_id)
@@ -150,9 +157,16 @@ class Orchestrator:
             return  # aborted, terminated or past Provisioning: start nothing more
         todo = [n for n in nodes if n.name not in adopted]
         plan = self.runs.plan(run_id, caller=SERVER)
+        mounts = self._volumes(run_id, owner, plan, todo, provisioning)
+        if not provisioning():
+            return  # stopped while making volumes: teardown deletes what was made
+        todo = [n for n in todo if n.name in mounts or not plan.nodes[n.node].volumes]
         tokens = self.tokens.issue_many(run_id, [n.name for n in todo])
         outcomes = service.prepare_many(
-            [self._request(run_id, plan, node, tokens[node.name]) for node in todo]
+            [
+                self._request(run_id, plan, node, tokens[node.name], mounts.get(node.name, ()))
+                for node in todo
+            ]
         )
         accepted: list[tuple[NodeInstanceRecord, Prepared]] = []
         for node, outcome in zip(todo, outcomes, strict=True):
@@ -189,7 +203,41 @@ class Orchestrator:
             if error is not None:
                 log.warning("run %s: recording %s as provisioned failed: %s", run_id, name, error)
 
-    def _request(self, run_id: str, plan: Plan, node: NodeInstanceRecord, token: str) -> RunRequest:
+    def _volumes(
+        self,
+        run_id: str,
+        owner: str,
+        plan: Plan,
+        todo: list[NodeInstanceRecord],
+        proceed: Callable[[], bool],
+    ) -> dict[str, tuple[VolumeClaim, ...]]:
+        """The volume claims of each node instance of ``todo`` whose node has volumes, fresh
+        ones made first; an instance whose volumes fail fails its provisioning with the reason,
+        and is left out, as is one not reached when the run stopped provisioning."""
+        members = [Member(n.name, n.node, n.idx) for n in todo if plan.nodes[n.node].volumes]
+        if not members:
+            return {}
+        found: Mapping[str, tuple[VolumeClaim, ...] | StratusError]
+        if self.volumes is None:
+            found = {m.name: NotSupported("this server makes no volumes") for m in members}
+        else:
+            found = self.volumes.claims(run_id, owner, plan, members, proceed=proceed)
+        claims: dict[str, tuple[VolumeClaim, ...]] = {}
+        for name, outcome in found.items():
+            if isinstance(outcome, StratusError):
+                self.control.provisioning_failed(run_id, name, str(outcome))
+            else:
+                claims[name] = outcome
+        return claims
+
+    def _request(
+        self,
+        run_id: str,
+        plan: Plan,
+        node: NodeInstanceRecord,
+        token: str,
+        volumes: tuple[VolumeClaim, ...] = (),
+    ) -> RunRequest:
         spec = plan.nodes[node.node]
         return RunRequest(
             image=spec.image,
@@ -204,6 +252,7 @@ class Orchestrator:
             ),
             run_id=run_id,
             node_instance=node.name,
+            volumes=volumes,
         )
 
     def _in_parallel(self, work: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
@@ -234,19 +283,30 @@ class Orchestrator:
     # -- teardown -------------------------------------------------------------------------
 
     def _shrink(self, run_id: str) -> None:
-        """Destroy the machines of node instances removed from a scalable run."""
-        service = self.instances_for(self.runs.owner(run_id))
+        """Destroy the machines of node instances removed from a scalable run, then their
+        fresh volumes."""
+        owner = self.runs.owner(run_id)
+        service = self.instances_for(owner)
         with session_scope(self.engine) as session:
-            removed = session.scalars(
-                select(NodeInstanceRecord.instance_id).where(
+            removed = session.execute(
+                select(
+                    NodeInstanceRecord.instance_id,
+                    NodeInstanceRecord.name,
+                    NodeInstanceRecord.node,
+                    NodeInstanceRecord.idx,
+                ).where(
                     NodeInstanceRecord.run_id == run_id,
                     NodeInstanceRecord.removed.is_(True),
                     NodeInstanceRecord.instance_id.is_not(None),
                 )
             ).all()
-        for instance_id in removed:
+        for instance_id, *_ in removed:
             if instance_id and service.get(instance_id).state != InstanceState.GONE:
                 service.kill(instance_id)
+        if self.volumes is not None:
+            plan = self.runs.plan(run_id, caller=SERVER)
+            members = [Member(name, node, idx) for _, name, node, idx in removed]
+            self.volumes.delete_removed(run_id, owner, plan, members)
         self.control.begin_round(run_id)
 
     def _teardown(self, run_id: str) -> None:
@@ -267,7 +327,8 @@ class Orchestrator:
 
     def _destroy_all(self, run_id: str, owner: str) -> int:
         """Destroy what the store records for the run, then what the backend still has with
-        the run's tag. Raises the first failure, after trying every instance."""
+        the run's tag, then the run's fresh volumes (bound ones stay). Raises the first
+        failure, after trying every instance (or every volume)."""
         service = self.instances_for(owner)
         live = [v.id for v in service.for_run(run_id) if v.state != InstanceState.GONE]
         failures = service.kill_many(live)
@@ -280,6 +341,10 @@ class Orchestrator:
         swept = service.sweep_run(run_id, sorted(clouds))
         for name in swept:
             log.warning("run %s: destroyed %s, found by its tag", run_id, name)
+        if self.volumes is not None:
+            deleted = self.volumes.delete_for_run(run_id, owner)
+            if deleted:
+                log.info("run %s: deleted %d fresh volume(s)", run_id, len(deleted))
         return len(live) + len(swept)
 
     # -- what the supervisor asks ---------------------------------------------------------

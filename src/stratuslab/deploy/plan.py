@@ -13,24 +13,22 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from stratuslab.deploy import plan_volumes
+from stratuslab.deploy.inherit import Inherited, Resolver
 from stratuslab.deploy.model import (
     MAX_MULTIPLICITY,
     MAX_VALUE,
     PARAMETER_NAME,
-    SCRIPT_STEPS,
     STANDARD_PARAMETERS,
     ApplicationModule,
     ComponentModule,
-    ImageModule,
     Lookup,
-    Module,
     NodeDef,
     ParameterDef,
     ParamSource,
-    address_of,
-    resolve_reference,
 )
-from stratuslab.errors import Invalid, NotFound
+from stratuslab.deploy.plan_volumes import NodeVolume
+from stratuslab.errors import Invalid
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,9 @@ class NodePlan:
     # The baked image the node starts from, chosen when the run was created (deploy/bake.py):
     # image, digest, pristine (the image it was baked from) and skipped (the steps in it).
     baked: Mapping[str, Any] | None = None
+    # The volumes each instance is created with (deploy/plan_volumes.py), in the order the
+    # component declares them.
+    volumes: tuple[NodeVolume, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe form; recipes take the shape the agent's plan has."""
@@ -81,6 +82,7 @@ class NodePlan:
                 for n, s in self.mappings.items()
             },
             "baked": dict(self.baked) if self.baked is not None else None,
+            "volumes": [volume.to_dict() for volume in self.volumes],
         }
 
     @classmethod
@@ -112,6 +114,7 @@ class NodePlan:
                 for n, s in data["mappings"].items()
             },
             baked=data.get("baked"),  # plans recorded before baking have none
+            volumes=tuple(NodeVolume.from_dict(v) for v in data.get("volumes", ())),
         )
 
 
@@ -159,7 +162,7 @@ def resolve(
     overrides per node; both are only checked here, the plan does not carry ``given``. Errors
     point at the referring file, line and key, or at ``command line``.
     """
-    resolver = _Resolver(app, version, lookup)
+    resolver = Resolver(app, version, lookup)
     components = {name: resolver.component(app, node) for name, node in app.nodes.items()}
     images = {name: _image(app, node, components[name]) for name, node in app.nodes.items()}
     for node in app.nodes.values():
@@ -181,6 +184,13 @@ def resolve(
             dict(components[name].recipes),
             components[name].packages,
             dict(node.parameters),
+            volumes=plan_volumes.bind(
+                app,
+                node,
+                components[name].path,
+                components[name].volumes,
+                multiplicities.get(name, node.multiplicity),
+            ),
         )
         for name, node in app.nodes.items()
     }
@@ -191,8 +201,9 @@ def component_node(
     component: ComponentModule, version: int, lookup: Lookup, *, cloud: str, name: str
 ) -> Plan:
     """A plan of ``component`` alone, merged with its parents as one node ``name`` of
-    ``cloud`` would run it: no mappings, multiplicity 1 (what a bake starts, deploy/bake.py)."""
-    resolver = _Resolver(component, version, lookup)
+    ``cloud`` would run it: no mappings, multiplicity 1, no volumes (what a bake starts,
+    deploy/bake.py: a baked image holds the root disk, never what a volume holds)."""
+    resolver = Resolver(component, version, lookup)
     merged = resolver.inherit(component.path, version, component)
     image = merged.image.images.get(cloud)
     if image is None:
@@ -211,140 +222,10 @@ def check_component(component: ComponentModule, version: int, lookup: Lookup) ->
     """Check what ``component`` inherits as :func:`resolve` does for a node's component:
     parents that exist and are images or components, no cycle, an input never an output.
     Which cloud it runs on, and so which image it needs, only an application says."""
-    _Resolver(component, version, lookup).inherit(component.path, version, component)
+    Resolver(component, version, lookup).inherit(component.path, version, component)
 
 
-@dataclass(frozen=True)
-class _Inherited:
-    """A component with everything it inherits, parent first."""
-
-    path: str
-    version: int
-    image: ImageModule
-    image_path: str
-    inputs: dict[str, ParameterDef]
-    outputs: dict[str, ParameterDef]
-    recipes: dict[str, tuple[tuple[str, str], ...]]
-    packages: tuple[str, ...]
-
-
-class _Resolver:
-    """Fetches modules through the lookup, once each, and records the version of each."""
-
-    def __init__(self, top: Module, version: int, lookup: Lookup) -> None:
-        self.lookup = lookup
-        self.modules: dict[str, int] = {top.path: version}
-        self.fetched: dict[tuple[str, int | None], tuple[Module, int]] = {}
-        self.inherited: dict[tuple[str, int], _Inherited] = {}
-
-    def fetch(self, referrer: Module, key: str, ref: str) -> tuple[str, Module, int]:
-        try:
-            path, pinned = resolve_reference(ref, base=referrer.base)
-        except Invalid as exc:
-            raise referrer.error(key, exc.message, hint=exc.hint) from None
-        if (path, pinned) not in self.fetched:
-            try:
-                self.fetched[path, pinned] = self.lookup(path, pinned)
-            except NotFound as exc:
-                raise referrer.error(
-                    key, f"no module {address_of(path, pinned)!r}", hint=exc.hint
-                ) from None
-        module, version = self.fetched[path, pinned]
-        # Plan.modules holds one version per path, and recipes name modules by path alone.
-        used = self.modules.setdefault(path, version)
-        if used != version:
-            raise referrer.error(
-                key,
-                f"uses {path}/{version}, but this application also uses {path}/{used}",
-                hint="a run uses one version of each module: pin the same version everywhere",
-            )
-        return path, module, version
-
-    def component(self, app: ApplicationModule, node: NodeDef) -> _Inherited:
-        key = f"nodes.{node.name}.component"
-        path, module, version = self.fetch(app, key, node.component)
-        if not isinstance(module, ComponentModule):
-            raise app.error(key, f"{path} is {_a(module)}, not a component")
-        return self.inherit(path, version, module)
-
-    def inherit(self, path: str, version: int, module: ComponentModule) -> _Inherited:
-        """``module`` merged with its parents. The chain is followed in a loop, never by
-        recursion, and a parent already on it is refused as a cycle: the server runs this on
-        whatever was pushed."""
-        if (path, version) in self.inherited:
-            return self.inherited[path, version]
-        chain = [(path, module)]
-        on_chain = {path}  # a set, so that a chain of thousands costs thousands of steps
-        while True:
-            child = chain[-1][1]
-            parent_path, parent, _ = self.fetch(child, "parent", child.parent)
-            if parent_path in on_chain:
-                cycle = " -> ".join([seen for seen, _ in chain] + [parent_path])
-                raise child.error("parent", f"a cycle of parents: {cycle}")
-            if isinstance(parent, ImageModule):
-                merged = _merge(path, version, chain[::-1], parent, parent_path)
-                self.inherited[path, version] = merged
-                return merged
-            if not isinstance(parent, ComponentModule):
-                raise child.error(
-                    "parent",
-                    f"{parent_path} is {_a(parent)}; a parent is an image or a component",
-                )
-            chain.append((parent_path, parent))
-            on_chain.add(parent_path)
-
-
-def _merge(
-    path: str,
-    version: int,
-    chain: list[tuple[str, ComponentModule]],
-    image: ImageModule,
-    image_path: str,
-) -> _Inherited:
-    """Merge a parent-first chain: parameters by name, recipes and packages in order."""
-    inputs: dict[str, ParameterDef] = {}
-    outputs: dict[str, ParameterDef] = {}
-    owner: dict[str, str] = {}
-    recipes: dict[str, list[tuple[str, str]]] = {step: [] for step in SCRIPT_STEPS}
-    packages: list[str] = []
-    for module_path_, module in chain:
-        for parameter in module.inputs.values():
-            _add(module, "inputs", parameter, inputs, outputs, owner)
-        for parameter in module.outputs.values():
-            _add(module, "outputs", parameter, outputs, inputs, owner)
-        for step, script in module.recipes.items():
-            recipes[step].append((module_path_, script))
-        packages.extend(p for p in dict.fromkeys(module.packages) if p not in packages)
-    frozen = {step: tuple(scripts) for step, scripts in recipes.items()}
-    return _Inherited(path, version, image, image_path, inputs, outputs, frozen, tuple(packages))
-
-
-def _add(
-    module: ComponentModule,
-    section: str,
-    parameter: ParameterDef,
-    same: dict[str, ParameterDef],
-    other: dict[str, ParameterDef],
-    owner: dict[str, str],
-) -> None:
-    name = parameter.name
-    if name in other:
-        was = "an output" if section == "inputs" else "an input"
-        raise module.error(
-            f"{section}.{name}",
-            f"{name!r} is {was} of {owner[name]}; a parameter is either an input or an output",
-        )
-    old = same.get(name)
-    if old is not None:  # a child may redescribe an inherited parameter or change its default
-        default = old.default if parameter.default is None else parameter.default
-        # A child may make an inherited parameter a password, never a password plain text.
-        kind = "password" if old.secret else parameter.type
-        parameter = ParameterDef(name, parameter.description or old.description, default, kind)
-    same[name] = parameter
-    owner.setdefault(name, module.path)
-
-
-def _image(app: ApplicationModule, node: NodeDef, inherited: _Inherited) -> str:
+def _image(app: ApplicationModule, node: NodeDef, inherited: Inherited) -> str:
     image = inherited.image.images.get(node.cloud)
     if image is None:
         key = f"nodes.{node.name}.cloud"
@@ -357,7 +238,7 @@ def _image(app: ApplicationModule, node: NodeDef, inherited: _Inherited) -> str:
 
 
 def _check_mappings(
-    app: ApplicationModule, node: NodeDef, components: Mapping[str, _Inherited]
+    app: ApplicationModule, node: NodeDef, components: Mapping[str, Inherited]
 ) -> None:
     mine = components[node.name]
     for target, source in node.parameters.items():
@@ -386,7 +267,7 @@ def _check_mappings(
 
 def _check_command_line(
     app: ApplicationModule,
-    components: Mapping[str, _Inherited],
+    components: Mapping[str, Inherited],
     given: Mapping[str, str],
     multiplicities: Mapping[str, int],
 ) -> None:
@@ -420,7 +301,7 @@ def _check_command_line(
 
 
 def _check_required(
-    app: ApplicationModule, node: NodeDef, inherited: _Inherited, given: Mapping[str, str]
+    app: ApplicationModule, node: NodeDef, inherited: Inherited, given: Mapping[str, str]
 ) -> None:
     for name, parameter in inherited.inputs.items():
         if parameter.default is not None or name in node.parameters:
@@ -435,7 +316,3 @@ def _check_required(
 
 def _known(word: str, names: Collection[str]) -> str:
     return f"{word}: {', '.join(sorted(names))}" if names else f"no {word}"
-
-
-def _a(module: Module) -> str:
-    return f"{'an' if module.kind[0] in 'aeiou' else 'a'} {module.kind}"

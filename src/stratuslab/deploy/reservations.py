@@ -10,6 +10,11 @@ nor does a run that is finalizing or over, which makes no more machines.
 The plan carries no size per node yet: every node instance is asked without one, so it is
 charged (and, under a vCPU or memory quota, given) the default size of
 :mod:`stratuslab.cloud.holdings`.
+
+The fresh volumes a run makes for its node instances are checked against the storage quota
+when the run is created (or scaled), with its instances, but not held: each is charged when
+the volume service makes it, and one over the quota by then fails its node instance with the
+quota's words.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from stratuslab.cloud.holdings import Amount, Holding, charge_of
 from stratuslab.cloud.types import InstanceState
+from stratuslab.cloud.volume_values import gib_of
 from stratuslab.db.models import InstanceRecord, NodeInstanceRecord, RunRecord
 from stratuslab.deploy.plan import NodePlan, Plan
 from stratuslab.deploy.states import FINAL, RunState
@@ -35,12 +41,23 @@ def charge_of_node(spec: NodePlan, count: int) -> Amount:
     return charge_of(None, None, count)
 
 
+def storage_of_node(spec: NodePlan, count: int) -> Amount:
+    """The storage the fresh volumes of ``count`` instances of a node take (a bound volume is
+    its owner's already). It is checked when a run is created or scaled, not held: each volume
+    is charged when it is made, and one over the quota then fails its node instance."""
+    return Amount(
+        storage_gib=count * sum(gib_of(v.size_bytes or 0) for v in spec.volumes if v.fresh)
+    )
+
+
 def demand_of(plan: Plan) -> dict[str, Amount]:
-    """What a run of ``plan`` asks, per cloud."""
+    """What a run of ``plan`` asks, per cloud: its instances and their fresh volumes."""
     demand: dict[str, Amount] = {}
     for spec in plan.nodes.values():
-        demand[spec.cloud] = demand.get(spec.cloud, Amount()) + charge_of_node(
-            spec, spec.multiplicity
+        demand[spec.cloud] = (
+            demand.get(spec.cloud, Amount())
+            + charge_of_node(spec, spec.multiplicity)
+            + storage_of_node(spec, spec.multiplicity)
         )
     return demand
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -26,39 +25,26 @@ from stratuslab.db.models import (
 from stratuslab.db.session import session_scope
 from stratuslab.deploy import access, events, overrides, reservations, secrets
 from stratuslab.deploy.imagecheck import DecideImage, check_plan
-from stratuslab.deploy.keys import check_value, initial_rows, parse_key
+from stratuslab.deploy.keys import initial_rows
 from stratuslab.deploy.model import ApplicationModule
 from stratuslab.deploy.modules import ModuleStore, split_address
 from stratuslab.deploy.plan import Plan, resolve
 from stratuslab.deploy.rights import Right
+from stratuslab.deploy.run_requests import RunRequest as RunRequest
+from stratuslab.deploy.run_requests import check_request
+from stratuslab.deploy.run_volumes import shown as volumes_shown
+from stratuslab.deploy.run_volumes import states as volume_states
 from stratuslab.deploy.secrets import RunSecrets
-from stratuslab.deploy.states import ACTIVE, FINAL, KeepRunning, RunState
+from stratuslab.deploy.states import ACTIVE, FINAL, RunState
 from stratuslab.deploy.tx import run_topic, transaction
 from stratuslab.deploy.work import Work, WorkQueue
-from stratuslab.errors import Forbidden, Invalid, TooLarge
+from stratuslab.errors import Forbidden, Invalid
 from stratuslab.hub import Hub
 from stratuslab.principal import SERVER, Principal
 
 _SHOWN = ("hostname", "vmstate", "statecustom", "abort", "url.service")
-MAX_TIMEOUT_S = 7 * 24 * 3600  # a run that is not Ready within a week never will be
-MAX_TAGS = 1024  # characters of tags, as the store keeps them
-MAX_GIVEN = 1000  # deploy-time values in one request
 MAX_EVENTS = 1000  # events answered by one read
 DEFAULT_MAX_INSTANCES = 10_000  # node instances in one run, unless the site says otherwise
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    module: str  # "path" (the newest version) or "path/N"
-    given: Mapping[str, str] = field(default_factory=dict)  # "web:port" -> "81", "ss:x" -> "y"
-    multiplicity: Mapping[str, int] = field(default_factory=dict)
-    keep_running: KeepRunning = KeepRunning.ON_SUCCESS
-    tags: Sequence[str] = ()
-    timeout_s: float | None = None
-    mutable: bool = False
-    clouds: Mapping[str, str] = field(default_factory=dict)  # node -> cloud, over the module's
-    max_provisioning_failures: Mapping[str, int] = field(default_factory=dict)  # node -> count
-    pristine: bool = False  # start every node from its pristine image, baked ones or not
 
 
 class RunService:
@@ -74,6 +60,7 @@ class RunService:
         quotas: Quotas | None = None,
         decide_image: DecideImage | None = None,
         baked_images: Callable[[Plan, str], Plan] | None = None,
+        bind_volumes: Callable[[Plan, str], Plan] | None = None,
     ) -> None:
         self.engine = engine
         self.quotas = quotas
@@ -81,6 +68,9 @@ class RunService:
         # The plan with each node whose component is baked starting from its image (the
         # run's owner's, deploy/bake.py); chosen once, here, and kept in the plan.
         self.baked_images = baked_images
+        # The plan with each bound volume looked up as the run's owner reaches it, or the
+        # refusal naming the node (deploy/run_volumes.py).
+        self.bind_volumes = bind_volumes
         self.hub = hub
         self.modules = modules
         self.work = work
@@ -95,12 +85,13 @@ class RunService:
         once recorded. A run over its owner's quota (every node instance at the size the plan
         asks) is refused (``CapacityExceeded``) with nothing recorded; once recorded, it holds
         its node instances against the quota (``deploy/reservations.py``). A node's image that
-        the site's trust policy refuses refuses the run too (``Untrusted``, imagecheck.py)."""
+        the site's trust policy refuses refuses the run too (``Untrusted``, imagecheck.py), and
+        so does a bound volume the owner cannot attach as the plan says (run_volumes.py)."""
         access.users_only(caller, "start runs")
         owner = caller.user or ""
         if not owner:
             raise Forbidden("only a user starts runs")
-        self._check(request)
+        check_request(request, max_instances=self.max_instances)
         path, version = split_address(request.module)
         # The caller must be allowed to run the application and to read every module it
         # reaches (deploy/rights.py); a run of someone's public module is still the caller's.
@@ -133,6 +124,8 @@ class RunService:
             given=request.given,
             multiplicities=request.multiplicity,
         )
+        if self.bind_volumes is not None:
+            plan = self.bind_volumes(plan, owner)
         if self.baked_images is not None and not request.pristine:
             plan = self.baked_images(plan, owner)
         return self.record(plan, request, caller=caller)
@@ -207,27 +200,6 @@ class RunService:
             tx.later(lambda: self.work.ask(run_id, Work.PROVISION))
         return self.view(run_id, caller=caller)
 
-    def _check(self, request: RunRequest) -> None:
-        """What a request may ask, checked before anything is looked up or built."""
-        timeout = request.timeout_s
-        if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:
-            raise Invalid(
-                f"the run timeout must be between 1 s and {MAX_TIMEOUT_S} s (a week), "
-                f"not {timeout:g} s"
-            )
-        if len(request.given) > MAX_GIVEN:
-            raise TooLarge(f"at most {MAX_GIVEN} deploy-time values, not {len(request.given)}")
-        for key, value in request.given.items():
-            parse_key(key)
-            check_value(key, value)
-        for node, count in request.multiplicity.items():
-            if not 0 <= count <= self.max_instances:
-                raise Invalid(
-                    f"{node}:multiplicity: between 0 and {self.max_instances}, not {count}"
-                )
-        if len(",".join(request.tags)) > MAX_TAGS or any("," in tag for tag in request.tags):
-            raise Invalid(f"tags: at most {MAX_TAGS} characters in all, none holding a comma")
-
     # -- reading --------------------------------------------------------------------------
 
     def resolve(self, ref: str, *, caller: Principal) -> str:
@@ -274,6 +246,7 @@ class RunService:
             }
             # A value a node built from a secret is shown redacted, as in every listing.
             shown = self.secrets.redact_values(run_id, masked)
+            states = volume_states(session, run_id, run.plan or {})
             return _run_dict(run, shown) | {
                 # Which nodes start from a baked image (deploy/bake.py), as the plan keeps it.
                 "baked": {
@@ -292,6 +265,7 @@ class RunService:
                         "lost": n.lost,
                         "completed": n.completed,
                         **{k.replace(".", "_"): shown.get(f"{n.name}:{k}") for k in _SHOWN},
+                        "volumes": volumes_shown(run.plan or {}, run, n, states),
                     }
                     for n in nodes
                 ],

@@ -19,6 +19,7 @@ from stratuslab.deploy.control import RunControl
 from stratuslab.deploy.keys import instance_rows
 from stratuslab.deploy.params import Parameters
 from stratuslab.deploy.plan import Plan
+from stratuslab.deploy.plan_volumes import writable_bound
 from stratuslab.deploy.secrets import of_plan, secret_keys
 from stratuslab.deploy.states import RunState
 from stratuslab.deploy.tx import Tx, transaction
@@ -47,7 +48,8 @@ class Scaling:
         """Add ``count`` instances of ``node`` to a scalable run in Ready. The run goes back to
         Provisioning: the new instances are made and run their recipes, the others run
         on-vm-add. Returns the new node instances' names. Over the run owner's quota, nothing
-        is added (``CapacityExceeded``)."""
+        is added (``CapacityExceeded``); nor to a node that mounts a volume bound read-write,
+        which one instance holds (``Conflict``)."""
         if not 1 <= count <= MAX_ADD:
             raise Invalid(f"add between 1 and {MAX_ADD} instances at a time, not {count}")
         with transaction(self.control.engine, self.control.hub) as tx:
@@ -58,6 +60,22 @@ class Scaling:
                     NodeInstanceRecord.run_id == run_id, NodeInstanceRecord.removed.is_(False)
                 )
             )
+            bound = writable_bound(plan.nodes[node].volumes)
+            if bound is not None:
+                here = tx.session.scalar(
+                    select(func.count()).where(
+                        NodeInstanceRecord.run_id == run_id,
+                        NodeInstanceRecord.node == node,
+                        NodeInstanceRecord.removed.is_(False),
+                    )
+                )
+                if (here or 0) + count > 1:
+                    raise Conflict(
+                        f"node {node} mounts volume {bound.bound} read-write: a volume attached "
+                        "read-write goes to one instance",
+                        hint="bind it with read_only: true to scale the node, or leave it to the "
+                        "run (a fresh volume for each instance)",
+                    )
             if (total or 0) + count > self.max_instances:
                 raise Invalid(
                     f"the run has {total} node instances: this site allows at most "
@@ -65,7 +83,10 @@ class Scaling:
                 )
             if self.quotas is not None:
                 spec = plan.nodes[node]
-                demand = {spec.cloud: reservations.charge_of_node(spec, count)}
+                demand = {
+                    spec.cloud: reservations.charge_of_node(spec, count)
+                    + reservations.storage_of_node(spec, count)
+                }
                 self.quotas.enforce(tx.session, run.owner, demand)
             last = tx.session.scalar(
                 select(func.max(NodeInstanceRecord.idx)).where(

@@ -1,7 +1,7 @@
 """Verifying one commit: its modules from the repository at that commit, a run of its
 application from pristine instances, and the verdict read from how the run ended.
 
-The modules are read exactly as ``stratus deploy`` reads a repository (``deploy/model.py``'s
+The modules are read exactly as ``stratus deploy`` reads a repository (``deploy/tree.py``'s
 ``read_tree``), so a commit whose modules do not load is ``invalid`` with the file, line and
 key, and nothing is provisioned. They are pushed as versions tagged ``git:<sha>`` (a module
 whose text did not change keeps its version), and the run is the watch owner's, under their
@@ -17,10 +17,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from stratuslab.deploy.model import load_tree
 from stratuslab.deploy.modules import ModuleStore
 from stratuslab.deploy.runs import RunRequest, RunService
 from stratuslab.deploy.states import KeepRunning
+from stratuslab.deploy.tree import load_tree
 from stratuslab.errors import (
     BackendError,
     CapacityExceeded,
