@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from stratuslab.cloud import volume_claims
+from stratuslab.cloud import records, volume_claims
 from stratuslab.cloud.base import Mount
 from stratuslab.cloud.types import InstanceState
 from stratuslab.cloud.volume_claims import VolumeClaim
@@ -51,20 +51,25 @@ class VolumeAttachments(VolumeReach):
         is not running, a volume on another cloud or not ready, or one attached read-write
         elsewhere (naming where); the backend's error (the claim released).
         """
+        # One transaction finds both and claims: the instance's state is the record's (what
+        # the backend says is not read again: an instance deleted behind our back fails the
+        # backend's attach, which releases the claim), so the only backend calls are the
+        # attach's own.
+        reach = None if self.instances.sees_all else self.instances.owner
         with session_scope(self.engine) as session:
             row = self._find(session, ref)
             if not read_only:
                 self._may_change(row, "attach it read-write", hint="attach it with --read-only")
-        label = f"{row.owner}/{row.name}"
-        mount = Mount(row.backend_name, check_path(path or DEFAULT_PATH.format(name=row.name)))
-        mount = Mount(mount.volume, mount.path, read_only)
-        target = self._running(instance)
-        if target.cloud != row.cloud:
-            raise Conflict(
-                f"volume {label} is on cloud {row.cloud} and instance {target.id} on cloud "
-                f"{target.cloud}: a volume is attached to instances of its own cloud"
+            label = f"{row.owner}/{row.name}"
+            mount = Mount(
+                row.backend_name, check_path(path or DEFAULT_PATH.format(name=row.name)), read_only
             )
-        with session_scope(self.engine) as session:
+            target = self._running(records.view_of(records.find(session, instance, owner=reach)))
+            if target.cloud != row.cloud:
+                raise Conflict(
+                    f"volume {label} is on cloud {row.cloud} and instance {target.id} on cloud "
+                    f"{target.cloud}: a volume is attached to instances of its own cloud"
+                )
             locked = volume_claims.lock(session, row.id)
             claimed = volume_claims.claim(
                 session,
@@ -87,14 +92,15 @@ class VolumeAttachments(VolumeReach):
             raise
         with session_scope(self.engine) as session:
             volume_claims.settle(session, row.id, [target.id])
-            return self._views(session, [session.get_one(VolumeRecord, row.id)])[0]
+            return self._views(session, [locked])[0]  # its fields are as the claim left them
 
     def detach(self, ref: str, instance: str) -> VolumeView:
         """Detach volume ``ref`` from ``instance`` (unmounted when this returns); the volume
         and its files are kept. From an instance that is gone it only forgets the attachment.
         ``Conflict`` when it is not attached to that (live) instance."""
-        target = self.instances.get(instance, refresh=False)
+        reach = None if self.instances.sees_all else self.instances.owner
         with session_scope(self.engine) as session:
+            target = records.view_of(records.find(session, instance, owner=reach))
             row = volume_claims.lock(session, self._find(session, ref).id)
             attachment = session.get(VolumeAttachmentRecord, (row.id, target.id))
             if target.state == InstanceState.GONE.value:
@@ -116,7 +122,7 @@ class VolumeAttachments(VolumeReach):
             raise
         with session_scope(self.engine) as session:
             volume_claims.release(session, row.id, target.id)
-            return self._views(session, [session.get_one(VolumeRecord, row.id)])[0]
+            return self._views(session, [row])[0]
 
     def claim_for(
         self, ref: str, *, path: str, read_only: bool, cloud: str | None = None
@@ -173,8 +179,8 @@ class VolumeAttachments(VolumeReach):
             )
         return found
 
-    def _running(self, ref: str) -> InstanceView:
-        view = self.instances.get(ref)
+    @staticmethod
+    def _running(view: InstanceView) -> InstanceView:
         if view.state == InstanceState.RUNNING.value:
             return view
         if view.state == InstanceState.STOPPED.value:

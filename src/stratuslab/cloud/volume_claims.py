@@ -148,13 +148,8 @@ def claim(
             hint=f"detach it first (stratus volume detach {label} INSTANCE), or attach it "
             "read-only where every attachment is read-only",
         )
-    # A record whose instance is gone, left behind, would take this one's key.
-    session.execute(
-        delete(VolumeAttachmentRecord).where(
-            VolumeAttachmentRecord.volume_id == volume.id,
-            VolumeAttachmentRecord.instance_id == instance_id,
-        )
-    )
+    # A record of this instance's left behind by a gone one (ids are not reused, but a record
+    # whose instance was never recorded is) was deleted by holders(): the key is free.
     session.add(
         VolumeAttachmentRecord(
             volume_id=volume.id,
