@@ -7,7 +7,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,13 +53,6 @@ def endorsed(tmp_path: Path, fake: FakeConnector) -> tuple[Image, Checksums]:
     archive = image_archive(tmp_path / "webapp-base.tar.gz")
     sums = file_checksums(archive)
     return fake.import_image(archive, name="webapp-base", sha256=sums.sha256), sums
-
-
-@pytest.fixture
-def pool(engine: Engine, fake: FakeConnector) -> Iterator[ConnectorPool]:
-    made = ConnectorPool(engine)
-    yield made
-    made.close()
 
 
 def service(engine: Engine, pool: ConnectorPool, gate: ImagePolicy | None) -> InstanceService:

@@ -5,7 +5,6 @@ held keeps what runs; two requests racing never both pass. On SQLite and Postgre
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import func, select
@@ -33,13 +32,6 @@ def quotas(engine: Engine, fake: FakeConnector) -> Quotas:
     for name in ("alice", "bob", "carol"):
         accounts.add_user(name, caller=SERVER)
     return Quotas(engine)
-
-
-@pytest.fixture
-def pool(engine: Engine) -> Iterator[ConnectorPool]:
-    found = ConnectorPool(engine)
-    yield found
-    found.close()
 
 
 def service(engine: Engine, pool: ConnectorPool, quotas: Quotas, owner: str) -> InstanceService:

@@ -5,7 +5,6 @@ does."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -17,13 +16,6 @@ from tests.api import conftest as both_stores
 from tests.cloud.volume_support import GiB, instance, service
 
 store = both_stores.store  # these tests run on SQLite and on PostgreSQL
-
-
-@pytest.fixture
-def pool(engine: Engine, fake: FakeConnector) -> Iterator[ConnectorPool]:
-    found = ConnectorPool(engine)
-    yield found
-    found.close()
 
 
 def race(

@@ -4,7 +4,6 @@ are settled one way or the other, and a listing that fails leaves the store as i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -20,13 +19,6 @@ from stratuslab.db.session import session_scope
 from stratuslab.db.volume_models import VolumeRecord
 from stratuslab.errors import BackendUnavailable
 from tests.cloud.volume_support import GiB, instance, service
-
-
-@pytest.fixture
-def pool(engine: Engine, fake: FakeConnector) -> Iterator[ConnectorPool]:
-    found = ConnectorPool(engine)
-    yield found
-    found.close()
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ volumes and snapshots, at the source's size at least."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy.engine import Engine
 
@@ -15,13 +13,6 @@ from stratuslab.cloud.connectors.fake import FakeConnector
 from stratuslab.cloud.volumes import VolumeService
 from stratuslab.errors import CapacityExceeded, Conflict, Invalid, NotFound
 from tests.cloud.volume_support import GiB, instance, service
-
-
-@pytest.fixture
-def pool(engine: Engine, fake: FakeConnector) -> Iterator[ConnectorPool]:
-    found = ConnectorPool(engine)
-    yield found
-    found.close()
 
 
 @pytest.fixture

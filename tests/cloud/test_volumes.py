@@ -6,7 +6,7 @@ nothing behind."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,13 +33,6 @@ from stratuslab.errors import (
     StratusError,
 )
 from tests.cloud.volume_support import GiB, instance, service
-
-
-@pytest.fixture
-def pool(engine: Engine, fake: FakeConnector) -> Iterator[ConnectorPool]:
-    found = ConnectorPool(engine)
-    yield found
-    found.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ racing never pass together. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -32,13 +31,6 @@ def quotas(engine: Engine, fake: FakeConnector) -> Quotas:
     for name in ("alice", "bob", "carol"):
         accounts.add_user(name, caller=SERVER)
     return Quotas(engine)
-
-
-@pytest.fixture
-def pool(engine: Engine) -> Iterator[ConnectorPool]:
-    found = ConnectorPool(engine)
-    yield found
-    found.close()
 
 
 def test_over_the_storage_quota_nothing_is_recorded_or_made_and_the_message_says_by_how_much(
