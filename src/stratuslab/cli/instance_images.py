@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from stratuslab.cli.default_group import DefaultGroup
 from stratuslab.cli.output import age, emit_json, err, out, output_option, table
 from stratuslab.cli.runtime import Runtime, pass_runtime
 
@@ -33,16 +34,7 @@ def save(rt: Runtime, ref: str, name: str, public: bool, description: str, outpu
     )
 
 
-class _SnapshotGroup(click.Group):
-    """`snapshot ID` takes a snapshot; `snapshot list|restore|delete ...` the rest."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = ["create", *args]
-        return super().parse_args(ctx, args)
-
-
-@click.group("snapshot", cls=_SnapshotGroup, no_args_is_help=True)
+@click.group("snapshot", cls=DefaultGroup, no_args_is_help=True)
 def snapshot() -> None:
     """Snapshot an instance (`snapshot ID [--name S]`), list, restore and delete snapshots."""
 
