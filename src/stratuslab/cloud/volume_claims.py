@@ -225,19 +225,3 @@ def release(session: Session, volume_id: str, instance_id: str) -> None:
             VolumeAttachmentRecord.instance_id == instance_id,
         )
     )
-
-
-def of_instances(session: Session, instance_ids: Sequence[str]) -> dict[str, list[VolumeRecord]]:
-    """The volumes attached to each of ``instance_ids`` (instance id -> volume records)."""
-    if not instance_ids:
-        return {}
-    rows = session.execute(
-        select(VolumeAttachmentRecord.instance_id, VolumeRecord)
-        .join(VolumeRecord, VolumeRecord.id == VolumeAttachmentRecord.volume_id)
-        .where(VolumeAttachmentRecord.instance_id.in_(list(instance_ids)))
-        .order_by(VolumeAttachmentRecord.path)
-    ).all()
-    found: dict[str, list[VolumeRecord]] = {}
-    for instance_id, volume in rows:
-        found.setdefault(instance_id, []).append(volume)
-    return found
