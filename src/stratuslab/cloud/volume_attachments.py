@@ -125,18 +125,19 @@ class VolumeAttachments(VolumeReach):
             return self._views(session, [row])[0]
 
     def claim_for(
-        self, ref: str, *, path: str, read_only: bool, cloud: str | None = None
+        self, ref: str, *, path: str | None = None, read_only: bool, cloud: str | None = None
     ) -> VolumeClaim:
-        """What an instance to be created with volume ``ref`` at ``path`` carries in its
+        """What an instance to be created with volume ``ref`` at ``path`` (default
+        ``/mnt/<name>``) carries in its
         ``RunRequest.volumes``: the rights are checked here (own volumes either way, another
         user's public ones read-only: ``Forbidden`` else; private ones ``NotFound``), the
         claim itself is made when the instance service records the instance. With ``cloud``,
         a volume on another cloud is a ``Conflict``."""
-        path = check_path(path)
         with session_scope(self.engine) as session:
             row = self._find(session, ref)
             if not read_only:
                 self._may_change(row, "attach it read-write", hint="mount it read-only")
+        path = check_path(path or DEFAULT_PATH.format(name=row.name))
         label = f"{row.owner}/{row.name}"
         if row.state != READY:
             raise Conflict(f"volume {label} is {row.state}: only a ready volume can be attached")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
@@ -26,8 +25,6 @@ from stratuslab.api.schemas.volumes import VolumeMount
 from stratuslab.cloud import events
 from stratuslab.cloud.instances import InstanceService, InstanceView, Prepared, RunRequest
 from stratuslab.cloud.volume_claims import VolumeClaim
-from stratuslab.cloud.volume_values import DEFAULT_PATH, parse_ref
-from stratuslab.cloud.volumes import VolumeService
 from stratuslab.errors import Invalid, StratusError
 from stratuslab.principal import Principal
 
@@ -35,7 +32,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/instances", tags=["instances"])
 SETTLED = {"running", "stopped", "gone", "error"}
 MAX_IDS = 10_000  # characters of ids= one watch follows (about 300 instances)
-VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8}$")
 
 
 @router.get("", response_model=list[InstancePublic])
@@ -145,9 +141,8 @@ def _claims(
     volumes = services.volumes(user)
     claims = []
     for mount in mounts:
-        path = mount.path or DEFAULT_PATH.format(name=_name_of(volumes, mount.volume))
         claims.append(
-            volumes.claim_for(mount.volume, path=path, read_only=mount.read_only, cloud=cloud)
+            volumes.claim_for(mount.volume, path=mount.path, read_only=mount.read_only, cloud=cloud)
         )
     for what, keys in (
         ("volume", [c.volume_id for c in claims]),
@@ -158,13 +153,6 @@ def _claims(
             label = claims[keys.index(twice)].label if what == "volume" else twice
             raise Invalid(f"{what} {label} is given twice: an instance has each once")
     return tuple(claims)
-
-
-def _name_of(volumes: VolumeService, ref: str) -> str:
-    """The name of the volume ``ref`` names (looked up when it is an id)."""
-    if VOLUME_ID.match(ref):
-        return volumes.get(ref).name
-    return parse_ref(ref).name
 
 
 def _provision(service: InstanceService, prepared: Prepared) -> None:
