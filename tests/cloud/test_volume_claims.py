@@ -170,6 +170,38 @@ def test_a_requests_claims_are_all_made_or_none(engine: Engine, volume: str) -> 
         )
 
     with session_scope(engine) as session:
-        refusal = volume_claims.claim_volumes(session, Request(), [{"id": "i-9"}])
+        refusal = volume_claims.claim_volumes(session, Request(), [{"id": "i-9"}], viewer="alice")
     assert isinstance(refusal, Conflict) and "alice/logs" in str(refusal)
     assert attached_to(engine, "vol-1") == []  # the first claim was taken back
+
+
+def test_a_refusal_names_another_users_instance_only_to_the_volumes_owner(
+    engine: Engine, volume: str
+) -> None:
+    assert attach(engine, volume, "i-1")  # alice's instance holds her volume read-write
+    with session_scope(engine) as session:
+        row = volume_claims.lock(session, volume)
+        with pytest.raises(Conflict) as refused:
+            volume_claims.claim(
+                session,
+                row,
+                instance_id="i-bob",
+                path="/mnt/data",
+                read_only=True,
+                label="alice/data",
+                viewer="bob",
+            )
+    assert "i-1" not in str(refused.value) and "/mnt/data" not in str(refused.value)
+    assert "an instance of another user (read-write)" in str(refused.value)
+    # To alice, it is named.
+    with pytest.raises(Conflict, match=r"i-1 at /mnt/data"), session_scope(engine) as session:
+        row = volume_claims.lock(session, volume)
+        volume_claims.claim(
+            session,
+            row,
+            instance_id="i-2",
+            path="/mnt/data",
+            read_only=True,
+            label="alice/data",
+            viewer="alice",
+        )

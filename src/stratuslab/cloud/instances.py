@@ -402,7 +402,9 @@ class InstanceService(OwnerImages):
             ]
             for n, (admitted, group) in enumerate(zip(batch, groups, strict=True)):
                 if refused[n] is None and admitted.checked.request.volumes:
-                    refused[n] = claim_volumes(session, admitted.checked.request, group)
+                    refused[n] = claim_volumes(
+                        session, admitted.checked.request, group, viewer=self._reach
+                    )
             kept = [
                 v for group, no in zip(groups, refused, strict=True) if no is None for v in group
             ]

@@ -78,6 +78,7 @@ class VolumeAttachments(VolumeReach):
                 path=mount.path,
                 read_only=read_only,
                 label=label,
+                viewer=None if self.sees_all else self.owner,
             )
         try:
             self._connector(row.cloud).attach_volume(target.name, mount)

@@ -58,9 +58,15 @@ class Holder:
     path: str
     read_only: bool
     state: str
+    owner: str  # the instance's
 
-    def describe(self) -> str:
+    def describe(self, viewer: str | None = None, volume_owner: str | None = None) -> str:
+        """Where it is, to ``viewer`` (None: one who sees everything). Another user's instance
+        is named only to the volume's owner: who else holds a public volume, and where, is
+        not its readers' business."""
         mode = "read-only" if self.read_only else "read-write"
+        if viewer is not None and viewer not in (self.owner, volume_owner):
+            return f"an instance of another user ({mode})"
         return f"{self.instance_id} at {self.path} ({mode})"
 
 
@@ -80,13 +86,15 @@ def holders(session: Session, volume_id: str) -> list[Holder]:
     """The live instances ``volume_id`` is attached to (or being attached to), by instance
     id; records whose instance is gone (or was never recorded) are deleted."""
     rows = session.execute(
-        select(VolumeAttachmentRecord, InstanceRecord.name, InstanceRecord.state)
+        select(
+            VolumeAttachmentRecord, InstanceRecord.name, InstanceRecord.state, InstanceRecord.owner
+        )
         .outerjoin(InstanceRecord, InstanceRecord.id == VolumeAttachmentRecord.instance_id)
         .where(VolumeAttachmentRecord.volume_id == volume_id)
         .order_by(VolumeAttachmentRecord.instance_id)
     ).all()
     found, stale = [], []
-    for attachment, name, state in rows:
+    for attachment, name, state, whose in rows:
         if name is None or state == InstanceState.GONE.value:
             stale.append(attachment.instance_id)
             continue
@@ -97,6 +105,7 @@ def holders(session: Session, volume_id: str) -> list[Holder]:
                 attachment.path,
                 attachment.read_only,
                 attachment.state,
+                whose,
             )
         )
     if stale:
@@ -118,15 +127,17 @@ def claim(
     read_only: bool,
     label: str,
     pending_instance: bool = False,
+    viewer: str | None = None,
 ) -> bool:
     """Record that ``volume`` is being attached to ``instance_id`` at ``path``; whether there
     was anything to record (False: it is attached there already, at that path and mode).
 
     Call it after :func:`lock`. Raises ``Conflict`` naming where the volume is attached when
     the one-writer rule refuses it, when it is attached to that instance at another path or
-    mode, and when the volume is not ready (being created, deleted, or gone). With
-    ``pending_instance`` the instance is being recorded in the same transaction (a run's node
-    instance): its record does not exist yet.
+    mode, and when the volume is not ready (being created, deleted, or gone); another
+    user's instance is named in it only when ``viewer`` (the caller; None for one who sees
+    everything) owns the volume. With ``pending_instance`` the instance is being recorded in
+    the same transaction (a run's node instance): its record does not exist yet.
     """
     if volume.state != READY:
         raise Conflict(f"volume {label} is {volume.state}: only a ready volume can be attached")
@@ -137,11 +148,13 @@ def claim(
     if mine is not None:
         if (mine.path, mine.read_only) == (path, read_only) and mine.state != DETACHING:
             return False
-        raise Conflict(f"volume {label} is attached to instance {mine.describe()} already")
+        raise Conflict(
+            f"volume {label} is attached to instance {mine.describe(viewer, volume.owner)} already"
+        )
     others = [h for h in found if h.instance_id != instance_id]
     writers = [h for h in others if not h.read_only]
     if writers or (others and not read_only):
-        where = "; ".join(h.describe() for h in (writers or others)[:5])
+        where = "; ".join(h.describe(viewer, volume.owner) for h in (writers or others)[:5])
         raise Conflict(
             f"volume {label} is attached to {where}: a volume attached read-write is attached "
             "nowhere else",
@@ -164,7 +177,11 @@ def claim(
 
 
 def claim_volumes(
-    session: Session, request: RunRequestLike, instances: Sequence[Mapping[str, Any]]
+    session: Session,
+    request: RunRequestLike,
+    instances: Sequence[Mapping[str, Any]],
+    *,
+    viewer: str | None,
 ) -> Conflict | None:
     """Claim ``request``'s volumes for each of ``instances`` (the records about to be made, by
     their values): None when every claim holds, else the first refusal, with no claim of
@@ -182,6 +199,7 @@ def claim_volumes(
                     read_only=wanted.mount.read_only,
                     label=wanted.label,
                     pending_instance=True,
+                    viewer=viewer,
                 ):
                     made.append((wanted.volume_id, values["id"]))
     except (Conflict, NotFound) as exc:
