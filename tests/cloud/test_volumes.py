@@ -321,6 +321,29 @@ def test_killing_an_instance_keeps_its_volume_and_frees_it(
     assert alice.detach("data", first.id).attachments[0].instance == second.id  # gone: no-op
 
 
+def test_the_owner_detaches_her_public_volume_from_another_users_instance_and_deletes_it(
+    engine: Engine,
+    pool: ConnectorPool,
+    alice: VolumeService,
+    bob: VolumeService,
+    fake: FakeConnector,
+) -> None:
+    alice.create("dataset", size_bytes=GiB, public=True)
+    bobs = instance(bob)
+    bob.attach("alice/dataset", bobs.id, read_only=True)
+    with pytest.raises(Conflict, match="attached to"):
+        alice.delete("dataset")
+    carol = service(engine, pool, "carol")
+    with pytest.raises(NotFound, match=f"no instance {bobs.id!r}"):  # not hers, not her volume
+        carol.detach("alice/dataset", bobs.id)
+    carols = instance(carol)
+    with pytest.raises(NotFound, match=f"no instance {carols.id!r}"):
+        alice.detach("dataset", carols.id)  # her volume is not attached there
+    assert alice.detach("dataset", bobs.id).attachments == ()
+    assert fake.ex_mounts(bobs.name) == {}
+    assert alice.delete("dataset").state == "gone"
+
+
 def test_a_failed_delete_is_recorded_and_can_be_tried_again(
     alice: VolumeService, fake: FakeConnector
 ) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from stratuslab.cloud import records, volume_claims
 from stratuslab.cloud.base import Mount
@@ -30,7 +31,7 @@ from stratuslab.cloud.volume_values import DEFAULT_PATH, check_path
 from stratuslab.db.models import InstanceRecord
 from stratuslab.db.session import session_scope
 from stratuslab.db.volume_models import VolumeAttachmentRecord, VolumeRecord
-from stratuslab.errors import Conflict
+from stratuslab.errors import Conflict, NotFound
 
 if TYPE_CHECKING:
     from stratuslab.cloud.instances import InstanceView
@@ -99,10 +100,9 @@ class VolumeAttachments(VolumeReach):
         """Detach volume ``ref`` from ``instance`` (unmounted when this returns); the volume
         and its files are kept. From an instance that is gone it only forgets the attachment.
         ``Conflict`` when it is not attached to that (live) instance."""
-        reach = None if self.instances.sees_all else self.instances.owner
         with session_scope(self.engine) as session:
-            target = records.view_of(records.find(session, instance, owner=reach))
             row = volume_claims.lock(session, self._find(session, ref).id)
+            target = records.view_of(self._holder(session, row, instance))
             attachment = session.get(VolumeAttachmentRecord, (row.id, target.id))
             if target.state == InstanceState.GONE.value:
                 volume_claims.release(session, row.id, target.id)
@@ -180,6 +180,22 @@ class VolumeAttachments(VolumeReach):
                 )
             )
         return found
+
+    def _holder(self, session: Session, volume: VolumeRecord, ref: str) -> InstanceRecord:
+        """The instance ``ref`` a volume is detached from: one the caller reaches, or, for the
+        volume's owner (and administrators), any instance the volume is attached to (another
+        user attaching her public volume must not keep her from detaching and deleting it).
+        Any other instance is not found, as everywhere."""
+        reach = None if self.instances.sees_all else self.instances.owner
+        try:
+            return records.find(session, ref, owner=reach)
+        except NotFound as hidden:
+            if volume.owner != self.owner:
+                raise
+            found = records.find(session, ref, owner=None)
+            if session.get(VolumeAttachmentRecord, (volume.id, found.id)) is None:
+                raise hidden from None
+            return found
 
     @staticmethod
     def _running(view: InstanceView) -> InstanceView:
