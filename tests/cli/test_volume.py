@@ -124,6 +124,7 @@ def test_every_command_answers_json(stratus: Cli) -> None:
     assert taken["name"] == "s"
     assert as_json(stratus, "volume", "snapshot", "restore", "data", "s")["ref"] == "alice/data"
     assert as_json(stratus, "volume", "snapshot", "delete", "data", "s")["deleted"] is True
+    assert as_json(stratus, "volume", "snapshot", "list", "data") == []  # it is gone
     assert as_json(stratus, "volume", "delete", "data")["state"] == "gone"
 
 
