@@ -16,6 +16,10 @@ from stratuslab.db.session import session_scope
 from stratuslab.errors import NotFound
 
 DEFAULT_CLOUD = "local"
+DEFAULT_PRIORITY = 100
+# Options that hold credentials: recorded for the connector, never shown to anybody.
+SECRET_OPTIONS = frozenset({"secret", "client_key_pem", "password"})
+REDACTED = "********"
 
 
 @dataclass(frozen=True)
@@ -23,9 +27,29 @@ class Cloud:
     name: str
     connector: str
     options: dict[str, Any]
+    priority: int = DEFAULT_PRIORITY  # placement tries clouds in ascending priority, then name
+    enabled: bool = True  # a disabled cloud takes no new instances; what runs there goes on
+    max_instances: int | None = None  # the site's cap on live instances; None: the backend's
+    note: str | None = None  # why it was disabled
 
     def make_connector(self) -> Connector:
         return make_connector(self.connector, dict(self.options))
+
+    def shown_options(self) -> dict[str, Any]:
+        """The options with every credential replaced by ``REDACTED``."""
+        return {k: REDACTED if k in SECRET_OPTIONS else v for k, v in self.options.items()}
+
+
+def _cloud(row: CloudRecord) -> Cloud:
+    return Cloud(
+        row.name,
+        row.connector,
+        dict(row.options),
+        priority=row.priority,
+        enabled=row.enabled,
+        max_instances=row.max_instances,
+        note=row.note,
+    )
 
 
 def record(engine: Engine, *, name: str, connector: str, options: dict[str, Any]) -> str:
@@ -53,13 +77,16 @@ def get(engine: Engine, name: str = DEFAULT_CLOUD) -> Cloud:
                 if not known
                 else f"known clouds: {', '.join(known)}",
             )
-        return Cloud(row.name, row.connector, dict(row.options))
+        return _cloud(row)
 
 
 def all_clouds(engine: Engine) -> list[Cloud]:
+    """Every recorded cloud, in the order placement tries them (priority, then name)."""
     with session_scope(engine) as session:
-        rows = session.scalars(select(CloudRecord).order_by(CloudRecord.name)).all()
-        return [Cloud(r.name, r.connector, dict(r.options)) for r in rows]
+        rows = session.scalars(
+            select(CloudRecord).order_by(CloudRecord.priority, CloudRecord.name)
+        ).all()
+        return [_cloud(r) for r in rows]
 
 
 class ConnectorPool:
@@ -75,6 +102,14 @@ class ConnectorPool:
             if cloud not in self._connectors:
                 self._connectors[cloud] = get(self.engine, cloud).make_connector()
             return self._connectors[cloud]
+
+    def forget(self, cloud: str) -> None:
+        """Drop the connector of ``cloud`` (its options changed, or it was removed): the next
+        use makes it again from the store."""
+        with self._lock:
+            connector = self._connectors.pop(cloud, None)
+        if connector is not None:
+            connector.close()
 
     def close(self) -> None:
         with self._lock:

@@ -49,6 +49,12 @@ class CloudRecord(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     connector: Mapped[str] = mapped_column(String(32))
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Placement tries enabled clouds in ascending priority (then name); ``max_instances`` is
+    # the site's cap on live instances there (None: what the backend reports is the bound).
+    priority: Mapped[int] = mapped_column(default=100)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    max_instances: Mapped[int | None]
+    note: Mapped[str | None] = mapped_column(Text)  # why it was disabled, for people
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -100,6 +106,19 @@ class ModuleRecord(Base):
     owner: Mapped[str] = mapped_column(String(64))
     tag: Mapped[str | None] = mapped_column(String(64))  # "git:<sha>": what it was pushed from
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ServerRecord(Base):
+    """A server process sharing the store, with its heartbeat: a claim held by one whose
+    heartbeat stopped is taken over without waiting for the claim's lease to run out."""
+
+    __tablename__ = "servers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # host:pid:start
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class RunRecord(Base):
@@ -155,6 +174,8 @@ class NodeInstanceRecord(Base):
     lost: Mapped[bool] = mapped_column(default=False)
     completed: Mapped[str | None] = mapped_column(String(16))  # the state it last completed
     log_lines: Mapped[int] = mapped_column(default=0)  # recipe output lines kept, up to a bound
+    cloud: Mapped[str | None] = mapped_column(String(64))  # where placement put its machine
+    placement: Mapped[str | None] = mapped_column(Text)  # why there, for people
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
