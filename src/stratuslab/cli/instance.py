@@ -45,7 +45,7 @@ def group() -> None:
     help="script (#!) or #cloud-config run once at first boot",
 )
 @click.option("--name", help="instance name (NAME-1..NAME-N with -n)")
-@click.option("--cloud", default="local", show_default=True, help="the cloud to start on")
+@click.option("--cloud", help="the cloud to start on (default: the first by priority with room)")
 @click.option(
     "--volume",
     "volumes",
@@ -65,7 +65,7 @@ def run(
     key: Path | None,
     user_data: Path | None,
     name: str | None,
-    cloud: str,
+    cloud: str | None,
     volumes: tuple[str, ...],
     output: str,
 ) -> None:
@@ -77,8 +77,9 @@ def run(
         "cpu": cpu,
         "ram_mb": ram,
         "name": name,
-        "cloud": cloud,
     }
+    if cloud is not None:
+        body["cloud"] = cloud
     if volumes:
         from stratuslab.cli.volume import mount_of
 

@@ -44,6 +44,9 @@ class RunRequest:
     user_data: str | None = None
     name: str | None = None
     cloud: str = clouds.DEFAULT_CLOUD
+    # The site places it (cloud/placement.py): ``cloud`` is then only where it goes when the
+    # site has that cloud alone. False: it goes to ``cloud`` or nowhere.
+    anywhere: bool = False
     run_id: str | None = None
     node_instance: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from stratuslab.cloud.base import Connector
 from stratuslab.cloud.connectors import connector_class, make_connector
@@ -83,10 +84,16 @@ def get(engine: Engine, name: str = DEFAULT_CLOUD) -> Cloud:
 def all_clouds(engine: Engine) -> list[Cloud]:
     """Every recorded cloud, in the order placement tries them (priority, then name)."""
     with session_scope(engine) as session:
-        rows = session.scalars(
-            select(CloudRecord).order_by(CloudRecord.priority, CloudRecord.name)
-        ).all()
-        return [_cloud(r) for r in rows]
+        return all_clouds_in(session)
+
+
+def all_clouds_in(session: Session, *, lock: bool = False) -> list[Cloud]:
+    """:func:`all_clouds` in the caller's transaction; with ``lock``, their rows are locked
+    until it ends (PostgreSQL; on SQLite a writing transaction holds the whole store)."""
+    query = select(CloudRecord).order_by(CloudRecord.priority, CloudRecord.name)
+    if lock:
+        query = query.with_for_update()
+    return [_cloud(r) for r in session.scalars(query).all()]
 
 
 class ConnectorPool:

@@ -26,7 +26,9 @@ from stratuslab.cloud.base import Connector, ExecResult, Instance
 from stratuslab.cloud.clouds import all_clouds
 from stratuslab.cloud.events import Event
 from stratuslab.cloud.fleet import Outcome
+from stratuslab.cloud.holdings import nothing_reserved
 from stratuslab.cloud.instance_images import OwnerImages
+from stratuslab.cloud.placement import Placer
 from stratuslab.cloud.quotas import Quotas, charged
 from stratuslab.cloud.reconcile import ReconcileReport, apply_listing
 from stratuslab.cloud.records import InstanceView
@@ -79,10 +81,18 @@ class InstanceService(OwnerImages):
         sees_all: bool = False,
         quotas: Quotas | None = None,
         policy: ImagePolicy | None = None,
+        placer: Placer | None = None,
     ) -> None:
         self.engine = engine
         self.quotas = quotas
         self.policy = policy
+        # Which cloud what is asked goes to (the site's priorities, caps and quotas).
+        self.placer = placer or Placer(
+            engine,
+            connectors,
+            reserved=quotas.reserved if quotas else nothing_reserved,
+            vet=self._may_start,
+        )
         self.owner = owner  # who what it creates belongs to
         self.sees_all = sees_all  # an administrator or the server: every owner's instances
         self.name_prefix = name_prefix
@@ -128,13 +138,19 @@ class InstanceService(OwnerImages):
         """
         if self.quotas is not None:
             requests = self.quotas.sized(self.owner, requests)
-        outcomes = admission.admit_batch(
+        placed = self.placer.requests(self.owner, requests)
+        todo = [i for i, p in enumerate(placed) if isinstance(p, RunRequest)]
+        admitted = admission.admit_batch(
             self.engine,
             self._connector,
-            requests,
+            [cast(RunRequest, placed[i]) for i in todo],
             name_prefix=self.name_prefix,
             vet=self._may_start,
         )
+        in_order = iter(admitted)  # what placement refused keeps its place in the answer
+        outcomes: list[Admitted | StratusError] = [
+            next(in_order) if isinstance(p, RunRequest) else p for p in placed
+        ]
         recorded = iter(self._record([o for o in outcomes if isinstance(o, Admitted)]))
         answer: list[Prepared | StratusError] = []
         for outcome in outcomes:

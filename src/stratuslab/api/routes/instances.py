@@ -23,6 +23,7 @@ from stratuslab.api.schemas.instances import (
 )
 from stratuslab.api.schemas.volumes import VolumeMount
 from stratuslab.cloud import events
+from stratuslab.cloud.clouds import DEFAULT_CLOUD
 from stratuslab.cloud.instances import InstanceService, InstanceView, Prepared, RunRequest
 from stratuslab.cloud.volume_claims import VolumeClaim
 from stratuslab.errors import Invalid, StratusError
@@ -51,10 +52,15 @@ def run_instances(body: InstanceCreate, services: ServicesDep, user: UserDep) ->
     ``GET /api/instances/watch?ids=...``. Each is created with ``volumes`` attached (the
     caller's own, or another user's public ones read-only), claimed as it is recorded."""
     service = services.instances(user)
-    given = body.model_dump(exclude={"volumes"})
-    claims = _claims(services, user, body.volumes, cloud=body.cloud)
+    given = body.model_dump(exclude={"volumes", "cloud", "ssh_keys"})
+    # Volumes live on one cloud: instances with volumes go there (the local cloud, for now).
+    cloud = body.cloud or DEFAULT_CLOUD
+    claims = _claims(services, user, body.volumes, cloud=cloud)
+    anywhere = body.cloud is None and not body.volumes
     prepared = service.prepare(
-        RunRequest(**{**given, "ssh_keys": tuple(body.ssh_keys), "volumes": claims})
+        RunRequest(
+            **given, cloud=cloud, anywhere=anywhere, ssh_keys=tuple(body.ssh_keys), volumes=claims
+        )
     )
     services.submit(_provision, service, prepared)
     ids = ",".join(v.id for v in prepared.views)

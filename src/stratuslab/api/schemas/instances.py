@@ -22,7 +22,8 @@ class InstanceCreate(BaseModel):
     ssh_keys: list[Text] = Field(default_factory=list, max_length=100)
     user_data: Text | None = None  # the service bounds it, naming the limit
     name: Text | None = Field(default=None, max_length=63)
-    cloud: Text = Field(default="local", max_length=64)
+    # None: the site places them (its clouds' priorities, caps and the caller's quotas).
+    cloud: Text | None = Field(default=None, max_length=64)
     volumes: list[VolumeMount] = Field(default_factory=list, max_length=MAX_MOUNTS)
 
 

@@ -197,6 +197,7 @@ class FakeConnector(FakeVolumes, Connector):
             return list(self._backend.images.values())
 
     def get_image(self, name: str) -> Image:
+        self._maybe_fail("get_image")
         with self._backend.lock:
             image = self._backend.images.get(name) or next(
                 (i for i in self._backend.images.values() if i.fingerprint == name), None
