@@ -25,7 +25,7 @@ else constructs the engine's parts. What depends on what, read top to bottom:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -44,6 +44,7 @@ from stratuslab.cloud.instances import InstanceService
 from stratuslab.cloud.marketplace.gate import EndorsementSource, ImagePolicy
 from stratuslab.cloud.marketplace.policy import Decision
 from stratuslab.cloud.marketplace.store import ImportBook, Marketplace
+from stratuslab.cloud.placement import Ask, Placed
 from stratuslab.cloud.quotas import Quotas
 from stratuslab.cloud.snapshots import Snapshots
 from stratuslab.cloud.usage import Accounting
@@ -58,7 +59,7 @@ from stratuslab.deploy.modules import ModuleStore
 from stratuslab.deploy.orchestrator import Orchestrator, OrchestratorConfig
 from stratuslab.deploy.params import Parameters, ParameterValues
 from stratuslab.deploy.reports import ReportStore
-from stratuslab.deploy.reservations import held_by_runs
+from stratuslab.deploy.reservations import held_by_runs, pending_by_cloud
 from stratuslab.deploy.run_volumes import RunVolumes
 from stratuslab.deploy.runs import RunService
 from stratuslab.deploy.scaling import Scaling
@@ -66,7 +67,7 @@ from stratuslab.deploy.secrets import RunSecrets
 from stratuslab.deploy.supervisor import Supervisor
 from stratuslab.deploy.tokens import NodeTokens
 from stratuslab.deploy.work import WorkQueue
-from stratuslab.errors import Forbidden
+from stratuslab.errors import Forbidden, StratusError
 from stratuslab.hub import Hub
 from stratuslab.principal import Principal
 from stratuslab.verify import addresses
@@ -137,6 +138,7 @@ class Services:
             decide_image=self.decide_image,
             baked_images=lambda plan, owner: self.bakes.choose(plan, owner),
             bind_volumes=lambda plan, owner: self.run_volumes.bind(plan, owner),
+            place=self._place,
         )
         self.tokens = NodeTokens(engine)
         self.logs = RunLogs(engine, self.hub, secrets=secrets)
@@ -147,7 +149,11 @@ class Services:
         )
         self.params = Parameters(engine, self.hub, values=values, aborts=self.control)
         self.scaling = Scaling(
-            self.control, self.params, max_instances=settings.max_run_instances, quotas=self.quotas
+            self.control,
+            self.params,
+            max_instances=settings.max_run_instances,
+            quotas=self.quotas,
+            place=self._place,
         )
         self.run_volumes = RunVolumes(self.volumes_of)  # a run's volumes, as its owner's
         self.orchestrator = Orchestrator(
@@ -273,6 +279,10 @@ class Services:
         """The site's decision on ``image`` of ``cloud`` (``NotFound`` when it has none)."""
         return self.instances_of(self.settings.user).decide_image(image, cloud=cloud)[1]
 
+    def _place(self, owner: str, asks: Sequence[Ask]) -> list[Placed | StratusError]:
+        """Where a run's node instances go, as their owner's (deploy/placing.py)."""
+        return self.instances_of(owner).place(asks)
+
     def _instances(self, owner: str, *, sees_all: bool) -> InstanceService:
         return InstanceService(
             self.engine,
@@ -283,6 +293,7 @@ class Services:
             sees_all=sees_all,
             quotas=self.quotas,
             policy=self.image_policy,
+            pending=pending_by_cloud,  # what a cloud's cap counts beside its instances
         )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:

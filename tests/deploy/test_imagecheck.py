@@ -8,11 +8,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 
 from stratuslab.cloud.connectors.fake import FakeConnector
 from stratuslab.cloud.marketplace.policy import Decision
 from stratuslab.cloud.marketplace.signing import Verified
 from stratuslab.config import Settings
+from stratuslab.db.models import RunRecord
+from stratuslab.db.session import engine_for, session_scope
 from stratuslab.deploy.imagecheck import check_plan
 from stratuslab.deploy.model import ApplicationModule, parse_module
 from stratuslab.deploy.plan import Plan, resolve
@@ -93,26 +97,30 @@ def test_a_run_of_allowed_images_is_created_and_its_machines_start(
         api.delete(f"/api/runs/{run_id}")
 
 
-class DeprecatedAfterTheFirstLook(Shelf):
-    """An endorsement deprecated between the run's creation and its machines' start."""
+class DeprecatedOnceTheRunIsRecorded(Shelf):
+    """An endorsement deprecated between the run's creation and its machines' start: whatever
+    looks before the run is recorded (the plan's check, placement) sees it endorsed."""
 
-    def __init__(self, first: Verified, then: Verified) -> None:
+    def __init__(self, first: Verified, then: Verified, engine: Engine) -> None:
         super().__init__(first)
         self.then = then
+        self.engine = engine
 
     def endorsements(self, sha256: str) -> list[Verified]:
-        found = super().endorsements(sha256)
-        self.held = [self.then]
-        return found
+        with session_scope(self.engine) as session:
+            if session.scalar(select(func.count()).select_from(RunRecord)):
+                self.held = [self.then]
+        return super().endorsements(sha256)
 
 
 def test_a_node_instance_whose_image_is_refused_when_it_starts_fails_provisioning(
     settings: Settings, fake: FakeConnector, tmp_path: Path
 ) -> None:
     _, sums = imported(fake, tmp_path)
-    shelf = DeprecatedAfterTheFirstLook(
+    shelf = DeprecatedOnceTheRunIsRecorded(
         endorse(sums, JANE, now=TODAY)[1],
         endorse(sums, JANE, now=TODAY, deprecated="a hole in its openssh")[1],
+        engine_for(settings.database_url),
     )
     debian = fake.get_image("debian-12").fingerprint
     with policy_api(

@@ -81,12 +81,15 @@ def show(rt: Runtime, run_id: str, output: str) -> None:
             f"  teardown: {teardown['attempts']} attempt(s) failed: "
             f"{escaped(teardown['error'])}; {then}"
         )
+    for line in placement_lines(run["nodes"]):
+        out.print(f"  {escaped(line)}", highlight=False)
     table(
         None,
-        ("NODE", "PROVISIONING", "COMPLETED", "ADDRESS", "INSTANCE", "STATUS"),
+        ("NODE", "CLOUD", "PROVISIONING", "COMPLETED", "ADDRESS", "INSTANCE", "STATUS"),
         (
             (
                 n["name"],
+                n.get("cloud") or "",
                 "removed" if n["removed"] else "lost" if n["lost"] else n["provisioning"],
                 n["completed"] or "",
                 n["hostname"] or "",
@@ -321,3 +324,20 @@ def terminate(rt: Runtime, run_ids: tuple[str, ...], wait: bool, force: bool, ou
             out.print(f"run {run['id'][:8]}: {run['state']}")
     if output == "json":
         emit_json(ended)
+
+
+def placement_lines(nodes: list[dict[str, Any]]) -> list[str]:
+    """Where the node instances went and why, one line per cloud and reason, when placement
+    did more than keep every one on the first cloud (a burst, several clouds)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for n in nodes:
+        if n.get("placement"):
+            groups.setdefault((n.get("cloud") or "", n["placement"]), []).append(n["name"])
+    if len({cloud for cloud, _ in groups}) < 2 and not any(
+        reason.startswith("burst") for _, reason in groups
+    ):
+        return []
+    return [
+        f"placed: {', '.join(names)} on {cloud}: {reason}"
+        for (cloud, reason), names in groups.items()
+    ]

@@ -28,7 +28,7 @@ from stratuslab.cloud.events import Event
 from stratuslab.cloud.fleet import Outcome
 from stratuslab.cloud.holdings import nothing_reserved
 from stratuslab.cloud.instance_images import OwnerImages
-from stratuslab.cloud.placement import Placer
+from stratuslab.cloud.placement import Ask, Pending, Placed, Placer, no_pending
 from stratuslab.cloud.quotas import Quotas, charged
 from stratuslab.cloud.reconcile import ReconcileReport, apply_listing
 from stratuslab.cloud.records import InstanceView
@@ -81,16 +81,17 @@ class InstanceService(OwnerImages):
         sees_all: bool = False,
         quotas: Quotas | None = None,
         policy: ImagePolicy | None = None,
-        placer: Placer | None = None,
+        pending: Pending = no_pending,
     ) -> None:
         self.engine = engine
         self.quotas = quotas
         self.policy = policy
         # Which cloud what is asked goes to (the site's priorities, caps and quotas).
-        self.placer = placer or Placer(
+        self.placer = Placer(
             engine,
             connectors,
             reserved=quotas.reserved if quotas else nothing_reserved,
+            pending=pending,  # node instances placed whose machines are not made yet
             vet=self._may_start,
         )
         self.owner = owner  # who what it creates belongs to
@@ -169,6 +170,11 @@ class InstanceService(OwnerImages):
             for view in views:
                 self.tell(view, events.RECORDED)
         return answer
+
+    def place(self, asks: Sequence[Ask]) -> list[Placed | StratusError]:
+        """Where what this owner asks would go, and why (cloud/placement.py); nothing is
+        recorded (the deployment engine places a run's node instances this way)."""
+        return self.placer.place(self.owner, asks)
 
     def provision(self, prepared: Prepared, *, on_event: Event | None = None) -> list[InstanceView]:
         """Create the recorded instances in parallel and wait until each has an address.

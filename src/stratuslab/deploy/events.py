@@ -30,6 +30,7 @@ class EventKind(StrEnum):
     TEARDOWN_FAILED = "teardown-failed"  # attempt, reason, retry_in (None: gave up)
     TORN_DOWN = "torn-down"  # destroyed (count), kept (bool)
     BAKED = "baked"  # image, digest, size_bytes, seconds, packages (name -> version)
+    PLACED = "placed"  # cloud, reason, vms (at most MAX_LISTED names), count
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,24 @@ class RunEvent:
                 return f"destroyed {f['destroyed']} instance(s)"
             case EventKind.BAKED:
                 return f"baked {f['image']} ({f['size_bytes'] / 2**20:.0f} MiB)"
+            case EventKind.PLACED:
+                more = f["count"] - len(f["vms"])
+                names = ", ".join(f["vms"]) + (f" and {more} more" if more > 0 else "")
+                return f"{names} on {f['cloud']} ({f['reason']})"
         return self.kind.value  # pragma: no cover - every kind is matched above
 
 
 def created(module: str, owner: str) -> RunEvent:
     return RunEvent(EventKind.CREATED, {"module": module, "owner": owner})
+
+
+MAX_LISTED = 20  # node instances a placement event names; it counts the rest
+
+
+def placed(cloud: str, reason: str, vms: list[str]) -> RunEvent:
+    """Node instances placed on ``cloud`` for one reason (when the run is created or scaled)."""
+    fields = {"cloud": cloud, "reason": reason, "vms": vms[:MAX_LISTED], "count": len(vms)}
+    return RunEvent(EventKind.PLACED, fields)
 
 
 def state_changed(previous: str, state: str) -> RunEvent:

@@ -108,6 +108,9 @@ class NodeDef:
     # component volume name -> binding; "" is the short form (``volume: pgdata``), which binds
     # the component's only volume, whatever its name.
     volumes: Mapping[str, VolumeBinding] = field(default_factory=dict)
+    # Whether the application (or the run's start) names the cloud: then the node stays there;
+    # else ``cloud`` is only the default and the site places each instance (cloud/placement.py).
+    pinned: bool = False
 
 
 @dataclass(frozen=True)

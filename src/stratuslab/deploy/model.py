@@ -321,6 +321,7 @@ def _node(doc: Document, name: str, value: Any, base: str) -> NodeDef:
         ),
         parameters,
         volume_decls.node_volumes(doc, name, spec),
+        pinned="cloud" in spec,
     )
 
 

@@ -239,10 +239,11 @@ class Orchestrator:
         volumes: tuple[VolumeClaim, ...] = (),
     ) -> RunRequest:
         spec = plan.nodes[node.node]
+        cloud = node.cloud or spec.cloud  # where the run placed it (deploy/placing.py)
         return RunRequest(
-            image=spec.image,
+            image=spec.image_on(cloud),
             name=self.instance_name(run_id, node.node, node.idx),
-            cloud=spec.cloud,
+            cloud=cloud,
             user_data=bootstrap.user_data(
                 server=self.config.agent_url,
                 ca=self.config.agent_ca(),
@@ -338,6 +339,16 @@ class Orchestrator:
                 + "; ".join(str(f) for f in failures[:3])
             )
         clouds = {spec.cloud for spec in self.runs.plan(run_id, caller=SERVER).nodes.values()}
+        with session_scope(self.engine) as session:  # and wherever it placed node instances
+            clouds.update(
+                c
+                for c in session.scalars(
+                    select(NodeInstanceRecord.cloud)
+                    .where(NodeInstanceRecord.run_id == run_id)
+                    .distinct()
+                )
+                if c
+            )
         swept = service.sweep_run(run_id, sorted(clouds))
         for name in swept:
             log.warning("run %s: destroyed %s, found by its tag", run_id, name)

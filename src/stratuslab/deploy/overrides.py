@@ -62,6 +62,7 @@ def apply(
         changed[name] = replace(
             before,
             cloud=clouds.get(name, before.cloud),
+            pinned=before.pinned or name in clouds,
             max_provisioning_failures=max_provisioning_failures.get(
                 name, before.max_provisioning_failures
             ),

@@ -9,7 +9,7 @@ that what it deploys never changes under it. ``docs/modules.md`` is the specific
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -54,6 +54,25 @@ class NodePlan:
     # The volumes each instance is created with (deploy/plan_volumes.py), in the order the
     # component declares them.
     volumes: tuple[NodeVolume, ...] = ()
+    # The image on every cloud its image module lists (cloud -> image), and whether the node
+    # stays on ``cloud`` (the application or the run's start names it) or each instance is
+    # placed on the site's clouds (``cloud`` is then only the default). Plans recorded before
+    # placement stay where they were.
+    images: Mapping[str, str] = field(default_factory=dict)
+    pinned: bool = True
+
+    @property
+    def placed_anywhere(self) -> bool:
+        """Whether each instance may go to any cloud that has its image: not when the node
+        is pinned, starts from a baked image (made on one cloud) or mounts volumes (which
+        live on one cloud)."""
+        return not self.pinned and self.baked is None and not self.volumes
+
+    def image_on(self, cloud: str) -> str:
+        """The image an instance starts from on ``cloud``."""
+        if cloud == self.cloud:
+            return self.image
+        return self.images.get(cloud, self.image)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe form; recipes take the shape the agent's plan has."""
@@ -83,6 +102,8 @@ class NodePlan:
             },
             "baked": dict(self.baked) if self.baked is not None else None,
             "volumes": [volume.to_dict() for volume in self.volumes],
+            "images": dict(self.images),
+            "pinned": self.pinned,
         }
 
     @classmethod
@@ -115,6 +136,8 @@ class NodePlan:
             },
             baked=data.get("baked"),  # plans recorded before baking have none
             volumes=tuple(NodeVolume.from_dict(v) for v in data.get("volumes", ())),
+            images=data["images"] if "images" in data else {data["cloud"]: data["image"]},
+            pinned=data.get("pinned", True),
         )
 
 
@@ -164,7 +187,11 @@ def resolve(
     """
     resolver = Resolver(app, version, lookup)
     components = {name: resolver.component(app, node) for name, node in app.nodes.items()}
-    images = {name: _image(app, node, components[name]) for name, node in app.nodes.items()}
+    homes = {name: _home(node, components[name]) for name, node in app.nodes.items()}
+    images = {
+        name: _image(app, replace(node, cloud=homes[name]), components[name])
+        for name, node in app.nodes.items()
+    }
     for node in app.nodes.values():
         _check_mappings(app, node, components)
     _check_command_line(app, components, given, multiplicities)
@@ -176,7 +203,7 @@ def resolve(
             components[name].path,
             components[name].version,
             multiplicities.get(name, node.multiplicity),
-            node.cloud,
+            homes[name],
             node.max_provisioning_failures,
             images[name],
             dict(components[name].inputs),
@@ -191,10 +218,21 @@ def resolve(
                 components[name].volumes,
                 multiplicities.get(name, node.multiplicity),
             ),
+            images=dict(components[name].image.images),
+            pinned=node.pinned,
         )
         for name, node in app.nodes.items()
     }
     return Plan(app.path, version, nodes, dict(resolver.modules))
+
+
+def _home(node: NodeDef, inherited: Inherited) -> str:
+    """The cloud a node is planned on: the one it names; for one the site places, its default
+    cloud when its image module lists an image there, else the first cloud listed."""
+    listed = inherited.image.images
+    if node.pinned or node.cloud in listed or not listed:
+        return node.cloud
+    return sorted(listed)[0]
 
 
 def component_node(

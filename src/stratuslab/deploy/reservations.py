@@ -19,7 +19,7 @@ quota's words.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from sqlalchemy import and_, exists, func, select
@@ -50,23 +50,22 @@ def storage_of_node(spec: NodePlan, count: int) -> Amount:
     )
 
 
-def demand_of(plan: Plan) -> dict[str, Amount]:
-    """What a run of ``plan`` asks, per cloud: its instances and their fresh volumes."""
+def demand_of(plan: Plan, placed: Mapping[str, str] | None = None) -> dict[str, Amount]:
+    """What a run of ``plan`` asks, per cloud: its instances and their fresh volumes, each
+    node instance on the cloud ``placed`` gives it (node instance name -> cloud), else on its
+    node's."""
     demand: dict[str, Amount] = {}
     for spec in plan.nodes.values():
-        demand[spec.cloud] = (
-            demand.get(spec.cloud, Amount())
-            + charge_of_node(spec, spec.multiplicity)
-            + storage_of_node(spec, spec.multiplicity)
-        )
+        for index in range(1, spec.multiplicity + 1):
+            cloud = (placed or {}).get(f"{spec.name}.{index}", spec.cloud)
+            demand[cloud] = (
+                demand.get(cloud, Amount()) + charge_of_node(spec, 1) + storage_of_node(spec, 1)
+            )
     return demand
 
 
-def held_by_runs(session: Session, owners: Collection[str]) -> list[Holding]:
-    """What ``owners``' runs reserve beyond their recorded machines (see the module's
-    docstring), per run's node and cloud. One grouped query, then each such run's plan."""
-    if not owners:
-        return []
+def _without_machine() -> Any:
+    """Node instances whose machine is not recorded (or is gone) while they are being made."""
     machine = exists().where(
         and_(
             InstanceRecord.run_id == NodeInstanceRecord.run_id,
@@ -74,17 +73,43 @@ def held_by_runs(session: Session, owners: Collection[str]) -> list[Holding]:
             InstanceRecord.state != InstanceState.GONE.value,
         )
     )
+    return and_(
+        RunRecord.state.not_in(_NO_MORE),
+        NodeInstanceRecord.removed.is_(False),
+        NodeInstanceRecord.provisioning.in_(_MAKING),
+        ~machine,
+    )
+
+
+def pending_by_cloud(session: Session) -> dict[str, int]:
+    """Node instances placed on each cloud whose machine is not made yet, every owner's: what
+    a cloud's cap counts beside the instances recorded there (cloud/placement.py)."""
     rows = session.execute(
-        select(RunRecord.id, RunRecord.owner, NodeInstanceRecord.node, func.count())
-        .join(NodeInstanceRecord, NodeInstanceRecord.run_id == RunRecord.id)
-        .where(
-            RunRecord.owner.in_(sorted(owners)),
-            RunRecord.state.not_in(_NO_MORE),
-            NodeInstanceRecord.removed.is_(False),
-            NodeInstanceRecord.provisioning.in_(_MAKING),
-            ~machine,
+        select(NodeInstanceRecord.cloud, func.count())
+        .join(RunRecord, RunRecord.id == NodeInstanceRecord.run_id)
+        .where(NodeInstanceRecord.cloud.is_not(None), _without_machine())
+        .group_by(NodeInstanceRecord.cloud)
+    )
+    return {cloud: int(count) for cloud, count in rows if cloud}
+
+
+def held_by_runs(session: Session, owners: Collection[str]) -> list[Holding]:
+    """What ``owners``' runs reserve beyond their recorded machines (see the module's
+    docstring), per run's node and the cloud each node instance was placed on. One grouped
+    query, then each such run's plan."""
+    if not owners:
+        return []
+    rows = session.execute(
+        select(
+            RunRecord.id,
+            RunRecord.owner,
+            NodeInstanceRecord.node,
+            NodeInstanceRecord.cloud,
+            func.count(),
         )
-        .group_by(RunRecord.id, RunRecord.owner, NodeInstanceRecord.node)
+        .join(NodeInstanceRecord, NodeInstanceRecord.run_id == RunRecord.id)
+        .where(RunRecord.owner.in_(sorted(owners)), _without_machine())
+        .group_by(RunRecord.id, RunRecord.owner, NodeInstanceRecord.node, NodeInstanceRecord.cloud)
     ).all()
     if not rows:
         return []
@@ -95,7 +120,7 @@ def held_by_runs(session: Session, owners: Collection[str]) -> list[Holding]:
         )
     }
     found = []
-    for run_id, owner, node, count in rows:
+    for run_id, owner, node, cloud, count in rows:
         spec = NodePlan.from_dict(plans[run_id]["nodes"][node])
-        found.append(Holding(owner, spec.cloud, charge_of_node(spec, int(count))))
+        found.append(Holding(owner, cloud or spec.cloud, charge_of_node(spec, int(count))))
     return found

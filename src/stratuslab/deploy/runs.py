@@ -23,7 +23,7 @@ from stratuslab.db.models import (
     RuntimeParameterRecord,
 )
 from stratuslab.db.session import session_scope
-from stratuslab.deploy import access, events, overrides, reservations, secrets
+from stratuslab.deploy import access, events, overrides, placing, reservations, secrets
 from stratuslab.deploy.imagecheck import DecideImage, check_plan
 from stratuslab.deploy.keys import initial_rows
 from stratuslab.deploy.model import ApplicationModule
@@ -61,8 +61,11 @@ class RunService:
         decide_image: DecideImage | None = None,
         baked_images: Callable[[Plan, str], Plan] | None = None,
         bind_volumes: Callable[[Plan, str], Plan] | None = None,
+        place: placing.Place | None = None,
     ) -> None:
         self.engine = engine
+        # Which cloud each node instance goes to (deploy/placing.py), decided here, once.
+        self.place = place
         self.quotas = quotas
         self.decide_image = decide_image  # the site's trust policy, for every node's image
         # The plan with each node whose component is baked starting from its image (the
@@ -137,12 +140,21 @@ class RunService:
         path, version = plan.application, plan.application_version
         if self.decide_image is not None:
             check_plan(plan, self.decide_image)  # Untrusted, before anything is recorded
+        members = [
+            placing.Member(node, index)
+            for node, spec in plan.nodes.items()
+            for index in range(1, spec.multiplicity + 1)
+        ]
+        # Placed before the transaction: placement asks the backends, which may be slow.
+        placed = placing.place(self.place, owner, plan, members)
+        facts = placing.facts(placed)
         run_id = str(uuid.uuid4())
         now = datetime.now(UTC)
         tags = ",".join(request.tags)
         with transaction(self.engine, self.hub) as tx:
             if self.quotas is not None:  # checked and recorded under the owner's lock
-                self.quotas.enforce(tx.session, owner, reservations.demand_of(plan))
+                demand = reservations.demand_of(plan, {n: p.cloud for n, p in placed.items()})
+                self.quotas.enforce(tx.session, owner, demand)
             tx.session.add(
                 RunRecord(
                     id=run_id,
@@ -172,13 +184,14 @@ class RunService:
                 [
                     {
                         "run_id": run_id,
-                        "name": f"{node}.{index}",
-                        "node": node,
-                        "idx": index,
+                        "name": member.name,
+                        "node": member.node,
+                        "idx": member.index,
                         "token_hash": "",
+                        "cloud": placed[member.name].cloud,
+                        "placement": placed[member.name].reason,
                     }
-                    for node, spec in plan.nodes.items()
-                    for index in range(1, spec.multiplicity + 1)
+                    for member in members
                 ],
             )
             connection.execute(
@@ -187,16 +200,18 @@ class RunService:
                     {
                         "run_id": run_id,
                         "key": row.key,
-                        "value": row.value,
+                        "value": facts.get(row.key, row.value),
                         "kind": row.kind,
                         "description": row.description,
-                        "set_at": now if row.value is not None else None,
+                        "set_at": now if facts.get(row.key, row.value) is not None else None,
                         "secret": row.secret,
                     }
                     for row in initial_rows(plan, given=request.given, tags=tags)
                 ],
             )
             tx.event(run_id, events.created(f"{path}/{version}", owner))
+            for event in placing.announced(placed):
+                tx.event(run_id, event)
             tx.later(lambda: self.work.ask(run_id, Work.PROVISION))
         return self.view(run_id, caller=caller)
 
@@ -264,6 +279,8 @@ class RunService:
                         "removed": n.removed,
                         "lost": n.lost,
                         "completed": n.completed,
+                        "cloud": n.cloud or (run.plan or {})["nodes"][n.node]["cloud"],
+                        "placement": n.placement,  # why there (deploy/placing.py)
                         **{k.replace(".", "_"): shown.get(f"{n.name}:{k}") for k in _SHOWN},
                         "volumes": volumes_shown(run.plan or {}, run, n, states),
                     }

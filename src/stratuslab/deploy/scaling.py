@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from stratuslab.cloud.holdings import Amount
 from stratuslab.cloud.quotas import Quotas
 from stratuslab.db.models import NodeInstanceRecord, RunRecord, RuntimeParameterRecord, utcnow
-from stratuslab.deploy import access, events, reservations
+from stratuslab.db.session import session_scope
+from stratuslab.deploy import access, events, placing, reservations
 from stratuslab.deploy.control import RunControl
 from stratuslab.deploy.keys import instance_rows
 from stratuslab.deploy.params import Parameters
@@ -38,11 +40,13 @@ class Scaling:
         *,
         max_instances: int,
         quotas: Quotas | None = None,
+        place: placing.Place | None = None,
     ) -> None:
         self.control = control
         self.params = params
         self.max_instances = max_instances
         self.quotas = quotas
+        self.place = place  # where new node instances go (deploy/placing.py)
 
     def add_instances(self, run_id: str, node: str, count: int, *, caller: Principal) -> list[str]:
         """Add ``count`` instances of ``node`` to a scalable run in Ready. The run goes back to
@@ -52,6 +56,7 @@ class Scaling:
         which one instance holds (``Conflict``)."""
         if not 1 <= count <= MAX_ADD:
             raise Invalid(f"add between 1 and {MAX_ADD} instances at a time, not {count}")
+        where = self._placed(run_id, node, count, caller)  # before: it asks the backends
         with transaction(self.control.engine, self.control.hub) as tx:
             run = self._scalable(tx, run_id, node, caller)
             plan = Plan.from_dict(run.plan)
@@ -83,10 +88,13 @@ class Scaling:
                 )
             if self.quotas is not None:
                 spec = plan.nodes[node]
-                demand = {
-                    spec.cloud: reservations.charge_of_node(spec, count)
-                    + reservations.storage_of_node(spec, count)
-                }
+                demand: dict[str, Amount] = {}
+                for placed in where:
+                    demand[placed.cloud] = (
+                        demand.get(placed.cloud, Amount())
+                        + reservations.charge_of_node(spec, 1)
+                        + reservations.storage_of_node(spec, 1)
+                    )
                 self.quotas.enforce(tx.session, run.owner, demand)
             last = tx.session.scalar(
                 select(func.max(NodeInstanceRecord.idx)).where(
@@ -97,20 +105,29 @@ class Scaling:
             known = self.params.known(tx, run_id)  # new inputs take what their sources hold now
             hidden = of_plan(plan) | secret_keys(tx.session.connection(), run_id)
             now = utcnow()
+            placed_as = dict(zip((f"{node}.{i}" for i in indexes), where, strict=True))
+            facts = placing.facts(placed_as)
             for index in indexes:
+                name = f"{node}.{index}"
                 tx.session.add(
                     NodeInstanceRecord(
-                        run_id=run_id, name=f"{node}.{index}", node=node, idx=index, token_hash=""
+                        run_id=run_id,
+                        name=name,
+                        node=node,
+                        idx=index,
+                        token_hash="",
+                        cloud=placed_as[name].cloud,
+                        placement=placed_as[name].reason,
                     )
                 )
                 tx.session.add_all(
                     RuntimeParameterRecord(
                         run_id=run_id,
                         key=row.key,
-                        value=row.value,
+                        value=facts.get(row.key, row.value),
                         kind=row.kind,
                         description=row.description,
-                        set_at=now if row.value is not None else None,
+                        set_at=now if facts.get(row.key, row.value) is not None else None,
                         secret=row.secret,
                     )
                     for row in instance_rows(
@@ -121,6 +138,8 @@ class Scaling:
             self.control.renumber(tx, run, node)
             run.scaling = {"action": "vm_add", "node": node, "vms": ",".join(names)}
             tx.event(run_id, events.scaled("vm_add", node, names))
+            for event in placing.announced(placed_as):
+                tx.event(run_id, event)
             self.control.move(tx, run, RunState.PROVISIONING)
             tx.later(lambda: self.control.work.ask(run_id, Work.PROVISION))
             return names
@@ -149,6 +168,22 @@ class Scaling:
             # Their machines go first; then the round in which the others run on-vm-remove.
             tx.later(lambda: self.control.work.ask(run_id, Work.SHRINK))
             return names
+
+    def _placed(
+        self, run_id: str, node: str, count: int, caller: Principal
+    ) -> list[placing.Placed]:
+        """Where ``count`` new instances of ``node`` go, in order. A run the caller does not
+        reach, or a node it lacks, is left to the transaction to refuse (placed nowhere)."""
+        with session_scope(self.control.engine) as session:
+            run = session.get(RunRecord, run_id)
+            if run is None or not access.may_reach(caller, run_id=run_id, owner=run.owner):
+                return [placing.Placed("", "", "")] * count
+            owner, plan = run.owner, Plan.from_dict(run.plan)
+        if node not in plan.nodes:
+            return [placing.Placed("", "", "")] * count
+        members = [placing.Member(node, i) for i in range(1, count + 1)]
+        found = placing.place(self.place, owner, plan, members)
+        return [found[m.name] for m in members]
 
     def _scalable(self, tx: Tx, run_id: str, node: str, caller: Principal) -> RunRecord:
         access.users_only(caller, "scale the run")

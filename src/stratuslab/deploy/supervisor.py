@@ -214,6 +214,16 @@ class Supervisor:
                 .distinct()
             ):
                 unprovisioned.setdefault(run_id, set()).add(provisioning)
+            placed: dict[str, set[str]] = {}  # the clouds the runs' node instances went to
+            for run_id, cloud in session.execute(
+                select(NodeInstanceRecord.run_id, NodeInstanceRecord.cloud)
+                .where(
+                    NodeInstanceRecord.run_id.in_([r.id for r in runs]),
+                    NodeInstanceRecord.cloud.is_not(None),
+                )
+                .distinct()
+            ):
+                placed.setdefault(run_id, set()).add(cloud or "")
             return [
                 _Due(
                     id=r.id,
@@ -227,7 +237,8 @@ class Supervisor:
                     teardown_attempts=r.teardown_attempts,
                     retry_at=r.retry_at,
                     unprovisioned=self._needs_provisioning(r, unprovisioned.get(r.id, set())),
-                    clouds=frozenset(n["cloud"] for n in r.plan.get("nodes", {}).values()),
+                    clouds=frozenset(n["cloud"] for n in r.plan.get("nodes", {}).values())
+                    | placed.get(r.id, set()),
                 )
                 for r in runs
             ]
