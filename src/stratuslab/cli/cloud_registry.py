@@ -24,7 +24,7 @@ from stratuslab.errors import Invalid
 _MAX_PEM_FILE = 16 * 1024  # a PEM certificate or key is ~2 KiB; the server takes 16 KiB
 
 
-class _Cap(click.ParamType):
+class _Cap(click.ParamType):  # type: ignore[type-arg]
     """A cap on instances: a number, or ``none`` for no cap of the site's."""
 
     name = "N|none"

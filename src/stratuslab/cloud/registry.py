@@ -19,7 +19,6 @@ Disabling a cloud records why (``note``) and takes it out of placement; what run
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -56,7 +55,6 @@ from stratuslab.errors import (
     Forbidden,
     Invalid,
     NotFound,
-    NotSupported,
     StratusError,
 )
 from stratuslab.principal import Principal
@@ -380,11 +378,9 @@ class CloudRegistry:
     def _enroller(self) -> Enroll:
         if self._enroll is not None:
             return self._enroll
-        try:
-            module = importlib.import_module("stratuslab.cloud.connectors.lxd_remote")
-        except ModuleNotFoundError:
-            raise NotSupported("this server cannot enrol a remote LXD yet") from None
-        enroll: Enroll = module.enroll
+        # Imported on first use: it loads the cryptography a server without remotes never needs.
+        from stratuslab.cloud.connectors.lxd_remote import enroll
+
         return enroll
 
 
