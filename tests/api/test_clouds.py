@@ -138,6 +138,17 @@ def test_bad_registrations_are_refused_saying_why(
     assert names(users["ada"]) == ["local"]
 
 
+def test_an_option_that_is_no_json_number_is_refused(users: dict[str, TestClient]) -> None:
+    for value in (b"NaN", b"Infinity"):
+        answer = users["ada"].post(
+            "/api/clouds",
+            content=b'{"name": "lab", "connector": "fake", "options": {"cpus": %s}}' % value,
+            headers={"Content-Type": "application/json"},
+        )
+        assert error(answer)[:2] == (422, "Invalid") and "options.cpus" in error(answer)[2]
+    assert names(users["ada"]) == ["local"]
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "words"),
     [

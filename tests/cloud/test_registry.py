@@ -174,6 +174,8 @@ def test_options_are_bounded_and_an_unknown_connector_is_refused(
         reg.add(ADMIN, "lab", "fake", {"namespace": "x" * 20000})
     with pytest.raises(Invalid, match="NUL"):
         reg.add(ADMIN, "lab", "fake", {"namespace": "a\x00b"})
+    with pytest.raises(Invalid, match="option 'cpus': not a JSON value"):
+        reg.add(ADMIN, "lab", "fake", {"cpus": float("nan")})
     assert recorded(engine) == ["local"]
 
 

@@ -70,7 +70,7 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(key, str) or not 0 < len(key) <= MAX_OPTION_KEY:
             raise Invalid(f"an option's name has 1 to {MAX_OPTION_KEY} characters")
         try:
-            text = json.dumps(value)
+            text = json.dumps(value, allow_nan=False)  # PostgreSQL's JSON has no NaN
         except (TypeError, ValueError):
             raise Invalid(f"option {key!r}: not a JSON value") from None
         if "\x00" in key or "\\u0000" in text:

@@ -31,7 +31,7 @@ MAX_SECRET = 1024  # characters of a trust password
 OptionValue = (
     Annotated[Text, Field(max_length=MAX_PEM)]
     | StrictInt
-    | float
+    | Annotated[float, Field(allow_inf_nan=False)]
     | bool
     | None
     | Annotated[list[Annotated[Text, Field(max_length=256)]], Field(max_length=100)]
