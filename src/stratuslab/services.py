@@ -5,6 +5,7 @@ The API, the CLI's in-process mode and the tests get their services from :func:`
 else constructs the engine's parts. What depends on what, read top to bottom:
 
     store, hub, connector pool, worker pool
+    cloud registry (connector pool)   the site's clouds, as administrators register them
     accounts, credentials, authentication   who is calling
     quotas (reservations), accounting       what users may hold, and what they used
     image policy (endorsements)      the site's trust policy, at every start
@@ -46,6 +47,7 @@ from stratuslab.cloud.marketplace.policy import Decision
 from stratuslab.cloud.marketplace.store import ImportBook, Marketplace
 from stratuslab.cloud.placement import Ask, Placed
 from stratuslab.cloud.quotas import Quotas
+from stratuslab.cloud.registry import CloudRegistry
 from stratuslab.cloud.snapshots import Snapshots
 from stratuslab.cloud.usage import Accounting
 from stratuslab.cloud.volumes import VolumeService
@@ -105,6 +107,7 @@ class Services:
         )
         self.hub = Hub()
         self.connectors = ConnectorPool(engine)
+        self.clouds = CloudRegistry(engine, self.connectors)
         self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="work")
         self._active = 0
         self._lock = threading.Lock()
@@ -322,6 +325,7 @@ class Services:
         self.verifier.stop()
         self.supervisor.stop()
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self.clouds.close()
         self.connectors.close()
 
     def _finished(self, _future: Future[Any]) -> None:

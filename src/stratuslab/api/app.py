@@ -18,6 +18,7 @@ from stratuslab.api.routes import (
     apikeys,
     bakes,
     certificates,
+    clouds,
     entry_point,
     event,
     groups,
@@ -62,6 +63,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(instances.router)
     app.include_router(images.router)
     app.include_router(image_ops.router)
+    app.include_router(clouds.router)
     app.include_router(bakes.router)
     app.include_router(modules.router)
     app.include_router(agent.router)

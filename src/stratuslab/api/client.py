@@ -31,6 +31,7 @@ from urllib.parse import quote, urlencode
 from stratuslab.accounts import COOKIE
 from stratuslab.api import identity
 from stratuslab.api.client_accounts import AccountResources
+from stratuslab.api.client_clouds import CloudResources
 from stratuslab.api.client_images import ImageResources
 from stratuslab.api.client_marketplace import MarketplaceResources
 from stratuslab.api.client_volumes import VolumeResources
@@ -54,7 +55,9 @@ def is_api_key(token: str) -> bool:
     return _API_KEY.match(token) is not None
 
 
-class ApiClient(AccountResources, ImageResources, MarketplaceResources, VolumeResources):
+class ApiClient(
+    AccountResources, CloudResources, ImageResources, MarketplaceResources, VolumeResources
+):
     identify_timeout = 10.0  # a server that takes longer to say who it is is as good as hung
 
     def __init__(

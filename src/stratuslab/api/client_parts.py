@@ -1,5 +1,5 @@
-"""What each part of the API client (``client_accounts.py``, ``client_images.py``,
-``client_marketplace.py``, ``client_volumes.py``) uses of
+"""What each part of the API client (``client_accounts.py``, ``client_clouds.py``,
+``client_images.py``, ``client_marketplace.py``, ``client_volumes.py``) uses of
 :class:`~stratuslab.api.client.ApiClient`, which inherits every part and defines these: said
 once, for the type checker only."""
 

@@ -1,4 +1,6 @@
-"""`stratus cloud`: the site administrator's view of the local cloud (works on this host)."""
+"""`stratus cloud`: the site's clouds. `init` and `status` set up and inspect the local cloud on
+this host; add, list, show, set, disable, enable and remove go through the server
+(`cli/cloud_registry.py`)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from stratuslab.cli.runtime import Runtime, pass_runtime
 
 @click.group(name="cloud", no_args_is_help=True)
 def group() -> None:
-    """Install and inspect the local cloud (LXD)."""
+    """Set up the local cloud (LXD) and manage the site's clouds."""
 
 
 @group.command("init")
@@ -150,26 +152,6 @@ def status(rt: Runtime, output: str) -> None:
     table(None, ("", ""), rows)
 
 
-@group.command("list")
-@output_option
-@pass_runtime
-def list_clouds(rt: Runtime, output: str) -> None:
-    """The clouds recorded in the store."""
-    from stratuslab.cloud import clouds
-
-    found = clouds.all_clouds(rt.engine)
-    if output == "json":
-        emit_json([{"name": c.name, "connector": c.connector, "options": c.options} for c in found])
-    elif not found:
-        err.print("No cloud is recorded yet: run `stratus cloud init`.")
-    else:
-        table(
-            None,
-            ("NAME", "CONNECTOR", "OPTIONS"),
-            ((c.name, c.connector, c.options) for c in found),
-        )
-
-
 def _first_admin(rt: Runtime, *, from_stdin: bool) -> tuple[str, str | None]:
     """Make the user named by the setting `user` an administrator if there is none yet: what
     was done, and the password when it was made up here (to be printed, once)."""
@@ -202,3 +184,13 @@ def _first_admin(rt: Runtime, *, from_stdin: bool) -> tuple[str, str | None]:
 
 def _present(part: dict[str, Any], text: str) -> str:
     return text if part.get("present") else f"{part['name']}: missing (run `stratus cloud init`)"
+
+
+def _add_registry_commands() -> None:
+    from stratuslab.cli.cloud_registry import COMMANDS
+
+    for command in COMMANDS:
+        group.add_command(command)
+
+
+_add_registry_commands()

@@ -1,4 +1,4 @@
-"""/api/images and /api/clouds: what instances can be started from, and where."""
+"""/api/images: what instances can be started from (the clouds are /api/clouds, clouds.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from stratuslab.api.deps import ServicesDep, UserDep
-from stratuslab.cloud import clouds
 from stratuslab.cloud.marketplace.policy import refusal_message
 from stratuslab.errors import Invalid
 
@@ -80,8 +79,3 @@ def image_checksums(
         "sha512": sums.sha512,
         "cached": found.cached,
     }
-
-
-@router.get("/clouds")
-def list_clouds(services: ServicesDep, _user: UserDep) -> list[dict[str, Any]]:
-    return [{"name": c.name, "connector": c.connector} for c in clouds.all_clouds(services.engine)]

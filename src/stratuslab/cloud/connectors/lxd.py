@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from stratuslab.cloud.base import (
 from stratuslab.cloud.connectors.lxd_api import OPERATION_TIMEOUT, LxdApi, answered
 from stratuslab.cloud.connectors.lxd_images import FINGERPRINT, LxdImages, lxd_time
 from stratuslab.cloud.connectors.lxd_nics import filtered_nics
+from stratuslab.cloud.connectors.lxd_remote import https_endpoint, pinned_context
 from stratuslab.cloud.connectors.lxd_volumes import TAG_PREFIX, LxdVolumes
 from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import BackendError, Conflict, Invalid, NotFound
@@ -87,10 +89,26 @@ class LxdConnector(LxdImages, LxdVolumes, Connector):
         endpoint: str,
         profile: str = "default",
         cert: tuple[str, str] | None = None,
-        verify: str | bool = True,
+        verify: str | bool | ssl.SSLContext = True,
+        client_cert_pem: str | None = None,
+        client_key_pem: str | None = None,
+        server_cert_pem: str | None = None,
         api: LxdApi | None = None,
     ) -> None:
+        """``endpoint`` is the local socket (unix://...) or a remote host (https://...). A
+        remote enrolled by ``lxd_remote.enroll`` is reached with its options: the client's
+        certificate and key, and the server certificate pinned at enrolment, the only one
+        accepted (``lxd_remote.pinned_context``). ``cert``/``verify`` are httpx's, as before."""
         self.profile = profile
+        if api is None and (client_cert_pem or client_key_pem or server_cert_pem):
+            if not (client_cert_pem and client_key_pem and server_cert_pem):
+                raise Invalid(
+                    "a remote LXD needs client_cert_pem, client_key_pem and server_cert_pem",
+                    hint="enrol the host to get all three (`stratus cloud add NAME --lxd URL`)",
+                )
+            url = https_endpoint(endpoint)
+            verify = pinned_context(server_cert_pem, client_cert_pem, client_key_pem, url=url)
+            endpoint, cert = url, None
         self.api = api or LxdApi(endpoint, cert=cert, verify=verify)
         self._filtering: bool | None = None  # whether LXD filters listings: asked once
         self._nics: dict[str, dict[str, str]] | None = None  # the profile's NICs, filtered

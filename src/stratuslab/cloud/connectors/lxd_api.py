@@ -12,6 +12,7 @@ LXD that answers too slowly raises ``BackendError`` naming the request and the b
 from __future__ import annotations
 
 import math
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -20,7 +21,15 @@ from urllib.parse import quote
 
 import httpx
 
-from stratuslab.errors import BackendError, BackendUnavailable, Conflict, Invalid, NotFound
+from stratuslab.errors import (
+    BackendError,
+    BackendUnavailable,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    StratusError,
+)
 
 
 class Stale(BackendError):
@@ -28,8 +37,10 @@ class Stale(BackendError):
     Whoever read it reads it again and decides again; it never reaches users as such."""
 
 
-_STATUS_ERRORS: dict[int, type[BackendError] | type[NotFound] | type[Conflict] | type[Invalid]] = {
+# 403: a remote LXD that does not trust the client (or refuses a trust password).
+_STATUS_ERRORS: dict[int, type[StratusError]] = {
     400: Invalid,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     412: Stale,
@@ -55,7 +66,7 @@ class LxdApi:
         endpoint: str,
         *,
         cert: tuple[str, str] | None = None,
-        verify: str | bool = True,
+        verify: str | bool | ssl.SSLContext = True,
         transport: httpx.BaseTransport | None = None,
         timeout: float = REQUEST_TIMEOUT,
         operation_timeout: float = OPERATION_TIMEOUT,
@@ -158,6 +169,11 @@ class LxdApi:
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
+            if self.endpoint.startswith("https://"):
+                raise BackendUnavailable(
+                    f"LXD is not reachable at {self.endpoint}: {_cause(exc)}",
+                    hint="is the host up, and LXD listening there (core.https_address)?",
+                ) from exc
             raise BackendUnavailable(
                 f"LXD is not reachable at {self.endpoint}",
                 hint="start it with `stratus cloud init`",
@@ -256,6 +272,15 @@ class LxdApi:
             kind = _STATUS_ERRORS.get(code, BackendError)
             raise kind(f"LXD: {body.get('error') or response.reason_phrase}")
         return body
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost reason of a transport error, in words (connection refused, timed out)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
 
 
 def answered(error: BackendError) -> bool:
