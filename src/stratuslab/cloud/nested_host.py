@@ -28,6 +28,7 @@ import hashlib
 import ipaddress
 import json
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,9 +49,9 @@ IMAGE_ALIAS = "stratus-nested-host"
 DEFAULT_NAME = "stratus-host2"
 DEFAULT_SUBNET = "10.211.0.1/24"
 HTTPS_PORT = 8443
-# Debian's LXD; dnsmasq and nftables for its bridge, btrfs-progs for its pool (Recommends and
-# Suggests are not installed, so they are named).
-PACKAGES = ("lxd", "lxd-client", "dnsmasq-base", "nftables", "btrfs-progs")
+# Debian's LXD; dnsmasq and nftables for its bridge, btrfs-progs for its pool, zstd for the
+# images it publishes (Recommends and Suggests are not installed, so they are named).
+PACKAGES = ("lxd", "lxd-client", "dnsmasq-base", "nftables", "btrfs-progs", "zstd")
 # The ids the inner LXD maps its containers to: within the 10 million this host's LXD gives the
 # container (its default), and past the container's own first 65536.
 SUBUID = "root:1000000:1000000\n"
@@ -415,17 +416,33 @@ def _inner_api(settings: Settings, name: str) -> LxdApi:
 
 
 def _wait_ready(api: LxdApi) -> None:
+    """Until the inner LXD answers. Its socket is probed first: httpx leaves a socket open
+    behind each failed connection, and systemd only listens a while after the container
+    starts (the socket file of the LXD that was published with the image may be there)."""
     deadline = time.monotonic() + _READY_TIMEOUT
+    path = api.endpoint.removeprefix("unix://")
     while True:
         try:
-            api.get("/1.0", timeout=10)
-            return
+            if _accepts(path):
+                api.get("/1.0", timeout=10)
+                return
         except BackendError:
-            if time.monotonic() > deadline:
-                raise BackendUnavailable(
-                    f"the nested LXD did not answer at {api.endpoint} within {_READY_TIMEOUT:g} s"
-                ) from None
-            time.sleep(0.5)
+            pass
+        if time.monotonic() > deadline:
+            raise BackendUnavailable(
+                f"the nested LXD did not answer at {api.endpoint} within {_READY_TIMEOUT:g} s"
+            )
+        time.sleep(0.5)
+
+
+def _accepts(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def _base_fingerprint(host: LxdApi) -> str:
