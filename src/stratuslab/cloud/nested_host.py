@@ -58,6 +58,9 @@ SUBUID = "root:1000000:1000000\n"
 # Where the keys of the container's own configuration live: outside user.stratus.*, which are
 # an instance's tags (this container is the site's, not a user's instance).
 _KEY = "user.nested-host."
+# The cached image's recipe key: not ``stratus.recipe``, which marks the site's base images (the
+# trust policy counts those as endorsed, cloud/marketplace/policy.py); this one is not for users.
+_IMAGE_KEY = "stratus.nested-host"
 _INNER_SOCKET = "var/lib/lxd/unix.socket"
 _INNER_POOL_SOURCE = "/var/lib/lxd/storage-pools/stratus"
 _APT_TIMEOUT = 900.0
@@ -313,7 +316,7 @@ def _prepare(connector: LxdConnector, inner: Settings, name: str, key: str, say:
     connector.publish_image(
         name,
         alias=IMAGE_ALIAS,
-        properties={"stratus.recipe": key},
+        properties={_IMAGE_KEY: key},
         description="StratusLab nested LXD host (tests and demo)",
     )
 
@@ -461,7 +464,7 @@ def _cached_image(host: LxdApi, key: str) -> str | None:
         image = host.get(LxdApi.path("images", target))
     except NotFound:
         return None
-    return str(target) if (image.get("properties") or {}).get("stratus.recipe") == key else None
+    return str(target) if (image.get("properties") or {}).get(_IMAGE_KEY) == key else None
 
 
 def _profile_nic(host: LxdApi, settings: Settings, name: str) -> tuple[str, dict[str, Any]]:
