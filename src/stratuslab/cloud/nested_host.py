@@ -24,82 +24,34 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import hashlib
 import ipaddress
-import json
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stratuslab import config, proc
+from stratuslab.cloud import nested_host_recipe as recipe
 from stratuslab.cloud import site
 from stratuslab.cloud.connectors.lxd import LxdConnector
 from stratuslab.cloud.connectors.lxd_api import LxdApi
+from stratuslab.cloud.nested_host_recipe import BASE_IMAGE, IMAGE_ALIAS, IMAGE_KEY, Progress
 from stratuslab.config import Settings
 from stratuslab.errors import BackendError, BackendUnavailable, Invalid, NotFound
 
-RECIPE_VERSION = "1"
-BASE_IMAGE = "debian-12"
-IMAGE_ALIAS = "stratus-nested-host"
 DEFAULT_NAME = "stratus-host2"
 DEFAULT_SUBNET = "10.211.0.1/24"
 HTTPS_PORT = 8443
-# Debian's LXD; dnsmasq and nftables for its bridge, btrfs-progs for its pool, zstd for the
-# images it publishes (Recommends and Suggests are not installed, so they are named).
-PACKAGES = ("lxd", "lxd-client", "dnsmasq-base", "nftables", "btrfs-progs", "zstd")
-# The ids the inner LXD maps its containers to: within the 10 million this host's LXD gives the
-# container (its default), and past the container's own first 65536.
-SUBUID = "root:1000000:1000000\n"
 # Where the keys of the container's own configuration live: outside user.stratus.*, which are
 # an instance's tags (this container is the site's, not a user's instance).
 _KEY = "user.nested-host."
-# The cached image's recipe key: not ``stratus.recipe``, which marks the site's base images (the
-# trust policy counts those as endorsed, cloud/marketplace/policy.py); this one is not for users.
-_IMAGE_KEY = "stratus.nested-host"
 _INNER_SOCKET = "var/lib/lxd/unix.socket"
 _INNER_POOL_SOURCE = "/var/lib/lxd/storage-pools/stratus"
-_APT_TIMEOUT = 900.0
 _READY_TIMEOUT = 120.0
-
-# This host mounts the cgroup v1 controllers cpu and cpuacct apart; liblxc then leaves them out
-# of the container (it makes 'cpu,cpuacct' and links to it, empty), and the inner liblxc fails
-# on them ("Failed to open .../cpuacct"). Mounted here at boot, before the inner LXD starts.
-CGROUP_SCRIPT = """#!/bin/sh
-# Mount the cgroup v1 controllers liblxc left out of this container (stratus nested host).
-set -e
-remounted=
-for controller in $(sed -n 's/^[0-9]*:\\([^:=]*\\):.*/\\1/p' /proc/self/cgroup | tr ',' ' '); do
-  [ -n "$controller" ] || continue
-  target=/sys/fs/cgroup/$controller
-  mountpoint -q "$target" 2>/dev/null && continue
-  [ -n "$remounted" ] || { mount -o remount,rw /sys/fs/cgroup; remounted=1; }
-  rm -f "$target"
-  mkdir -p "$target"
-  mount -t cgroup -o "$controller" cgroup "$target"
-done
-[ -z "$remounted" ] || mount -o remount,ro /sys/fs/cgroup
-"""
-CGROUP_UNIT = """[Unit]
-Description=Mount the cgroup controllers the nested LXD needs
-DefaultDependencies=no
-Before=lxd.socket lxd.service
-After=local-fs.target
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/usr/local/sbin/stratus-cgroups
-
-[Install]
-WantedBy=sysinit.target
-"""
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -131,7 +83,7 @@ def ensure(
     """Make the nested host ``name`` (or take it as it is), listening on HTTPS, with a fresh
     trust password, and the route to its subnet on this host. Idempotent; the second time on
     this machine takes seconds (the prepared host is cached as the image ``IMAGE_ALIAS``).
-    On failure a container made by this call is deleted."""
+    On failure a container this call made is deleted."""
     started = time.monotonic()
     say = progress or (lambda _what: None)
     settings = settings or config.load()
@@ -142,16 +94,21 @@ def ensure(
     connector = LxdConnector(endpoint=settings.lxd_endpoint, profile=settings.lxd_profile, api=host)
     try:
         with _locked(settings.cache_dir / f"nested-host-{name}.lock"):
-            key = recipe_key(_base_fingerprint(host), inner)
-            cached = _make(connector, settings, inner, name, key, address, say)
-            say("starting the inner LXD")
-            connector.start(name)
-            api = _inner_api(settings, name)
+            key = recipe.recipe_key(_base_fingerprint(host), inner)
+            cached, made = _make(connector, settings, inner, name, key, address, say)
             try:
-                password = _configure(api, inner)
-            finally:
-                api.close()
-            _route(inner, address)
+                say("starting the inner LXD")
+                connector.start(name)
+                api = _inner_api(settings, name)
+                try:
+                    password = _configure(api, inner)
+                finally:
+                    api.close()
+                _route(inner, address)
+            except BaseException:
+                if made:
+                    connector.destroy(name)
+                raise
     finally:
         connector.close()
     return NestedHost(
@@ -196,21 +153,6 @@ def forget(*, settings: Settings | None = None) -> None:
         connector.close()
 
 
-def recipe_key(base_fingerprint: str, inner: Settings) -> str:
-    """A digest of everything the prepared host is made of: the base image, the packages, the
-    files added, the inner bridge, pool and profile."""
-    recipe = [
-        RECIPE_VERSION,
-        base_fingerprint,
-        PACKAGES,
-        SUBUID,
-        CGROUP_SCRIPT,
-        CGROUP_UNIT,
-        [inner.lxd_bridge, inner.lxd_subnet, inner.lxd_pool, inner.lxd_profile],
-    ]
-    return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()
-
-
 # -- making the container ----------------------------------------------------------------
 
 
@@ -222,32 +164,34 @@ def _make(
     key: str,
     address: str,
     say: Progress,
-) -> bool:
-    """The container ``name`` made with recipe ``key``: kept when it is there already, else
-    from the cached image, else prepared from the base image (and then cached). Returns
-    whether it was there or came from the cache."""
+) -> tuple[bool, bool]:
+    """The container ``name`` made with recipe ``key`` at ``address``: kept when it is there
+    already, else made from the cached image, else prepared from the base image (and then
+    cached). Returns whether it was there or came from the cache, and whether it was made."""
     host = connector.api
     try:
         current = host.get(LxdApi.path("instances", name))
     except NotFound:
         current = None
     if current is not None:
-        if (current.get("config") or {}).get(_KEY + "recipe") == key:
-            return True
-        say(f"{name} was made by another recipe: making it again")
+        same_recipe = (current.get("config") or {}).get(_KEY + "recipe") == key
+        at = ((current.get("devices") or {}).get("eth0") or {}).get("ipv4.address")
+        if same_recipe and at == address:
+            return True, False
+        say(f"{name} was made by another recipe or at another address: making it again")
         connector.destroy(name)
     image = _cached_image(host, key)
     if image is not None:
         say(f"starting {name} from the cached image {IMAGE_ALIAS}")
         _create(host, settings, name, image, key, address, inner.lxd_subnet)
-        return True
+        return True, True
     _create(host, settings, name, _base_fingerprint(host), key, address, inner.lxd_subnet)
     try:
         _prepare(connector, inner, name, key, say)
     except BaseException:
         connector.destroy(name)
         raise
-    return False
+    return False, True
 
 
 def _create(
@@ -282,22 +226,10 @@ def _create(
 
 
 def _prepare(connector: LxdConnector, inner: Settings, name: str, key: str, say: Progress) -> None:
-    """Install and set up the inner LXD in the new container ``name``, then publish it."""
-    host = connector.api
+    """Install and set up the inner LXD in the new container ``name``, then cache it."""
     connector.start(name)
-    connector.wait_for_address(name, timeout=60)
-    _push(host, name, "/usr/local/sbin/stratus-cgroups", CGROUP_SCRIPT, mode="0755")
-    _push(host, name, "/etc/systemd/system/stratus-cgroups.service", CGROUP_UNIT)
-    for path in ("/etc/subuid", "/etc/subgid"):
-        _push(host, name, path, SUBUID)
-    _run(connector, name, ["systemctl", "enable", "--now", "stratus-cgroups.service"])
-    say(f"installing {', '.join(PACKAGES)} from the Debian mirror")
-    _run(connector, name, ["apt-get", "update", "-q"])
-    _run(
-        connector,
-        name,
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES],
-    )
+    connector.wait_for_address(name, timeout=60)  # up, and on the network: apt-get comes next
+    recipe.install(connector, name, say)
     api = _inner_api(inner, name)
     try:
         _wait_ready(api)
@@ -307,18 +239,7 @@ def _prepare(connector: LxdConnector, inner: Settings, name: str, key: str, say:
         _copy_base_image(connector, LxdConnector(endpoint="inner", api=api), inner)
     finally:
         api.close()
-    # Each host made from the image makes its own server certificate when its LXD starts.
-    _run(connector, name, ["systemctl", "stop", "lxd.service", "lxd.socket"])
-    _run(connector, name, ["rm", "-f", "/var/lib/lxd/server.crt", "/var/lib/lxd/server.key"])
-    say(f"caching the prepared host as the image {IMAGE_ALIAS}")
-    connector.stop(name, timeout=30)
-    connector.delete_image(IMAGE_ALIAS)
-    connector.publish_image(
-        name,
-        alias=IMAGE_ALIAS,
-        properties={_IMAGE_KEY: key},
-        description="StratusLab nested LXD host (tests and demo)",
-    )
+    recipe.seal(connector, name, key, say)
 
 
 def _copy_base_image(host: LxdConnector, inner: LxdConnector, settings: Settings) -> None:
@@ -464,7 +385,7 @@ def _cached_image(host: LxdApi, key: str) -> str | None:
         image = host.get(LxdApi.path("images", target))
     except NotFound:
         return None
-    return str(target) if (image.get("properties") or {}).get(_IMAGE_KEY) == key else None
+    return str(target) if (image.get("properties") or {}).get(IMAGE_KEY) == key else None
 
 
 def _profile_nic(host: LxdApi, settings: Settings, name: str) -> tuple[str, dict[str, Any]]:
@@ -477,34 +398,6 @@ def _profile_nic(host: LxdApi, settings: Settings, name: str) -> tuple[str, dict
             hint="run `stratus cloud init`",
         )
     return settings.lxd_profile, {k: v for k, v in nic.items() if not k.startswith("security.")}
-
-
-def _push(host: LxdApi, name: str, path: str, text: str, *, mode: str = "0644") -> None:
-    host.request(
-        "POST",
-        LxdApi.path("instances", name, "files"),
-        params={"path": path},
-        content=text.encode(),
-        headers={
-            "Content-Type": "application/octet-stream",
-            "X-LXD-uid": "0",
-            "X-LXD-gid": "0",
-            "X-LXD-mode": mode,
-            "X-LXD-type": "file",
-            "X-LXD-write": "overwrite",
-        },
-    )
-
-
-def _run(connector: LxdConnector, name: str, command: list[str]) -> None:
-    done = connector.exec(
-        name, command, env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=_APT_TIMEOUT
-    )
-    if done.exit_code != 0:
-        raise BackendError(
-            f"in the nested host {name}, {' '.join(command)} exited {done.exit_code}: "
-            f"{(done.stderr or done.stdout).strip()[-500:]}"
-        )
 
 
 @contextmanager

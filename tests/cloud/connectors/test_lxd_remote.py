@@ -1,7 +1,8 @@
 """Remote LXD over HTTPS, on the nested host (``cloud/nested_host.py``, the session's
 ``nested_lxd``): enrolment, the pinning of the host's certificate, the errors a site
-administrator meets, and the network between instances of both hosts and the server. The
-connector contract runs on it too (conftest.py's ``lxd-remote``)."""
+administrator meets, and the network between instances of both hosts and the server (those
+marked ``lxd``; the errors that need no LXD host run everywhere). The connector contract runs
+on it too (conftest.py's ``lxd-remote``)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,6 @@ from stratuslab.cloud.nested_host import NestedHost
 from stratuslab.errors import BackendUnavailable, Forbidden, Invalid
 from tests.cloud.connectors.support import destroying, open_connector
 
-pytestmark = pytest.mark.lxd
-
 IMAGE = "debian-12"
 
 
@@ -55,6 +54,7 @@ def trusted_fingerprints(options: dict[str, Any]) -> set[str]:
 # -- enrolment ---------------------------------------------------------------------------
 
 
+@pytest.mark.lxd
 def test_the_trust_password_enrols_a_new_client_certificate(nested_lxd: NestedHost) -> None:
     options = enroll(nested_lxd.endpoint, password=nested_lxd.trust_password, profile="stratus")
     assert options["endpoint"] == nested_lxd.endpoint
@@ -68,6 +68,7 @@ def test_the_trust_password_enrols_a_new_client_certificate(nested_lxd: NestedHo
     assert certificate_fingerprint(options["client_cert_pem"]) in trusted_fingerprints(options)
 
 
+@pytest.mark.lxd
 def test_a_trusted_certificate_enrols_again_without_the_password(
     nested_lxd: NestedHost, remote_lxd: dict[str, Any]
 ) -> None:
@@ -80,12 +81,14 @@ def test_a_trusted_certificate_enrols_again_without_the_password(
     assert again == remote_lxd
 
 
+@pytest.mark.lxd
 def test_a_wrong_trust_password_is_refused(nested_lxd: NestedHost) -> None:
     with pytest.raises(Forbidden, match="refused the trust password") as refused:
         enroll(nested_lxd.endpoint, password="not-" + nested_lxd.trust_password)
     assert refused.value.hint and "core.trust_password" in refused.value.hint
 
 
+@pytest.mark.lxd
 def test_an_unknown_certificate_without_a_password_is_not_trusted(
     nested_lxd: NestedHost,
 ) -> None:
@@ -94,6 +97,7 @@ def test_an_unknown_certificate_without_a_password_is_not_trusted(
     assert refused.value.hint and "trust password" in refused.value.hint
 
 
+@pytest.mark.lxd
 def test_the_fingerprint_given_must_be_the_hosts(
     nested_lxd: NestedHost, remote_lxd: dict[str, Any]
 ) -> None:
@@ -145,6 +149,7 @@ def test_bad_endpoints_are_refused_before_any_connection() -> None:
 # -- the pinned certificate --------------------------------------------------------------
 
 
+@pytest.mark.lxd
 def test_a_host_presenting_another_certificate_is_refused_and_sent_nothing(
     remote_lxd: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -165,6 +170,7 @@ def test_a_host_presenting_another_certificate_is_refused_and_sent_nothing(
     assert received == [b""]  # the impostor got a handshake and no request
 
 
+@pytest.mark.lxd
 def test_the_connector_refuses_a_pin_that_is_not_the_hosts(
     remote_lxd: dict[str, Any],
 ) -> None:
@@ -186,6 +192,7 @@ def test_remote_options_come_whole() -> None:
 # -- the network between the hosts -------------------------------------------------------
 
 
+@pytest.mark.lxd
 def test_an_instance_on_the_nested_host_reaches_the_server_through_nat(
     nested_lxd: NestedHost, remote_lxd: dict[str, Any]
 ) -> None:
@@ -205,6 +212,7 @@ def test_an_instance_on_the_nested_host_reaches_the_server_through_nat(
     assert clients == [nested_lxd.address]  # masqueraded by the nested host's bridge
 
 
+@pytest.mark.lxd
 def test_an_instance_on_this_host_reaches_one_on_the_nested_host_by_address(
     remote_lxd: dict[str, Any], tmp_path: Path
 ) -> None:
