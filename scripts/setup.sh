@@ -16,7 +16,7 @@ fi
 
 PACKAGES=(lxd lxd-client btrfs-progs debootstrap nftables iptables squashfs-tools zstd
           python3 python3-venv python3-dev openssh-client curl ca-certificates make git
-          postgresql)
+          postgresql iproute2)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

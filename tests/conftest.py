@@ -13,6 +13,7 @@ import secrets
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,10 +21,12 @@ from sqlalchemy.engine import Engine
 
 from stratuslab import config
 from stratuslab.api.app import create_app
-from stratuslab.cloud import clouds
+from stratuslab.cloud import clouds, nested_host
 from stratuslab.cloud.clouds import ConnectorPool
 from stratuslab.cloud.connectors.fake import FakeConnector
+from stratuslab.cloud.connectors.lxd_remote import enroll
 from stratuslab.cloud.instances import InstanceService
+from stratuslab.cloud.nested_host import NestedHost
 from stratuslab.config import Settings
 from stratuslab.db.session import dispose, engine_for
 from tests.support import CliResult, cli_on, environment
@@ -115,3 +118,21 @@ def deploy_api(settings: Settings, fake: FakeConnector) -> Iterator[TestClient]:
     app = create_app(settings.with_overrides(token="test-token", report_grace_s=1))
     with TestClient(app, headers={"Authorization": "Bearer test-token"}) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def nested_lxd() -> Iterator[NestedHost]:
+    """The second LXD host on this machine (``cloud/nested_host.py``), for ``lxd`` tests: made
+    once per session (seconds, once its prepared image is cached) and removed at the end."""
+    host = nested_host.ensure()
+    yield host
+    nested_host.remove(host.name)
+
+
+@pytest.fixture(scope="session")
+def remote_lxd(nested_lxd: NestedHost) -> dict[str, Any]:
+    """The options of connector "lxd" for the nested host, enrolled once with its trust
+    password (as ``stratus cloud add NAME --lxd URL --trust-password-stdin`` records them)."""
+    return enroll(
+        nested_lxd.endpoint, password=nested_lxd.trust_password, profile=nested_lxd.profile
+    )

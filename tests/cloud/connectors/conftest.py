@@ -1,5 +1,6 @@
 """The ``connector`` fixture of the connector suites: one per test, of every kind (the fake and
-localproc always, LXD where the ``lxd`` marker runs), whose instances are destroyed when the
+localproc always, LXD where the ``lxd`` marker runs: the local one, and the nested host over
+HTTPS as a remote LXD, ``lxd-remote``), whose instances are destroyed when the
 test ends, even when it failed. A fixture of a wider scope makes its own with
 ``support.open_connector`` and ``support.destroying`` (test_contract_volumes.py shares its
 containers within the module).
@@ -21,11 +22,16 @@ from tests.cloud.connectors.support import destroying, open_connector
         "fake",
         pytest.param("localproc", marks=pytest.mark.spawns),
         pytest.param("lxd", marks=pytest.mark.lxd),
+        pytest.param("lxd-remote", marks=pytest.mark.lxd),
     ]
 )
 def connector(
     request: pytest.FixtureRequest, fake_namespace: str, tmp_path: Path
 ) -> Iterator[Connector]:
-    made = open_connector(request.param, namespace=fake_namespace, root=tmp_path / "instances")
+    # The nested host is made only when a test asks for it (once per session).
+    remote = request.getfixturevalue("remote_lxd") if request.param == "lxd-remote" else None
+    made = open_connector(
+        request.param, namespace=fake_namespace, root=tmp_path / "instances", remote=remote
+    )
     with destroying(made) as tracked:
         yield tracked

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from stratuslab import config
 from stratuslab.cloud.base import Connector, InstanceSpec
@@ -14,13 +15,19 @@ from stratuslab.cloud.connectors.localproc import LocalProcConnector
 from stratuslab.cloud.connectors.lxd import LxdConnector
 
 
-def open_connector(kind: str, *, namespace: str, root: Path) -> Connector:
-    """A connector of ``kind``: the fake in ``namespace``, localproc under ``root``, or the LXD
-    that ``make setup`` prepared."""
+def open_connector(
+    kind: str, *, namespace: str, root: Path, remote: dict[str, Any] | None = None
+) -> Connector:
+    """A connector of ``kind``: the fake in ``namespace``, localproc under ``root``, the LXD
+    that ``make setup`` prepared, or (``lxd-remote``) the remote LXD whose enrolled options are
+    ``remote`` (the ``remote_lxd`` fixture's)."""
     if kind == "fake":
         return FakeConnector(namespace=namespace)
     if kind == "localproc":
         return LocalProcConnector(root=str(root))
+    if kind == "lxd-remote":
+        assert remote is not None, "lxd-remote needs the enrolled options"
+        return LxdConnector(**remote)
     settings = config.load()
     return LxdConnector(endpoint=settings.lxd_endpoint, profile=settings.lxd_profile)
 

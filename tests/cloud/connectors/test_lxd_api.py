@@ -8,7 +8,14 @@ import httpx
 import pytest
 
 from stratuslab.cloud.connectors.lxd_api import LxdApi
-from stratuslab.errors import BackendError, BackendUnavailable, Conflict, Invalid, NotFound
+from stratuslab.errors import (
+    BackendError,
+    BackendUnavailable,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+)
 
 
 def api(handler: httpx.MockTransport) -> LxdApi:
@@ -29,7 +36,8 @@ def test_sync_answers_return_their_metadata() -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "kind"), [(404, NotFound), (409, Conflict), (400, Invalid), (500, BackendError)]
+    ("code", "kind"),
+    [(404, NotFound), (409, Conflict), (400, Invalid), (403, Forbidden), (500, BackendError)],
 )
 def test_error_envelopes_become_project_errors_with_lxds_reason(
     code: int, kind: type[Exception]

@@ -155,7 +155,7 @@ def fetch_server_certificate(url: str, *, timeout: float) -> str:
         ) from exc
     except OSError as exc:
         raise BackendUnavailable(
-            f"LXD at {url} is not reachable: {exc.strerror or exc}",
+            f"LXD at {url} is not reachable: {(exc.strerror or str(exc)).lower()}",
             hint="is the host up, and LXD listening there (core.https_address)?",
         ) from exc
     if not der:
