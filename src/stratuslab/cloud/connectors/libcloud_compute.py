@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -34,6 +35,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from libcloud.compute.base import Node, NodeImage, NodeSize
+from libcloud.compute.drivers.ec2 import NAMESPACE
+from libcloud.pricing import get_size_price
 
 from stratuslab.cloud.base import (
     Capacity,
@@ -345,7 +348,18 @@ class LibcloudConnector(Connector):
         fitting = [t for t in types if t.vcpus >= cpu and t.ram_mb >= ram and "metal" not in t.name]
         if not fitting:
             raise Invalid(f"{self.cloud} has no {arch} instance type with {cpu} vCPUs, {ram} MiB")
-        return min(fitting, key=lambda t: (t.ram_mb, t.vcpus, t.name))
+        # The smallest, then the cheapest of those by Libcloud's price list (EC2's API gives
+        # no prices), then by name so that the choice is the same every time.
+        return min(fitting, key=lambda t: (t.ram_mb, t.vcpus, self._price(t.name), t.name))
+
+    def _price(self, kind: str) -> float:
+        try:
+            price = get_size_price(
+                driver_type="compute", driver_name="ec2_linux", size_id=kind, region=self.region
+            )
+        except KeyError:
+            return math.inf
+        return float(price) if price else math.inf  # 0 is how the list says it has none
 
     def _keys(self, keys: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
         """The key pair to launch with, and the keys left for the user-data."""
@@ -353,14 +367,16 @@ class LibcloudConnector(Connector):
             return self.key_pair, keys
         first = keys[0]
         name = self.ex_key_pair_name(first)
-        driver = self._driver()
-        try:
-            with self._calling(f"looking up key pair {name}"):
-                driver.get_key_pair(name)
-        except NotFound:
+        with self._calling(f"looking up key pair {name}"):
+            # A filter, not Libcloud's get_key_pair: it sends KeyName, which EC2 reads as KeyName.1
+            # and other servers ignore (answering every key pair).
+            found = self._ec2(
+                "DescribeKeyPairs", {"Filter.1.Name": "key-name", "Filter.1.Value.1": name}
+            )
+        if found.find(f"{{{NAMESPACE}}}keySet/{{{NAMESPACE}}}item") is None:
             try:
                 with self._calling(f"importing key pair {name}"):
-                    driver.import_key_pair_from_string(name, first)
+                    self._driver().import_key_pair_from_string(name, first)
             except Conflict:
                 pass  # imported meanwhile by another process: the same key, by its name
         return name, keys[1:]
