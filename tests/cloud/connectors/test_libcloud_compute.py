@@ -163,7 +163,7 @@ def test_the_smallest_type_that_fits_is_chosen_unless_the_cloud_sets_one(
     with destroying(ec2.connector(size="m5.large")) as fixed:
         made = fixed.create(InstanceSpec(name=name(), image=IMAGE, cpu=1, ram_mb=256))
         assert (made.cpu, made.ram_mb) == (2, 8192)
-    with pytest.raises(Invalid, match="no instance type 'x9.huge'"):
+    with pytest.raises(Invalid, match=r"no instance type 'x9\.huge'"):
         ec2.connector(size="x9.huge").create(InstanceSpec(name=name(), image=IMAGE))
     with pytest.raises(Invalid, match="no x86_64 instance type with 4096 vCPUs"):
         cloud.create(InstanceSpec(name=name(), image=IMAGE, cpu=4096))

@@ -23,20 +23,13 @@ answers and accepts the credentials, and says ``None`` for every figure.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import math
 import threading
 import time
 from collections.abc import Mapping
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from typing import Any
-from urllib.parse import urlsplit
 
 from libcloud.compute.base import Node, NodeImage, NodeSize
 from libcloud.compute.drivers.ec2 import NAMESPACE
-from libcloud.pricing import get_size_price
 
 from stratuslab.cloud.base import (
     Capacity,
@@ -51,6 +44,13 @@ from stratuslab.cloud.connectors.libcloud_ec2 import (
     InstanceType,
     instance_filters,
     translated,
+)
+from stratuslab.cloud.connectors.libcloud_launch import (
+    endpoint_parts,
+    key_pair_name,
+    smallest_fitting,
+    to_image,
+    user_data,
 )
 from stratuslab.cloud.types import InstanceState
 from stratuslab.errors import BackendError, Conflict, Invalid, NotFound, NotSupported
@@ -102,7 +102,7 @@ class LibcloudConnector(Connector):
         self._secret = secret
         self.size, self.key_pair = size, key_pair
         self.security_group = security_group or DEFAULT_SECURITY_GROUP
-        self._where = _endpoint(endpoint)
+        self._where = endpoint_parts(endpoint)
         self._region_key = f"{endpoint or 'aws'}/{region}"
         self.cloud = f"EC2 {region}" + (f" at {endpoint}" if endpoint else "")
         self._local = threading.local()  # a driver per thread: Libcloud's are not shared safely
@@ -130,7 +130,7 @@ class LibcloudConnector(Connector):
                 size=NodeSize(size.name, size.name, size.ram_mb, 0, 0, 0, self._driver()),
                 image=image,
                 ex_keyname=keyname,
-                ex_userdata=_user_data(spec.user_data, extra_keys),
+                ex_userdata=user_data(spec.user_data, extra_keys),
                 ex_security_groups=[self._ensure_security_group()],
                 ex_metadata=tags,
             )
@@ -205,10 +205,10 @@ class LibcloudConnector(Connector):
 
     def list_images(self) -> list[Image]:
         with self._calling("listing the account's images"):
-            return [_to_image(i) for i in self._driver().list_images(ex_owner="self")]
+            return [to_image(i) for i in self._driver().list_images(ex_owner="self")]
 
     def get_image(self, name: str) -> Image:
-        return _to_image(self._image(name))
+        return to_image(self._image(name))
 
     def capacity(self) -> Capacity:
         # The only figures EC2 gives are quotas (by instance count or vCPUs, per family),
@@ -228,12 +228,7 @@ class LibcloudConnector(Connector):
 
     def ex_key_pair_name(self, public_key: str) -> str:
         """The name of the key pair this connector imports for ``public_key``."""
-        blob = public_key.split()[1] if len(public_key.split()) > 1 else public_key
-        try:
-            raw = base64.b64decode(blob, validate=True)
-        except ValueError as exc:
-            raise Invalid(f"ssh key {public_key[:40]!r}...: not an OpenSSH public key") from exc
-        return "stratus-" + hashlib.sha256(raw).hexdigest()[:32]
+        return key_pair_name(public_key)
 
     def ex_instance_type(self, name: str) -> InstanceType | None:
         """The region's instance type called ``name``; None when it offers none such."""
@@ -345,21 +340,10 @@ class LibcloudConnector(Connector):
         cpu, ram = spec.cpu or 1, spec.ram_mb or DEFAULT_RAM_MB
         with self._calling("describing instance types"):
             types = INSTANCE_TYPES.choices(self._driver(), self._region_key, arch)
-        fitting = [t for t in types if t.vcpus >= cpu and t.ram_mb >= ram and "metal" not in t.name]
-        if not fitting:
+        chosen = smallest_fitting(types, cpu=cpu, ram_mb=ram, region=self.region)
+        if chosen is None:
             raise Invalid(f"{self.cloud} has no {arch} instance type with {cpu} vCPUs, {ram} MiB")
-        # The smallest, then the cheapest of those by Libcloud's price list (EC2's API gives
-        # no prices), then by name so that the choice is the same every time.
-        return min(fitting, key=lambda t: (t.ram_mb, t.vcpus, self._price(t.name), t.name))
-
-    def _price(self, kind: str) -> float:
-        try:
-            price = get_size_price(
-                driver_type="compute", driver_name="ec2_linux", size_id=kind, region=self.region
-            )
-        except KeyError:
-            return math.inf
-        return float(price) if price else math.inf  # 0 is how the list says it has none
+        return chosen
 
     def _keys(self, keys: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
         """The key pair to launch with, and the keys left for the user-data."""
@@ -433,53 +417,3 @@ class LibcloudConnector(Connector):
                 "zone": node.extra.get("availability"),
             },
         )
-
-
-def _to_image(image: NodeImage) -> Image:
-    mappings = image.extra.get("block_device_mapping") or []
-    gib = sum(int((m.get("ebs") or {}).get("volume_size") or 0) for m in mappings)
-    return Image(
-        name=image.name or image.id,
-        fingerprint=image.id,
-        size_bytes=gib * 2**30,
-        description=image.extra.get("description") or "",
-        properties={
-            k: str(v)
-            for k, v in {
-                "architecture": image.extra.get("architecture"),
-                "owner": image.extra.get("owner_id"),
-                "state": image.extra.get("state"),
-            }.items()
-            if v
-        },
-    )
-
-
-def _user_data(user_data: str | None, extra_keys: tuple[str, ...]) -> str | None:
-    """The user's user-data, as it is; with keys that found no key pair, a MIME multipart
-    message (which cloud-init reads part by part) with a ``#cloud-config`` part for them."""
-    if not extra_keys:
-        return user_data
-    keys = "\n".join(f"  - {k}" for k in extra_keys)
-    message = MIMEMultipart()
-    message.attach(MIMEText(f"#cloud-config\nssh_authorized_keys:\n{keys}\n", "cloud-config"))
-    if user_data:
-        subtype = "cloud-config" if user_data.startswith("#cloud-config") else "x-shellscript"
-        message.attach(MIMEText(user_data, subtype))
-    return message.as_string()
-
-
-def _endpoint(endpoint: str | None) -> tuple[str | None, int | None, bool]:
-    """Host, port and whether TLS, for Libcloud, from an ``http(s)://HOST[:PORT]`` URL."""
-    if endpoint is None:
-        return None, None, True
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Invalid(f"endpoint {endpoint!r}: give http(s)://HOST[:PORT]")
-    if parts.path not in ("", "/"):
-        raise Invalid(f"endpoint {endpoint!r}: EC2 answers at the root, give no path")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise Invalid(f"endpoint {endpoint!r}: {exc}") from None
-    return parts.hostname, port, parts.scheme == "https"
