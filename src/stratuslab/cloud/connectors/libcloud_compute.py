@@ -23,9 +23,10 @@ answers and accepts the credentials, and says ``None`` for every figure.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from libcloud.compute.base import Node, NodeImage, NodeSize
@@ -53,7 +54,14 @@ from stratuslab.cloud.connectors.libcloud_launch import (
     user_data,
 )
 from stratuslab.cloud.types import InstanceState
-from stratuslab.errors import BackendError, Conflict, Invalid, NotFound, NotSupported
+from stratuslab.errors import (
+    BackendError,
+    Conflict,
+    Invalid,
+    NotFound,
+    NotSupported,
+    StratusError,
+)
 
 STATE_MAP: dict[str, InstanceState] = {
     "pending": InstanceState.PENDING,
@@ -124,7 +132,7 @@ class LibcloudConnector(Connector):
             raise Conflict(f"an instance called {spec.name!r} already exists on {self.cloud}")
         keyname, extra_keys = self._keys(spec.ssh_keys)
         tags = {TAG_PREFIX + k: v for k, v in spec.tags.items() if v}
-        with self._calling(f"starting instance {spec.name}"):
+        with self._cleaning_up(spec.name), self._calling(f"starting instance {spec.name}"):
             node = self._driver().create_node(
                 name=spec.name,
                 size=NodeSize(size.name, size.name, size.ram_mb, 0, 0, 0, self._driver()),
@@ -259,6 +267,17 @@ class LibcloudConnector(Connector):
 
     def _calling(self, what: str) -> Any:
         return translated(self.cloud, self.key_id, what)
+
+    @contextlib.contextmanager
+    def _cleaning_up(self, name: str) -> Iterator[None]:
+        """Terminate what a launch that failed half-way may have left under ``name``: EC2 can
+        have started it before its answer was lost."""
+        try:
+            yield
+        except (BackendError, OSError):
+            with contextlib.suppress(StratusError):
+                self.destroy(name)
+            raise
 
     def _ec2(self, action: str, params: Mapping[str, str]) -> Any:
         return self._driver().connection.request("/", params={"Action": action, **params}).object
