@@ -30,7 +30,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from libcloud.compute.base import Node, NodeImage, NodeSize
-from libcloud.compute.drivers.ec2 import NAMESPACE
 
 from stratuslab.cloud.base import (
     Capacity,
@@ -39,6 +38,7 @@ from stratuslab.cloud.base import (
     Instance,
     InstanceSpec,
 )
+from stratuslab.cloud.connectors.libcloud_access import Ec2Access
 from stratuslab.cloud.connectors.libcloud_ec2 import (
     INSTANCE_TYPES,
     Ec2Driver,
@@ -83,7 +83,7 @@ _POLL_FIRST, _POLL_MAX = 0.05, 2.0
 _MAX_TAG_VALUE = 256  # EC2's bound on a tag's value
 
 
-class LibcloudConnector(Connector):
+class LibcloudConnector(Ec2Access, Connector):
     """Instances on one region of a public cloud, through Libcloud."""
 
     kind = "libcloud"
@@ -363,48 +363,6 @@ class LibcloudConnector(Connector):
         if chosen is None:
             raise Invalid(f"{self.cloud} has no {arch} instance type with {cpu} vCPUs, {ram} MiB")
         return chosen
-
-    def _keys(self, keys: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
-        """The key pair to launch with, and the keys left for the user-data."""
-        if self.key_pair or not keys:
-            return self.key_pair, keys
-        first = keys[0]
-        name = self.ex_key_pair_name(first)
-        with self._calling(f"looking up key pair {name}"):
-            # A filter, not Libcloud's get_key_pair: it sends KeyName, which EC2 reads as KeyName.1
-            # and other servers ignore (answering every key pair).
-            found = self._ec2(
-                "DescribeKeyPairs", {"Filter.1.Name": "key-name", "Filter.1.Value.1": name}
-            )
-        if found.find(f"{{{NAMESPACE}}}keySet/{{{NAMESPACE}}}item") is None:
-            try:
-                with self._calling(f"importing key pair {name}"):
-                    self._driver().import_key_pair_from_string(name, first)
-            except Conflict:
-                pass  # imported meanwhile by another process: the same key, by its name
-        return name, keys[1:]
-
-    def _ensure_security_group(self) -> str:
-        with self._lock:
-            if self._group_ready:
-                return self.security_group
-            group = self.security_group
-            driver = self._driver()
-            with self._calling(f"looking up security group {group}"):
-                found = driver.ex_get_security_groups(filters={"group-name": group})
-            if not found:
-                try:
-                    with self._calling(f"making security group {group}"):
-                        made = driver.ex_create_security_group(
-                            group, "StratusLab instances: ssh in, anything out"
-                        )
-                        driver.ex_authorize_security_group_ingress(
-                            made["group_id"], 22, 22, cidr_ips=["0.0.0.0/0"]
-                        )
-                except Conflict:
-                    pass  # made meanwhile by another process
-            self._group_ready = True
-            return group
 
     # -- converters -----------------------------------------------------------------------
 
