@@ -13,6 +13,7 @@ REGISTRY: dict[str, str] = {
     "lxd": "stratuslab.cloud.connectors.lxd:LxdConnector",
     "fake": "stratuslab.cloud.connectors.fake:FakeConnector",
     "localproc": "stratuslab.cloud.connectors.localproc:LocalProcConnector",
+    "libcloud": "stratuslab.cloud.connectors.libcloud_compute:LibcloudConnector",
 }
 
 
