@@ -19,6 +19,7 @@ from tests.cloud.connectors.support import destroying, open_connector
 @pytest.fixture(
     params=[
         "fake",
+        "fake-shared",
         pytest.param("localproc", marks=pytest.mark.spawns),
         pytest.param("lxd", marks=pytest.mark.lxd),
     ]

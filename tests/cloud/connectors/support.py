@@ -10,6 +10,7 @@ from pathlib import Path
 from stratuslab import config
 from stratuslab.cloud.base import Connector, InstanceSpec
 from stratuslab.cloud.connectors.fake import FakeConnector
+from stratuslab.cloud.connectors.fake_shared import SharedFakeConnector
 from stratuslab.cloud.connectors.localproc import LocalProcConnector
 from stratuslab.cloud.connectors.lxd import LxdConnector
 
@@ -19,6 +20,8 @@ def open_connector(kind: str, *, namespace: str, root: Path) -> Connector:
     that ``make setup`` prepared."""
     if kind == "fake":
         return FakeConnector(namespace=namespace)
+    if kind == "fake-shared":  # the fake whose instances every process over the file sees
+        return SharedFakeConnector(path=str(root / "fake.sqlite"))
     if kind == "localproc":
         return LocalProcConnector(root=str(root))
     settings = config.load()
