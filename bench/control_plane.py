@@ -147,6 +147,7 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
         self.token = ""
         self.name = "server" if beside is None else f"server-{id(self) % 10_000}"
+        self.extra_env: dict[str, str] = {}  # more settings (STRATUS_*), e.g. a shorter lease
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STRATUS_")}
@@ -159,6 +160,7 @@ class Server:
         )
         if self.database_url:
             env["STRATUS_DATABASE_URL"] = self.database_url
+        env.update(self.extra_env)
         return env
 
     def start(self) -> int:
@@ -313,10 +315,12 @@ class Driver:
                 raise BenchError(f"the run went {state} (abort: {run.get('abort_reason')})")
         return state
 
-    def storm(self, state: str) -> dict[str, Any]:
-        """Every node completes ``state`` at once, from THREADS threads; timings."""
+    def storm(self, state: str, nodes: range | None = None) -> dict[str, Any]:
+        """Every node (or those numbered in ``nodes``) completes ``state`` at once, from
+        THREADS threads; timings."""
         requests: list[tuple[str, str, str | None]] = []
-        for i in range(1, self.n + 1):
+        numbers = nodes if nodes is not None else range(1, self.n + 1)
+        for i in numbers:
             if state == "Executing":
                 requests.append(("PUT", f"/run/{self.run_id}/worker.{i}:done", "1"))
             requests.append(("POST", f"/run/{self.run_id}/worker.{i}:complete?state={state}", None))
@@ -325,7 +329,7 @@ class Driver:
         shares = [
             [
                 r
-                for k in range(t, self.n, THREADS)
+                for k in range(t, len(numbers), THREADS)
                 for r in requests[k * per_node : (k + 1) * per_node]
             ]
             for t in range(THREADS)
