@@ -39,6 +39,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import resource
 import secrets
 import shutil
@@ -61,13 +62,14 @@ START_TIMEOUT = 60.0  # for the server to answer /health
 REQUEST_TIMEOUT = 120.0  # one request
 PHASE_TIMEOUT = 600.0  # one phase; a phase over 60 s at 1,000 is already pathological
 RECORD_CLOUD = """
+import json, sys
 from stratuslab import config
 from stratuslab.db.session import engine_for
 from stratuslab.cloud import clouds
 s = config.load()
-clouds.record(engine_for(s.database_url), name="local", connector="fake",
-              options={"namespace": "bench", "cpus": 64, "memory_mb": 10_000_000,
-                       "disk_mb": 10_000_000})
+kind, extra = sys.argv[1], json.loads(sys.argv[2])
+clouds.record(engine_for(s.database_url), name="local", connector=kind,
+              options={"cpus": 64, "memory_mb": 10_000_000, "disk_mb": 10_000_000, **extra})
 """
 
 
@@ -125,14 +127,27 @@ class Api:
 
 
 class Server:
-    """A server process of its own: its own data directory, port, store and fake cloud."""
+    """A server process of its own: its own data directory, port, store and fake cloud; or,
+    given ``beside``, another process of that one's store, data directory and port (the
+    processes share the port, SO_REUSEPORT, as on a site; the kernel spreads connections)."""
 
-    def __init__(self, work: Path, database_url: str | None) -> None:
+    def __init__(
+        self,
+        work: Path,
+        database_url: str | None,
+        *,
+        beside: Server | None = None,
+        shared_fake: bool = False,
+    ) -> None:
         self.work = work
-        self.port = free_port()
+        self.port = beside.port if beside is not None else free_port()
         self.database_url = database_url
+        self.beside = beside
+        self.shared_fake = shared_fake  # the fake whose instances every process sees
         self.process: subprocess.Popen[bytes] | None = None
         self.token = ""
+        self.name = "server" if beside is None else f"server-{id(self) % 10_000}"
+        self.extra_env: dict[str, str] = {}  # more settings (STRATUS_*), e.g. a shorter lease
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STRATUS_")}
@@ -145,23 +160,28 @@ class Server:
         )
         if self.database_url:
             env["STRATUS_DATABASE_URL"] = self.database_url
+        env.update(self.extra_env)
         return env
 
     def start(self) -> int:
         """Start the server; its pid."""
-        (self.work / "data").mkdir(parents=True)
-        (self.work / "cache").mkdir()
-        recorded = subprocess.run(
-            [PYTHON, "-c", RECORD_CLOUD],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if recorded.returncode != 0:
-            raise BenchError(f"recording the fake cloud failed:\n{recorded.stderr}")
-        with (self.work / "server.log").open("wb") as out:
+        if self.beside is None:
+            (self.work / "data").mkdir(parents=True)
+            (self.work / "cache").mkdir()
+            kind, extra = ("fake", {"namespace": "bench"})
+            if self.shared_fake:
+                kind, extra = ("fake-shared", {"path": str(self.work / "fake.sqlite")})
+            recorded = subprocess.run(
+                [PYTHON, "-c", RECORD_CLOUD, kind, json.dumps(extra)],
+                env=self.env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            if recorded.returncode != 0:
+                raise BenchError(f"recording the fake cloud failed:\n{recorded.stderr}")
+        with (self.work / f"{self.name}.log").open("wb") as out:
             self.process = subprocess.Popen(
                 [PYTHON, "-m", "stratuslab", "server", "run", "--port", str(self.port)],
                 cwd=ROOT,
@@ -172,36 +192,37 @@ class Server:
                 start_new_session=True,  # Ctrl-C is for this script; the server gets SIGTERM
             )
         deadline = time.monotonic() + START_TIMEOUT
-        while True:
+        while True:  # until /health answers from this process (the port may be shared)
             if self.process.poll() is not None:
                 raise BenchError(f"the server exited {self.process.returncode}:\n{self.log()}")
+            health: dict[str, Any] = {}
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 conn.request("GET", "/health")
                 health = json.loads(conn.getresponse().read())
                 conn.close()
-                break
             except (OSError, http.client.HTTPException, ValueError):
-                if time.monotonic() > deadline:
-                    raise BenchError(
-                        f"no /health in {START_TIMEOUT:.0f} s:\n{self.log()}"
-                    ) from None
-                time.sleep(0.1)
-        if health.get("pid") != self.process.pid:
-            raise BenchError(f"/health on port {self.port} is pid {health.get('pid')}, not ours")
+                pass
+            if health.get("pid") == self.process.pid:
+                break
+            if health and self.beside is None:
+                raise BenchError(f"/health on port {self.port} is pid {health.get('pid')}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"no /health in {START_TIMEOUT:.0f} s:\n{self.log()}")
+            time.sleep(0.05)
         self.token = (self.work / "data" / "api-token").read_text().strip()
         return self.process.pid
 
     def log(self) -> str:
         try:
-            return (self.work / "server.log").read_text()[-4000:]
+            return (self.work / f"{self.name}.log").read_text()[-4000:]
         except OSError:
             return ""
 
     def complaints(self) -> list[str]:
         """The server log's lines that say something went wrong."""
         try:
-            lines = (self.work / "server.log").read_text().splitlines()
+            lines = (self.work / f"{self.name}.log").read_text().splitlines()
         except OSError:
             return []
         words = ("WARNING", "ERROR", "Traceback", "locked")
@@ -294,10 +315,12 @@ class Driver:
                 raise BenchError(f"the run went {state} (abort: {run.get('abort_reason')})")
         return state
 
-    def storm(self, state: str) -> dict[str, Any]:
-        """Every node completes ``state`` at once, from THREADS threads; timings."""
+    def storm(self, state: str, nodes: range | None = None) -> dict[str, Any]:
+        """Every node (or those numbered in ``nodes``) completes ``state`` at once, from
+        THREADS threads; timings."""
         requests: list[tuple[str, str, str | None]] = []
-        for i in range(1, self.n + 1):
+        numbers = nodes if nodes is not None else range(1, self.n + 1)
+        for i in numbers:
             if state == "Executing":
                 requests.append(("PUT", f"/run/{self.run_id}/worker.{i}:done", "1"))
             requests.append(("POST", f"/run/{self.run_id}/worker.{i}:complete?state={state}", None))
@@ -306,7 +329,7 @@ class Driver:
         shares = [
             [
                 r
-                for k in range(t, self.n, THREADS)
+                for k in range(t, len(numbers), THREADS)
                 for r in requests[k * per_node : (k + 1) * per_node]
             ]
             for t in range(THREADS)
@@ -366,10 +389,11 @@ class Driver:
             found += page
 
 
-def measure(server: Server, instances: int) -> dict[str, Any]:
-    pid = server.start()
-    rss_start = proc_status(pid)
-    log(f"server pid {pid} on port {server.port}")
+def measure(servers: list[Server], instances: int) -> dict[str, Any]:
+    server = servers[0]
+    pids = [each.start() for each in servers]
+    rss_start = [proc_status(pid) for pid in pids]
+    log(f"server pid(s) {pids} on port {server.port}")
     driver = Driver(server, instances)
     driver.push_modules()
     phases: dict[str, float] = {}
@@ -406,10 +430,11 @@ def measure(server: Server, instances: int) -> dict[str, Any]:
         raise BenchError(f"ss:state said Done but the run is {run['state']}")
     done = time.perf_counter()
     phases["Finalizing -> Done (teardown)"] = done_seen - finalizing
-    memory = proc_status(pid)
-    cpu = cpu_seconds(pid)
+    memories = [proc_status(pid) for pid in pids]
+    memory = {k: sum(m.get(k, 0) for m in memories) for k in ("VmHWM", "VmRSS")}
+    cpu = sum(cpu_seconds(pid) for pid in pids)
     client_cpu = resource.getrusage(resource.RUSAGE_SELF)
-    complaints = server.complaints()
+    complaints = [line for each in servers for line in each.complaints()]
     events = driver.events()
     first = datetime.fromisoformat(events[0]["at"]).timestamp()
     state_events = {
@@ -422,7 +447,10 @@ def measure(server: Server, instances: int) -> dict[str, Any]:
         del storm["began"], storm["ended"]
     return {
         "instances": instances,
-        "database": server.database_url or "sqlite (default, in the temporary data directory)",
+        "database": _safe(server.database_url)
+        or "sqlite (default, in the temporary data directory)",
+        "server_processes": len(servers),
+        "connector": "fake-shared" if server.shared_fake else "fake",
         "run": driver.run_id,
         "total_seconds": done - start,
         "phases_seconds": phases,
@@ -432,7 +460,7 @@ def measure(server: Server, instances: int) -> dict[str, Any]:
         "server_memory_kb": {
             "VmHWM": memory.get("VmHWM"),
             "VmRSS": memory.get("VmRSS"),
-            "VmRSS_after_start": rss_start.get("VmRSS"),
+            "VmRSS_after_start": sum(r.get("VmRSS", 0) for r in rss_start),
         },
         "server_cpu_seconds": cpu,
         "client_cpu_seconds": client_cpu.ru_utime + client_cpu.ru_stime,
@@ -441,9 +469,20 @@ def measure(server: Server, instances: int) -> dict[str, Any]:
     }
 
 
+def _safe(url: str | None) -> str | None:
+    """A store's URL without its password, for the report."""
+    return None if url is None else re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
 def table(results: dict[str, Any]) -> str:
+    if "configurations" in results:  # --compare: one table per configuration
+        return "\n\n".join(table(each) for each in results["configurations"].values())
     n = results["instances"]
-    lines = [f"control plane: one run of {n} node instances, fake connector ({results['run']})"]
+    lines = [
+        f"control plane: one run of {n} node instances, {results['connector']} connector, "
+        f"{results['server_processes']} server process(es) on {results['database']} "
+        f"({results['run']})"
+    ]
     lines.append(f"\n{'phase':<52} {'seconds':>9}")
     for label, seconds in results["phases_seconds"].items():
         lines.append(f"{label:<52} {seconds:>9.3f}")
@@ -478,33 +517,110 @@ def main() -> int:
     parser.add_argument(
         "--database-url", help="the server's store (default: SQLite in the temporary directory)"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes sharing the store and its port (more than 1: PostgreSQL, and "
+        "the shared fake)",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="POSTGRES_ADMIN_URL",
+        help="in one invocation: one process on SQLite, one on PostgreSQL, two on PostgreSQL "
+        "(each on a database of its own made with this URL and dropped after), all on the "
+        "shared fake so that the backend costs the same",
+    )
     parser.add_argument("--json-only", action="store_true", help="print only the JSON results")
     args = parser.parse_args()
     if args.instances < 1:
         parser.error("--instances must be at least 1")
+    if args.processes < 1 or (args.processes > 1 and not args.database_url):
+        parser.error("--processes above 1 needs --database-url (PostgreSQL)")
 
     prefix = f"bench-{secrets.token_hex(3)}"
-    work = ROOT / "bench" / f".control-{prefix}"
-    server = Server(work, args.database_url)
     started = datetime.now(UTC)
-
-    def cleanup() -> None:
-        code = server.stop()
-        log(f"cleanup: server stopped (exit {code}); removing {work.relative_to(ROOT)}")
-        shutil.rmtree(work, ignore_errors=True)
-
-    status, results = guarded(
-        lambda: measure(server, args.instances),
-        cleanup,
-        failures=(OSError, http.client.HTTPException),
-        on_failure=lambda: log(f"server log (tail):\n{server.log()}"),
-    )
-    if results is None:
-        return status
+    if args.compare:
+        configurations = {
+            "1 process, SQLite": (None, 1),
+            "1 process, PostgreSQL": ("pg", 1),
+            "2 processes, PostgreSQL": ("pg", 2),
+        }
+        results: dict[str, Any] = {"configurations": {}}
+        for label, (store, processes) in configurations.items():
+            log(f"== {label}")
+            status, found = _one(args, prefix, store, processes, shared_fake=True)
+            if found is None:
+                return status
+            results["configurations"][label] = found
+    else:
+        status, one = _one(
+            args, prefix, args.database_url, args.processes, shared_fake=args.processes > 1
+        )
+        if one is None:
+            return status
+        results = one
     settings = {"threads": THREADS}
     return publish(
         "control_plane", started, prefix, settings, results, table, json_only=args.json_only
     )
+
+
+def _one(
+    args: argparse.Namespace,
+    prefix: str,
+    store: str | None,
+    processes: int,
+    *,
+    shared_fake: bool,
+) -> tuple[int, dict[str, Any] | None]:
+    """One configuration measured: its servers started, driven, stopped and removed."""
+    work = ROOT / "bench" / f".control-{prefix}-{secrets.token_hex(2)}"
+    made_db = store == "pg"
+    url = _make_database(args.compare) if made_db else store
+    first = Server(work, url, shared_fake=shared_fake)
+    servers = [first] + [
+        Server(work, url, beside=first, shared_fake=shared_fake) for _ in range(processes - 1)
+    ]
+
+    def cleanup() -> None:
+        codes = [each.stop() for each in reversed(servers)]
+        log(f"cleanup: servers stopped (exit {codes}); removing {work.relative_to(ROOT)}")
+        shutil.rmtree(work, ignore_errors=True)
+        if made_db and url:
+            _drop_database(args.compare, url)
+
+    return guarded(
+        lambda: measure(servers, args.instances),
+        cleanup,
+        failures=(OSError, http.client.HTTPException),
+        on_failure=lambda: log(f"server log (tail):\n{first.log()}"),
+    )
+
+
+def _make_database(admin_url: str) -> str:
+    """A new PostgreSQL database for one configuration; its URL."""
+    import sqlalchemy  # the project's dependency; only the --compare run needs it here
+
+    name = f"bench_{secrets.token_hex(4)}"
+    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+    made: str = (
+        sqlalchemy.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    )
+    return made
+
+
+def _drop_database(admin_url: str, url: str) -> None:
+    import sqlalchemy
+
+    name = sqlalchemy.make_url(url).database
+    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
 
 
 if __name__ == "__main__":

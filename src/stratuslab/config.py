@@ -55,6 +55,10 @@ class Settings:
     token: str = ""  # empty: read from data_dir/api-token, which the local server writes
     report_grace_s: int = 90  # after an abort, how long to wait for nodes' reports
     max_run_instances: int = 10_000  # node instances in one run
+    # Several server processes on one PostgreSQL (deploy/claims.py): how long a claim on a
+    # run's work lasts unless renewed (renewed at a third of it); a process whose heartbeat is
+    # older than this is taken for dead and its runs are carried on by another.
+    claim_lease_s: int = 60
     # Where nodes reach us, over TLS with the site certificate (cloud/sitecert.py); empty:
     # https://<bridge gateway>:<server_port>.
     agent_server_url: str = ""
@@ -314,6 +318,8 @@ def _validated(settings: Settings) -> Settings:
         raise Invalid("setting max_run_instances: between 1 and 1000000")
     if not 0 <= settings.report_grace_s <= 86400:
         raise Invalid("setting report_grace_s: between 0 and 86400 seconds")
+    if not 3 <= settings.claim_lease_s <= 3600:
+        raise Invalid("setting claim_lease_s: between 3 and 3600 seconds")
     if settings.lxd_pool_size_gib < 5:
         raise Invalid("setting lxd_pool_size_gib: at least 5 GiB is needed for the base image")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):

@@ -4,6 +4,9 @@ Every event gets a sequence number. A waiter says which topics it cares about an
 sequence number it has seen, and is woken the moment a matching event is published: this is
 what makes a long-poll answer at once instead of at the next polling interval. Events are kept
 in a bounded log so that a waiter that was busy for a moment misses nothing recent.
+
+This hub is one process's. With several server processes on one PostgreSQL, ``hub_pg.py``
+carries what each publishes to the others' hubs; the interface is the same.
 """
 
 from __future__ import annotations
@@ -56,6 +59,31 @@ class Hub:
         for waiter in woken:
             waiter.wake()
         return seq
+
+    def publish_many(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Publish each (topic, payload) in order: what one transaction announces."""
+        for topic, payload in items:
+            self.publish(topic, payload)
+
+    def wake_all(self) -> None:
+        """Wake every waiter with nothing new: each reads the store again. For when events
+        may have been missed (another process's, while the way they come was down)."""
+        with self._lock:
+            woken = list(self._waiters)
+        for waiter in woken:
+            waiter.wake()
+
+    def sync(self) -> bool:
+        """Whether every event published anywhere before this call is in this hub now. In one
+        process, always: publishing is immediate."""
+        return True
+
+    def on_remote(self, prefix: str, handler: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``handler(topic, payload)`` for each event on a topic starting with ``prefix``
+        that another process published (none here: there is no other)."""
+
+    def close(self) -> None:
+        """Release what carries events between processes (nothing here)."""
 
     def since(
         self, seq: int, topics: Iterable[str] = (), prefixes: Iterable[str] = ()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -71,6 +72,7 @@ from stratuslab.deploy.tokens import NodeTokens
 from stratuslab.deploy.work import WorkQueue
 from stratuslab.errors import Forbidden, StratusError
 from stratuslab.hub import Hub
+from stratuslab.hub_pg import hub_for
 from stratuslab.principal import Principal
 from stratuslab.verify import addresses
 from stratuslab.verify import gitcache as verify_git
@@ -105,7 +107,8 @@ class Services:
         self.image_policy = ImagePolicy.from_settings(
             settings, source=self.marketplace if endorsements is None else endorsements
         )
-        self.hub = Hub()
+        # Across processes on PostgreSQL (LISTEN/NOTIFY), in this process on SQLite.
+        self.hub: Hub = hub_for(engine)
         self.connectors = ConnectorPool(engine)
         self.clouds = CloudRegistry(engine, self.connectors)
         self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="work")
@@ -127,7 +130,11 @@ class Services:
         self.quotas = Quotas(engine, reserved=held_by_runs)  # what runs hold counts too
         self.accounting = Accounting(engine)
         self.work = WorkQueue()
-        secrets = RunSecrets(engine)  # what is redacted from what nodes send people
+        # What is redacted from what nodes send people; a secret set through another process
+        # sharing the store makes this one read the run's set again.
+        secrets = RunSecrets(engine, sync=self.hub.sync)
+        self.hub.on_remote("secret:", lambda topic, _: secrets.forget(topic.partition(":")[2]))
+        self.claims = Claims(engine, lease=timedelta(seconds=settings.claim_lease_s))
         values = ParameterValues(secrets)
         self.modules = ModuleStore(engine)
         self.runs = RunService(
@@ -164,7 +171,7 @@ class Services:
             runs=self.runs,
             control=self.control,
             tokens=self.tokens,
-            claims=Claims(engine),
+            claims=self.claims,
             instances_for=self.instances_of,
             submit=self.submit,
             config=OrchestratorConfig(
@@ -316,6 +323,7 @@ class Services:
 
     def start(self) -> None:
         """Start watching over runs (timeouts, dead nodes, work left by a previous server)."""
+        self.claims.start()  # the heartbeat first: claims are judged by it
         self.bakes.resume()
         self.supervisor.start()
         self.verifier.start()
@@ -326,6 +334,8 @@ class Services:
         self.supervisor.stop()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.clouds.close()
+        self.claims.stop()
+        self.hub.close()
         self.connectors.close()
 
     def _finished(self, _future: Future[Any]) -> None:

@@ -12,6 +12,7 @@ starts runs until stopped.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import socket
@@ -20,7 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import uvicorn
 from fastapi import FastAPI
@@ -30,15 +31,19 @@ from stratuslab.api import tls
 from stratuslab.api.app import create_app
 from stratuslab.cloud import sitecert
 from stratuslab.config import Settings
-from stratuslab.errors import BackendUnavailable, Invalid
+from stratuslab.errors import BackendUnavailable, Conflict, Invalid
 
 log = logging.getLogger("stratuslab.server")
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (OSError when it cannot bind)."""
+def listen(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (OSError when it cannot bind). A ``shared``
+    one (SO_REUSEPORT) binds beside the other processes of this user doing so: the kernel
+    spreads new connections among them, and the survivors take them all when one dies."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError:
@@ -58,12 +63,13 @@ def listening_sockets(
             f"setting server_host: {host} is the bridge gateway, where nodes are served over TLS",
             hint="keep the plain API on loopback (127.0.0.1)",
         )
+    shared = shares_ports(settings)
     try:
-        plain = listen(host, port)
+        plain = listen(host, port, shared=shared)
     except OSError as exc:
         raise BackendUnavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     try:
-        return plain, [listen(settings.bridge_gateway, port)]
+        return plain, [listen(settings.bridge_gateway, port, shared=shared)]
     except OSError as exc:
         log.warning(
             "not listening on %s:%s (%s): nodes cannot reach this server",
@@ -107,10 +113,44 @@ class Server(uvicorn.Server):
             self.servers.append(listener)  # closed and waited for by shutdown, as uvicorn's
 
 
+def shares_ports(settings: Settings) -> bool:
+    """Whether this server shares its ports with other processes of its store: on
+    PostgreSQL, where several processes may serve one site (on SQLite only one may run)."""
+    return settings.database_path is None
+
+
+def hold_the_store(settings: Settings) -> TextIO | None:
+    """On SQLite, the lock that says a server process holds the store, held until this
+    process exits (the file stays, the lock goes with the process, even killed); a second
+    server is refused with what to do instead. None on PostgreSQL: processes share it."""
+    path = settings.database_path
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = (path.parent / f"{path.name}.server-lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        raise Conflict(
+            f"another server process (pid {holder}) holds the SQLite store {path}: "
+            "one server process per SQLite store",
+            hint="for several server processes, use PostgreSQL "
+            "(database_url = postgresql+psycopg://USER:PASSWORD@HOST/DB)",
+        ) from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
 def serve(settings: Settings, *, host: str, port: int, idle_exit: float = 0) -> None:
     # The build id of the code loaded now, before anything can change the files under us:
     # /health reports it, and a CLI of another build replaces this server.
     log.info("StratusLab %s, build %s, pid %d", __version__, build.running(), os.getpid())
+    store_lock = hold_the_store(settings)
     plain, for_nodes = listening_sockets(settings, host=host, port=port)
     site = sitecert.ensure(settings)
     app = create_app(settings)
@@ -136,12 +176,38 @@ def serve(settings: Settings, *, host: str, port: int, idle_exit: float = 0) -> 
         ).start()
     pid_file = settings.data_dir / "server.pid"
     pid_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.write_text(f"{os.getpid()}\n")
+    recorded = _claim_pid_file(pid_file)
     try:
         server.run(sockets=[plain])
     finally:
-        if pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
+        if recorded and pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
             pid_file.unlink()
+        if store_lock is not None:
+            store_lock.close()
+
+
+def _claim_pid_file(pid_file: Path) -> bool:
+    """Record this process in the pid file, unless another live server of the data dir is
+    recorded there (processes sharing a PostgreSQL store and the data dir): the CLI then
+    stops only the recorded one, and never signals a process it did not record."""
+    try:
+        other = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        other = None
+    if other is not None and other != os.getpid() and _running(other):
+        return False
+    pid_file.write_text(f"{os.getpid()}\n")
+    return True
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def users_https(settings: Settings) -> tuple[socket.socket, ssl.SSLContext]:
@@ -155,7 +221,7 @@ def users_https(settings: Settings) -> tuple[socket.socket, ssl.SSLContext]:
     )
     host, port = settings.tls_host, settings.tls_port
     try:
-        return listen(host, port), made
+        return listen(host, port, shared=shares_ports(settings)), made
     except OSError as exc:
         raise BackendUnavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 

@@ -42,7 +42,7 @@ from stratuslab.deploy.agent.protocol import MAX_WAIT, STANDARD_PARAMETERS
 from stratuslab.deploy.batches import GroupCommit
 from stratuslab.deploy.keys import Key, check_value, parse_key
 from stratuslab.deploy.plan import Plan
-from stratuslab.deploy.secrets import RunSecrets, shown
+from stratuslab.deploy.secrets import RunSecrets, secret_topic, shown
 from stratuslab.deploy.states import FINAL, RunState
 from stratuslab.deploy.tx import Tx, abort_topic, param_topic, transaction
 from stratuslab.errors import (
@@ -88,7 +88,10 @@ class ParameterValues:
         if not bulk.set_value(conn, run.id, key, value):
             return False
         hidden = self.secrets.stored(conn, run.id, key, value, mark=secret)
-        tx.announce(param_topic(run.id, key), {"value": value})
+        # A secret's value is not announced: notifications cross to other processes.
+        tx.announce(param_topic(run.id, key), {} if hidden else {"value": value})
+        if hidden and value:
+            tx.announce(secret_topic(run.id), {})  # other processes learn it (secrets.py)
         for node, name in self.targets(run).get(key, ()):
             keys = [f"{node}.{index}:{name}" for index in bulk.indexes_of(conn, run.id, node)]
             bulk.set_values(conn, run.id, keys, value)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import cast
 
 from sqlalchemy import Table, bindparam, select, update
@@ -42,6 +42,13 @@ from stratuslab.deploy.agent.protocol import STANDARD_PARAMETERS
 from stratuslab.deploy.plan import Plan
 
 MASK = "********"
+
+
+def secret_topic(run_id: str) -> str:
+    """Where a secret value newly set in a run is announced (its value is not sent)."""
+    return f"secret:{run_id}"
+
+
 MIN_REDACTED = 6  # characters: shorter values are not redacted (see the module docstring)
 # Bounds on what one process keeps for redaction: the values of at most RUNS_KEPT runs (read
 # again from the store when needed), and of each at most MAX_VALUES values and MAX_CHARS
@@ -158,10 +165,18 @@ class RunSecrets:
     secret value set afterwards through :meth:`stored` is added before its transaction
     commits: nobody can have read a value that is not yet redacted from what they send back.
     Values stay in the set when they change (an old password is still one), within bounds.
+
+    The set is per process. With several processes on one store, a secret set through
+    another is announced on :func:`secret_topic` (``ParameterValues.put``), whose arrival
+    makes this process forget the run's set (:meth:`forget`, wired in ``services.py``); and
+    ``sync`` (the hub's fence) is asked before each use, so that a secret set elsewhere
+    before text reaches this process is known when it is redacted. When the fence fails
+    (the store away), the run's set is read from the store again.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, sync: Callable[[], bool] | None = None) -> None:
         self.engine = engine
+        self.sync = sync
         self._runs: OrderedDict[str, _Known] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -217,7 +232,14 @@ class RunSecrets:
         texts = self.redact_all(run_id, [values[key] or "" for key in keys])
         return values | dict(zip(keys, texts, strict=True))
 
+    def forget(self, run_id: str) -> None:
+        """Drop what is known of the run's secrets: it is read from the store when needed."""
+        with self._lock:
+            self._runs.pop(run_id, None)
+
     def _values(self, run_id: str) -> list[str]:
+        if self.sync is not None and not self.sync():
+            self.forget(run_id)
         with self._lock:
             known = self._runs.get(run_id)
             if known is not None and known.loaded:

@@ -92,7 +92,6 @@ def transaction(engine: Engine, hub: Hub) -> Iterator[Tx]:
         tx = Tx(session)
         yield tx
         tx.write_events()
-    for topic, payload in tx.announcements:
-        hub.publish(topic, payload)
+    hub.publish_many(tx.announcements)  # one notification statement across processes
     for work in tx.afterwards:
         work()

@@ -28,6 +28,7 @@ def ec2() -> Iterator[MotoEc2]:
 @pytest.fixture(
     params=[
         "fake",
+        "fake-shared",
         pytest.param("localproc", marks=pytest.mark.spawns),
         "libcloud-ec2",
         pytest.param("lxd", marks=pytest.mark.lxd),

@@ -11,6 +11,7 @@ from typing import Any
 from stratuslab import config
 from stratuslab.cloud.base import Connector, InstanceSpec
 from stratuslab.cloud.connectors.fake import FakeConnector
+from stratuslab.cloud.connectors.fake_shared import SharedFakeConnector
 from stratuslab.cloud.connectors.localproc import LocalProcConnector
 from stratuslab.cloud.connectors.lxd import LxdConnector
 
@@ -23,6 +24,8 @@ def open_connector(
     ``remote`` (the ``remote_lxd`` fixture's)."""
     if kind == "fake":
         return FakeConnector(namespace=namespace)
+    if kind == "fake-shared":  # the fake whose instances every process over the file sees
+        return SharedFakeConnector(path=str(root / "fake.sqlite"))
     if kind == "localproc":
         return LocalProcConnector(root=str(root))
     if kind == "lxd-remote":

@@ -87,7 +87,7 @@ async def watch(
     # Found before the stream starts: once it has, an unknown id could no longer be a 404.
     views = [await run_in_threadpool(partial(service.get, ref, refresh=False)) for ref in wanted]
     return StreamingResponse(
-        _changes(services, seq, views, timeout), media_type="application/x-ndjson"
+        _changes(services, service, seq, views, timeout), media_type="application/x-ndjson"
     )
 
 
@@ -171,7 +171,11 @@ def _provision(service: InstanceService, prepared: Prepared) -> None:
 
 
 async def _changes(
-    services: Services, seq: int, views: list[InstanceView], timeout: float
+    services: Services,
+    service: InstanceService,
+    seq: int,
+    views: list[InstanceView],
+    timeout: float,
 ) -> AsyncIterator[bytes]:
     current = {}
     for view in views:
@@ -185,13 +189,39 @@ async def _changes(
             yield _line({"what": "timeout", "instance": None})
             return
         published = await services.hub.wait(seq, topics=topics, timeout=min(remaining, 15))
-        if not published:
-            yield b"\n"  # keeps idle connections (and proxies) from timing out
+        changed = []
         for event in published:
             seq = event.seq
-            instance = event.payload["instance"]
+            if "instance" in event.payload:
+                changed.append(event.payload)
+            else:  # another process's event, too big to carry its payload: read it
+                ref = event.topic.rpartition(":")[2]
+                changed += await _reread(service, current, [ref])
+        if not published:
+            # A keepalive; and, when events from other processes may have been missed (the
+            # hub woke us with nothing), what the store says now.
+            changed = await _reread(service, current, list(current))
+            if not changed:
+                yield b"\n"  # keeps idle connections (and proxies) from timing out
+        for payload in changed:
+            instance = payload["instance"]
             current[instance["id"]] = instance["state"]
-            yield _line(event.payload)
+            yield _line(payload)
+
+
+async def _reread(
+    service: InstanceService, current: dict[str, str], refs: list[str]
+) -> list[dict[str, Any]]:
+    """Changes of ``refs`` the store has that ``current`` does not, as the watch sends them."""
+    found = []
+    for ref in refs:
+        try:
+            view = await run_in_threadpool(partial(service.get, ref, refresh=False))
+        except StratusError:
+            continue
+        if current.get(view.id) != view.state:
+            found.append({"what": view.state, "instance": view.to_dict()})
+    return found
 
 
 def _line(data: dict[str, Any]) -> bytes:

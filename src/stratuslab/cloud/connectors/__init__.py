@@ -12,6 +12,7 @@ from stratuslab.errors import Invalid
 REGISTRY: dict[str, str] = {
     "lxd": "stratuslab.cloud.connectors.lxd:LxdConnector",
     "fake": "stratuslab.cloud.connectors.fake:FakeConnector",
+    "fake-shared": "stratuslab.cloud.connectors.fake_shared:SharedFakeConnector",
     "localproc": "stratuslab.cloud.connectors.localproc:LocalProcConnector",
     "libcloud": "stratuslab.cloud.connectors.libcloud_compute:LibcloudConnector",
 }
