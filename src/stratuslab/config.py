@@ -59,6 +59,9 @@ class Settings:
     # run's work lasts unless renewed (renewed at a third of it); a process whose heartbeat is
     # older than this is taken for dead and its runs are carried on by another.
     claim_lease_s: int = 60
+    # How long a cloud may stop answering before the node instances whose machines are there
+    # are lost and their runs abort (deploy/silence.py).
+    cloud_silence_s: int = 60
     # Where nodes reach us, over TLS with the site certificate (cloud/sitecert.py); empty:
     # https://<bridge gateway>:<server_port>.
     agent_server_url: str = ""
@@ -320,6 +323,8 @@ def _validated(settings: Settings) -> Settings:
         raise Invalid("setting report_grace_s: between 0 and 86400 seconds")
     if not 3 <= settings.claim_lease_s <= 3600:
         raise Invalid("setting claim_lease_s: between 3 and 3600 seconds")
+    if not 1 <= settings.cloud_silence_s <= 86400:
+        raise Invalid("setting cloud_silence_s: between 1 and 86400 seconds")
     if settings.lxd_pool_size_gib < 5:
         raise Invalid("setting lxd_pool_size_gib: at least 5 GiB is needed for the base image")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):

@@ -67,6 +67,7 @@ from stratuslab.deploy.run_volumes import RunVolumes
 from stratuslab.deploy.runs import RunService
 from stratuslab.deploy.scaling import Scaling
 from stratuslab.deploy.secrets import RunSecrets
+from stratuslab.deploy.silence import Silence
 from stratuslab.deploy.supervisor import Supervisor
 from stratuslab.deploy.tokens import NodeTokens
 from stratuslab.deploy.work import WorkQueue
@@ -196,6 +197,7 @@ class Services:
             orchestrator=self.orchestrator,
             work=self.work,
             instances_for=self.instances_of,
+            silence=Silence(after=settings.cloud_silence_s),
         )
         self.watches = Watches(
             engine,

@@ -51,6 +51,9 @@ from stratuslab.principal import Principal
 REPORT_GRACE = 90.0
 
 
+UNREACHABLE_RETRY = 60.0  # seconds at most between teardowns of a run whose cloud is silent
+
+
 class RunControl:
     def __init__(
         self,
@@ -322,19 +325,29 @@ class RunControl:
                 self.move(tx, run, RunState.PROVISIONING)
 
     def teardown_failed(
-        self, run_id: str, reason: str, *, attempts: int, backoff: float
+        self,
+        run_id: str,
+        reason: str,
+        *,
+        attempts: int,
+        backoff: float,
+        unreachable: bool = False,
     ) -> float | None:
         """A teardown attempt failed: recorded, then retried after a pause that doubles from
         ``backoff`` seconds, ``attempts`` times at most. Returns the pause, None when it gave
-        up (the run stays in Finalizing with the reason, until terminated again)."""
+        up (the run stays in Finalizing with the reason, until terminated again). A cloud that
+        did not answer (``unreachable``) may come back: that teardown never gives up, its
+        pause doubling to ``UNREACHABLE_RETRY`` at most, so it ends once the cloud answers."""
         with transaction(self.engine, self.hub) as tx:
             run = tx.run(run_id)
             if run.state != RunState.FINALIZING:
                 return None
             run.teardown_attempts += 1
             run.teardown_error = reason
-            pause = backoff * 2 ** (run.teardown_attempts - 1)
-            retry_in = pause if run.teardown_attempts < attempts else None
+            pause = backoff * 2 ** min(run.teardown_attempts - 1, 16)
+            if unreachable:
+                pause = min(pause, UNREACHABLE_RETRY)
+            retry_in = pause if unreachable or run.teardown_attempts < attempts else None
             run.retry_at = utcnow() + timedelta(seconds=pause) if retry_in is not None else None
             tx.event(run_id, events.teardown_failed(run.teardown_attempts, reason, retry_in))
             return retry_in

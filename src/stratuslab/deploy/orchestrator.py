@@ -38,7 +38,13 @@ from stratuslab.deploy.runs import RunService
 from stratuslab.deploy.states import RunState
 from stratuslab.deploy.tokens import NodeTokens
 from stratuslab.deploy.work import Work
-from stratuslab.errors import BackendError, NotFound, NotSupported, StratusError
+from stratuslab.errors import (
+    BackendError,
+    BackendUnavailable,
+    NotFound,
+    NotSupported,
+    StratusError,
+)
 from stratuslab.principal import SERVER
 
 log = logging.getLogger(__name__)
@@ -322,6 +328,7 @@ class Orchestrator:
                 str(exc),
                 attempts=self.config.teardown_attempts,
                 backoff=self.config.teardown_backoff,
+                unreachable=isinstance(exc, BackendUnavailable),
             )
             return
         self.control.finish(run_id, destroyed=destroyed)
@@ -334,7 +341,10 @@ class Orchestrator:
         live = [v.id for v in service.for_run(run_id) if v.state != InstanceState.GONE]
         failures = service.kill_many(live)
         if failures:
-            raise BackendError(
+            # A cloud that does not answer may come back: then the teardown is tried until it
+            # does (deploy/control.py); any other refusal is given up on in the end.
+            unreachable = all(isinstance(f, BackendUnavailable) for f in failures)
+            raise (BackendUnavailable if unreachable else BackendError)(
                 f"{len(failures)} of {len(live)} instance(s) could not be destroyed: "
                 + "; ".join(str(f) for f in failures[:3])
             )

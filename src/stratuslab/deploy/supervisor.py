@@ -21,11 +21,12 @@ from sqlalchemy.engine import Engine
 
 from stratuslab.cloud.instances import InstanceService
 from stratuslab.cloud.types import InstanceState
-from stratuslab.db.models import NodeInstanceRecord, RunRecord, utcnow
+from stratuslab.db.models import InstanceRecord, NodeInstanceRecord, RunRecord, utcnow
 from stratuslab.db.session import session_scope
 from stratuslab.deploy.bulk import READY
 from stratuslab.deploy.control import RunControl
 from stratuslab.deploy.orchestrator import Orchestrator
+from stratuslab.deploy.silence import Silence
 from stratuslab.deploy.states import ACTIVE, FINAL, RunState
 from stratuslab.deploy.work import Work, WorkQueue
 from stratuslab.errors import StratusError
@@ -65,6 +66,7 @@ class Supervisor:
         work: WorkQueue,
         instances_for: Callable[[str], InstanceService],
         every: float = 1.0,
+        silence: Silence | None = None,
     ) -> None:
         self.engine = engine
         self.control = control
@@ -72,6 +74,7 @@ class Supervisor:
         self.work = work
         self.instances_for = instances_for
         self.every = every
+        self.silence = silence or Silence()  # clouds whose listing fails, since when
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_liveness = 0.0
@@ -124,18 +127,24 @@ class Supervisor:
 
     def _check_liveness(self, runs: list[_Due]) -> None:
         """Node instances whose machine is recorded as running but is gone or stopped on the
-        backend are lost (the run aborts, naming them). What the store says is read before
-        the backends are listed: a machine recorded after the listing is judged next round,
-        never against a listing older than its record."""
+        backend are lost (the run aborts, naming them); so are those on a cloud silent for
+        longer than the silence allows (deploy/silence.py). What the store says is read
+        before the backends are listed: a machine recorded after the listing is judged next
+        round, never against a listing older than its record."""
         ready = self._ready_machines(runs)
-        machines = self._machines(runs) if ready else None
-        if machines is None:
+        if not ready:
             return
+        machines = self._machines(runs)
         for run_id, nodes in ready.items():
             found = machines.get(run_id, {})
-            for name, instance_id in nodes:
-                state = found.get(name)
+            for name, instance_id, cloud in nodes:
                 try:
+                    if self.silence.silent(cloud):
+                        why = self.silence.lost(cloud)
+                        if why is not None:
+                            self.control.lost(run_id, name, why)
+                        continue  # not judged by a listing its cloud did not give
+                    state = found.get(name)
                     if state is None:
                         self.control.lost(
                             run_id, name, f"its machine {instance_id} is gone (deleted or killed)"
@@ -147,35 +156,49 @@ class Supervisor:
                 except StratusError as exc:
                     log.warning("supervising run %s: %s", run_id, exc)
 
-    def _ready_machines(self, runs: list[_Due]) -> dict[str, list[tuple[str, str | None]]]:
-        """Each run's node instances whose machine is recorded as running."""
-        found: dict[str, list[tuple[str, str | None]]] = {}
+    def _ready_machines(self, runs: list[_Due]) -> dict[str, list[tuple[str, str | None, str]]]:
+        """Each run's node instances whose machine is recorded as running, with the cloud
+        the machine is on."""
+        found: dict[str, list[tuple[str, str | None, str]]] = {}
         with session_scope(self.engine) as session:
-            for run_id, name, instance_id in session.execute(
+            for run_id, name, instance_id, cloud in session.execute(
                 select(
                     NodeInstanceRecord.run_id,
                     NodeInstanceRecord.name,
                     NodeInstanceRecord.instance_id,
-                ).where(
+                    InstanceRecord.cloud,
+                )
+                .join(InstanceRecord, InstanceRecord.id == NodeInstanceRecord.instance_id)
+                .where(
                     NodeInstanceRecord.run_id.in_([run.id for run in runs]),
                     NodeInstanceRecord.removed.is_(False),
                     NodeInstanceRecord.lost.is_(False),
                     NodeInstanceRecord.provisioning == READY,
                 )
             ):
-                found.setdefault(run_id, []).append((name, instance_id))
+                found.setdefault(run_id, []).append((name, instance_id, cloud))
         return found
 
-    def _machines(self, due: list[_Due]) -> dict[str, dict[str, InstanceState]] | None:
+    def _machines(self, due: list[_Due]) -> dict[str, dict[str, InstanceState]]:
         """Every run's machines as the backends have them now: one listing per cloud for all
-        runs, whoever owns them. None when a cloud cannot be listed (nobody is judged lost
-        on a partial answer)."""
+        runs, whoever owns them. A cloud whose listing fails is silent (deploy/silence.py)
+        and adds nothing: nobody is judged lost on a partial answer."""
         clouds = sorted({cloud for run in due if run.state in ACTIVE for cloud in run.clouds})
-        try:
-            return self.instances_for("").machines_by_run(clouds)
-        except StratusError as exc:
-            log.warning("cannot list the machines of runs: %s", exc)
-            return None
+        found: dict[str, dict[str, InstanceState]] = {}
+        service = self.instances_for("")
+        for cloud in clouds:
+            try:
+                listed = service.machines_by_run([cloud])
+            except StratusError as exc:
+                log.warning("cannot list the machines of runs on %s: %s", cloud, exc)
+                self.silence.failed(cloud, str(exc))
+                continue
+            self.silence.answered(cloud)
+            for run_id, machines in listed.items():
+                mine = found.setdefault(run_id, {})
+                for name, state in machines.items():  # one cloud's answer per node instance
+                    mine.setdefault(name, state)
+        return found
 
     def _look_over(self, run: _Due, now: datetime) -> None:
         if run.state is RunState.FINALIZING:

@@ -33,6 +33,7 @@ from stratuslab.cloud.connectors.fake_volumes import FakeVolumes, VolumeState
 from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import (
     BackendError,
+    BackendUnavailable,
     CapacityExceeded,
     Conflict,
     NotFound,
@@ -50,6 +51,7 @@ class _Backend:
     failures: dict[str, StratusError] = field(default_factory=dict)
     next_host: int = 10
     ram_used: int = 0  # MiB held by the instances: kept, not summed, at every create
+    outage: str | None = None  # every call fails with this while set (ex_outage)
     published: int = 0  # images published, so that each gets a fingerprint of its own
     # An instance's snapshots, oldest first, each with the instance's record as it was.
     snapshots: dict[str, dict[str, tuple[Snapshot, Instance]]] = field(default_factory=dict)
@@ -370,9 +372,18 @@ class FakeConnector(FakeVolumes, Connector):
 
     # -- helpers --------------------------------------------------------------------------
 
+    def ex_outage(self, why: str | None) -> None:
+        """Make every call to this backend fail with ``BackendUnavailable(why)`` until it is
+        called again with None: a host that is down, or cut off by the network."""
+        with self._backend.lock:
+            self._backend.outage = why
+
     def _maybe_fail(self, operation: str) -> None:
         with self._backend.lock:
             error = self._backend.failures.pop(operation, None)
+            outage = self._backend.outage
+        if outage is not None:
+            raise BackendUnavailable(outage)
         if error is not None:
             raise error
 
