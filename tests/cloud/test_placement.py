@@ -139,7 +139,9 @@ def test_the_backends_memory_is_room_too(engine: Engine, placer: Placer, second:
     # The fake has 16 GiB, less the host's reserve of 512 MiB.
     (placed,) = placer.place("alice", [Ask(2, {}, ram_mb=8000, image="debian-12")])
     assert isinstance(placed, Placed) and placed.cloud == "burst"
-    assert "local has 15872 MiB free" in placed.reason
+    assert "local: not enough capacity: 2 x 8000 MiB of memory asked, 15872 MiB free" in (
+        placed.reason
+    )
 
 
 @pytest.fixture

@@ -105,7 +105,11 @@ class Room:
         if self.memory_free_mb is not None and ask.ram_mb:
             wanted = self.placed.ram_mb + ask.count * ask.ram_mb
             if wanted > self.memory_free_mb:
-                return f"{name} has {max(self.memory_free_mb - self.placed.ram_mb, 0)} MiB free"
+                free = max(self.memory_free_mb - self.placed.ram_mb, 0)
+                return (
+                    f"{name}: not enough capacity: {ask.count} x {ask.ram_mb} MiB of memory "
+                    f"asked, {free} MiB free"
+                )
         asked = charge_of(ask.cpu, ask.ram_mb, ask.count)
         for whose, in_use, excess in self.quota:
             over = excess(in_use + self.placed, asked)
