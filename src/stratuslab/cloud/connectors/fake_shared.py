@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from stratuslab.cloud.base import Capacity, Connector, Instance, InstanceSpec
+from stratuslab.cloud.base_volumes import VolumeContract
 from stratuslab.cloud.connectors.fake import FakeConnector, _with_addresses
 from stratuslab.cloud.types import Capability, InstanceState
 from stratuslab.errors import CapacityExceeded, Conflict, NotFound, NotSupported
@@ -49,6 +50,20 @@ class SharedFakeConnector(FakeConnector):
 
     kind = "fake-shared"
     capabilities = frozenset({Capability.EXEC})  # the fake's commands (echo, hostname...)
+
+    # The shared backend keeps no volumes: the contract's refusals, not the in-memory fake's
+    # volumes, which another process would not see.
+    create_volume = VolumeContract.create_volume
+    get_volume = VolumeContract.get_volume
+    list_volumes = VolumeContract.list_volumes
+    delete_volume = VolumeContract.delete_volume
+    resize_volume = VolumeContract.resize_volume
+    attach_volume = VolumeContract.attach_volume
+    detach_volume = VolumeContract.detach_volume
+    create_volume_snapshot = VolumeContract.create_volume_snapshot
+    list_volume_snapshots = VolumeContract.list_volume_snapshots
+    restore_volume_snapshot = VolumeContract.restore_volume_snapshot
+    delete_volume_snapshot = VolumeContract.delete_volume_snapshot
 
     def __init__(
         self,
