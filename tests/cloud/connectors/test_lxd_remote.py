@@ -31,6 +31,7 @@ from stratuslab.cloud.connectors.lxd_remote import (
     certificate_fingerprint,
     client_key_pair,
     enroll,
+    pinned_context,
 )
 from stratuslab.cloud.nested_host import NestedHost
 from stratuslab.errors import BackendUnavailable, Forbidden, Invalid
@@ -359,3 +360,21 @@ def impostor(folder: Path) -> Iterator[tuple[int, list[bytes], str]]:
     finally:
         thread.join(timeout=15)
         listener.close()
+
+
+def test_the_pin_is_not_given_up_through_a_tls_proxy() -> None:
+    """TLS inside TLS (an HTTPS proxy) goes through ``wrap_bio``, where the pinned certificate
+    could not be compared: refused there, and the API's client takes no proxy from the
+    environment in the first place."""
+    server_pem, _ = client_key_pair("the host")
+    cert_pem, key_pem = client_key_pair("us")
+    context = pinned_context(server_pem, cert_pem, key_pem, url="https://10.0.0.9:8443")
+    with pytest.raises(Invalid, match="not through a TLS proxy"):
+        context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO())
+    api = LxdConnector(
+        endpoint="https://10.0.0.9:8443",
+        server_cert_pem=server_pem,
+        client_cert_pem=cert_pem,
+        client_key_pem=key_pem,
+    ).api
+    assert api._http.trust_env is False

@@ -91,6 +91,7 @@ class LxdApi:
             cert=cert,
             verify=verify,
             timeout=httpx.Timeout(timeout, connect=_CONNECT_TIMEOUT),
+            trust_env=False,  # no proxy from the environment between us and the daemon
         )
 
     # -- plain requests -------------------------------------------------------------------

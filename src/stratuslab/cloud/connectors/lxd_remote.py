@@ -221,7 +221,10 @@ class _PinnedContext(ssl.SSLContext):
     names need not match the address. Instead, right after each handshake the certificate the
     server presented is compared, byte for byte, with the pinned one. The handshake itself
     still proves the server holds that certificate's private key (TLS checks the server's
-    signature with the key in the certificate it sent, whatever the verify mode)."""
+    signature with the key in the certificate it sent, whatever the verify mode). That check
+    is made in ``wrap_socket``, so the context refuses ``wrap_bio`` (TLS inside another TLS
+    connection, as through an HTTPS proxy), where it could not be made: the API's client
+    takes no proxy from the environment (``LxdApi``)."""
 
     pinned_der: bytes
     url: str
@@ -238,6 +241,13 @@ class _PinnedContext(ssl.SSLContext):
                 hint="if the host's certificate was renewed on purpose, enrol the host again",
             )
         return tls
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        raise Invalid(
+            f"LXD at {self.url}: its pinned certificate is checked on a direct connection only, "
+            "not through a TLS proxy",
+            hint="reach the host without an HTTPS proxy",
+        )
 
 
 def pinned_context(
