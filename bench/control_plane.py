@@ -160,6 +160,7 @@ class Server:
         )
         if self.database_url:
             env["STRATUS_DATABASE_URL"] = self.database_url
+            env["STRATUS_SERVER_SHARE_PORTS"] = "true"  # processes of one store share a port
         env.update(self.extra_env)
         return env
 

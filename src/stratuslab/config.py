@@ -59,6 +59,11 @@ class Settings:
     # run's work lasts unless renewed (renewed at a third of it); a process whose heartbeat is
     # older than this is taken for dead and its runs are carried on by another.
     claim_lease_s: int = 60
+    # Whether this server shares its ports with the other server processes of its store
+    # (SO_REUSEPORT), so that nodes keep one URL and a survivor answers when one process dies:
+    # for several processes on one PostgreSQL, and asked for, since any other server of this
+    # user binding the same port would then share it too.
+    server_share_ports: bool = False
     # How long a cloud may stop answering before the node instances whose machines are there
     # are lost and their runs abort (deploy/silence.py).
     cloud_silence_s: int = 60
@@ -325,6 +330,11 @@ def _validated(settings: Settings) -> Settings:
         raise Invalid("setting claim_lease_s: between 3 and 3600 seconds")
     if not 1 <= settings.cloud_silence_s <= 86400:
         raise Invalid("setting cloud_silence_s: between 1 and 86400 seconds")
+    if settings.server_share_ports and settings.database_url.startswith("sqlite"):
+        raise Invalid(
+            "setting server_share_ports: only for several server processes on one PostgreSQL",
+            hint="on SQLite one server process serves the store",
+        )
     if settings.lxd_pool_size_gib < 5:
         raise Invalid("setting lxd_pool_size_gib: at least 5 GiB is needed for the base image")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):

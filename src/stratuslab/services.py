@@ -111,7 +111,7 @@ class Services:
         # Across processes on PostgreSQL (LISTEN/NOTIFY), in this process on SQLite.
         self.hub: Hub = hub_for(engine)
         self.connectors = ConnectorPool(engine)
-        self.clouds = CloudRegistry(engine, self.connectors)
+        self.clouds = CloudRegistry(engine, self.connectors, pending=pending_by_cloud)
         self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="work")
         self._active = 0
         self._lock = threading.Lock()

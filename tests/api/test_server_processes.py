@@ -39,6 +39,7 @@ def env_of(root: Path, url: str) -> dict[str, str]:
         **environment(root, STRATUS_DATABASE_URL=url),
         "PYTHONPATH": SRC,
         "STRATUS_LXD_SUBNET": "127.0.0.2/8",
+        **({} if url.startswith("sqlite") else {"STRATUS_SERVER_SHARE_PORTS": "true"}),
     }
 
 

@@ -151,9 +151,7 @@ def test_a_disabled_cloud_takes_no_new_run_but_the_next_does(
     set_cloud(engine, "local", enabled=False, note="draining for maintenance")
     run = start_run(api)
     assert {cloud for cloud, _ in where(api, run["id"]).values()} == {"burst"}
-    assert where(api, run["id"])["db.1"][1] == (
-        "burst: local is disabled (draining for maintenance)"
-    )
+    assert where(api, run["id"])["db.1"][1] == "burst: local takes no new instances"
 
 
 def test_a_scale_up_bursts_when_the_first_cloud_is_full(

@@ -97,3 +97,23 @@ def test_runs_started_together_pass_only_as_many_as_the_quota_admits(idle: Servi
         thread.join(60)
     assert len(started) == 2 and len(refused) == 8 and runs_of(idle) == 2
     assert all("instances: 6 in use + 3 asked > quota 7 (over by 2)" in m for m in refused)
+
+
+def test_node_instances_placed_on_a_cloud_fill_its_cap_and_keep_it_from_removal(
+    idle: Services,
+) -> None:
+    from stratuslab.cloud import clouds
+    from stratuslab.db.models import CloudRecord
+    from stratuslab.errors import Conflict
+
+    with session_scope(idle.engine) as session:
+        row = session.get(CloudRecord, "local")
+        assert row is not None
+        row.max_instances = 4
+    idle.runs.create(RunRequest(module="apps/demo"), caller=ALICE)  # three, none made yet
+    assert clouds.get(idle.engine, "local").max_instances == 4
+    with pytest.raises(CapacityExceeded, match=r"node web: .*local is full \(4 of 4 instances\)"):
+        idle.runs.create(RunRequest(module="apps/demo"), caller=ALICE)  # db.1 fits, web.1 not
+    assert runs_of(idle) == 1
+    with pytest.raises(Conflict, match="3 node instance"):
+        idle.clouds.remove(ADMIN, "local")

@@ -67,3 +67,11 @@ def test_a_silent_cloud_aborts_its_runs_and_their_teardown_waits_for_it_to_answe
         what="the teardown once the cloud answers",
     )
     assert fake.list_instances(tags={"run": run["id"]}) == []
+
+
+def test_a_cloud_nobody_lists_any_more_starts_afresh() -> None:
+    silence = Silence(after=60)
+    silence.failed("host2", "connection refused", now=0.0)
+    silence.only({"local"})  # its runs are over: host2 is not listed this round
+    silence.failed("host2", "one hiccup", now=5000.0)
+    assert silence.lost("host2", now=5001.0) is None  # silent for 1 s, not since 0

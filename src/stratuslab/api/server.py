@@ -114,9 +114,11 @@ class Server(uvicorn.Server):
 
 
 def shares_ports(settings: Settings) -> bool:
-    """Whether this server shares its ports with other processes of its store: on
-    PostgreSQL, where several processes may serve one site (on SQLite only one may run)."""
-    return settings.database_path is None
+    """Whether this server shares its ports with other processes of its store: when the site
+    asks (``server_share_ports``, for several processes on one PostgreSQL; config.py refuses
+    it on SQLite, where only one may run). Not by default: another server of this user on
+    the same port, of another store, would take half of its connections."""
+    return settings.server_share_ports and settings.database_path is None
 
 
 def hold_the_store(settings: Settings) -> TextIO | None:

@@ -94,7 +94,8 @@ class Room:
         whether the site lets it come (enabled, under its cap)."""
         name = self.cloud.name
         if not self.cloud.enabled:
-            return f"{name} is disabled" + (f" ({self.cloud.note})" if self.cloud.note else "")
+            # Not the administrators' note: users do not see disabled clouds (registry.py).
+            return f"{name} takes no new instances"
         if image_found is not True:
             return f"{name}: {image_found or 'no image for it'}"
         cap = self.cloud.max_instances
@@ -176,9 +177,17 @@ def choose(
                 )
             )
             continue
+        if not candidates and ask.pinned is not None:
+            answer.append(
+                NotFound(
+                    f"no cloud called {ask.pinned!r} is recorded",
+                    hint="stratus cloud list shows the clouds",
+                )
+            )
+            continue
         if not candidates:
-            where = ask.pinned or ", ".join(sorted(ask.images)) or "none"
-            passed.append(f"no such cloud is recorded (asked: {where})")
+            where = ", ".join(sorted(ask.images)) or "none"
+            passed.append(f"no cloud the image lists is recorded (it lists: {where})")
         what = f"{ask.count} instance{'s' if ask.count > 1 else ''}"
         answer.append(
             CapacityExceeded(

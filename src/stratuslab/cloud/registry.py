@@ -33,6 +33,7 @@ from stratuslab.cloud import clouds
 from stratuslab.cloud.base import Capacity, Connector
 from stratuslab.cloud.clouds import DEFAULT_PRIORITY, Cloud, ConnectorPool
 from stratuslab.cloud.connectors import make_connector
+from stratuslab.cloud.placement import Pending, no_pending
 from stratuslab.cloud.registry_values import (
     CloudView,
     check_connector,
@@ -75,11 +76,18 @@ Enroll = Callable[..., dict[str, Any]]
 
 class CloudRegistry:
     def __init__(
-        self, engine: Engine, connectors: ConnectorPool, *, enroll: Enroll | None = None
+        self,
+        engine: Engine,
+        connectors: ConnectorPool,
+        *,
+        enroll: Enroll | None = None,
+        pending: Pending = no_pending,
     ) -> None:
         self.engine = engine
         self.connectors = connectors
         self._enroll = enroll
+        # Node instances placed on each cloud whose machine is not made yet (the engine's).
+        self._pending = pending
         self._probes = ThreadPoolExecutor(max_workers=_PROBES, thread_name_prefix="probe")
 
     # -- reading -----------------------------------------------------------------------------
@@ -246,10 +254,15 @@ class CloudRegistry:
             with session_scope(self.engine) as session:
                 self._row(session, name, lock=True)  # new instances there wait for this
                 live_instances, live_volumes = _live(session, name)
-                if live_instances or live_volumes:
+                placed = self._pending(session).get(name, 0)
+                if live_instances or live_volumes or placed:
+                    held = _held(live_instances, live_volumes)
+                    if placed:
+                        held += (" and " if held else "") + (
+                            f"{placed} node instance(s) of runs placed there, not made yet"
+                        )
                     raise Conflict(
-                        f"the cloud {name!r} still has {_held(live_instances, live_volumes)} "
-                        "the store records as not gone",
+                        f"the cloud {name!r} still has {held} the store records as not gone",
                         hint="kill them (`stratus instance list --all`) and delete them "
                         "(`stratus volume list --all`) first, or disable the cloud meanwhile "
                         f"(`stratus cloud disable {name}`)",

@@ -343,13 +343,22 @@ class RunControl:
             if run.state != RunState.FINALIZING:
                 return None
             run.teardown_attempts += 1
+            # A silent cloud's teardown goes on for as long as it is silent: its event is
+            # written when the reason changes and at attempts 1, 2, 4, 8, ... (a bounded
+            # number a day), the record keeps the count and the last reason.
+            told = (
+                not unreachable
+                or reason != run.teardown_error
+                or run.teardown_attempts & (run.teardown_attempts - 1) == 0
+            )
             run.teardown_error = reason
             pause = backoff * 2 ** min(run.teardown_attempts - 1, 16)
             if unreachable:
                 pause = min(pause, UNREACHABLE_RETRY)
             retry_in = pause if unreachable or run.teardown_attempts < attempts else None
             run.retry_at = utcnow() + timedelta(seconds=pause) if retry_in is not None else None
-            tx.event(run_id, events.teardown_failed(run.teardown_attempts, reason, retry_in))
+            if told:
+                tx.event(run_id, events.teardown_failed(run.teardown_attempts, reason, retry_in))
             return retry_in
 
     def finish(self, run_id: str, *, destroyed: int, kept: bool = False) -> None:

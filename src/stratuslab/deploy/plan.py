@@ -228,7 +228,7 @@ def resolve(
 
 def _home(node: NodeDef, inherited: Inherited) -> str:
     """The cloud a node is planned on: the one it names; for one the site places, its default
-    cloud when its image module lists an image there, else the first cloud listed."""
+    cloud when its image module lists an image there, else the first listed by name."""
     listed = inherited.image.images
     if node.pinned or node.cloud in listed or not listed:
         return node.cloud

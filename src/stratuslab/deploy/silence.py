@@ -39,6 +39,13 @@ class Silence:
     def answered(self, cloud: str) -> None:
         self._silent.pop(cloud, None)
 
+    def only(self, clouds: set[str]) -> None:
+        """Forget the silence of clouds not listed in this round: one that nobody's machines
+        use any more starts afresh the next time it fails, instead of being taken for silent
+        since long ago."""
+        for cloud in set(self._silent) - clouds:
+            del self._silent[cloud]
+
     def silent(self, cloud: str) -> bool:
         return cloud in self._silent
 

@@ -168,7 +168,9 @@ class Supervisor:
                     NodeInstanceRecord.instance_id,
                     InstanceRecord.cloud,
                 )
-                .join(InstanceRecord, InstanceRecord.id == NodeInstanceRecord.instance_id)
+                # A node instance whose machine has no record is judged by the listings
+                # (as gone), never by a cloud's silence.
+                .outerjoin(InstanceRecord, InstanceRecord.id == NodeInstanceRecord.instance_id)
                 .where(
                     NodeInstanceRecord.run_id.in_([run.id for run in runs]),
                     NodeInstanceRecord.removed.is_(False),
@@ -176,7 +178,7 @@ class Supervisor:
                     NodeInstanceRecord.provisioning == READY,
                 )
             ):
-                found.setdefault(run_id, []).append((name, instance_id, cloud))
+                found.setdefault(run_id, []).append((name, instance_id, cloud or ""))
         return found
 
     def _machines(self, due: list[_Due]) -> dict[str, dict[str, InstanceState]]:
@@ -186,6 +188,7 @@ class Supervisor:
         clouds = sorted({cloud for run in due if run.state in ACTIVE for cloud in run.clouds})
         found: dict[str, dict[str, InstanceState]] = {}
         service = self.instances_for("")
+        self.silence.only(set(clouds))
         for cloud in clouds:
             try:
                 listed = service.machines_by_run([cloud])

@@ -266,7 +266,7 @@ class LibcloudConnector(Ec2Access, Connector):
         return driver
 
     def _calling(self, what: str) -> Any:
-        return translated(self.cloud, self.key_id, what)
+        return translated(self.cloud, what)
 
     @contextlib.contextmanager
     def _cleaning_up(self, name: str) -> Iterator[None]:

@@ -198,7 +198,7 @@ def instance_filters(
 
 
 @contextlib.contextmanager
-def translated(cloud: str, key_id: str, what: str) -> Iterator[None]:
+def translated(cloud: str, what: str) -> Iterator[None]:
     """Libcloud's and the network's errors while doing ``what`` as the project's own, each
     naming ``cloud`` (the provider and its endpoint)."""
     try:
@@ -207,7 +207,7 @@ def translated(cloud: str, key_id: str, what: str) -> Iterator[None]:
         raise
     except InvalidCredsError as exc:
         raise Forbidden(
-            f"{cloud} refused the credentials of access key {key_id} ({what}): {_said(exc)}",
+            f"{cloud} refused the credentials recorded for it ({what}): {_said(exc)}",
             hint="check the key id and secret recorded for this cloud",
         ) from None
     except RateLimitReachedError as exc:
