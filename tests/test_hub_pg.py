@@ -140,3 +140,26 @@ def test_an_event_crosses_from_another_process(url: str) -> None:
         assert [e.payload for e in found] == [{"value": "http://web"}]
     finally:
         hub.close()
+
+
+def test_what_a_transaction_announces_arrives_when_it_commits_and_never_if_it_does_not(
+    url: str, hubs: tuple[PgHub, PgHub], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stratuslab.deploy.tx import transaction
+
+    a, b = hubs
+
+    def no_sender(texts: list[str]) -> bool:
+        raise AssertionError("a transaction's events go in the transaction, not the sender")
+
+    monkeypatch.setattr(a, "_send", no_sender)  # as if its sender connection were broken
+    engine = engine_for(url)
+    seq = b.seq
+    with pytest.raises(RuntimeError), transaction(engine, a) as tx:
+        tx.announce("secret:r3", {})
+        raise RuntimeError("rolled back")
+    with transaction(engine, a) as tx:
+        tx.announce("secret:r4", {})
+    found = b.wait_blocking(seq, prefixes=["secret:"], timeout=10)
+    assert [e.topic for e in found] == ["secret:r4"]  # the rolled-back one never came
+    assert [e.topic for e in a.since(0, prefixes=["secret:"])] == ["secret:r4"]  # and here once

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,10 +60,20 @@ class Hub:
             waiter.wake()
         return seq
 
-    def publish_many(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        """Publish each (topic, payload) in order: what one transaction announces."""
+    def publish_many(
+        self, items: Iterable[tuple[str, dict[str, Any]]], *, sent: bool = False
+    ) -> None:
+        """Publish each (topic, payload) in order: what one transaction announces. ``sent``:
+        other processes have them already (:meth:`send_within` put them in the transaction),
+        so they wake this process's waiters only."""
         for topic, payload in items:
             self.publish(topic, payload)
+
+    def send_within(self, session: Any, items: Sequence[tuple[str, dict[str, Any]]]) -> bool:
+        """Put ``items`` in the transaction of ``session`` for other processes, so that they
+        arrive if and only if it commits; whether it did. In one process there is nobody
+        else: nothing is sent."""
+        return False
 
     def wake_all(self) -> None:
         """Wake every waiter with nothing new: each reads the store again. For when events

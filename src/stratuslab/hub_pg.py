@@ -34,11 +34,12 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
 import psycopg.conninfo
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from stratuslab.hub import Hub
@@ -103,12 +104,29 @@ class PgHub(Hub):
         self._send([self._encoded(topic, payload or {})])
         return seq
 
-    def publish_many(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    def publish_many(
+        self, items: Iterable[tuple[str, dict[str, Any]]], *, sent: bool = False
+    ) -> None:
         items = list(items)
         for topic, payload in items:
             super().publish(topic, payload)
-        if items:
+        if items and not sent:
             self._send([self._encoded(topic, payload) for topic, payload in items])
+
+    def send_within(self, session: Any, items: Sequence[tuple[str, dict[str, Any]]]) -> bool:
+        """The notifications in the writing transaction itself: PostgreSQL delivers them when
+        it commits, never if it does not, so a committed change (a secret learned, a value
+        set) cannot lose its event to a broken sender connection, nor wait behind it."""
+        if not items:
+            return True
+        session.execute(
+            text(
+                "SELECT pg_notify(:channel, x) FROM unnest(CAST(:texts AS text[]))"
+                " WITH ORDINALITY AS n(x, i) ORDER BY i"
+            ),
+            {"channel": self.channel, "texts": [self._encoded(t, p) for t, p in items]},
+        )
+        return True
 
     def _encoded(self, topic: str, payload: dict[str, Any]) -> str:
         text = json.dumps(

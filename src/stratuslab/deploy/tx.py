@@ -92,6 +92,9 @@ def transaction(engine: Engine, hub: Hub) -> Iterator[Tx]:
         tx = Tx(session)
         yield tx
         tx.write_events()
-    hub.publish_many(tx.announcements)  # one notification statement across processes
+        # Other processes hear it exactly when it commits (PostgreSQL's NOTIFY in the
+        # transaction); this one's waiters once it has.
+        sent = hub.send_within(session, tx.announcements)
+    hub.publish_many(tx.announcements, sent=sent)
     for work in tx.afterwards:
         work()
