@@ -197,3 +197,46 @@ def test_an_aborted_run_still_writes_its_junit_report_before_exiting_1(
     assert cli("run", "junit", run_id[:8], "--output-file", str(again)).code == 0
     assert again.read_bytes() == written
     assert cli("run", "junit", "0000ffff").code != 0
+
+
+def test_a_kept_run_aborted_by_a_machine_that_never_started_ends_the_deploy(
+    cli: Stratus, deploy_api: TestClient, fake: FakeConnector, repository: Path
+) -> None:
+    """The failed node instance completes nothing: the deploy does not wait for it (it did,
+    until its --wait ran out, as the server's barrier did not)."""
+    from stratuslab.errors import BackendError
+    from tests.deploy.support import Node
+
+    fake.ex_fail_next("create", BackendError("LXD: No root device could be found"))
+    failures: list[BaseException] = []
+
+    def play() -> None:
+        try:
+            run_id = wait_until(
+                lambda: (r := deploy_api.get("/api/runs").json()) and r[0]["id"], what="a run"
+            )
+            made = wait_until(
+                lambda: len(found := fake.list_instances(tags={"run": run_id})) == 2 and found,
+                what="the two machines that start",
+            )
+            members = {}
+            for instance in made:
+                conf = instance.extra["user_data"].split("'STRATUS_AGENT_CONF'\n", 1)[1]
+                config = json.loads(conf.split("\n", 1)[0])
+                name = config["node_instance"]
+                members[name] = Node(deploy_api, run_id, name, config["token"])
+            for state in ("SendingReports", "Ready"):
+                wait_for_state(deploy_api, run_id, state)
+                complete_all(members, state)
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=play, daemon=True)
+    thread.start()
+    result = cli("deploy", "apps/demo", "--keep-running", "always", "--wait", "1", "-o", "json")
+    thread.join(timeout=30)
+    if failures:
+        raise failures[0]
+    assert result.code == 1
+    run = json.loads(result.out)
+    assert run["state"] == "Ready" and "No root device could be found" in run["abort_reason"]

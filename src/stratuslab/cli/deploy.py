@@ -201,7 +201,13 @@ def settled(run: dict[str, Any]) -> bool:
     """Ended, or waiting in Ready with every node done (its instances kept)."""
     if run["state"] in FINAL_STATES:
         return True
-    working = [n for n in run["nodes"] if not n["removed"] and not n["lost"]]
+    # Who still takes part, as the server's barrier counts them: a node instance whose
+    # machine never started (an aborted run keeping its instances) will complete nothing.
+    working = [
+        n
+        for n in run["nodes"]
+        if not n["removed"] and not n["lost"] and n.get("provisioning") != "failed"
+    ]
     if run["state"] != "Ready" or run.get("scaling"):  # a scale action under way goes round again
         return False
     return all(n["completed"] == "Ready" for n in working)
