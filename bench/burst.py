@@ -5,7 +5,8 @@ host with room.
 The second host is real: an LXD daemon inside a system container of this host's LXD
 (``cloud/nested_host.py``, made or taken from its cached image), registered with the server
 as the cloud ``host2`` over HTTPS (``stratus cloud add host2 --lxd URL --trust-password-stdin
---priority 200``). examples/webapp's image module lists ``debian-12`` for both clouds.
+--profile stratus --priority 200``). examples/webapp's image module lists ``debian-12`` for
+both clouds.
 
 Interleaved trials, a pause before each:
 
@@ -87,6 +88,8 @@ def register(host: nested_host.NestedHost) -> None:
         "--lxd",
         host.endpoint,
         "--trust-password-stdin",
+        "--profile",
+        host.profile,
         "--priority",
         "200",
         "-o",
@@ -100,6 +103,11 @@ def server_side(run_id: str) -> float:
     start = datetime.fromisoformat(events[0]["at"])
     ready = next(e for e in events if e["kind"] == "state" and e["fields"].get("state") == "Ready")
     return (datetime.fromisoformat(ready["at"]) - start).total_seconds()
+
+
+def active_runs() -> set[str]:
+    listed = json.loads(stratus("run", "list", "--active", "-o", "json"))
+    return {r["id"] for r in listed}
 
 
 def ended(run_id: str) -> bool:
@@ -197,6 +205,7 @@ def main() -> int:
 
     def work() -> dict[str, Any]:
         stratus("cloud", "init", "-o", "json", timeout=600)
+        state["before"] = active_runs()
         state["cap"] = cap_of_local()
         log("making the second host (cloud/nested_host.py)")
         made = time.monotonic()
@@ -208,9 +217,11 @@ def main() -> int:
         return bench(args.trials, args.cap, args.web, started)
 
     def cleanup() -> None:
+        # Runs this bench started, also one whose deploy was cut off before it said its id.
+        mine = set(started) | (active_runs() - state["before"] if "before" in state else set())
         steps: list[tuple[str, Any]] = [
             (f"terminating {r}", lambda r=r: stratus("run", "terminate", r, timeout=600))
-            for r in started
+            for r in sorted(mine)
             if not ended(r)
         ]
         if "cap" in state:
