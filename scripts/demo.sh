@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job: deploy examples/webapp on the local cloud (a database, two web servers, a load
 # balancer and a test, from pristine instances), print the service URL and the test verdict,
-# ask the service something from here, and tear it all down.
+# ask the service something from here, and tear it all down. Then the second act
+# (scripts/burst_demo.py): the same application with four web servers on a local cloud capped
+# at three instances, bursting to a second LXD host made on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stratus=.venv/bin/stratus
@@ -32,4 +34,9 @@ if [ "$status" -eq 0 ] && [ -n "$url" ]; then
   curl -fsS -X POST --data "hello from the demo" "$url/items"; echo
   curl -fsS "$url/items"; echo
 fi
-exit "$status"
+teardown
+run=""
+[ "$status" -eq 0 ] || exit "$status"
+echo
+echo "==> second act: bursting to a second host"
+.venv/bin/python scripts/burst_demo.py
