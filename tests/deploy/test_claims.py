@@ -157,6 +157,34 @@ def test_the_claim_of_a_server_whose_heartbeat_stopped_is_free_on_any_host(
         services.close()
 
 
+def test_a_process_whose_claim_was_taken_over_knows_it_at_its_next_renewal(
+    tmp_path: Path, url: str
+) -> None:
+    """A process stalled past its lease (or cut off from the store) finds another's name on
+    the run when it renews: it stops holding the claim, so that its job stops making machines
+    (orchestrator: the job's ``proceed``) instead of making what the new holder makes too."""
+    services = services_on(tmp_path, url, "a")
+    try:
+        engine = services.engine
+        with session_scope(engine) as session:
+            session.add(_run("r-stalled"))
+        claims = Claims(engine, lease=timedelta(seconds=3))  # renewed every second
+        with claims.claimed("r-stalled") as claimed:
+            assert claimed and claims.holds("r-stalled")
+            with session_scope(engine) as session:  # the survivor took it over meanwhile
+                session.execute(
+                    update(RunRecord)
+                    .where(RunRecord.id == "r-stalled")
+                    .values(claimed_by="elsewhere:9:9", claimed_until=utcnow() + timedelta(seconds=60))
+                )
+            wait_until(lambda: not claims.holds("r-stalled"), timeout=10, what="the loss")
+        with session_scope(engine) as session:  # and leaving does not free the other's claim
+            run = session.get(RunRecord, "r-stalled")
+            assert run is not None and run.claimed_by == "elsewhere:9:9"
+    finally:
+        services.close()
+
+
 def _run(run_id: str) -> RunRecord:
     return RunRecord(
         id=run_id,

@@ -43,6 +43,8 @@ class Claims:
         self.beat_every = min(BEAT_EVERY, lease.total_seconds() / 3)
         self._stop = threading.Event()
         self._beating: threading.Thread | None = None
+        self._held: set[str] = set()  # runs whose claim this process holds, renewed
+        self._held_lock = threading.Lock()
 
     # -- heartbeats -----------------------------------------------------------------------
 
@@ -91,6 +93,8 @@ class Claims:
         if not self._claim(run_id):
             yield False
             return
+        with self._held_lock:
+            self._held.add(run_id)
         stop = threading.Event()
         renew = threading.Thread(target=self._renew, args=(run_id, stop), daemon=True)
         renew.start()
@@ -98,12 +102,22 @@ class Claims:
             yield True
         finally:
             stop.set()
+            with self._held_lock:
+                self._held.discard(run_id)
             with session_scope(self.engine) as session:
                 session.execute(
                     update(RunRecord)
                     .where(RunRecord.id == run_id, RunRecord.claimed_by == self.me)
                     .values(claimed_by=None, claimed_until=None)
                 )
+
+    def holds(self, run_id: str) -> bool:
+        """Whether this process still holds the claim on ``run_id``: false once a renewal
+        found another process's name on it (this one stalled past its lease, or was cut off
+        from the store), so that a job stops before its next backend call instead of making
+        what the new holder makes too."""
+        with self._held_lock:
+            return run_id in self._held
 
     def _claim(self, run_id: str) -> bool:
         now = utcnow()
@@ -138,11 +152,16 @@ class Claims:
         while not stop.wait(self.lease.total_seconds() / 3):
             try:
                 with session_scope(self.engine) as session:
-                    session.execute(
+                    renewed = session.connection().execute(
                         update(RunRecord)
                         .where(RunRecord.id == run_id, RunRecord.claimed_by == self.me)
                         .values(claimed_until=utcnow() + self.lease)
-                    )
+                    ).rowcount
+                if not renewed:  # taken over while this process was stalled or cut off
+                    log.warning("run %s: the claim was taken over; stopping its work", run_id)
+                    with self._held_lock:
+                        self._held.discard(run_id)
+                    return
             except Exception:  # the store away for a moment: renew again next time
                 log.warning("renewing the claim on run %s failed", run_id, exc_info=True)
 

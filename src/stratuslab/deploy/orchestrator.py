@@ -69,13 +69,18 @@ class _StillProvisioning:
 
     EVERY = 0.5
 
-    def __init__(self, runs: RunService, run_id: str) -> None:
+    def __init__(
+        self, runs: RunService, run_id: str, holds: Callable[[str], bool] = lambda _r: True
+    ) -> None:
         self.runs, self.run_id = runs, run_id
+        self.holds = holds  # whether this process still holds the run's claim
         self._lock = threading.Lock()
         self._asked = 0.0
         self._answer = True
 
     def __call__(self) -> bool:
+        if not self.holds(self.run_id):
+            return False  # another process took the run over: it makes what is left
         with self._lock:
             if time.monotonic() - self._asked > self.EVERY:
                 state = self.runs.summary(self.run_id, caller=SERVER)["state"]
@@ -155,7 +160,7 @@ class Orchestrator:
         service = self.instances_for(owner)
         half_made = [n for n in nodes if n.provisioning == "creating" and n.instance_id]
         adopted = set(self._in_parallel(lambda n: self._adopted(run_id, service, n), half_made))
-        provisioning = _StillProvisioning(self.runs, run_id)
+        provisioning = _StillProvisioning(self.runs, run_id, self.claims.holds)
         if not provisioning():
             for node in nodes:  # its machine is gone and will not be made now
                 if node.provisioning == "creating" and node.name not in adopted:
