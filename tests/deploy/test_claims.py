@@ -175,7 +175,9 @@ def test_a_process_whose_claim_was_taken_over_knows_it_at_its_next_renewal(
                 session.execute(
                     update(RunRecord)
                     .where(RunRecord.id == "r-stalled")
-                    .values(claimed_by="elsewhere:9:9", claimed_until=utcnow() + timedelta(seconds=60))
+                    .values(
+                        claimed_by="elsewhere:9:9", claimed_until=utcnow() + timedelta(seconds=60)
+                    )
                 )
             wait_until(lambda: not claims.holds("r-stalled"), timeout=10, what="the loss")
         with session_scope(engine) as session:  # and leaving does not free the other's claim

@@ -152,11 +152,15 @@ class Claims:
         while not stop.wait(self.lease.total_seconds() / 3):
             try:
                 with session_scope(self.engine) as session:
-                    renewed = session.connection().execute(
-                        update(RunRecord)
-                        .where(RunRecord.id == run_id, RunRecord.claimed_by == self.me)
-                        .values(claimed_until=utcnow() + self.lease)
-                    ).rowcount
+                    renewed = (
+                        session.connection()
+                        .execute(
+                            update(RunRecord)
+                            .where(RunRecord.id == run_id, RunRecord.claimed_by == self.me)
+                            .values(claimed_until=utcnow() + self.lease)
+                        )
+                        .rowcount
+                    )
                 if not renewed:  # taken over while this process was stalled or cut off
                     log.warning("run %s: the claim was taken over; stopping its work", run_id)
                     with self._held_lock:
