@@ -27,6 +27,7 @@ from stratuslab.cloud.types import InstanceState
 from stratuslab.errors import BackendUnavailable, Forbidden, Invalid, NotFound
 from tests.cloud.connectors.moto_ec2 import IMAGE, KEY_ID, SECRET, MotoEc2
 from tests.cloud.connectors.support import destroying
+from tests.support import wait_until
 
 
 def name() -> str:
@@ -284,3 +285,49 @@ def test_refused_credentials_are_forbidden_naming_the_cloud_not_the_credentials(
     assert SECRET not in message and KEY_ID not in message
     with pytest.raises(Forbidden, match="refused the credentials"):
         connector.create(InstanceSpec(name=name(), image=IMAGE))
+
+
+def test_a_site_registers_ec2_and_instances_burst_there_with_their_user_data(
+    ec2: MotoEc2, api: Any
+) -> None:
+    """What `stratus cloud add aws --libcloud ec2 ... --secret-stdin` sends, through the API;
+    then, local being full, an instance asked anywhere starts on EC2, contextualized by its
+    user-data, and its kill terminates it there."""
+    added = api.post(
+        "/api/clouds",
+        json={
+            "name": "aws",
+            "connector": "libcloud",
+            "options": {
+                "provider": "ec2",
+                "region": ec2.region,
+                "key_id": KEY_ID,
+                "secret": SECRET,
+                "endpoint": ec2.endpoint,
+            },
+            "priority": 500,
+        },
+    )
+    assert added.status_code == 201, added.text
+    assert SECRET not in added.text and added.json()["options"]["secret"] == "********"
+    assert api.patch("/api/clouds/local", json={"max_instances": 0}).status_code == 200
+    script = "#!/bin/sh\necho contextualized > /etc/motd\n"
+    answer = api.post("/api/instances", json={"image": IMAGE, "user_data": script})
+    assert answer.status_code == 202, answer.text
+    (instance,) = answer.json()["instances"]
+    assert instance["cloud"] == "aws"
+    running = wait_until(
+        lambda: (
+            (v := api.get(f"/api/instances/{instance['id']}").json())["state"] == "running" and v
+        ),
+        timeout=60,
+        what="the EC2 instance running",
+    )
+    connector = ec2.connector()
+    assert user_data_of(ec2, connector, running["name"]) == script
+    assert api.delete(f"/api/instances/{instance['id']}").status_code == 200
+    wait_until(
+        lambda: all(i.name != running["name"] for i in connector.list_instances()),
+        timeout=60,
+        what="the EC2 instance terminated",
+    )

@@ -96,3 +96,14 @@ def test_a_source_that_fails_refuses_with_its_own_error() -> None:
 
     refusal = ImagePolicy(Policy(), source=Down()).refusal("local", IMAGE)
     assert isinstance(refusal, BackendUnavailable)
+
+
+def test_an_image_a_public_cloud_names_by_its_own_id_is_judged_unsigned_not_looked_up() -> None:
+    """An AMI is named ``ami-...``, no SHA-256: no entry can endorse it, so it is what the
+    policy says of unsigned images, and the Marketplace is not asked."""
+    ami = Image(name="debian-12", fingerprint="ami-0cd7065c642ad54f5", size_bytes=None)
+    shelf = Shelf(BY_JANE)
+    assert ImagePolicy(Policy(), source=shelf, clock=at_now).refusal("aws", ami) is None
+    refusal = ImagePolicy(Policy(unsigned="refuse"), source=shelf, clock=at_now).refusal("aws", ami)
+    assert isinstance(refusal, Untrusted) and "(rule unsigned)" in refusal.message
+    assert shelf.asked == []

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 from stratuslab.cloud.base import Image
 from stratuslab.cloud.catalog import Owned
 from stratuslab.cloud.marketplace.policy import Decision, ImageFacts, Policy, refusal_message
+from stratuslab.cloud.marketplace.queries import is_sha256
 from stratuslab.cloud.marketplace.signing import Verified
 from stratuslab.cloud.marketplace.trust import Problem, TrustStore
 from stratuslab.errors import Invalid, StratusError, Untrusted
@@ -130,11 +131,13 @@ class ImagePolicy:
         """The decision for ``image`` now, with ``endorsements`` or, by default, those the
         source has for its SHA-256."""
         started = time.perf_counter()
-        found = (
-            self.source.endorsements(image.fingerprint.lower())
-            if endorsements is None
-            else endorsements
-        )
+        fingerprint = image.fingerprint.lower()
+        if endorsements is not None:
+            found: Sequence[Verified] = endorsements
+        elif is_sha256(fingerprint):
+            found = self.source.endorsements(fingerprint)
+        else:  # a cloud that names images otherwise (an AMI id): no entry can endorse it
+            found = []
         decision = self.policy.decide(image, found, now=self.clock())
         took = time.perf_counter() - started
         if took > SLOW_S:

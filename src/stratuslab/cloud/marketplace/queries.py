@@ -58,6 +58,12 @@ def endorsed(value: str) -> dt.datetime:
         ) from None
 
 
+def is_sha256(value: str) -> bool:
+    """Whether ``value`` is a SHA-256 as entries give it: what an LXD image's fingerprint is,
+    and a public cloud's image id (an AMI's) is not."""
+    return bool(_SHA256.match(value))
+
+
 def sha256(value: str) -> str:
     if not _SHA256.match(value):
         raise Invalid(f"{value[:80]!r} is not a SHA-256 (64 lowercase hexadecimal digits)")
