@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 
 from stratuslab.api.client import ApiClient, Response
 from stratuslab.cli.main import main
@@ -64,15 +66,20 @@ class InProcessTransport:
 
 
 def cli_on(
-    api: TestClient, settings: Settings, capsys: pytest.CaptureFixture[str]
+    api: TestClient,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    *,
+    user: str = "alice",
 ) -> Callable[..., CliResult]:
-    """`stratus ARGS...` in-process, talking to ``api`` in-process."""
+    """`stratus ARGS...` in-process, talking to ``api`` in-process, as ``user`` (the site
+    token acting as them)."""
 
     def run(*args: str) -> CliResult:
         runtime = Runtime()
         runtime.__dict__["settings"] = settings
         client = ApiClient(
-            "http://testserver", token="test-token", user="alice", transport=InProcessTransport(api)
+            "http://testserver", token="test-token", user=user, transport=InProcessTransport(api)
         )
         runtime.__dict__["client"] = client
         code = main(list(args), runtime=runtime)
@@ -80,6 +87,26 @@ def cli_on(
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def set_cloud(engine: Engine, name: str, **values: object) -> None:
+    """Change a recorded cloud's row (priority, enabled, max_instances, note) as an
+    administrator's `stratus cloud set` would."""
+    from stratuslab.db.models import CloudRecord
+    from stratuslab.db.session import session_scope
+
+    with session_scope(engine) as session:
+        row = session.get(CloudRecord, name)
+        assert row is not None, name
+        for key, value in values.items():
+            setattr(row, key, value)
+
+
+def as_json(cli: Callable[..., CliResult], *args: str) -> Any:
+    """What ``cli ARGS... -o json`` prints, once it succeeded."""
+    result = cli(*args, "-o", "json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)
 
 
 def wait_until(

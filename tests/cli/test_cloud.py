@@ -5,26 +5,19 @@ read from stdin and never printed."""
 from __future__ import annotations
 
 import io
-import json
 import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from stratuslab.api.client import ApiClient
-from stratuslab.cli.main import main
-from stratuslab.cli.runtime import Runtime
 from stratuslab.cloud import clouds
 from stratuslab.cloud.connectors import REGISTRY
 from stratuslab.cloud.connectors.fake import FakeConnector
 from stratuslab.config import Settings
 from stratuslab.errors import EXIT_USAGE
-from stratuslab.principal import SERVER
-from tests.support import CliResult, InProcessTransport
+from tests.support import CliResult, as_json
 
 Cli = Callable[..., CliResult]
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
@@ -50,29 +43,6 @@ def libcloud(monkeypatch: pytest.MonkeyPatch, fake_namespace: str) -> None:
 @pytest.fixture
 def stdin(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     return lambda text: monkeypatch.setattr(sys, "stdin", io.StringIO(text))
-
-
-@pytest.fixture
-def bob(api: TestClient, settings: Settings, capsys: pytest.CaptureFixture[str]) -> Cli:
-    api.app.state.services.accounts.add_user("bob", caller=SERVER)  # type: ignore[attr-defined]
-
-    def run(*args: str) -> CliResult:
-        runtime = Runtime()
-        runtime.__dict__["settings"] = settings
-        runtime.__dict__["client"] = ApiClient(
-            "http://testserver", token="test-token", user="bob", transport=InProcessTransport(api)
-        )
-        code = main(list(args), runtime=runtime)
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return run
-
-
-def as_json(cli: Cli, *args: str) -> Any:
-    result = cli(*args, "-o", "json")
-    assert result.code == 0, result.err
-    return json.loads(result.out)
 
 
 EC2 = ("--libcloud", "ec2", "--region", "eu-west-1", "--key-id", "AKIAEXAMPLE", "--secret-stdin")

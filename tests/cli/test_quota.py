@@ -8,39 +8,16 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from stratuslab.api.client import ApiClient
-from stratuslab.cli.main import main
-from stratuslab.cli.runtime import Runtime
-from stratuslab.config import Settings
 from stratuslab.db.models import UsageRecord
 from stratuslab.db.session import session_scope
-from stratuslab.principal import SERVER, Principal
+from stratuslab.principal import Principal
 from tests.api.test_session import services_of
-from tests.support import CliResult, InProcessTransport
+from tests.support import CliResult
 
 Cli = Callable[..., CliResult]
-
-
-@pytest.fixture
-def bob(api: TestClient, settings: Settings, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """`stratus` as bob, a user who is no administrator (the site token acting as him)."""
-    services_of(api).accounts.add_user("bob", caller=SERVER)
-
-    def run(*args: str) -> CliResult:
-        runtime = Runtime()
-        runtime.__dict__["settings"] = settings
-        runtime.__dict__["client"] = ApiClient(
-            "http://testserver", token="test-token", user="bob", transport=InProcessTransport(api)
-        )
-        code = main(list(args), runtime=runtime)
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return run
 
 
 def test_an_administrator_sets_a_quota_and_limits_not_given_are_kept(

@@ -3,46 +3,12 @@ API on the fake cloud: alice (the site's administrator here) and bob, a user who
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any
 
-import pytest
-from fastapi.testclient import TestClient
-
-from stratuslab.api.client import ApiClient
-from stratuslab.cli.main import main
-from stratuslab.cli.runtime import Runtime
 from stratuslab.cloud.connectors.fake import FakeConnector
-from stratuslab.config import Settings
-from stratuslab.principal import SERVER
-from tests.support import CliResult, InProcessTransport
+from tests.support import CliResult, as_json
 
 Cli = Callable[..., CliResult]
-
-
-@pytest.fixture
-def bob(api: TestClient, settings: Settings, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """`stratus` as bob, a user who is no administrator (the site token acting as him)."""
-    api.app.state.services.accounts.add_user("bob", caller=SERVER)  # type: ignore[attr-defined]
-
-    def run(*args: str) -> CliResult:
-        runtime = Runtime()
-        runtime.__dict__["settings"] = settings
-        runtime.__dict__["client"] = ApiClient(
-            "http://testserver", token="test-token", user="bob", transport=InProcessTransport(api)
-        )
-        code = main(list(args), runtime=runtime)
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return run
-
-
-def as_json(cli: Cli, *args: str) -> Any:
-    result = cli(*args, "-o", "json")
-    assert result.code == 0, result.err
-    return json.loads(result.out)
 
 
 def running(cli: Cli, name: str, *extra: str) -> str:

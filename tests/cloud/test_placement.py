@@ -17,10 +17,9 @@ from stratuslab.cloud.connectors.fake import FakeConnector
 from stratuslab.cloud.instances import InstanceService, RunRequest
 from stratuslab.cloud.placement import Ask, Placed, Placer
 from stratuslab.cloud.quotas import Limits, Quotas
-from stratuslab.db.models import CloudRecord
-from stratuslab.db.session import session_scope
 from stratuslab.errors import CapacityExceeded, NotFound
 from stratuslab.principal import SERVER
+from tests.support import set_cloud
 
 
 @pytest.fixture
@@ -40,14 +39,6 @@ def second(engine: Engine, fake: FakeConnector) -> Iterator[FakeConnector]:
     set_cloud(engine, "burst", priority=200)
     yield FakeConnector(namespace=namespace)
     FakeConnector.ex_reset(namespace)
-
-
-def set_cloud(engine: Engine, name: str, **values: object) -> None:
-    with session_scope(engine) as session:
-        row = session.get(CloudRecord, name)
-        assert row is not None
-        for key, value in values.items():
-            setattr(row, key, value)
 
 
 @pytest.fixture

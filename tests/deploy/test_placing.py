@@ -16,8 +16,6 @@ from sqlalchemy.engine import Engine
 
 from stratuslab.cloud import clouds
 from stratuslab.cloud.connectors.fake import FakeConnector
-from stratuslab.db.models import CloudRecord
-from stratuslab.db.session import session_scope
 from tests.deploy.support import (
     APP,
     BASE,
@@ -29,6 +27,7 @@ from tests.deploy.support import (
     wait_for_state,
     wait_until,
 )
+from tests.support import set_cloud
 
 BOTH = BASE + "  burst: debian-12\n"  # the base image lists an image on both clouds
 
@@ -42,14 +41,6 @@ def burst(engine: Engine, fake: FakeConnector) -> Iterator[FakeConnector]:
     set_cloud(engine, "local", max_instances=2)
     yield FakeConnector(namespace=namespace)
     FakeConnector.ex_reset(namespace)
-
-
-def set_cloud(engine: Engine, name: str, **values: object) -> None:
-    with session_scope(engine) as session:
-        row = session.get(CloudRecord, name)
-        assert row is not None
-        for key, value in values.items():
-            setattr(row, key, value)
 
 
 def push(api: TestClient, app: str = APP, base: str = BOTH) -> None:

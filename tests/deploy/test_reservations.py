@@ -103,13 +103,10 @@ def test_node_instances_placed_on_a_cloud_fill_its_cap_and_keep_it_from_removal(
     idle: Services,
 ) -> None:
     from stratuslab.cloud import clouds
-    from stratuslab.db.models import CloudRecord
     from stratuslab.errors import Conflict
+    from tests.support import set_cloud
 
-    with session_scope(idle.engine) as session:
-        row = session.get(CloudRecord, "local")
-        assert row is not None
-        row.max_instances = 4
+    set_cloud(idle.engine, "local", max_instances=4)
     idle.runs.create(RunRequest(module="apps/demo"), caller=ALICE)  # three, none made yet
     assert clouds.get(idle.engine, "local").max_instances == 4
     with pytest.raises(CapacityExceeded, match=r"node web: .*local is full \(4 of 4 instances\)"):
