@@ -202,3 +202,19 @@ def test_what_a_placement_puts_on_a_cloud_counts_for_the_next_ask(
     placer = Placer(engine, pool, reserved=quotas.reserved)
     found = placer.place("alice", [Ask(1, {}, cpu=3, image="debian-12")] * 2)
     assert [p.cloud for p in found if isinstance(p, Placed)] == ["local", "burst"]
+
+
+def test_asks_that_must_reach_the_server_pass_over_clouds_off_the_site() -> None:
+    """A run's node instance calls the server back at its site address: a public cloud
+    (Libcloud's) is passed over for it, while a user's own instance may go there."""
+    from stratuslab.cloud.clouds import Cloud
+    from stratuslab.cloud.placement import Room, choose
+
+    rooms = [Room(Cloud("local", "lxd", {}, max_instances=0), 0), Room(Cloud("aws", "x", {}), 0)]
+    node, mine = Ask(1, {}, image="debian-12", on_site=True), Ask(1, {}, image="debian-12")
+    refused, placed = choose(
+        [node, mine], rooms, image_found=lambda _c, _i: True, on_site=lambda c: c == "local"
+    )
+    assert isinstance(refused, CapacityExceeded)
+    assert "aws: its instances would not reach this server" in refused.message
+    assert isinstance(placed, Placed) and placed.cloud == "aws"

@@ -132,6 +132,10 @@ class Connector(VolumeContract, ABC):
 
     kind: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    # Whether its instances are on the site's networks, where nodes reach the server at the
+    # address their bootstrap gives (the bridge gateway, through NAT from another LXD host).
+    # A public cloud's are not: the engine places no run's node instance there unasked.
+    on_site_network: ClassVar[bool] = True
 
     @abstractmethod
     def create(self, spec: InstanceSpec) -> Instance:

@@ -37,6 +37,7 @@ from stratuslab.cloud import capacity as capacity_checks
 from stratuslab.cloud.admission import RunRequest
 from stratuslab.cloud.base import Capacity, Connector, Image
 from stratuslab.cloud.clouds import Cloud, all_clouds_in
+from stratuslab.cloud.connectors import connector_class
 from stratuslab.cloud.holdings import ALL, Amount, Reserved, charge_of, held, nothing_reserved
 from stratuslab.cloud.quotas import bindings
 from stratuslab.cloud.types import InstanceState
@@ -65,6 +66,9 @@ class Ask:
     ram_mb: int | None = None
     pinned: str | None = None
     image: str | None = None  # the image of every cloud ``images`` does not name
+    # Only clouds whose instances are on the site's networks (a run's node instances, which
+    # call the server back at its site address).
+    on_site: bool = False
 
     def image_on(self, cloud: str) -> str | None:
         return self.images.get(cloud, self.image)
@@ -124,6 +128,7 @@ def choose(
     rooms: Sequence[Room],
     *,
     image_found: Callable[[str, str], Literal[True] | StratusError],
+    on_site: Callable[[str], bool] = lambda _cloud: True,
 ) -> list[Placed | StratusError]:
     """Each ask placed, in order, or refused with every candidate cloud's reason.
 
@@ -143,6 +148,9 @@ def choose(
         chosen: Placed | None = None
         for room in candidates:
             name = room.cloud.name
+            if ask.on_site and ask.pinned is None and not on_site(name):
+                passed.append(f"{name}: its instances would not reach this server")
+                continue
             image = ask.image_on(name)
             found: bool | str = "no image for it" if image is None else True
             # Where it is pinned, admission says in its own words what the image and the
@@ -241,7 +249,10 @@ class Placer:
                 cache[key] = self._image(cloud, image)
             return cache[key]
 
-        return choose(asks, rooms, image_found=image_found)
+        def on_site(cloud: str) -> bool:
+            return connector_class(by_name[cloud].cloud.connector).on_site_network
+
+        return choose(asks, rooms, image_found=image_found, on_site=on_site)
 
     def requests(
         self, owner: str, requests: Sequence[RunRequest]

@@ -53,7 +53,7 @@ def place(
     for member in members:
         spec = plan.nodes[member.node]
         asks.append(
-            Ask(1, spec.images)
+            Ask(1, spec.images, on_site=True)  # its node calls the server back
             if spec.placed_anywhere
             else Ask(1, {spec.cloud: spec.image}, pinned=spec.cloud)
         )

@@ -87,6 +87,7 @@ class LibcloudConnector(Ec2Access, Connector):
     """Instances on one region of a public cloud, through Libcloud."""
 
     kind = "libcloud"
+    on_site_network = False  # a public cloud: nodes there would need the server's public URL
     capabilities = frozenset()  # reached by ssh; no exec, snapshots, images or volumes here
 
     def __init__(
