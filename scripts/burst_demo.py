@@ -4,8 +4,9 @@ A second LXD host is made on this machine (an LXD daemon inside a system contain
 ``cloud/nested_host.py``; cached after the first time) and registered with the server as the
 cloud ``host2`` over HTTPS, after ``local`` in priority. ``local`` is capped at 3 instances,
 and examples/webapp is deployed with four web servers: three of its seven node instances run
-here, the others burst to host2, and the load balancer here spreads requests over web servers
-on both hosts. Everything is put back as it was at the end (the run torn down, host2 removed
+here, the others burst to host2, and the load balancer spreads requests over web servers on
+both hosts (nodes reach each other and the server by address: this host routes host2's
+network, nothing shares a bridge). Everything is put back as it was at the end (the run torn down, host2 removed
 from the store and deleted, local's cap restored), also on failure or Ctrl-C.
 """
 
