@@ -80,6 +80,13 @@ class Instance:
     created_at: datetime | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    def carries(self, tags: Mapping[str, str], has_tag: str | None = None) -> bool:
+        """Whether it carries every one of ``tags`` (values compared exactly) and, with
+        ``has_tag``, a tag of that key: what ``Connector.list_instances`` lists."""
+        return all(self.tags.get(k) == v for k, v in tags.items()) and (
+            has_tag is None or has_tag in self.tags
+        )
+
 
 @dataclass(frozen=True)
 class Image:

@@ -187,12 +187,7 @@ class FakeConnector(FakeVolumes, Connector):
         with self._backend.lock:
             found = list(self._backend.instances.values())
         wanted = dict(tags or {})
-        return [
-            _with_addresses(i) if addresses else i
-            for i in found
-            if all(i.tags.get(k) == v for k, v in wanted.items())
-            and (has_tag is None or has_tag in i.tags)
-        ]
+        return [_with_addresses(i) if addresses else i for i in found if i.carries(wanted, has_tag)]
 
     def list_images(self) -> list[Image]:
         with self._backend.lock:

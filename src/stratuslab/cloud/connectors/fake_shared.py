@@ -147,12 +147,7 @@ class SharedFakeConnector(FakeConnector):
             rows = db.execute(_SELECT).fetchall()
         wanted = dict(tags or {})
         found = [self._instance_of(row) for row in rows]
-        return [
-            _with_addresses(i) if addresses else i
-            for i in found
-            if all(i.tags.get(k) == v for k, v in wanted.items())
-            and (has_tag is None or has_tag in i.tags)
-        ]
+        return [_with_addresses(i) if addresses else i for i in found if i.carries(wanted, has_tag)]
 
     def capacity(self) -> Capacity:
         self._maybe_fail("capacity")

@@ -206,9 +206,7 @@ class LibcloudConnector(Ec2Access, Connector):
         found = []
         for node in nodes:
             instance = self._to_instance(node, addresses=addresses)
-            if all(instance.tags.get(k) == v for k, v in wanted.items()) and (
-                has_tag is None or has_tag in instance.tags
-            ):
+            if instance.carries(wanted, has_tag):
                 found.append(instance)
         return found
 

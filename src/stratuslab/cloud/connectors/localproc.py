@@ -162,9 +162,7 @@ class LocalProcConnector(Connector):
                 instance = self._to_instance(folder, addresses=addresses)
             except NotFound:
                 continue  # destroyed as we looked
-            if all(instance.tags.get(k) == v for k, v in wanted.items()) and (
-                has_tag is None or has_tag in instance.tags
-            ):
+            if instance.carries(wanted, has_tag):
                 found.append(instance)
         return found
 

@@ -228,9 +228,7 @@ class LxdConnector(LxdImages, LxdVolumes, Connector):
                     continue  # deleted since the listing
             else:
                 instance = self._to_instance(raw)
-            if all(instance.tags.get(k) == v for k, v in wanted.items()) and (
-                has_tag is None or has_tag in instance.tags
-            ):
+            if instance.carries(wanted, has_tag):
                 found.append(instance)
         if addresses and not whole:
             return self._with_state(found)
