@@ -7,7 +7,6 @@ on it too (conftest.py's ``lxd-remote``)."""
 from __future__ import annotations
 
 import contextlib
-import datetime
 import http.server
 import secrets
 import socket
@@ -18,10 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from stratuslab import config
 from stratuslab.cloud.base import InstanceSpec
@@ -313,28 +308,10 @@ def plain_http_server() -> Iterator[int]:
 def impostor(folder: Path) -> Iterator[tuple[int, list[bytes], str]]:
     """A loopback TLS server with a certificate of its own: what it receives after each
     handshake is collected (b"" when the client hung up without sending anything)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "impostor")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    cert_pem, key_pem = client_key_pair("impostor")  # a pair of its own, as enrol makes
     cert_file, key_file = folder / "impostor.crt", folder / "impostor.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_file.write_text(cert_pem)
+    key_file.write_text(key_pem)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     listener = socket.socket()
@@ -354,7 +331,7 @@ def impostor(folder: Path) -> Iterator[tuple[int, list[bytes], str]]:
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    fingerprint = certificate_fingerprint(cert.public_bytes(serialization.Encoding.PEM).decode())
+    fingerprint = certificate_fingerprint(cert_pem)
     try:
         yield listener.getsockname()[1], received, fingerprint
     finally:
