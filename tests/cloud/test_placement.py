@@ -218,3 +218,33 @@ def test_asks_that_must_reach_the_server_pass_over_clouds_off_the_site() -> None
     assert isinstance(refused, CapacityExceeded)
     assert "aws: its instances would not reach this server" in refused.message
     assert isinstance(placed, Placed) and placed.cloud == "aws"
+
+
+@pytest.mark.lxd
+def test_on_lxd_past_the_local_cap_an_instance_bursts_to_the_second_host(
+    engine: Engine, remote_lxd: dict[str, object]
+) -> None:
+    """Both clouds real: this host's LXD capped at 0, the nested host over HTTPS after it.
+    The instance runs there, on the nested host's own network, and is destroyed there."""
+    from stratuslab import config
+
+    settings = config.load()
+    local = {"endpoint": settings.lxd_endpoint, "profile": settings.lxd_profile}
+    clouds.record(engine, name="local", connector="lxd", options=local)
+    clouds.record(engine, name="host2", connector="lxd", options=dict(remote_lxd))
+    set_cloud(engine, "local", max_instances=0)
+    set_cloud(engine, "host2", priority=200)
+    pool = ConnectorPool(engine)
+    service = InstanceService(engine, owner="alice", connectors=pool, name_prefix="test-burst")
+    try:
+        (view,) = service.run(RunRequest("debian-12", anywhere=True))
+        try:
+            assert view.cloud == "host2" and view.state == "running"
+            assert view.address and view.address.startswith("10.211.")  # host2's bridge
+            assert view.name in {i.name for i in pool("host2").list_instances()}
+            assert view.name not in {i.name for i in pool("local").list_instances()}
+        finally:
+            service.kill(view.id)
+        assert view.name not in {i.name for i in pool("host2").list_instances()}
+    finally:
+        pool.close()
